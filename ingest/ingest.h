@@ -1,0 +1,123 @@
+/*
+ * ingest: open whole-slide images through OpenSlide, describe them, and
+ * read regions as straight (non-premultiplied) 8-bit RGB.
+ *
+ * Thread rules
+ *   sp_slide   is immutable after sp_slide_open: any number of threads may
+ *              call its getters at once. Close it after every reader made
+ *              from it has been freed.
+ *   sp_reader  belongs to one thread at a time. Make one per worker thread
+ *              (inside `#pragma omp parallel`, before the loop); readers of
+ *              the same slide read concurrently without a lock of ours.
+ *
+ * Errors are reported through sp_error (util.h) with a message that names
+ * the slide file and the cause. Nothing here prints or exits.
+ */
+#ifndef SP_INGEST_H
+#define SP_INGEST_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "util.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct sp_slide sp_slide;
+typedef struct sp_reader sp_reader;
+
+typedef struct {
+    int64_t width, height; /* pixels at this level */
+    double downsample;     /* level-0 pixels per pixel of this level */
+    int64_t tile_width;    /* native tile size; 0 when OpenSlide gives none */
+    int64_t tile_height;
+} sp_level;
+
+typedef struct {
+    const char *name;      /* "label", "macro", "thumbnail", ... */
+    int64_t width, height;
+} sp_associated;
+
+typedef struct {
+    const char *name;
+    const char *value;
+} sp_property;
+
+/* Open `path`. On failure returns false, *out is NULL and `err` says why
+ * (missing file, directory, empty file, format not recognised, OpenSlide's
+ * own error). The slide is also checked for readability when `verify` is
+ * true: a small read of the lowest-resolution level must succeed. */
+bool sp_slide_open(const char *path, bool verify, sp_slide **out,
+                   sp_error *err);
+/* Free the slide. Accepts NULL. */
+void sp_slide_close(sp_slide *s);
+
+const char *sp_slide_path(const sp_slide *s);
+/* OpenSlide's vendor name ("aperio", "hamamatsu", "generic-tiff", ...). */
+const char *sp_slide_vendor(const sp_slide *s);
+int sp_slide_level_count(const sp_slide *s);
+/* Level `i` (0 <= i < level count); NULL when out of range. */
+const sp_level *sp_slide_level(const sp_slide *s, int i);
+/* The lowest-numbered level whose downsample is <= `downsample` + 1e-6
+ * (the best level to read when shrinking by `downsample`); 0 at worst. */
+int sp_slide_best_level(const sp_slide *s, double downsample);
+
+/* Microns per pixel at level 0. Returns false (and leaves the outputs
+ * untouched) when the slide does not record it. */
+bool sp_slide_mpp(const sp_slide *s, double *mpp_x, double *mpp_y);
+/* Scanning objective power; false when absent. */
+bool sp_slide_objective_power(const sp_slide *s, double *power);
+/* openslide.quickhash-1, or NULL when absent. */
+const char *sp_slide_quickhash(const sp_slide *s);
+/* Bounds of the non-empty region (openslide.bounds-*), or the whole level 0
+ * when absent. Returns true when the slide records bounds. */
+bool sp_slide_bounds(const sp_slide *s, int64_t *x, int64_t *y, int64_t *w,
+                     int64_t *h);
+
+/* All properties, in OpenSlide's order. Strings live as long as `s`. */
+int sp_slide_property_count(const sp_slide *s);
+const sp_property *sp_slide_property_at(const sp_slide *s, int i);
+/* A property by name, or NULL. */
+const char *sp_slide_property(const sp_slide *s, const char *name);
+
+int sp_slide_associated_count(const sp_slide *s);
+const sp_associated *sp_slide_associated_at(const sp_slide *s, int i);
+/* Read an associated image as straight RGB into `rgb` (width*height*3
+ * bytes, sizes from sp_slide_associated_at), transparent areas filled with
+ * `bg`. Thread-safe. */
+bool sp_slide_read_associated(sp_slide *s, const char *name, uint8_t *rgb,
+                              const uint8_t bg[3], sp_error *err);
+
+/* ---- region reading ---------------------------------------------------- */
+
+enum {
+    /* The reader opens its own OpenSlide handle (its own tile cache, no
+     * state shared with other readers). Without it, readers share the
+     * slide's handle, which OpenSlide documents as thread-safe. */
+    SP_READER_PRIVATE_HANDLE = 1u << 0,
+};
+
+/* Make a reader for one thread. `bg` (may be NULL: white) fills areas
+ * outside the scanned region and is composited under partial alpha. */
+sp_reader *sp_reader_create(sp_slide *s, unsigned flags, const uint8_t bg[3],
+                            sp_error *err);
+/* Free. Accepts NULL. */
+void sp_reader_free(sp_reader *r);
+
+/* Read a w x h region of `level` whose top-left is (x, y) in level-0
+ * coordinates (as openslide_read_region) into `rgb`, w*h*3 bytes, rows
+ * packed. Areas outside the slide come back as the background colour.
+ * Returns false with an error naming the slide on failure; after a failed
+ * read the reader (and, with a shared handle, the slide) stays failed. */
+bool sp_reader_read(sp_reader *r, int level, int64_t x, int64_t y, int64_t w,
+                    int64_t h, uint8_t *rgb, sp_error *err);
+
+/* OpenSlide's library version string. */
+const char *sp_openslide_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

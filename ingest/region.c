@@ -1,0 +1,108 @@
+/* Region readers: one per thread, straight RGB out. */
+#include "ingest.h"
+#include "ingest_private.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct sp_reader {
+    sp_slide *slide;
+    openslide_t *osr; /* the slide's, or a private one */
+    bool private_handle;
+    uint8_t bg[3];
+    uint32_t *argb; /* scratch for OpenSlide's output */
+    size_t cap;     /* pixels */
+};
+
+void sp__argb_to_rgb(const uint32_t *argb, size_t n, const uint8_t bg[3],
+                     uint8_t *rgb) {
+    const unsigned br = bg[0], bgc = bg[1], bb = bg[2];
+    for (size_t i = 0; i < n; i++) {
+        uint32_t p = argb[i];
+        unsigned a = p >> 24;
+        unsigned r = (p >> 16) & 0xff, g = (p >> 8) & 0xff, b = p & 0xff;
+        if (a != 255) {
+            /* premultiplied colour plus the background behind it */
+            unsigned t = 255 - a;
+            r += (br * t + 127) / 255;
+            g += (bgc * t + 127) / 255;
+            b += (bb * t + 127) / 255;
+            r = r > 255 ? 255 : r;
+            g = g > 255 ? 255 : g;
+            b = b > 255 ? 255 : b;
+        }
+        rgb[3 * i] = (uint8_t)r;
+        rgb[3 * i + 1] = (uint8_t)g;
+        rgb[3 * i + 2] = (uint8_t)b;
+    }
+}
+
+sp_reader *sp_reader_create(sp_slide *s, unsigned flags, const uint8_t bg[3],
+                            sp_error *err) {
+    sp_reader *r = calloc(1, sizeof *r);
+    if (!r) {
+        sp_error_set(err, SP_ERR_NOMEM, s->path, "out of memory");
+        return NULL;
+    }
+    r->slide = s;
+    if (bg)
+        memcpy(r->bg, bg, 3);
+    else
+        memset(r->bg, 255, 3);
+    if (flags & SP_READER_PRIVATE_HANDLE) {
+        r->osr = openslide_open(s->path);
+        const char *e = r->osr ? openslide_get_error(r->osr) : NULL;
+        if (!r->osr || e) {
+            sp_error_set(err, SP_ERR_INPUT, s->path, "cannot reopen: %s",
+                         e ? e : "not recognised any more");
+            sp_reader_free(r);
+            return NULL;
+        }
+        r->private_handle = true;
+    } else {
+        r->osr = s->osr;
+    }
+    return r;
+}
+
+void sp_reader_free(sp_reader *r) {
+    if (!r)
+        return;
+    if (r->private_handle && r->osr)
+        openslide_close(r->osr);
+    free(r->argb);
+    free(r);
+}
+
+bool sp_reader_read(sp_reader *r, int level, int64_t x, int64_t y, int64_t w,
+                    int64_t h, uint8_t *rgb, sp_error *err) {
+    const char *path = r->slide->path;
+    if (level < 0 || level >= r->slide->level_count)
+        return sp_error_set(err, SP_ERR_USAGE, path,
+                            "level %d out of range (slide has %d)", level,
+                            r->slide->level_count);
+    if (w <= 0 || h <= 0 || w > INT32_MAX || h > INT32_MAX ||
+        (uint64_t)w * (uint64_t)h > SIZE_MAX / 4)
+        return sp_error_set(err, SP_ERR_USAGE, path,
+                            "invalid region size %lldx%lld", (long long)w,
+                            (long long)h);
+    size_t n = (size_t)w * (size_t)h;
+    if (n > r->cap) {
+        uint32_t *p = realloc(r->argb, n * sizeof *p);
+        if (!p)
+            return sp_error_set(err, SP_ERR_NOMEM, path,
+                                "out of memory reading %lldx%lld region",
+                                (long long)w, (long long)h);
+        r->argb = p;
+        r->cap = n;
+    }
+    openslide_read_region(r->osr, r->argb, x, y, level, w, h);
+    const char *e = openslide_get_error(r->osr);
+    if (e)
+        return sp_error_set(err, SP_ERR_INPUT, path,
+                            "read failed at level %d (%lld,%lld %lldx%lld): %s",
+                            level, (long long)x, (long long)y, (long long)w,
+                            (long long)h, e);
+    sp__argb_to_rgb(r->argb, n, r->bg, rgb);
+    return true;
+}

@@ -1,0 +1,294 @@
+/* Opening a slide and describing it: levels, resolution, properties,
+ * associated images. */
+#include "ingest.h"
+#include "ingest_private.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <tiffio.h>
+
+const char *sp_openslide_version(void) { return openslide_get_version(); }
+
+/* OpenSlide reads TIFF-based formats through the process's libtiff, whose
+ * default handler prints warnings on stderr ("Raster width ... adapted").
+ * Library code must not print: drop warnings; errors still reach us
+ * through openslide_get_error(). */
+static pthread_once_t quiet_once = PTHREAD_ONCE_INIT;
+static void quiet_libtiff(void) { TIFFSetWarningHandler(NULL); }
+
+/* Check the path itself before OpenSlide sees it, so that the common
+ * mistakes get a precise cause instead of "not recognised". */
+static bool check_path(const char *path, sp_error *err) {
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return sp_error_errno(err, SP_ERR_INPUT, path, errno, "cannot open");
+    if (S_ISDIR(st.st_mode))
+        return sp_error_set(err, SP_ERR_INPUT, path,
+                            "is a directory, not a slide file");
+    if (!S_ISREG(st.st_mode))
+        return sp_error_set(err, SP_ERR_INPUT, path, "not a regular file");
+    if (st.st_size == 0)
+        return sp_error_set(err, SP_ERR_INPUT, path, "empty file");
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return sp_error_errno(err, SP_ERR_INPUT, path, errno, "cannot open");
+    fclose(f);
+    return true;
+}
+
+static bool parse_positive(const char *s, double *out) {
+    double v;
+    if (!sp_parse_double(s, &v) || !(v > 0))
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool load_levels(sp_slide *s, sp_error *err) {
+    int32_t n = openslide_get_level_count(s->osr);
+    if (n <= 0)
+        return sp_error_set(err, SP_ERR_INPUT, s->path, "slide has no levels");
+    s->levels = calloc((size_t)n, sizeof *s->levels);
+    if (!s->levels)
+        return sp_error_set(err, SP_ERR_NOMEM, s->path, "out of memory");
+    s->level_count = n;
+    for (int32_t i = 0; i < n; i++) {
+        sp_level *l = &s->levels[i];
+        openslide_get_level_dimensions(s->osr, i, &l->width, &l->height);
+        l->downsample = openslide_get_level_downsample(s->osr, i);
+        char key[64];
+        int64_t v;
+        snprintf(key, sizeof key, "openslide.level[%d].tile-width", (int)i);
+        if (sp_parse_int64(openslide_get_property_value(s->osr, key), &v) &&
+            v > 0)
+            l->tile_width = v;
+        snprintf(key, sizeof key, "openslide.level[%d].tile-height", (int)i);
+        if (sp_parse_int64(openslide_get_property_value(s->osr, key), &v) &&
+            v > 0)
+            l->tile_height = v;
+        if (l->width <= 0 || l->height <= 0 || !(l->downsample > 0))
+            return sp_error_set(err, SP_ERR_INPUT, s->path,
+                                "level %d has invalid dimensions", (int)i);
+    }
+    return true;
+}
+
+static bool load_properties(sp_slide *s, sp_error *err) {
+    const char *const *names = openslide_get_property_names(s->osr);
+    int n = 0;
+    while (names && names[n])
+        n++;
+    s->props = calloc((size_t)n + 1, sizeof *s->props);
+    if (!s->props)
+        return sp_error_set(err, SP_ERR_NOMEM, s->path, "out of memory");
+    for (int i = 0; i < n; i++) {
+        s->props[i].name = names[i];
+        const char *v = openslide_get_property_value(s->osr, names[i]);
+        s->props[i].value = v ? v : "";
+    }
+    s->prop_count = n;
+
+    s->has_mpp =
+        parse_positive(sp_slide_property(s, "openslide.mpp-x"), &s->mpp_x) &&
+        parse_positive(sp_slide_property(s, "openslide.mpp-y"), &s->mpp_y);
+    s->has_objective = parse_positive(
+        sp_slide_property(s, "openslide.objective-power"), &s->objective);
+    s->quickhash = sp_slide_property(s, "openslide.quickhash-1");
+    const char *vendor = sp_slide_property(s, "openslide.vendor");
+    s->vendor = vendor ? vendor : "unknown";
+    return true;
+}
+
+static bool load_associated(sp_slide *s, sp_error *err) {
+    const char *const *names = openslide_get_associated_image_names(s->osr);
+    int n = 0;
+    while (names && names[n])
+        n++;
+    s->assoc = calloc((size_t)n + 1, sizeof *s->assoc);
+    if (!s->assoc)
+        return sp_error_set(err, SP_ERR_NOMEM, s->path, "out of memory");
+    for (int i = 0; i < n; i++) {
+        s->assoc[i].name = names[i];
+        openslide_get_associated_image_dimensions(
+            s->osr, names[i], &s->assoc[i].width, &s->assoc[i].height);
+    }
+    s->assoc_count = n;
+    return true;
+}
+
+/* A small read of the lowest-resolution level: OpenSlide opens some damaged
+ * files happily and fails only when pixels are decoded. */
+static bool verify_readable(sp_slide *s, sp_error *err) {
+    const sp_level *l = &s->levels[s->level_count - 1];
+    int64_t w = l->width < 1024 ? l->width : 1024;
+    int64_t h = l->height < 1024 ? l->height : 1024;
+    int64_t x = (l->width - w) / 2, y = (l->height - h) / 2;
+    uint32_t *buf = malloc((size_t)(w * h) * sizeof *buf);
+    if (!buf)
+        return sp_error_set(err, SP_ERR_NOMEM, s->path, "out of memory");
+    openslide_read_region(s->osr, buf, (int64_t)(x * l->downsample),
+                          (int64_t)(y * l->downsample), s->level_count - 1, w,
+                          h);
+    free(buf);
+    const char *e = openslide_get_error(s->osr);
+    if (e)
+        return sp_error_set(err, SP_ERR_INPUT, s->path,
+                            "cannot read pixels: %s", e);
+    return true;
+}
+
+bool sp_slide_open(const char *path, bool verify, sp_slide **out,
+                   sp_error *err) {
+    *out = NULL;
+    pthread_once(&quiet_once, quiet_libtiff);
+    if (!check_path(path, err))
+        return false;
+    sp_slide *s = calloc(1, sizeof *s);
+    if (!s)
+        return sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
+    s->path = strdup(path);
+    if (!s->path) {
+        sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
+        goto fail;
+    }
+    s->osr = openslide_open(path);
+    if (!s->osr) {
+        sp_error_set(err, SP_ERR_INPUT, path,
+                     "not a slide format OpenSlide %s recognises",
+                     openslide_get_version());
+        goto fail;
+    }
+    const char *e = openslide_get_error(s->osr);
+    if (e) {
+        sp_error_set(err, SP_ERR_INPUT, path, "%s", e);
+        goto fail;
+    }
+    if (!load_properties(s, err) || !load_levels(s, err) ||
+        !load_associated(s, err))
+        goto fail;
+    if (verify && !verify_readable(s, err))
+        goto fail;
+    *out = s;
+    return true;
+fail:
+    sp_slide_close(s);
+    return false;
+}
+
+void sp_slide_close(sp_slide *s) {
+    if (!s)
+        return;
+    if (s->osr)
+        openslide_close(s->osr);
+    free(s->levels);
+    free(s->props);
+    free(s->assoc);
+    free(s->path);
+    free(s);
+}
+
+const char *sp_slide_path(const sp_slide *s) { return s->path; }
+const char *sp_slide_vendor(const sp_slide *s) { return s->vendor; }
+int sp_slide_level_count(const sp_slide *s) { return s->level_count; }
+
+const sp_level *sp_slide_level(const sp_slide *s, int i) {
+    return i >= 0 && i < s->level_count ? &s->levels[i] : NULL;
+}
+
+int sp_slide_best_level(const sp_slide *s, double downsample) {
+    int best = 0;
+    for (int i = 0; i < s->level_count; i++)
+        if (s->levels[i].downsample <= downsample + 1e-6)
+            best = i;
+    return best;
+}
+
+bool sp_slide_mpp(const sp_slide *s, double *mpp_x, double *mpp_y) {
+    if (!s->has_mpp)
+        return false;
+    if (mpp_x)
+        *mpp_x = s->mpp_x;
+    if (mpp_y)
+        *mpp_y = s->mpp_y;
+    return true;
+}
+
+bool sp_slide_objective_power(const sp_slide *s, double *power) {
+    if (!s->has_objective)
+        return false;
+    if (power)
+        *power = s->objective;
+    return true;
+}
+
+const char *sp_slide_quickhash(const sp_slide *s) { return s->quickhash; }
+
+bool sp_slide_bounds(const sp_slide *s, int64_t *x, int64_t *y, int64_t *w,
+                     int64_t *h) {
+    int64_t v[4];
+    static const char *const keys[4] = {
+        "openslide.bounds-x", "openslide.bounds-y", "openslide.bounds-width",
+        "openslide.bounds-height"};
+    bool have = true;
+    for (int i = 0; i < 4; i++)
+        have = have && sp_parse_int64(sp_slide_property(s, keys[i]), &v[i]);
+    if (!have || v[2] <= 0 || v[3] <= 0) {
+        v[0] = v[1] = 0;
+        v[2] = s->levels[0].width;
+        v[3] = s->levels[0].height;
+        have = false;
+    }
+    *x = v[0];
+    *y = v[1];
+    *w = v[2];
+    *h = v[3];
+    return have;
+}
+
+int sp_slide_property_count(const sp_slide *s) { return s->prop_count; }
+
+const sp_property *sp_slide_property_at(const sp_slide *s, int i) {
+    return i >= 0 && i < s->prop_count ? &s->props[i] : NULL;
+}
+
+const char *sp_slide_property(const sp_slide *s, const char *name) {
+    for (int i = 0; i < s->prop_count; i++)
+        if (strcmp(s->props[i].name, name) == 0)
+            return s->props[i].value;
+    return NULL;
+}
+
+int sp_slide_associated_count(const sp_slide *s) { return s->assoc_count; }
+
+const sp_associated *sp_slide_associated_at(const sp_slide *s, int i) {
+    return i >= 0 && i < s->assoc_count ? &s->assoc[i] : NULL;
+}
+
+bool sp_slide_read_associated(sp_slide *s, const char *name, uint8_t *rgb,
+                              const uint8_t bg[3], sp_error *err) {
+    const sp_associated *a = NULL;
+    for (int i = 0; i < s->assoc_count; i++)
+        if (strcmp(s->assoc[i].name, name) == 0)
+            a = &s->assoc[i];
+    if (!a)
+        return sp_error_set(err, SP_ERR_USAGE, s->path,
+                            "no associated image named '%s'", name);
+    size_t n = (size_t)(a->width * a->height);
+    uint32_t *argb = malloc(n * sizeof *argb);
+    if (!argb)
+        return sp_error_set(err, SP_ERR_NOMEM, s->path, "out of memory");
+    openslide_read_associated_image(s->osr, name, argb);
+    const char *e = openslide_get_error(s->osr);
+    if (e) {
+        free(argb);
+        return sp_error_set(err, SP_ERR_INPUT, s->path,
+                            "cannot read associated image '%s': %s", name, e);
+    }
+    static const uint8_t white[3] = {255, 255, 255};
+    sp__argb_to_rgb(argb, n, bg ? bg : white, rgb);
+    free(argb);
+    return true;
+}

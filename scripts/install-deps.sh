@@ -1,0 +1,39 @@
+#!/bin/sh
+# Install every Debian 12 package slidepipe's build, tests and benchmarks
+# need. Does nothing when all are present. Run as root (or with sudo).
+#   scripts/install-deps.sh          build + tests + benchmarks
+set -eu
+
+PKGS="
+build-essential cmake pkg-config
+libopenslide-dev openslide-tools
+libtiff-dev libtiff-tools
+libvips-dev libvips-tools
+libhdf5-dev hdf5-tools
+libcunit1-dev
+libturbojpeg0-dev libjpeg-turbo-progs
+libmicrohttpd-dev
+python3 python3-openslide python3-numpy python3-skimage python3-h5py python3-pandas
+time
+"
+
+missing=""
+for p in $PKGS; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
+        missing="$missing $p"
+    fi
+done
+
+if [ -z "$missing" ]; then
+    exit 0
+fi
+
+echo "install-deps: installing:$missing" >&2
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO=sudo
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null

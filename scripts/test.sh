@@ -1,0 +1,25 @@
+#!/bin/sh
+# Install what is missing, build, and run every test: the normal build and
+# the ASan/UBSan build run the same ctest suites. Exits non-zero on any
+# failure. Test slides come from $SLIDEPIPE_TESTDATA (default
+# ../shared/testdata beside the checkout).
+set -eu
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+export SLIDEPIPE_TESTDATA="${SLIDEPIPE_TESTDATA:-$(cd .. && pwd)/shared/testdata}"
+if [ ! -f "$SLIDEPIPE_TESTDATA/MANIFEST.tsv" ]; then
+    echo "test.sh: no test slides at $SLIDEPIPE_TESTDATA (set SLIDEPIPE_TESTDATA)" >&2
+    exit 1
+fi
+jobs=$(nproc)
+status=0
+for variant in build build-asan; do
+    if [ "$variant" = build-asan ]; then
+        scripts/build.sh "$variant" -DSP_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+    else
+        scripts/build.sh "$variant"
+    fi
+    echo "== ctest ($variant)"
+    (cd "$variant" && ctest --output-on-failure -j"$jobs") || status=1
+done
+exit $status

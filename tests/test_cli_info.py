@@ -1,0 +1,165 @@
+#!/usr/bin/python3
+"""`slidepipe info`: every field against openslide-python, every broken input
+of the test data, usage errors, and JSON that stays valid for odd values."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import openslide
+
+BIN = os.environ["SLIDEPIPE_BIN"]
+DATA = os.environ.get("SLIDEPIPE_TESTDATA") or os.path.join(
+    os.path.dirname(__file__), "..", "..", "shared", "testdata")
+
+READABLE = ["CMU-1-Small-Region.svs", "tcga-cr-7395-01a-01-ts1.svs",
+            "boxes.tiff", "small.svs"]
+# file -> words the one-line error must contain (OpenSlide's own cause)
+BROKEN = {
+    "unopenable.tiff": "Unsupported TIFF compression: 52479",
+    "unreadable.svs": "Bogus marker length",
+    "smalltif.tif": "not a slide format",
+    "dicom-boxes/boxes_0.dcm": "not a slide format",
+    "dicom-boxes/boxes_1.dcm": "not a slide format",
+}
+
+passed = failed = 0
+
+
+def check(cond, what):
+    global passed, failed
+    if cond:
+        passed += 1
+    else:
+        failed += 1
+        print("FAIL:", what, file=sys.stderr)
+
+
+def run(*args):
+    return subprocess.run([BIN, *args], capture_output=True, text=True,
+                          errors="replace", timeout=120)
+
+
+def close(a, b):
+    return a is not None and b is not None and abs(a - b) <= 1e-9 * max(1, abs(b))
+
+
+def expect_fields(obj, path):
+    s = openslide.OpenSlide(path)
+    p = s.properties
+    check(obj["ok"] is True, f"{path}: ok")
+    check(obj["vendor"] == p["openslide.vendor"], f"{path}: vendor")
+    check([obj["width"], obj["height"]] == list(s.dimensions), f"{path}: size")
+    check(obj["level_count"] == s.level_count, f"{path}: level count")
+    for i, lv in enumerate(obj["levels"]):
+        check([lv["width"], lv["height"]] == list(s.level_dimensions[i]),
+              f"{path}: level {i} size")
+        check(close(lv["downsample"], s.level_downsamples[i]),
+              f"{path}: level {i} downsample")
+        tw = p.get(f"openslide.level[{i}].tile-width")
+        check(lv["tile_width"] == (int(tw) if tw else None),
+              f"{path}: level {i} tile width")
+    for key, prop in (("mpp_x", openslide.PROPERTY_NAME_MPP_X),
+                      ("mpp_y", openslide.PROPERTY_NAME_MPP_Y),
+                      ("objective_power", openslide.PROPERTY_NAME_OBJECTIVE_POWER)):
+        if prop in p:
+            check(close(obj[key], float(p[prop])), f"{path}: {key}")
+        else:
+            check(obj[key] is None, f"{path}: absent {key} must be null")
+    check(obj["quickhash"] == p.get("openslide.quickhash-1"), f"{path}: quickhash")
+    check(obj["properties"] == dict(p), f"{path}: all properties")
+    assoc = {a["name"]: (a["width"], a["height"]) for a in obj["associated_images"]}
+    check(assoc == {k: v.size for k, v in s.associated_images.items()},
+          f"{path}: associated images")
+    s.close()
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="sp-info-")
+    try:
+        # every readable slide, one at a time, against openslide-python
+        for name in READABLE:
+            path = os.path.join(DATA, name)
+            r = run("info", "--json", path)
+            check(r.returncode == 0, f"{name}: exit {r.returncode}: {r.stderr}")
+            check(r.stderr == "", f"{name}: stderr must be empty: {r.stderr!r}")
+            lines = r.stdout.splitlines()
+            check(len(lines) == 1, f"{name}: one JSON line")
+            expect_fields(json.loads(lines[0]), path)
+            # human output names the file and the size
+            h = run("info", path)
+            w, hh = openslide.OpenSlide(path).dimensions
+            check(h.returncode == 0 and f"{w} x {hh} px" in h.stdout,
+                  f"{name}: human output")
+
+        # broken inputs: one line naming the file and the cause, exit 1
+        empty = os.path.join(tmp, "empty.svs")
+        open(empty, "wb").close()
+        trunc = os.path.join(tmp, "truncated.svs")
+        with open(os.path.join(DATA, "CMU-1-Small-Region.svs"), "rb") as f:
+            blob = f.read()
+        with open(trunc, "wb") as f:
+            f.write(blob[:len(blob) // 3])
+        cases = {os.path.join(DATA, k): v for k, v in BROKEN.items()}
+        cases[os.path.join(DATA, "no-such-slide.svs")] = "No such file or directory"
+        cases[os.path.join(DATA, "dicom-boxes")] = "is a directory"
+        cases[empty] = "empty file"
+        cases[trunc] = ""  # OpenSlide's cause varies with the cut
+        for path, cause in cases.items():
+            r = run("info", path)
+            err = r.stderr.splitlines()
+            check(r.returncode == 1, f"{path}: exit {r.returncode}, want 1")
+            check(len(err) == 1, f"{path}: one stderr line, got {err!r}")
+            check(err and path in err[0] and cause in err[0],
+                  f"{path}: message {err!r} should name file and '{cause}'")
+            check(r.stdout == "", f"{path}: nothing on stdout")
+
+        # several slides: the good ones still reported, exit 1
+        good = [os.path.join(DATA, n) for n in ("CMU-1-Small-Region.svs", "boxes.tiff")]
+        bad = os.path.join(DATA, "unopenable.tiff")
+        r = run("info", "--json", good[0], bad, good[1])
+        check(r.returncode == 1, "mixed: exit 1")
+        objs = [json.loads(line) for line in r.stdout.splitlines()]
+        check([o["ok"] for o in objs] == [True, False, True], "mixed: three records")
+        check(objs[1]["file"] == bad and "52479" in objs[1]["error"], "mixed: error record")
+        check(len(r.stderr.splitlines()) == 1, "mixed: one stderr line")
+
+        # odd property values stay valid JSON: quotes, backslashes, control
+        # characters, invalid UTF-8 in an Aperio description
+        odd = os.path.join(tmp, "odd.svs")
+        shutil.copy(os.path.join(DATA, "small.svs"), odd)
+        desc = b"Aperio Image Library v12 \"q\"\x01\x7f\\x\xff\xfe|AppMag = 20|Odd = tab\there \xc3\xa9|MPP = 0.499"
+        # tiffset takes the value as an argv string: pass raw bytes
+        subprocess.run([b"tiffset", b"-s", b"270", desc, odd.encode()], check=True,
+                       capture_output=True)
+        r = subprocess.run([BIN, "info", "--json", odd], capture_output=True)
+        check(r.returncode == 0, f"odd: exit {r.returncode} {r.stderr!r}")
+        try:
+            obj = json.loads(r.stdout.decode("utf-8"))
+            check(obj["properties"].get("aperio.Odd", "").startswith("tab\there"),
+                  "odd: property value round-trips")
+            check('"q"' in obj["properties"]["openslide.comment"], "odd: quotes kept")
+        except (ValueError, UnicodeDecodeError) as e:
+            check(False, f"odd: invalid JSON: {e}")
+
+        # usage
+        r = run("--help")
+        check(r.returncode == 0 and "info" in r.stdout, "top-level --help")
+        r = run("info", "--help")
+        check(r.returncode == 0 and "--json" in r.stdout, "info --help")
+        r = run("--version")
+        check(r.returncode == 0 and r.stdout.startswith("slidepipe "), "--version")
+        for args in (["info"], ["info", "--bogus", good[0]], ["nosuchcommand"], []):
+            r = run(*args)
+            check(r.returncode == 2 and len(r.stderr.splitlines()) >= 1,
+                  f"usage error {args}: exit {r.returncode}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+/* util: error records, JSON writer, files, parsing. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "testutil.h"
+#include "util.h"
+
+static void test_error_first_sticks(void) {
+    sp_error e = {0};
+    CU_ASSERT_FALSE(sp_error_is_set(&e));
+    CU_ASSERT_FALSE(sp_error_set(&e, SP_ERR_INPUT, "a.svs", "bad %d\nline", 1));
+    sp_error_set(&e, SP_ERR_OUTPUT, "b.svs", "second");
+    CU_ASSERT_EQUAL(e.code, SP_ERR_INPUT);
+    CU_ASSERT_STRING_EQUAL(e.msg, "a.svs: bad 1 line");
+    sp_error_clear(&e);
+    CU_ASSERT_FALSE(sp_error_is_set(&e));
+    CU_ASSERT_FALSE(sp_error_set(NULL, SP_ERR_INPUT, NULL, "ignored"));
+}
+
+static void test_json_escaping(void) {
+    sp_buf b;
+    sp_buf_init(&b);
+    sp_json j;
+    sp_json_init(&j, &b, false);
+    sp_json_begin_object(&j);
+    sp_json_key(&j, "q\"k");
+    sp_json_string(&j, "a\\b\n\x01\xff\xc3\xa9");
+    sp_json_key(&j, "n");
+    sp_json_number(&j, 0.1);
+    sp_json_key(&j, "nan");
+    sp_json_number(&j, NAN);
+    sp_json_key(&j, "arr");
+    sp_json_begin_array(&j);
+    sp_json_int(&j, -3);
+    sp_json_bool(&j, true);
+    sp_json_null(&j);
+    sp_json_string(&j, NULL);
+    sp_json_end_array(&j);
+    sp_json_key(&j, "empty");
+    sp_json_begin_object(&j);
+    sp_json_end_object(&j);
+    sp_json_end_object(&j);
+    CU_ASSERT_STRING_EQUAL(
+        b.data, "{\"q\\\"k\":\"a\\\\b\\n\\u0001\\ufffd\xc3\xa9\",\"n\":0.1,"
+                "\"nan\":null,\"arr\":[-3,true,null,null],\"empty\":{}}");
+    sp_buf_free(&b);
+}
+
+static void test_parse(void) {
+    double d;
+    int64_t i;
+    CU_ASSERT_TRUE(sp_parse_double("0.499", &d));
+    CU_ASSERT_DOUBLE_EQUAL(d, 0.499, 1e-12);
+    CU_ASSERT_FALSE(sp_parse_double("", &d));
+    CU_ASSERT_FALSE(sp_parse_double("1.5x", &d));
+    CU_ASSERT_FALSE(sp_parse_double("inf", &d));
+    CU_ASSERT_FALSE(sp_parse_double(NULL, &d));
+    CU_ASSERT_TRUE(sp_parse_int64("-42", &i));
+    CU_ASSERT_EQUAL(i, -42);
+    CU_ASSERT_FALSE(sp_parse_int64("4.2", &i));
+}
+
+static void test_files(void) {
+    char dir[512], file[600];
+    snprintf(dir, sizeof dir, "%s/a/b/c", sp_test_tmpdir());
+    sp_error e = {0};
+    CU_ASSERT_TRUE(sp_mkdir_p(dir, &e));
+    CU_ASSERT_TRUE(sp_mkdir_p(dir, &e)); /* exists: fine */
+    snprintf(file, sizeof file, "%s/x.txt", dir);
+    CU_ASSERT_TRUE(sp_write_file_atomic(file, "hello", 5, &e));
+    struct stat st;
+    CU_ASSERT_EQUAL(stat(file, &st), 0);
+    CU_ASSERT_EQUAL(st.st_size, 5);
+    char *tmp = sp_temp_sibling(file);
+    CU_ASSERT_FALSE(sp_path_exists(tmp));
+    CU_ASSERT_PTR_NOT_NULL(strstr(tmp, "/.x.txt.tmp-"));
+    free(tmp);
+    /* a file where a directory is wanted */
+    char bad[700];
+    snprintf(bad, sizeof bad, "%s/sub", file);
+    CU_ASSERT_FALSE(sp_mkdir_p(bad, &e));
+    CU_ASSERT_EQUAL(e.code, SP_ERR_OUTPUT);
+    snprintf(dir, sizeof dir, "%s/a", sp_test_tmpdir());
+    sp_error e2 = {0};
+    CU_ASSERT_TRUE(sp_remove_tree(dir, &e2));
+    CU_ASSERT_FALSE(sp_path_exists(dir));
+    CU_ASSERT_TRUE(sp_remove_tree(dir, &e2)); /* absent: fine */
+    CU_ASSERT_STRING_EQUAL(sp_basename("/x/y/z.svs"), "z.svs");
+    CU_ASSERT_STRING_EQUAL(sp_basename("z.svs"), "z.svs");
+}
+
+int main(void) {
+    if (CU_initialize_registry() != CUE_SUCCESS)
+        return 2;
+    CU_pSuite s = CU_add_suite("util", NULL, NULL);
+    CU_ADD_TEST(s, test_error_first_sticks);
+    CU_ADD_TEST(s, test_json_escaping);
+    CU_ADD_TEST(s, test_parse);
+    CU_ADD_TEST(s, test_files);
+    return sp_test_run();
+}

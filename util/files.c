@@ -1,0 +1,139 @@
+/* File helpers: mkdir -p, rm -rf, atomic writes. */
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+const char *sp_basename(const char *path) {
+    const char *slash = strrchr(path, '/');
+    if (slash && slash[1] == '\0') {
+        /* trailing slash: find the component before it */
+        const char *p = slash;
+        while (p > path && *(p - 1) != '/')
+            p--;
+        return p;
+    }
+    return slash ? slash + 1 : path;
+}
+
+bool sp_path_exists(const char *path) {
+    struct stat st;
+    return lstat(path, &st) == 0;
+}
+
+bool sp_mkdir_p(const char *path, sp_error *err) {
+    size_t n = strlen(path);
+    char *tmp = malloc(n + 1);
+    if (!tmp)
+        return sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
+    memcpy(tmp, path, n + 1);
+    for (char *p = tmp + 1; ; p++) {
+        if (*p == '/' || *p == '\0') {
+            char saved = *p;
+            *p = '\0';
+            if (mkdir(tmp, 0777) != 0 && errno != EEXIST) {
+                int e = errno;
+                sp_error_errno(err, SP_ERR_OUTPUT, tmp, e,
+                               "cannot create directory");
+                free(tmp);
+                return false;
+            }
+            *p = saved;
+            if (saved == '\0')
+                break;
+        }
+    }
+    free(tmp);
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+        return sp_error_set(err, SP_ERR_OUTPUT, path, "not a directory");
+    return true;
+}
+
+static int rm_one(const char *fpath, const struct stat *sb, int typeflag,
+                  struct FTW *ftwbuf) {
+    (void)sb;
+    (void)ftwbuf;
+    int r = (typeflag == FTW_DP) ? rmdir(fpath) : unlink(fpath);
+    return r != 0 && errno != ENOENT ? -1 : 0;
+}
+
+bool sp_remove_tree(const char *path, sp_error *err) {
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return errno == ENOENT
+                   ? true
+                   : sp_error_errno(err, SP_ERR_OUTPUT, path, errno,
+                                    "cannot remove");
+    if (!S_ISDIR(st.st_mode)) {
+        if (unlink(path) != 0)
+            return sp_error_errno(err, SP_ERR_OUTPUT, path, errno,
+                                  "cannot remove");
+        return true;
+    }
+    if (nftw(path, rm_one, 32, FTW_DEPTH | FTW_PHYS) != 0)
+        return sp_error_errno(err, SP_ERR_OUTPUT, path, errno,
+                              "cannot remove");
+    return true;
+}
+
+char *sp_temp_sibling(const char *final_path) {
+    const char *base = sp_basename(final_path);
+    size_t dirlen = (size_t)(base - final_path);
+    size_t n = strlen(final_path) + 48;
+    char *s = malloc(n);
+    if (!s)
+        return NULL;
+    snprintf(s, n, "%.*s.%s.tmp-%ld", (int)dirlen, final_path, base,
+             (long)getpid());
+    /* drop a trailing slash carried over from final_path */
+    return s;
+}
+
+bool sp_write_file_atomic(const char *path, const void *data, size_t n,
+                          sp_error *err) {
+    char *tmp = sp_temp_sibling(path);
+    if (!tmp)
+        return sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
+    bool ok = false;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    if (fd < 0) {
+        sp_error_errno(err, SP_ERR_OUTPUT, path, errno, "cannot create");
+        goto out;
+    }
+    const char *p = data;
+    size_t left = n;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            sp_error_errno(err, SP_ERR_OUTPUT, path, errno, "write failed");
+            close(fd);
+            unlink(tmp);
+            goto out;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (close(fd) != 0) {
+        sp_error_errno(err, SP_ERR_OUTPUT, path, errno, "write failed");
+        unlink(tmp);
+        goto out;
+    }
+    if (rename(tmp, path) != 0) {
+        sp_error_errno(err, SP_ERR_OUTPUT, path, errno, "cannot rename");
+        unlink(tmp);
+        goto out;
+    }
+    ok = true;
+out:
+    free(tmp);
+    return ok;
+}

@@ -1,0 +1,137 @@
+/*
+ * util: the small shared services every slidepipe module stands on.
+ *
+ *   sp_error   an error record carrying one line that names the file and
+ *              the cause; the first error set on it sticks.
+ *   sp_buf     a growable byte buffer, with a JSON writer on top of it.
+ *   files      atomic output (write under a temporary name, then rename),
+ *              mkdir -p, recursive removal.
+ *
+ * Nothing here prints or exits. Every function is safe to call from any
+ * thread on distinct objects; no object is internally locked.
+ */
+#ifndef SP_UTIL_H
+#define SP_UTIL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- errors ------------------------------------------------------------ */
+
+/* Error categories; the CLI maps them to exit codes. */
+typedef enum {
+    SP_OK = 0,
+    SP_ERR_INPUT,   /* the input could not be opened or read */
+    SP_ERR_OUTPUT,  /* an output could not be written */
+    SP_ERR_USAGE,   /* bad arguments or parameters */
+    SP_ERR_NOMEM,   /* out of memory */
+    SP_ERR_INTERNAL /* a bug or an unexpected library failure */
+} sp_errcode;
+
+#define SP_ERROR_MAX 1024
+
+/* Zero-initialise (`sp_error err = {0};`) before use. */
+typedef struct {
+    sp_errcode code;
+    char msg[SP_ERROR_MAX]; /* "FILE: cause", one line, no trailing newline */
+} sp_error;
+
+/* Record an error unless one is already recorded (the first one sticks).
+ * `file` may be NULL; newlines in the message are folded to spaces.
+ * Always returns false, so `return sp_error_set(...)` reads naturally.
+ * `err` may be NULL, in which case nothing is recorded. */
+bool sp_error_set(sp_error *err, sp_errcode code, const char *file,
+                  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+bool sp_error_setv(sp_error *err, sp_errcode code, const char *file,
+                   const char *fmt, va_list ap);
+/* Record an error from errno (strerror of `errnum`) with a prefix. */
+bool sp_error_errno(sp_error *err, sp_errcode code, const char *file,
+                    int errnum, const char *what);
+static inline bool sp_error_is_set(const sp_error *err) {
+    return err && err->code != SP_OK;
+}
+void sp_error_clear(sp_error *err);
+
+/* ---- growable buffer --------------------------------------------------- */
+
+typedef struct {
+    char *data;  /* NUL-terminated while len < cap */
+    size_t len;
+    size_t cap;
+    bool oom;    /* an allocation failed; contents are truncated */
+} sp_buf;
+
+void sp_buf_init(sp_buf *b);
+void sp_buf_free(sp_buf *b);
+void sp_buf_reset(sp_buf *b);
+void sp_buf_append(sp_buf *b, const void *data, size_t n);
+void sp_buf_puts(sp_buf *b, const char *s);
+void sp_buf_printf(sp_buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* ---- JSON writer ------------------------------------------------------- */
+/* A streaming writer that inserts commas itself. Nest at most 32 levels.
+ * Strings are escaped completely (control characters as \u00XX, invalid
+ * UTF-8 bytes replaced by U+FFFD) so the output is always valid JSON.
+ * Non-finite numbers are written as null. */
+
+typedef struct {
+    sp_buf *out;
+    int depth;
+    bool first[33];
+    bool after_key;
+    bool pretty;
+} sp_json;
+
+void sp_json_init(sp_json *j, sp_buf *out, bool pretty);
+void sp_json_begin_object(sp_json *j);
+void sp_json_end_object(sp_json *j);
+void sp_json_begin_array(sp_json *j);
+void sp_json_end_array(sp_json *j);
+void sp_json_key(sp_json *j, const char *key);
+void sp_json_string(sp_json *j, const char *s); /* NULL writes null */
+void sp_json_number(sp_json *j, double v);
+void sp_json_int(sp_json *j, int64_t v);
+void sp_json_bool(sp_json *j, bool v);
+void sp_json_null(sp_json *j);
+/* Append `s` as a quoted, escaped JSON string to `b`. */
+void sp_json_escape(sp_buf *b, const char *s);
+
+/* ---- files ------------------------------------------------------------- */
+
+/* mkdir -p. */
+bool sp_mkdir_p(const char *path, sp_error *err);
+/* rm -rf (no-op when absent). Does not follow symbolic links. */
+bool sp_remove_tree(const char *path, sp_error *err);
+/* True when `path` exists (any type, without following a final symlink). */
+bool sp_path_exists(const char *path);
+/* Temporary sibling name for atomic output: "<dir>/.<base>.tmp-<pid>".
+ * Returns a malloc'd string (NULL on OOM). */
+char *sp_temp_sibling(const char *final_path);
+/* Write a whole buffer to `path` atomically (temp file, fsync, rename). */
+bool sp_write_file_atomic(const char *path, const void *data, size_t n,
+                          sp_error *err);
+/* The last path component (points into `path`). */
+const char *sp_basename(const char *path);
+
+/* ---- misc -------------------------------------------------------------- */
+
+/* Monotonic seconds. */
+double sp_now(void);
+/* Number of threads to use when the user gave none (all online cores). */
+int sp_default_threads(void);
+/* Parse a decimal double in the C locale; false unless the whole string is
+ * a finite number. */
+bool sp_parse_double(const char *s, double *out);
+bool sp_parse_int64(const char *s, int64_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
