@@ -29,6 +29,8 @@ typedef struct {
 } sp_command;
 
 int sp_cmd_info(int argc, char **argv);
+int sp_cmd_query(int argc, char **argv);
+int sp_cmd_index(int argc, char **argv);
 
 /* Print "slidepipe: <msg>" on one line to stderr. */
 void sp_cli_error(const char *cmd, const char *fmt, ...)

@@ -8,6 +8,10 @@
 static const sp_command commands[] = {
     {"info", "describe slides: levels, resolution, vendor, properties",
      sp_cmd_info},
+    {"query", "filter, count and summarise the tiles of HDF5 files",
+     sp_cmd_query},
+    {"index", "link a folder of HDF5 files into one cohort file",
+     sp_cmd_index},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

@@ -9,7 +9,7 @@ build-essential cmake pkg-config
 libopenslide-dev openslide-tools
 libtiff-dev libtiff-tools
 libvips-dev libvips-tools
-libhdf5-dev hdf5-tools
+libhdf5-dev hdf5-tools zlib1g-dev
 libcunit1-dev
 libturbojpeg0-dev libjpeg-turbo-progs
 libmicrohttpd-dev

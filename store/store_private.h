@@ -1,0 +1,73 @@
+/*
+ * store private header: schema names (docs/SCHEMA.md is the contract) and
+ * the small HDF5 helpers shared by writer.c, reader.c and index.c.
+ * HDF5 from one thread only (see store.h).
+ */
+#ifndef SP_STORE_PRIVATE_H
+#define SP_STORE_PRIVATE_H
+
+#include <hdf5.h>
+
+#include "store.h"
+
+/* Root attributes naming the schema. */
+#define SPS_ATTR_SCHEMA "schema"
+#define SPS_ATTR_VERSION "schema_version"
+/* Datasets and groups. */
+#define SPS_COORDS "coords"
+#define SPS_FEATURES "features"
+#define SPS_COLUMNS "columns" /* attribute of /features */
+#define SPS_SUMMARY "summary"
+#define SPS_SLIDE_ID "slide_id" /* cohort */
+#define SPS_SLIDES "slides"     /* cohort group */
+#define SPS_SLIDE_LINKS "slide" /* cohort group of external links */
+
+/* Rows per chunk of /features (one column per chunk: 1 MiB of float32)
+ * and of /coords (2 columns of int64: 1 MiB). */
+#define SPS_CHUNK_ROWS 262144
+#define SPS_COORD_CHUNK_ROWS 65536
+#define SPS_DEFLATE_LEVEL 4
+
+/* Silence HDF5's printer for this thread's default stack (idempotent). */
+void sps_h5_quiet(void);
+/* Record an error: "<file>: <what>: <HDF5's innermost cause>" from the
+ * current error stack, which is then cleared. Returns false. */
+bool sps_h5_error(sp_error *err, sp_errcode code, const char *file,
+                  const char *what);
+
+/* Close helpers that accept H5I_INVALID_HID / negative ids. */
+void sps_close_any(hid_t id);
+
+/* Attributes. Writers return false with an HDF5-derived error. */
+bool sps_attr_put_str(hid_t obj, const char *name, const char *value,
+                      const char *file, sp_error *err);
+bool sps_attr_put_strs(hid_t obj, const char *name, const char *const *v,
+                       size_t n, const char *file, sp_error *err);
+bool sps_attr_put_i64(hid_t obj, const char *name, const int64_t *v,
+                      size_t n, const char *file, sp_error *err);
+bool sps_attr_put_f64(hid_t obj, const char *name, const double *v, size_t n,
+                      const char *file, sp_error *err);
+/* Readers: false with SP_ERR_INPUT when absent or of the wrong kind.
+ * Strings accept fixed or variable length; the result is malloc'd. */
+bool sps_attr_exists(hid_t obj, const char *name);
+bool sps_attr_get_str(hid_t obj, const char *name, char **out,
+                      const char *file, sp_error *err);
+/* A 1-D string array attribute; *out is a malloc'd array of malloc'd
+ * strings (free with sps_free_strs). */
+bool sps_attr_get_strs(hid_t obj, const char *name, char ***out, size_t *n,
+                       const char *file, sp_error *err);
+void sps_free_strs(char **v, size_t n);
+/* Scalar or the first `n` elements, converted to int64 / double. */
+bool sps_attr_get_i64(hid_t obj, const char *name, int64_t *out, size_t n,
+                      const char *file, sp_error *err);
+bool sps_attr_get_f64(hid_t obj, const char *name, double *out, size_t n,
+                      const char *file, sp_error *err);
+
+/* ISO 8601 UTC ("2024-05-01T12:00:00Z") of Unix seconds. */
+void sps_format_time(double unix_seconds, char out[32]);
+/* Unix seconds now. */
+double sps_wall_time(void);
+/* fsync a path (file or directory); false with errno set. */
+bool sps_fsync_path(const char *path);
+
+#endif
