@@ -64,6 +64,9 @@ const sp_level *sp_slide_level(const sp_slide *s, int i);
  * (the best level to read when shrinking by `downsample`); 0 at worst. */
 int sp_slide_best_level(const sp_slide *s, double downsample);
 
+/* True when level-0 reads bypass OpenSlide (see SP_READER_OPENSLIDE_ONLY). */
+bool sp_slide_has_direct_path(const sp_slide *s);
+
 /* Microns per pixel at level 0. Returns false (and leaves the outputs
  * untouched) when the slide does not record it. */
 bool sp_slide_mpp(const sp_slide *s, double *mpp_x, double *mpp_y);
@@ -97,6 +100,10 @@ enum {
      * state shared with other readers). Without it, readers share the
      * slide's handle, which OpenSlide documents as thread-safe. */
     SP_READER_PRIVATE_HANDLE = 1u << 0,
+    /* Read every level through OpenSlide. Without it, level-0 reads of
+     * JPEG-tiled TIFF slides (Aperio, generic TIFF) decode the tiles
+     * directly with libjpeg-turbo: the same pixels, several times faster. */
+    SP_READER_OPENSLIDE_ONLY = 1u << 1,
 };
 
 /* Make a reader for one thread. `bg` (may be NULL: white) fills areas

@@ -10,6 +10,9 @@
 
 #include "ingest.h"
 
+typedef struct sp_direct sp_direct;
+typedef struct sp_direct_reader sp_direct_reader;
+
 struct sp_slide {
     char *path;
     openslide_t *osr;   /* shared handle; OpenSlide reads are thread-safe */
@@ -23,11 +26,22 @@ struct sp_slide {
     bool has_mpp, has_objective;
     double mpp_x, mpp_y, objective;
     const char *quickhash;
+    sp_direct *direct;  /* level-0 JPEG tiles read directly, or NULL */
 };
 
 /* Premultiplied ARGB (OpenSlide's layout) to straight RGB composited over
  * `bg`: opaque pixels are copied, transparent ones become `bg`. */
 void sp__argb_to_rgb(const uint32_t *argb, size_t n, const uint8_t bg[3],
                      uint8_t *rgb);
+
+/* direct.c: level-0 JPEG tiles of TIFF-based slides without OpenSlide's
+ * cache and painting (same pixels). */
+sp_direct *sp__direct_probe(const sp_slide *s);
+void sp__direct_free(sp_direct *d);
+sp_direct_reader *sp__direct_reader_new(const sp_direct *d);
+void sp__direct_reader_free(sp_direct_reader *r);
+bool sp__direct_read(sp_direct_reader *r, const sp_direct *d, int64_t x,
+                     int64_t y, int64_t w, int64_t h, const uint8_t bg[3],
+                     uint8_t *rgb, const char *path, sp_error *err);
 
 #endif

@@ -9,6 +9,7 @@ struct sp_reader {
     sp_slide *slide;
     openslide_t *osr; /* the slide's, or a private one */
     bool private_handle;
+    sp_direct_reader *direct; /* level-0 fast path, or NULL */
     uint8_t bg[3];
     uint32_t *argb; /* scratch for OpenSlide's output */
     size_t cap;     /* pixels */
@@ -62,12 +63,21 @@ sp_reader *sp_reader_create(sp_slide *s, unsigned flags, const uint8_t bg[3],
     } else {
         r->osr = s->osr;
     }
+    if (s->direct && !(flags & SP_READER_OPENSLIDE_ONLY)) {
+        r->direct = sp__direct_reader_new(s->direct);
+        if (!r->direct) {
+            sp_error_set(err, SP_ERR_NOMEM, s->path, "out of memory");
+            sp_reader_free(r);
+            return NULL;
+        }
+    }
     return r;
 }
 
 void sp_reader_free(sp_reader *r) {
     if (!r)
         return;
+    sp__direct_reader_free(r->direct);
     if (r->private_handle && r->osr)
         openslide_close(r->osr);
     free(r->argb);
@@ -86,6 +96,9 @@ bool sp_reader_read(sp_reader *r, int level, int64_t x, int64_t y, int64_t w,
         return sp_error_set(err, SP_ERR_USAGE, path,
                             "invalid region size %lldx%lld", (long long)w,
                             (long long)h);
+    if (level == 0 && r->direct)
+        return sp__direct_read(r->direct, r->slide->direct, x, y, w, h, r->bg,
+                               rgb, path, err);
     size_t n = (size_t)w * (size_t)h;
     if (n > r->cap) {
         uint32_t *p = realloc(r->argb, n * sizeof *p);

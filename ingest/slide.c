@@ -171,6 +171,7 @@ bool sp_slide_open(const char *path, bool verify, sp_slide **out,
         goto fail;
     if (verify && !verify_readable(s, err))
         goto fail;
+    s->direct = sp__direct_probe(s);
     *out = s;
     return true;
 fail:
@@ -181,6 +182,7 @@ fail:
 void sp_slide_close(sp_slide *s) {
     if (!s)
         return;
+    sp__direct_free(s->direct);
     if (s->osr)
         openslide_close(s->osr);
     free(s->levels);
@@ -225,6 +227,8 @@ bool sp_slide_objective_power(const sp_slide *s, double *power) {
 }
 
 const char *sp_slide_quickhash(const sp_slide *s) { return s->quickhash; }
+
+bool sp_slide_has_direct_path(const sp_slide *s) { return s->direct != NULL; }
 
 bool sp_slide_bounds(const sp_slide *s, int64_t *x, int64_t *y, int64_t *w,
                      int64_t *h) {

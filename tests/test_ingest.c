@@ -388,6 +388,72 @@ static void test_associated_image(void) {
     sp_slide_close(s);
 }
 
+/* Compare the direct level-0 path with OpenSlide's over a grid of regions:
+ * aligned tiles, unaligned windows, edge-crossing and outside ones. */
+static void compare_paths(sp_slide *s) {
+    sp_error e = {0};
+    static const uint8_t bg[3] = {3, 250, 7};
+    sp_reader *fast = sp_reader_create(s, 0, bg, &e);
+    sp_reader *slow = sp_reader_create(s, SP_READER_OPENSLIDE_ONLY, bg, &e);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(fast);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(slow);
+    const sp_level *l = sp_slide_level(s, 0);
+    const int64_t W = l->width, H = l->height;
+    const int64_t reg[][4] = {
+        {0, 0, W, H},              /* the whole level at once */
+        {0, 0, 240, 240},          {240, 480, 480, 240},
+        {17, 33, 301, 199},        {W - 100, H - 77, 250, 300},
+        {-31, -5, 300, 100},       {W + 5, 0, 10, 10},
+        {W / 2, H / 2, 1, 1},      {W - 1, H - 1, 1, 1},
+    };
+    for (size_t k = 0; k < sizeof reg / sizeof reg[0]; k++) {
+        size_t n = (size_t)(reg[k][2] * reg[k][3] * 3);
+        uint8_t *a = malloc(n), *b = malloc(n);
+        CU_ASSERT_TRUE(sp_reader_read(fast, 0, reg[k][0], reg[k][1], reg[k][2],
+                                      reg[k][3], a, &e));
+        CU_ASSERT_TRUE(sp_reader_read(slow, 0, reg[k][0], reg[k][1], reg[k][2],
+                                      reg[k][3], b, &e));
+        if (memcmp(a, b, n) != 0) {
+            fprintf(stderr, "%s: region %zu differs between paths\n",
+                    sp_slide_path(s), k);
+            CU_FAIL("direct path differs from OpenSlide");
+        }
+        free(a);
+        free(b);
+    }
+    sp_reader_free(fast);
+    sp_reader_free(slow);
+}
+
+static void test_direct_path_equals_openslide(void) {
+    sp_slide *s = open_ok("CMU-1-Small-Region.svs");
+    CU_ASSERT_TRUE(sp_slide_has_direct_path(s)); /* Aperio, JPEG, RGB */
+    compare_paths(s);
+    sp_slide_close(s);
+    /* JPEG 2000 and deflate tiles go through OpenSlide */
+    s = open_ok("tcga-cr-7395-01a-01-ts1.svs");
+    CU_ASSERT_FALSE(sp_slide_has_direct_path(s));
+    sp_slide_close(s);
+    s = open_ok("boxes.tiff");
+    CU_ASSERT_FALSE(sp_slide_has_direct_path(s));
+    sp_slide_close(s);
+
+    /* YCbCr JPEG tiles from the project's generator, odd size */
+    const char *synth = getenv("SLIDEPIPE_SYNTH");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(synth);
+    char path[512], cmd[1400];
+    snprintf(path, sizeof path, "%s/synth.svs", sp_test_tmpdir());
+    snprintf(cmd, sizeof cmd,
+             "'%s' -o '%s' --width 1531 --height 1107 --tile 256 --quiet",
+             synth, path);
+    CU_ASSERT_EQUAL_FATAL(system(cmd), 0);
+    sp_error e = {0};
+    CU_ASSERT_TRUE_FATAL(sp_slide_open(path, true, &s, &e));
+    CU_ASSERT_TRUE(sp_slide_has_direct_path(s));
+    compare_paths(s);
+    sp_slide_close(s);
+}
+
 int main(void) {
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 2;
@@ -400,5 +466,6 @@ int main(void) {
     CU_ADD_TEST(s, test_empty_and_truncated);
     CU_ADD_TEST(s, test_reader_rejects_bad_arguments);
     CU_ADD_TEST(s, test_associated_image);
+    CU_ADD_TEST(s, test_direct_path_equals_openslide);
     return sp_test_run();
 }

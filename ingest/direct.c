@@ -1,0 +1,322 @@
+/* Direct decoding of level-0 JPEG tiles of TIFF-based slides (Aperio and
+ * generic tiled TIFF), bypassing OpenSlide's ARGB tile cache and cairo
+ * painting, which cost more than the JPEG decode itself.
+ *
+ * The pixels are OpenSlide's own: both decode with libjpeg-turbo's default
+ * integer DCT and fancy upsampling, with the JPEG colour space taken from
+ * the TIFF photometric tag as OpenSlide does, and abbreviated tile streams
+ * completed by the directory's JPEGTables. tests/test_ingest.c checks the
+ * two paths give identical bytes.
+ *
+ * The slide keeps the tile offsets and one file descriptor; readers pread()
+ * tiles and decode with their own libjpeg state, so no lock is taken. */
+#include "ingest.h"
+#include "ingest_private.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <tiffio.h>
+#include <unistd.h>
+
+#include <jerror.h>
+#include <jpeglib.h>
+
+struct sp_direct {
+    int fd;
+    int64_t width, height;        /* level 0 */
+    int64_t tile_w, tile_h;
+    int64_t across, down;         /* tiles */
+    uint64_t *offsets, *counts;   /* across * down */
+    uint8_t *tables;              /* JPEGTables, or NULL */
+    size_t tables_len;
+    J_COLOR_SPACE space;          /* colour space of the JPEG data */
+};
+
+typedef struct {
+    struct jpeg_error_mgr pub;
+    jmp_buf jump;
+    char msg[JMSG_LENGTH_MAX];
+} jerr_mgr;
+
+struct sp_direct_reader {
+    struct jpeg_decompress_struct cinfo;
+    jerr_mgr jerr;
+    bool ready;
+    uint8_t *data;   /* compressed tile */
+    size_t data_cap;
+    uint8_t *tile;   /* decoded tile, tile_w * tile_h * 3 */
+    JSAMPROW *rows;  /* tile_h row pointers */
+};
+
+static void jerr_exit(j_common_ptr c) {
+    jerr_mgr *m = (jerr_mgr *)c->err;
+    (*c->err->format_message)(c, m->msg);
+    longjmp(m->jump, 1);
+}
+
+static void jerr_quiet(j_common_ptr c, int level) {
+    (void)c;
+    (void)level; /* warnings: libjpeg goes on, as OpenSlide's decoder does */
+}
+
+static void jerr_output(j_common_ptr c) { (void)c; }
+
+/* Whether slide `s` can be read directly, and how. NULL when not (the
+ * OpenSlide path then serves every read). Never fails loudly: any doubt
+ * means "not eligible". */
+sp_direct *sp__direct_probe(const sp_slide *s) {
+    if (strcmp(s->vendor, "aperio") != 0 &&
+        strcmp(s->vendor, "generic-tiff") != 0)
+        return NULL;
+    TIFF *tif = TIFFOpen(s->path, "rm");
+    if (!tif)
+        return NULL;
+    sp_direct *d = NULL;
+    const sp_level *l0 = &s->levels[0];
+    do {
+        uint32_t w = 0, h = 0, tw = 0, th = 0;
+        uint16_t comp = 0, spp = 0, bps = 0, planar = 0, photo = 0;
+        if (!TIFFIsTiled(tif) || !TIFFGetField(tif, TIFFTAG_IMAGEWIDTH, &w) ||
+            !TIFFGetField(tif, TIFFTAG_IMAGELENGTH, &h) ||
+            (int64_t)w != l0->width || (int64_t)h != l0->height)
+            continue;
+        if (!TIFFGetField(tif, TIFFTAG_TILEWIDTH, &tw) ||
+            !TIFFGetField(tif, TIFFTAG_TILELENGTH, &th) ||
+            !TIFFGetField(tif, TIFFTAG_COMPRESSION, &comp) ||
+            !TIFFGetFieldDefaulted(tif, TIFFTAG_SAMPLESPERPIXEL, &spp) ||
+            !TIFFGetFieldDefaulted(tif, TIFFTAG_BITSPERSAMPLE, &bps) ||
+            !TIFFGetFieldDefaulted(tif, TIFFTAG_PLANARCONFIG, &planar) ||
+            !TIFFGetField(tif, TIFFTAG_PHOTOMETRIC, &photo))
+            break;
+        if (comp != COMPRESSION_JPEG || spp != 3 || bps != 8 ||
+            planar != PLANARCONFIG_CONTIG || tw == 0 || th == 0 ||
+            (photo != PHOTOMETRIC_RGB && photo != PHOTOMETRIC_YCBCR))
+            break;
+        uint64_t *offs = NULL, *cnts = NULL;
+        if (!TIFFGetField(tif, TIFFTAG_TILEOFFSETS, &offs) ||
+            !TIFFGetField(tif, TIFFTAG_TILEBYTECOUNTS, &cnts) || !offs ||
+            !cnts)
+            break;
+        int64_t across = ((int64_t)w + tw - 1) / tw;
+        int64_t down = ((int64_t)h + th - 1) / th;
+        if ((int64_t)TIFFNumberOfTiles(tif) < across * down)
+            break;
+        d = calloc(1, sizeof *d);
+        if (!d)
+            break;
+        d->fd = -1;
+        d->width = w;
+        d->height = h;
+        d->tile_w = tw;
+        d->tile_h = th;
+        d->across = across;
+        d->down = down;
+        d->space = photo == PHOTOMETRIC_RGB ? JCS_RGB : JCS_YCbCr;
+        size_t n = (size_t)(across * down);
+        d->offsets = malloc(n * sizeof *d->offsets);
+        d->counts = malloc(n * sizeof *d->counts);
+        uint32_t tlen = 0;
+        void *tables = NULL;
+        if (TIFFGetField(tif, TIFFTAG_JPEGTABLES, &tlen, &tables) && tables &&
+            tlen > 4) {
+            d->tables = malloc(tlen);
+            if (d->tables) {
+                memcpy(d->tables, tables, tlen);
+                d->tables_len = tlen;
+            }
+        }
+        d->fd = open(s->path, O_RDONLY | O_CLOEXEC);
+        if (!d->offsets || !d->counts || d->fd < 0 ||
+            (tables && tlen > 4 && !d->tables)) {
+            sp__direct_free(d);
+            d = NULL;
+            break;
+        }
+        memcpy(d->offsets, offs, n * sizeof *d->offsets);
+        memcpy(d->counts, cnts, n * sizeof *d->counts);
+        break;
+    } while (TIFFReadDirectory(tif));
+    TIFFClose(tif);
+    return d;
+}
+
+void sp__direct_free(sp_direct *d) {
+    if (!d)
+        return;
+    if (d->fd >= 0)
+        close(d->fd);
+    free(d->offsets);
+    free(d->counts);
+    free(d->tables);
+    free(d);
+}
+
+static bool create_decompress(sp_direct_reader *r) {
+    r->cinfo.err = jpeg_std_error(&r->jerr.pub);
+    r->jerr.pub.error_exit = jerr_exit;
+    r->jerr.pub.emit_message = jerr_quiet;
+    r->jerr.pub.output_message = jerr_output;
+    if (setjmp(r->jerr.jump))
+        return false;
+    jpeg_create_decompress(&r->cinfo);
+    r->ready = true;
+    return true;
+}
+
+sp_direct_reader *sp__direct_reader_new(const sp_direct *d) {
+    sp_direct_reader *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->tile = malloc((size_t)(d->tile_w * d->tile_h * 3));
+    r->rows = malloc((size_t)d->tile_h * sizeof *r->rows);
+    if (!r->tile || !r->rows) {
+        sp__direct_reader_free(r);
+        return NULL;
+    }
+    if (!create_decompress(r)) {
+        sp__direct_reader_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+void sp__direct_reader_free(sp_direct_reader *r) {
+    if (!r)
+        return;
+    if (r->ready)
+        jpeg_destroy_decompress(&r->cinfo);
+    free(r->data);
+    free(r->tile);
+    free(r->rows);
+    free(r);
+}
+
+static bool read_tile_data(sp_direct_reader *r, const sp_direct *d, size_t t,
+                           const char *path, sp_error *err) {
+    uint64_t n = d->counts[t];
+    if (n > r->data_cap) {
+        uint8_t *p = realloc(r->data, n);
+        if (!p)
+            return sp_error_set(err, SP_ERR_NOMEM, path,
+                                "out of memory reading a tile");
+        r->data = p;
+        r->data_cap = n;
+    }
+    size_t got = 0;
+    while (got < n) {
+        ssize_t k = pread(d->fd, r->data + got, n - got,
+                          (off_t)(d->offsets[t] + got));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return sp_error_set(err, SP_ERR_INPUT, path,
+                                "cannot read tile %zu: %s", t,
+                                k < 0 ? strerror(errno)
+                                      : "file is shorter than its tile table");
+        got += (size_t)k;
+    }
+    return true;
+}
+
+/* Decode tile `t` into `rows` (tile_h row pointers of tile_w*3 bytes). */
+static bool decode_tile(sp_direct_reader *r, const sp_direct *d, size_t t,
+                        JSAMPROW *rows, const char *path, sp_error *err) {
+    if (!read_tile_data(r, d, t, path, err))
+        return false;
+    struct jpeg_decompress_struct *c = &r->cinfo;
+    if (setjmp(r->jerr.jump)) {
+        jpeg_abort_decompress(c);
+        return sp_error_set(err, SP_ERR_INPUT, path,
+                            "read failed at level 0 (tile %zu): %s", t,
+                            r->jerr.msg);
+    }
+    if (d->tables) {
+        jpeg_mem_src(c, d->tables, (unsigned long)d->tables_len);
+        if (jpeg_read_header(c, FALSE) != JPEG_HEADER_TABLES_ONLY)
+            ERREXIT(c, JERR_BAD_STATE);
+    }
+    jpeg_mem_src(c, r->data, (unsigned long)d->counts[t]);
+    if (jpeg_read_header(c, TRUE) != JPEG_HEADER_OK)
+        ERREXIT(c, JERR_NO_IMAGE);
+    c->jpeg_color_space = d->space;
+    c->out_color_space = JCS_RGB;
+    jpeg_start_decompress(c);
+    if ((int64_t)c->output_width != d->tile_w ||
+        (int64_t)c->output_height != d->tile_h ||
+        c->output_components != 3) {
+        jpeg_abort_decompress(c);
+        return sp_error_set(err, SP_ERR_INPUT, path,
+                            "tile %zu is %ux%u, the directory says "
+                            "%lldx%lld",
+                            t, c->output_width, c->output_height,
+                            (long long)d->tile_w, (long long)d->tile_h);
+    }
+    while (c->output_scanline < c->output_height)
+        jpeg_read_scanlines(c, rows + c->output_scanline,
+                            c->output_height - c->output_scanline);
+    jpeg_finish_decompress(c);
+    return true;
+}
+
+static void fill_bg(uint8_t *p, int64_t n, const uint8_t bg[3]) {
+    for (int64_t i = 0; i < n; i++) {
+        p[3 * i] = bg[0];
+        p[3 * i + 1] = bg[1];
+        p[3 * i + 2] = bg[2];
+    }
+}
+
+bool sp__direct_read(sp_direct_reader *r, const sp_direct *d, int64_t x,
+                     int64_t y, int64_t w, int64_t h, const uint8_t bg[3],
+                     uint8_t *rgb, const char *path, sp_error *err) {
+    const int64_t stride = w * 3;
+    /* background where the region leaves the image */
+    int64_t ix0 = x < 0 ? 0 : x, iy0 = y < 0 ? 0 : y;
+    int64_t ix1 = x + w > d->width ? d->width : x + w;
+    int64_t iy1 = y + h > d->height ? d->height : y + h;
+    if (ix0 >= ix1 || iy0 >= iy1) {
+        fill_bg(rgb, w * h, bg);
+        return true;
+    }
+    if (ix0 > x || iy0 > y || ix1 < x + w || iy1 < y + h)
+        fill_bg(rgb, w * h, bg);
+    const int64_t tw = d->tile_w, th = d->tile_h;
+    for (int64_t ty = iy0 / th; ty * th < iy1; ty++) {
+        for (int64_t tx = ix0 / tw; tx * tw < ix1; tx++) {
+            size_t t = (size_t)(ty * d->across + tx);
+            int64_t x0 = tx * tw, y0 = ty * th;
+            /* the part of this tile inside both the image and the region */
+            int64_t cx0 = x0 > ix0 ? x0 : ix0, cy0 = y0 > iy0 ? y0 : iy0;
+            int64_t cx1 = x0 + tw < ix1 ? x0 + tw : ix1;
+            int64_t cy1 = y0 + th < iy1 ? y0 + th : iy1;
+            if (d->counts[t] == 0) { /* sparse tile: nothing scanned */
+                for (int64_t yy = cy0; yy < cy1; yy++)
+                    fill_bg(rgb + (yy - y) * stride + (cx0 - x) * 3,
+                            cx1 - cx0, bg);
+                continue;
+            }
+            bool whole = cx0 == x0 && cy0 == y0 && cx1 == x0 + tw &&
+                         cy1 == y0 + th;
+            if (whole) { /* decode straight into the output */
+                for (int64_t k = 0; k < th; k++)
+                    r->rows[k] = rgb + (y0 - y + k) * stride + (x0 - x) * 3;
+                if (!decode_tile(r, d, t, r->rows, path, err))
+                    return false;
+                continue;
+            }
+            for (int64_t k = 0; k < th; k++)
+                r->rows[k] = r->tile + k * tw * 3;
+            if (!decode_tile(r, d, t, r->rows, path, err))
+                return false;
+            for (int64_t yy = cy0; yy < cy1; yy++)
+                memcpy(rgb + (yy - y) * stride + (cx0 - x) * 3,
+                       r->tile + ((yy - y0) * tw + (cx0 - x0)) * 3,
+                       (size_t)(cx1 - cx0) * 3);
+        }
+    }
+    return true;
+}
