@@ -11,7 +11,7 @@ libtiff-dev libtiff-tools
 libvips-dev libvips-tools
 libhdf5-dev hdf5-tools zlib1g-dev
 libcunit1-dev
-libturbojpeg0-dev libjpeg-turbo-progs libjpeg-dev libpng-dev
+libturbojpeg0-dev libjpeg-turbo-progs libjpeg-dev libpng-dev libwebp-dev
 libmicrohttpd-dev
 python3 python3-openslide python3-numpy python3-skimage python3-h5py python3-pandas
 time

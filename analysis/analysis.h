@@ -1,0 +1,249 @@
+/*
+ * analysis: tissue mask, per-tile features and stain vectors of a slide.
+ *
+ * Layers (docs/FEATURES.md defines every number exactly):
+ *   1. sp_features_compute   features of one plain RGB buffer (a tile, or a
+ *                            band another module already decoded);
+ *   2. sp_stain_sample, sp_stain_macenko
+ *                            Macenko stain vectors from sampled pixels;
+ *   3. sp_mask_*             the low-resolution tissue mask of a slide;
+ *   4. sp_analyze_slide      the whole per-slide driver: mask, analysis grid,
+ *                            features of every tissue tile, slide summary.
+ *
+ * Thread rules
+ *   Every function here is reentrant and takes no lock of ours: layer 1-3
+ *   functions may be called from any number of threads at once on distinct
+ *   output buffers (the inputs are only read). sp_analyze_slide runs its own
+ *   OpenMP team (one sp_reader and one scratch set per thread); its result
+ *   is the same, byte for byte, for any thread count. The progress callback
+ *   is only ever called from one thread (the team's master) at a time.
+ *   Results are plain data, owned by the caller, freed with
+ *   sp_analysis_result_free / sp_mask_free.
+ *
+ * Errors are reported through sp_error (util.h); functions return false
+ * and leave no partial result that looks valid. Nothing here prints.
+ */
+#ifndef SP_ANALYSIS_H
+#define SP_ANALYSIS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ingest.h"
+#include "util.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- 1. per-buffer features -------------------------------------------- */
+
+/* Feature columns, in output order. */
+enum {
+    SP_F_TISSUE_FRACTION = 0,
+    SP_F_MEAN_R,
+    SP_F_MEAN_G,
+    SP_F_MEAN_B,
+    SP_F_STD_R,
+    SP_F_STD_G,
+    SP_F_STD_B,
+    SP_F_SATURATION,
+    SP_F_BRIGHTNESS,
+    SP_F_CONTRAST,
+    SP_F_OD_H,
+    SP_F_OD_E,
+    SP_F_BLUR,
+    SP_F_PEN_FRACTION,
+    SP_F_CELLULARITY,
+    SP_F_ENTROPY,
+    SP_N_FEATURES
+};
+
+typedef struct {
+    const char *name;        /* column name, e.g. "od_h" */
+    const char *unit;        /* "fraction", "0-255", "OD", "bits", ... */
+    const char *description; /* one line */
+} sp_feature_info;
+
+/* The table of SP_N_FEATURES entries, indexed by SP_F_*. Static storage. */
+const sp_feature_info *sp_feature_table(void);
+
+typedef struct {
+    /* A pixel is tissue when its 8-bit saturation (FEATURES.md) is above
+     * this, 0..254. sp_analyze_slide sets it to the slide mask's threshold. */
+    int tissue_threshold;
+    /* A pixel counts towards `cellularity` when its hematoxylin OD is above
+     * this. */
+    double cellularity_od;
+} sp_feature_params;
+
+#define SP_DEFAULT_TISSUE_THRESHOLD 20
+#define SP_DEFAULT_CELLULARITY_OD 0.4
+
+/* Fill `p` with the documented defaults. */
+void sp_feature_params_default(sp_feature_params *p);
+
+/* Compute the SP_N_FEATURES features of the w x h RGB image at `rgb`
+ * (3 bytes per pixel, rows `stride` bytes apart, stride >= 3*w) into
+ * out[SP_N_FEATURES]. Every pixel of the buffer counts. `p` may be NULL
+ * (defaults). Returns false (SP_ERR_USAGE) on bad sizes or parameters and
+ * SP_ERR_NOMEM when a row buffer cannot be had (only for w > 4096); `out`
+ * is then untouched. Reentrant; allocates nothing for w <= 4096. */
+bool sp_features_compute(const uint8_t *rgb, int w, int h, size_t stride,
+                         const sp_feature_params *p, float *out, sp_error *err);
+
+/* ---- 2. stain vectors ---------------------------------------------------- */
+
+/* Side of the sampling lattice: sp_stain_sample takes SP_STAIN_SAMPLE_SIDE^2
+ * pixels of a buffer. */
+#define SP_STAIN_SAMPLE_SIDE 16
+#define SP_STAIN_SAMPLE_N (SP_STAIN_SAMPLE_SIDE * SP_STAIN_SAMPLE_SIDE)
+
+/* Copy the lattice pixels of a w x h RGB buffer (FEATURES.md: column
+ * ((2i+1)*w)/(2*16), same for rows) into out[3 * SP_STAIN_SAMPLE_N].
+ * w and h must be positive. */
+void sp_stain_sample(const uint8_t *rgb, int w, int h, size_t stride,
+                     uint8_t *out);
+
+typedef struct {
+    double beta;       /* drop pixels with OD below this in any channel: 0.15 */
+    double alpha;      /* percentile of the extreme angles, in percent: 1 */
+    size_t min_pixels; /* fewer usable pixels than this is an error: 100 */
+} sp_macenko_params;
+
+void sp_macenko_params_default(sp_macenko_params *p);
+
+/* Macenko 2009 stain vectors of `n` RGB pixels (3 bytes each). On success
+ * he[0] is hematoxylin and he[1] eosin (the vector with the larger red OD
+ * component is hematoxylin), each a unit OD vector (R, G, B) with a
+ * positive sum; *used (may be NULL) receives the number of pixels that
+ * passed the OD filter. Fails with SP_ERR_INPUT when fewer than min_pixels
+ * pixels pass the filter. `p` may be NULL (defaults). */
+bool sp_stain_macenko(const uint8_t *rgb, size_t n, const sp_macenko_params *p,
+                      double he[2][3], size_t *used, sp_error *err);
+
+/* The Ruifrok & Johnston matrix used for deconvolution (rows H, E, DAB;
+ * columns R, G, B OD), as scikit-image's rgb_from_hed. */
+extern const double sp_ruifrok_rgb_from_hed[3][3];
+
+/* ---- 3. tissue mask ------------------------------------------------------ */
+
+typedef struct {
+    double downsample;     /* target level-0 px per mask px: 32 */
+    int threshold;         /* fixed 8-bit saturation threshold, or -1: Otsu */
+    int min_threshold;     /* floor applied to the Otsu threshold: 8 */
+    int close_radius;      /* closing with a disk of this radius, mask px: 2 */
+    double max_hole_um2;   /* fill enclosed holes smaller than this: 10000 */
+    double min_object_um2; /* drop objects smaller than this: 10000 */
+    int max_hole_px;       /* the same two in mask pixels, used when the */
+    int min_object_px;     /* slide records no mpp: 32 and 32 */
+} sp_mask_params;
+
+void sp_mask_params_default(sp_mask_params *p);
+
+typedef struct {
+    int width, height; /* mask pixels */
+    uint8_t *data;     /* width*height bytes, rows packed: 255 tissue, 0 not */
+    int level;         /* slide level the thumbnail was read from */
+    int factor;        /* box-average factor applied to that level */
+    double downsample; /* level-0 px per mask px (factor * level downsample) */
+    int otsu;          /* Otsu threshold of the thumbnail's saturation */
+    int threshold;     /* the threshold applied (saturation > threshold) */
+    double mask_um2_per_px; /* area of a mask px in um^2, 0 if no mpp */
+} sp_mask;
+
+/* Compute the tissue mask of `s` (FEATURES.md, "Tissue mask"), reading with
+ * `threads` threads (0: sp_default_threads()). `p` may be NULL. On success
+ * `*out` is filled and owns `data`. */
+bool sp_mask_compute(sp_slide *s, const sp_mask_params *p, int threads,
+                     sp_mask *out, sp_error *err);
+/* Free the data of a mask (not the struct). Accepts NULL. */
+void sp_mask_free(sp_mask *m);
+
+/* The Otsu threshold of 8-bit values, exactly as skimage.filters.
+ * threshold_otsu on a uint8 image (bins between the smallest and largest
+ * value present; when only one value is present, that value). The
+ * histogram must hold at least one count. */
+int sp_otsu_u8(const uint64_t hist[256]);
+
+/* Write a mask (or any 8-bit grey image) as a PNG file, atomically. */
+bool sp_mask_write_png(const sp_mask *m, const char *path, sp_error *err);
+
+/* ---- 4. whole-slide analysis --------------------------------------------- */
+
+/* Progress: `done` of `total` units of `phase` ("mask", "tiles"). Called
+ * from one thread only; must not call back into this module. */
+typedef void (*sp_analysis_progress)(void *user, const char *phase, size_t done,
+                                     size_t total);
+
+typedef struct {
+    sp_mask_params mask;
+    sp_feature_params features; /* tissue_threshold is replaced by the
+                                   mask's threshold */
+    sp_macenko_params macenko;
+    int tile_size;         /* analysis px per tile side: 256 */
+    double mpp;            /* analyse at this um/px (0: not set) */
+    double magnification;  /* or at this objective power (0: not set) */
+    bool all_tiles;        /* analyse every tile, not only tissue ones */
+    double min_coverage;   /* a tile is a tissue tile when the share of
+                              mask px over it is above this: 0 */
+    double blur_threshold; /* a tissue tile is blurry when blur < this:
+                              50 */
+    double pen_threshold;  /* a tissue tile is pen-marked when
+                              pen_fraction > this: 0.10 */
+    int threads;           /* 0: sp_default_threads() */
+    sp_analysis_progress progress; /* may be NULL */
+    void *progress_user;
+} sp_analysis_params;
+
+void sp_analysis_params_default(sp_analysis_params *p);
+
+typedef struct {
+    bool mpp_known;
+    double mpp_x, mpp_y;    /* level 0, um/px; 0 when unknown */
+    double tissue_area_px;  /* mask area, level-0 px^2 */
+    double tissue_area_mm2; /* NaN when mpp is unknown */
+    size_t tiles_total;     /* grid tiles */
+    size_t tiles_tissue;    /* tiles with mask coverage above min */
+    size_t tiles_analysed;  /* rows of the feature matrix */
+    double blurry_fraction; /* of tissue tiles; NaN when there are none */
+    double pen_fraction;    /* of tissue tiles; NaN when there are none */
+    bool stain_ok;          /* false: too few stained pixels */
+    double stain_he[2][3];  /* Macenko H then E (unit OD vectors, RGB);
+                               NaN when !stain_ok */
+    size_t stain_pixels;    /* pixels that went into Macenko */
+} sp_slide_summary;
+
+typedef struct {
+    sp_mask mask;
+    /* grid */
+    int tile_size;         /* analysis px */
+    double downsample;     /* level-0 px per analysis px */
+    int read_level;        /* slide level the tiles are read from */
+    int64_t width, height; /* analysis image size, analysis px */
+    int cols, rows;        /* grid size */
+    size_t n;              /* tiles analysed (in row-major grid order) */
+    int64_t *coords;       /* n x 2: level-0 top-left x, y */
+    int32_t *size;         /* n x 2: tile width, height in analysis px
+                              (smaller than tile_size at the right/bottom) */
+    float *coverage;       /* n: share of mask px over the tile */
+    float *features;       /* n x SP_N_FEATURES, row-major */
+    sp_slide_summary summary;
+    double seconds; /* wall time of sp_analyze_slide */
+} sp_analysis_result;
+
+/* Analyse `s`: tissue mask, grid, features of every tissue tile (or every
+ * tile), summary. `p` may be NULL (defaults). Fails with SP_ERR_USAGE on
+ * bad parameters (mpp asked of a slide without mpp, a resolution finer than
+ * level 0, ...), SP_ERR_INPUT when the slide cannot be read; then `*out` is
+ * zeroed. On success the caller frees `out` with sp_analysis_result_free. */
+bool sp_analyze_slide(sp_slide *s, const sp_analysis_params *p,
+                      sp_analysis_result *out, sp_error *err);
+/* Free what a result owns and zero it. Accepts NULL. */
+void sp_analysis_result_free(sp_analysis_result *r);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,486 @@
+/* analysis: hand-checkable features on synthetic buffers, Otsu and OD
+ * against values computed with scikit-image, Macenko on synthetic stain
+ * mixtures, parameter checks, and the 1-thread / N-thread identity of a
+ * whole-slide analysis. (tests/test_features_ref.py compares real tiles
+ * with scikit-image.) */
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "analysis.h"
+#include "testutil.h"
+
+static void fill(uint8_t *buf, int w, int h, size_t stride, uint8_t r,
+                 uint8_t g, uint8_t b) {
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            uint8_t *p = buf + (size_t)y * stride + 3 * (size_t)x;
+            p[0] = r;
+            p[1] = g;
+            p[2] = b;
+        }
+}
+
+static bool features(const uint8_t *buf, int w, int h, size_t stride,
+                     float *f) {
+    sp_error e = {0};
+    bool ok = sp_features_compute(buf, w, h, stride, NULL, f, &e);
+    if (!ok)
+        fprintf(stderr, "features: %s\n", e.msg);
+    return ok;
+}
+
+static void test_feature_table(void) {
+    const sp_feature_info *t = sp_feature_table();
+    for (int i = 0; i < SP_N_FEATURES; i++) {
+        CU_ASSERT_PTR_NOT_NULL_FATAL(t[i].name);
+        CU_ASSERT_PTR_NOT_NULL(t[i].unit);
+        CU_ASSERT_PTR_NOT_NULL(t[i].description);
+        for (int j = 0; j < i; j++)
+            CU_ASSERT_NOT_EQUAL(strcmp(t[i].name, t[j].name), 0);
+    }
+    CU_ASSERT_STRING_EQUAL(t[SP_F_OD_H].name, "od_h");
+    CU_ASSERT_STRING_EQUAL(t[SP_F_BLUR].name, "blur");
+}
+
+/* A uniform colour: every spread is 0, means are the colour. */
+static void test_uniform(void) {
+    const uint8_t cols[][3] = {
+        {100, 50, 150}, {255, 255, 255}, {0, 0, 0}, {230, 150, 200}};
+    for (size_t c = 0; c < sizeof cols / sizeof cols[0]; c++) {
+        for (int shape = 0; shape < 3; shape++) {
+            int w = shape == 0 ? 64 : shape == 1 ? 1 : 37;
+            int h = shape == 0 ? 48 : shape == 1 ? 1 : 5;
+            size_t stride = (size_t)w * 3 + 7; /* padded rows */
+            uint8_t *buf = malloc(stride * h);
+            fill(buf, w, h, stride, cols[c][0], cols[c][1], cols[c][2]);
+            float f[SP_N_FEATURES];
+            CU_ASSERT_TRUE_FATAL(features(buf, w, h, stride, f));
+            for (int k = 0; k < 3; k++) {
+                CU_ASSERT_EQUAL(f[SP_F_MEAN_R + k], cols[c][k]);
+                CU_ASSERT_EQUAL(f[SP_F_STD_R + k], 0);
+            }
+            CU_ASSERT_EQUAL(f[SP_F_BLUR], 0);
+            CU_ASSERT_EQUAL(f[SP_F_CONTRAST], 0);
+            CU_ASSERT_EQUAL(f[SP_F_ENTROPY], 0);
+            free(buf);
+        }
+    }
+    /* values from scikit-image: rgb2hed(...) * 6, rgb2hsv(...)[..., 1] */
+    uint8_t px[3 * 4];
+    float f[SP_N_FEATURES];
+    fill(px, 2, 2, 6, 100, 50, 150);
+    CU_ASSERT_TRUE_FATAL(features(px, 2, 2, 6, f));
+    CU_ASSERT_DOUBLE_EQUAL(f[SP_F_OD_H], 0.5781319588236946, 1e-6);
+    CU_ASSERT_DOUBLE_EQUAL(f[SP_F_OD_E], 0.2825285629973132, 1e-6);
+    CU_ASSERT_DOUBLE_EQUAL(f[SP_F_SATURATION], 0.6666666666666667, 1e-7);
+    CU_ASSERT_EQUAL(f[SP_F_TISSUE_FRACTION], 1);
+    CU_ASSERT_EQUAL(f[SP_F_CELLULARITY], 1); /* 0.578 > 0.4 */
+    CU_ASSERT_EQUAL(f[SP_F_PEN_FRACTION], 0);
+    fill(px, 2, 2, 6, 230, 150, 200);
+    CU_ASSERT_TRUE_FATAL(features(px, 2, 2, 6, f));
+    CU_ASSERT_DOUBLE_EQUAL(f[SP_F_OD_H], 0.0054610102313609465, 1e-7);
+    CU_ASSERT_DOUBLE_EQUAL(f[SP_F_OD_E], 0.16565235625241634, 1e-6);
+    CU_ASSERT_EQUAL(f[SP_F_CELLULARITY], 0);
+    fill(px, 2, 2, 6, 0, 10, 255); /* OD clamp: 0 counts as 1 */
+    CU_ASSERT_TRUE_FATAL(features(px, 2, 2, 6, f));
+    CU_ASSERT_DOUBLE_EQUAL(f[SP_F_OD_H], 4.4267385766640075, 1e-5);
+    CU_ASSERT_EQUAL(f[SP_F_OD_E], 0);
+    CU_ASSERT_EQUAL(f[SP_F_PEN_FRACTION], 1); /* pure blue ink */
+    fill(px, 2, 2, 6, 255, 255, 255);         /* glass: no OD, no saturation */
+    CU_ASSERT_TRUE_FATAL(features(px, 2, 2, 6, f));
+    CU_ASSERT_EQUAL(f[SP_F_OD_H], 0);
+    CU_ASSERT_EQUAL(f[SP_F_OD_E], 0);
+    CU_ASSERT_EQUAL(f[SP_F_SATURATION], 0);
+    CU_ASSERT_EQUAL(f[SP_F_TISSUE_FRACTION], 0);
+    CU_ASSERT_EQUAL(f[SP_F_BRIGHTNESS], 1);
+}
+
+/* A one-pixel black/white checkerboard: each interior Laplacian is +-1020,
+ * an edge pixel's +-765 (the mirrored neighbour equals itself), a corner's
+ * +-510; the values sum to zero. */
+static void test_checkerboard(void) {
+    const int sizes[][2] = {{16, 16}, {7, 5}, {256, 256}, {5000, 3}};
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        int w = sizes[s][0], h = sizes[s][1];
+        uint8_t *buf = malloc((size_t)w * h * 3);
+        double sum = 0, sq = 0;
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++) {
+                uint8_t v = (x + y) % 2 ? 255 : 0;
+                memset(buf + 3 * ((size_t)y * w + x), v, 3);
+                int nb = (x > 0) + (x < w - 1) + (y > 0) + (y < h - 1);
+                double l = (v ? 255.0 : -255.0) * nb;
+                sum += l;
+                sq += l * l;
+            }
+        double n = (double)w * h, mean = sum / n;
+        float f[SP_N_FEATURES];
+        CU_ASSERT_TRUE_FATAL(features(buf, w, h, (size_t)w * 3, f));
+        CU_ASSERT_DOUBLE_EQUAL(f[SP_F_BLUR], sq / n - mean * mean,
+                               1e-6 * (sq / n));
+        if (w % 2 == 0 || h % 2 == 0) { /* as many black as white */
+            CU_ASSERT_DOUBLE_EQUAL(f[SP_F_ENTROPY], 1.0, 1e-6);
+            CU_ASSERT_DOUBLE_EQUAL(f[SP_F_CONTRAST], 0.5, 1e-6);
+            CU_ASSERT_DOUBLE_EQUAL(f[SP_F_BRIGHTNESS], 0.5, 1e-6);
+            CU_ASSERT_DOUBLE_EQUAL(f[SP_F_STD_G], 127.5, 1e-4);
+        }
+        if (s == 0) /* interior 14x14 at 1020^2, 56 edges, 4 corners */
+            CU_ASSERT_DOUBLE_EQUAL(
+                f[SP_F_BLUR],
+                (196 * 1020.0 * 1020 + 56 * 765.0 * 765 + 4 * 510.0 * 510) /
+                    256,
+                1);
+        free(buf);
+    }
+}
+
+/* A strided view gives the same features as a packed copy. */
+static void test_stride(void) {
+    const int w = 53, h = 41;
+    size_t stride = 3 * 64;
+    uint8_t *a = malloc(stride * h), *b = malloc((size_t)w * h * 3);
+    unsigned seed = 12345;
+    for (size_t i = 0; i < stride * h; i++) {
+        seed = seed * 1103515245u + 12345u;
+        a[i] = (uint8_t)(seed >> 16);
+    }
+    for (int y = 0; y < h; y++)
+        memcpy(b + (size_t)y * w * 3, a + (size_t)y * stride, (size_t)w * 3);
+    float fa[SP_N_FEATURES], fb[SP_N_FEATURES];
+    CU_ASSERT_TRUE(features(a, w, h, stride, fa));
+    CU_ASSERT_TRUE(features(b, w, h, (size_t)w * 3, fb));
+    CU_ASSERT_EQUAL(memcmp(fa, fb, sizeof fa), 0);
+    free(a);
+    free(b);
+}
+
+static void test_otsu(void) {
+    uint64_t h[256] = {0};
+    h[50] = 100;
+    h[200] = 100;
+    CU_ASSERT_EQUAL(sp_otsu_u8(h), 50); /* skimage: 50 */
+    memset(h, 0, sizeof h);
+    h[77] = 9;
+    CU_ASSERT_EQUAL(sp_otsu_u8(h), 77); /* one value: that value */
+    memset(h, 0, sizeof h);
+    for (int v = 0; v < 256; v++)
+        h[v] = (uint64_t)(int)(1000 * exp(-pow((v - 60) / 10.0, 2))) +
+               (uint64_t)(int)(400 * exp(-pow((v - 180) / 20.0, 2)));
+    CU_ASSERT_EQUAL(sp_otsu_u8(h), 86); /* skimage threshold_otsu: 86 */
+}
+
+/* Pixels mixed from two known OD vectors: Macenko finds them, H first. */
+static void test_macenko_synthetic(void) {
+    const double H[3] = {0.65, 0.70, 0.29}, E[3] = {0.07, 0.99, 0.11};
+    const size_t n = 20000;
+    uint8_t *px = malloc(n * 3);
+    unsigned seed = 7;
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 1103515245u + 12345u;
+        double ch = ((seed >> 8) & 0xffff) / 65535.0 * 1.5;
+        seed = seed * 1103515245u + 12345u;
+        double ce = ((seed >> 8) & 0xffff) / 65535.0 * 1.5;
+        if (i % 3 == 0)
+            ch *= 0.05; /* pure-ish eosin */
+        else if (i % 3 == 1)
+            ce *= 0.05; /* pure-ish hematoxylin */
+        for (int c = 0; c < 3; c++) {
+            double od = ch * H[c] + ce * E[c] + 0.2;
+            double v = 255.0 * pow(10.0, -od);
+            px[3 * i + c] = (uint8_t)(v + 0.5);
+        }
+    }
+    double he[2][3];
+    size_t used = 0;
+    sp_error e = {0};
+    CU_ASSERT_TRUE_FATAL(sp_stain_macenko(px, n, NULL, he, &used, &e));
+    CU_ASSERT_TRUE(used > n / 2);
+    double nh = sqrt(H[0] * H[0] + H[1] * H[1] + H[2] * H[2]);
+    double ne = sqrt(E[0] * E[0] + E[1] * E[1] + E[2] * E[2]);
+    double ch = (he[0][0] * H[0] + he[0][1] * H[1] + he[0][2] * H[2]) / nh;
+    double ce = (he[1][0] * E[0] + he[1][1] * E[1] + he[1][2] * E[2]) / ne;
+    CU_ASSERT_TRUE(ch > 0.98);
+    CU_ASSERT_TRUE(ce > 0.98);
+    if (ch <= 0.98 || ce <= 0.98)
+        fprintf(stderr, "macenko cos H %g E %g\n", ch, ce);
+    for (int a = 0; a < 2; a++)
+        CU_ASSERT_DOUBLE_EQUAL(he[a][0] * he[a][0] + he[a][1] * he[a][1] +
+                                   he[a][2] * he[a][2],
+                               1.0, 1e-9);
+    /* glass only: too few stained pixels */
+    memset(px, 250, n * 3);
+    CU_ASSERT_FALSE(sp_stain_macenko(px, n, NULL, he, &used, &e));
+    CU_ASSERT_EQUAL(e.code, SP_ERR_INPUT);
+    CU_ASSERT_EQUAL(used, 0);
+    free(px);
+}
+
+static void test_bad_parameters(void) {
+    uint8_t px[3 * 16] = {0};
+    float f[SP_N_FEATURES];
+    sp_error e = {0};
+    CU_ASSERT_FALSE(sp_features_compute(px, 0, 4, 12, NULL, f, &e));
+    CU_ASSERT_EQUAL(e.code, SP_ERR_USAGE);
+    sp_error_clear(&e);
+    CU_ASSERT_FALSE(sp_features_compute(px, 4, 4, 11, NULL, f, &e));
+    CU_ASSERT_EQUAL(e.code, SP_ERR_USAGE);
+    sp_error_clear(&e);
+    CU_ASSERT_FALSE(sp_features_compute(NULL, 4, 4, 12, NULL, f, &e));
+    CU_ASSERT_EQUAL(e.code, SP_ERR_USAGE);
+    sp_error_clear(&e);
+    sp_feature_params fp;
+    sp_feature_params_default(&fp);
+    fp.tissue_threshold = 300;
+    CU_ASSERT_FALSE(sp_features_compute(px, 4, 4, 12, &fp, f, &e));
+    CU_ASSERT_EQUAL(e.code, SP_ERR_USAGE);
+    sp_error_clear(&e);
+    fp.tissue_threshold = 20;
+    fp.cellularity_od = NAN;
+    CU_ASSERT_FALSE(sp_features_compute(px, 4, 4, 12, &fp, f, &e));
+    CU_ASSERT_EQUAL(e.code, SP_ERR_USAGE);
+    sp_error_clear(&e);
+
+    char *p = sp_test_path("CMU-1-Small-Region.svs");
+    char *q = sp_test_path("tcga-cr-7395-01a-01-ts1.svs");
+    sp_slide *cmu = NULL, *tcga = NULL;
+    CU_ASSERT_TRUE_FATAL(sp_slide_open(p, false, &cmu, &e));
+    CU_ASSERT_TRUE_FATAL(sp_slide_open(q, false, &tcga, &e));
+    sp_analysis_params ap;
+    sp_analysis_result r;
+    /* each case: one bad field, SP_ERR_USAGE naming the slide, result zeroed */
+    for (int k = 0; k < 9; k++) {
+        sp_analysis_params_default(&ap);
+        sp_slide *s = cmu;
+        const char *want = NULL;
+        switch (k) {
+        case 0:
+            ap.tile_size = 4;
+            want = "tile size";
+            break;
+        case 1:
+            ap.mpp = 0.1;
+            want = "finer than level 0";
+            break;
+        case 2:
+            s = tcga;
+            ap.mpp = 0.5;
+            want = "records no mpp";
+            break;
+        case 3:
+            s = tcga;
+            ap.magnification = 10;
+            want = "no objective power";
+            break;
+        case 4:
+            ap.mpp = 1;
+            ap.magnification = 10;
+            want = "not both";
+            break;
+        case 5:
+            ap.mask.close_radius = -1;
+            want = "tissue mask";
+            break;
+        case 6:
+            ap.pen_threshold = 2;
+            want = "pen threshold";
+            break;
+        case 7:
+            ap.mask.threshold = 255;
+            want = "tissue mask";
+            break;
+        case 8:
+            ap.macenko.alpha = 60;
+            want = "alpha";
+            break;
+        }
+        sp_error_clear(&e);
+        memset(&r, 0x5a, sizeof r);
+        CU_ASSERT_FALSE(sp_analyze_slide(s, &ap, &r, &e));
+        CU_ASSERT_EQUAL(e.code, SP_ERR_USAGE);
+        CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, sp_slide_path(s)));
+        if (!strstr(e.msg, want)) {
+            fprintf(stderr, "case %d: '%s' lacks '%s'\n", k, e.msg, want);
+            CU_FAIL("message");
+        }
+        CU_ASSERT_PTR_NULL(r.features);
+        CU_ASSERT_EQUAL(r.n, 0);
+        sp_analysis_result_free(&r);
+    }
+    sp_analysis_result_free(NULL);
+    sp_mask_free(NULL);
+    sp_slide_close(cmu);
+    sp_slide_close(tcga);
+    free(p);
+    free(q);
+}
+
+static pthread_t progress_thread;
+static int progress_calls, progress_other_thread;
+static size_t progress_last;
+
+static void on_progress(void *user, const char *phase, size_t done,
+                        size_t total) {
+    (void)user;
+    if (!pthread_equal(pthread_self(), progress_thread))
+        progress_other_thread++;
+    if (strcmp(phase, "tiles") == 0) {
+        CU_ASSERT_TRUE(done <= total);
+        CU_ASSERT_TRUE(done >= progress_last);
+        progress_last = done;
+    }
+    progress_calls++;
+}
+
+static bool same_result(const sp_analysis_result *a,
+                        const sp_analysis_result *b) {
+    if (a->n != b->n || a->cols != b->cols || a->rows != b->rows ||
+        a->mask.width != b->mask.width || a->mask.height != b->mask.height)
+        return false;
+    size_t n = a->n;
+    return memcmp(a->mask.data, b->mask.data,
+                  (size_t)a->mask.width * a->mask.height) == 0 &&
+           memcmp(a->coords, b->coords, n * 2 * sizeof *a->coords) == 0 &&
+           memcmp(a->size, b->size, n * 2 * sizeof *a->size) == 0 &&
+           memcmp(a->coverage, b->coverage, n * sizeof *a->coverage) == 0 &&
+           memcmp(a->features, b->features,
+                  n * SP_N_FEATURES * sizeof *a->features) == 0 &&
+           memcmp(&a->summary, &b->summary, sizeof a->summary) == 0;
+}
+
+/* The whole analysis gives the same bytes with 1 and with 3 threads, on
+ * the level-0 grid and on a resampled (--mpp) grid. */
+static void test_threads_identical(void) {
+    struct {
+        const char *slide;
+        double mpp;
+        bool all;
+        int tile;
+    } runs[] = {
+        {"CMU-1-Small-Region.svs", 0, false, 256},
+        {"CMU-1-Small-Region.svs", 1.3, true, 200},
+        {"tcga-cr-7395-01a-01-ts1.svs", 0, false, 512},
+    };
+    for (size_t k = 0; k < sizeof runs / sizeof runs[0]; k++) {
+        char *p = sp_test_path(runs[k].slide);
+        sp_slide *s = NULL;
+        sp_error e = {0};
+        CU_ASSERT_TRUE_FATAL(sp_slide_open(p, false, &s, &e));
+        sp_analysis_params ap;
+        sp_analysis_params_default(&ap);
+        ap.mpp = runs[k].mpp;
+        ap.all_tiles = runs[k].all;
+        ap.tile_size = runs[k].tile;
+        ap.progress = on_progress;
+        progress_thread = pthread_self();
+        progress_calls = progress_other_thread = 0;
+        progress_last = 0;
+        sp_analysis_result one, many;
+        ap.threads = 1;
+        CU_ASSERT_TRUE_FATAL(sp_analyze_slide(s, &ap, &one, &e));
+        ap.threads = 3;
+        progress_last = 0;
+        CU_ASSERT_TRUE_FATAL(sp_analyze_slide(s, &ap, &many, &e));
+        CU_ASSERT_TRUE(progress_calls > 2);
+        CU_ASSERT_EQUAL(progress_other_thread, 0);
+        CU_ASSERT_TRUE(one.n > 0);
+        CU_ASSERT_TRUE(same_result(&one, &many));
+        if (runs[k].all) {
+            CU_ASSERT_EQUAL(one.n, (size_t)one.cols * one.rows);
+        } else {
+            CU_ASSERT_TRUE(one.n < (size_t)one.cols * one.rows);
+        }
+        CU_ASSERT_EQUAL(one.summary.tiles_analysed, one.n);
+        CU_ASSERT_TRUE(one.summary.stain_ok);
+        /* H is the vector with the larger red OD */
+        CU_ASSERT_TRUE(one.summary.stain_he[0][0] > one.summary.stain_he[1][0]);
+        if (k == 0) {
+            CU_ASSERT_TRUE(one.summary.mpp_known);
+            CU_ASSERT_TRUE(one.summary.tissue_area_mm2 > 0.2 &&
+                           one.summary.tissue_area_mm2 < 1.0);
+            CU_ASSERT_EQUAL(one.summary.pen_fraction, 0);
+            CU_ASSERT_EQUAL(one.summary.blurry_fraction, 0);
+            /* glass in the top-left corner, none of its tiles analysed */
+            CU_ASSERT_EQUAL(one.mask.data[0], 0);
+            CU_ASSERT_TRUE(one.coords[0] > 0 || one.coords[1] > 0);
+        } else if (k == 1) {
+            CU_ASSERT_EQUAL(one.read_level, 0);
+            CU_ASSERT_DOUBLE_EQUAL(one.downsample, 1.3 / 0.499, 1e-9);
+        } else {
+            CU_ASSERT_FALSE(one.summary.mpp_known);
+            CU_ASSERT_TRUE(isnan(one.summary.tissue_area_mm2));
+            CU_ASSERT_TRUE(one.summary.tissue_area_px > 0);
+        }
+        sp_analysis_result_free(&one);
+        sp_analysis_result_free(&many);
+        sp_slide_close(s);
+        free(p);
+    }
+}
+
+/* A slide whose pixels cannot be decoded: the analysis fails with the
+ * decoder's cause and leaves nothing behind. */
+static void test_unreadable_slide(void) {
+    char *p = sp_test_path("unreadable.svs");
+    sp_slide *s = NULL;
+    sp_error e = {0};
+    CU_ASSERT_TRUE_FATAL(sp_slide_open(p, false, &s, &e));
+    sp_analysis_params ap;
+    sp_analysis_params_default(&ap);
+    ap.threads = 2;
+    sp_analysis_result r;
+    CU_ASSERT_FALSE(sp_analyze_slide(s, &ap, &r, &e));
+    CU_ASSERT_EQUAL(e.code, SP_ERR_INPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, p));
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "Bogus marker length"));
+    CU_ASSERT_PTR_NULL(r.mask.data);
+    CU_ASSERT_PTR_NULL(r.features);
+    sp_mask m;
+    sp_error_clear(&e);
+    CU_ASSERT_FALSE(sp_mask_compute(s, NULL, 1, &m, &e));
+    CU_ASSERT_EQUAL(e.code, SP_ERR_INPUT);
+    CU_ASSERT_PTR_NULL(m.data);
+    sp_slide_close(s);
+    free(p);
+}
+
+/* The PNG writer produces a valid signature and IHDR. */
+static void test_mask_png(void) {
+    uint8_t data[5 * 3] = {0, 255, 0, 255, 0, 255, 255, 255,
+                           0, 0,   0, 0,   0, 0,   255};
+    sp_mask m = {.width = 5, .height = 3, .data = data};
+    char path[512];
+    snprintf(path, sizeof path, "%s/mask.png", sp_test_tmpdir());
+    sp_error e = {0};
+    CU_ASSERT_TRUE_FATAL(sp_mask_write_png(&m, path, &e));
+    FILE *f = fopen(path, "rb");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    uint8_t head[33];
+    CU_ASSERT_EQUAL(fread(head, 1, sizeof head, f), sizeof head);
+    fclose(f);
+    CU_ASSERT_EQUAL(memcmp(head, "\x89PNG\r\n\x1a\n", 8), 0);
+    CU_ASSERT_EQUAL(memcmp(head + 12, "IHDR", 4), 0);
+    CU_ASSERT_EQUAL(head[19], 5);
+    CU_ASSERT_EQUAL(head[23], 3);
+    sp_mask empty = {0};
+    CU_ASSERT_FALSE(sp_mask_write_png(&empty, path, &e));
+}
+
+int main(void) {
+    if (CU_initialize_registry() != CUE_SUCCESS)
+        return 2;
+    CU_pSuite s = CU_add_suite("analysis", NULL, NULL);
+    CU_ADD_TEST(s, test_feature_table);
+    CU_ADD_TEST(s, test_uniform);
+    CU_ADD_TEST(s, test_checkerboard);
+    CU_ADD_TEST(s, test_stride);
+    CU_ADD_TEST(s, test_otsu);
+    CU_ADD_TEST(s, test_macenko_synthetic);
+    CU_ADD_TEST(s, test_bad_parameters);
+    CU_ADD_TEST(s, test_threads_identical);
+    CU_ADD_TEST(s, test_unreadable_slide);
+    CU_ADD_TEST(s, test_mask_png);
+    return sp_test_run();
+}
