@@ -29,6 +29,7 @@ typedef struct {
 } sp_command;
 
 int sp_cmd_info(int argc, char **argv);
+int sp_cmd_tile(int argc, char **argv);
 int sp_cmd_query(int argc, char **argv);
 int sp_cmd_index(int argc, char **argv);
 

@@ -8,6 +8,7 @@
 static const sp_command commands[] = {
     {"info", "describe slides: levels, resolution, vendor, properties",
      sp_cmd_info},
+    {"tile", "build a Deep Zoom or pyramidal TIFF tile pyramid", sp_cmd_tile},
     {"query", "filter, count and summarise the tiles of HDF5 files",
      sp_cmd_query},
     {"index", "link a folder of HDF5 files into one cohort file",

@@ -29,6 +29,8 @@ static void test_json_escaping(void) {
     sp_json_string(&j, "a\\b\n\x01\xff\xc3\xa9");
     sp_json_key(&j, "n");
     sp_json_number(&j, 0.1);
+    sp_json_key(&j, "i");
+    sp_json_number(&j, 20);
     sp_json_key(&j, "nan");
     sp_json_number(&j, NAN);
     sp_json_key(&j, "arr");
@@ -43,7 +45,7 @@ static void test_json_escaping(void) {
     sp_json_end_object(&j);
     sp_json_end_object(&j);
     CU_ASSERT_STRING_EQUAL(
-        b.data, "{\"q\\\"k\":\"a\\\\b\\n\\u0001\\ufffd\xc3\xa9\",\"n\":0.1,"
+        b.data, "{\"q\\\"k\":\"a\\\\b\\n\\u0001\\ufffd\xc3\xa9\",\"n\":0.1,\"i\":20,"
                 "\"nan\":null,\"arr\":[-3,true,null,null],\"empty\":{}}");
     sp_buf_free(&b);
 }

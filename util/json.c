@@ -77,6 +77,10 @@ void sp_json_number(sp_json *j, double v) {
         return;
     }
     char tmp[64];
+    if (v == floor(v) && fabs(v) < 1e15) { /* integral: no exponent */
+        sp_buf_printf(j->out, "%.0f", v);
+        return;
+    }
     snprintf(tmp, sizeof tmp, "%.17g", v);
     /* shortest representation that round-trips */
     for (int prec = 1; prec <= 17; prec++) {

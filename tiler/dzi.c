@@ -1,0 +1,189 @@
+/* Deep Zoom writer: OUT.dzi + OUT_files/<level>/<col>_<row>.<ext>, plus
+ * OUT.json. Built as hidden temporaries, renamed at the end, OUT.dzi last
+ * (so a pyramid without its .dzi is never a finished one). */
+#include "tiler_private.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+struct sp_writer {
+    sp_pyramid *p;
+    char *dzi, *files, *json;         /* final names */
+    char *tmp_dzi, *tmp_files, *tmp_json;
+    const char *ext;
+    int nlevels;
+};
+
+static void dzi_free(sp_writer *w) {
+    free(w->dzi);
+    free(w->files);
+    free(w->json);
+    free(w->tmp_dzi);
+    free(w->tmp_files);
+    free(w->tmp_json);
+    free(w);
+}
+
+static void dzi_abort(sp_writer *w) {
+    if (!w)
+        return;
+    if (w->tmp_files)
+        sp_remove_tree(w->tmp_files, NULL);
+    if (w->tmp_dzi)
+        remove(w->tmp_dzi);
+    if (w->tmp_json)
+        remove(w->tmp_json);
+    dzi_free(w);
+}
+
+static char *cat2(const char *a, size_t alen, const char *b) {
+    size_t n = alen + strlen(b) + 1;
+    char *s = malloc(n);
+    if (s)
+        snprintf(s, n, "%.*s%s", (int)alen, a, b);
+    return s;
+}
+
+static sp_writer *dzi_open(sp_pyramid *p, sp_error *err) {
+    const char *out = sp__pyramid_output(p);
+    size_t blen = strlen(out);
+    if (blen > 4 && strcmp(out + blen - 4, ".dzi") == 0)
+        blen -= 4;
+    sp_writer *w = calloc(1, sizeof *w);
+    if (!w) {
+        sp_error_set(err, SP_ERR_NOMEM, out, "out of memory");
+        return NULL;
+    }
+    w->p = p;
+    w->ext = p->codec->name;
+    w->nlevels = p->nlevels;
+    w->dzi = cat2(out, blen, ".dzi");
+    w->files = cat2(out, blen, "_files");
+    w->json = cat2(out, blen, ".json");
+    if (!w->dzi || !w->files || !w->json)
+        goto oom;
+    if (!p->prm.opts.force && sp_path_exists(w->dzi)) {
+        sp_error_set(err, SP_ERR_OUTPUT, w->dzi,
+                     "already exists (use --force to replace it)");
+        goto fail;
+    }
+    sp__tiler_clean_stale(w->files);
+    sp__tiler_clean_stale(w->dzi);
+    sp__tiler_clean_stale(w->json);
+    w->tmp_dzi = sp__tiler_temp_name(w->dzi);
+    w->tmp_files = sp__tiler_temp_name(w->files);
+    w->tmp_json = sp__tiler_temp_name(w->json);
+    p->final_main = strdup(w->dzi);
+    if (!w->tmp_dzi || !w->tmp_files || !w->tmp_json || !p->final_main)
+        goto oom;
+    if (mkdir(w->tmp_files, 0777) != 0) {
+        sp_error_errno(err, SP_ERR_OUTPUT, w->files, errno, "cannot create");
+        free(w->tmp_files);
+        w->tmp_files = NULL; /* not ours: do not remove it */
+        goto fail;
+    }
+    for (int k = 0; k < w->nlevels; k++) {
+        char dir[64];
+        size_t n = strlen(w->tmp_files) + sizeof dir;
+        char *path = malloc(n);
+        if (!path)
+            goto oom;
+        snprintf(dir, sizeof dir, "/%d", k);
+        snprintf(path, n, "%s%s", w->tmp_files, dir);
+        int rc = mkdir(path, 0777);
+        int e = errno;
+        free(path);
+        if (rc != 0) {
+            sp_error_errno(err, SP_ERR_OUTPUT, w->files, e,
+                           "cannot create level directory");
+            goto fail;
+        }
+    }
+    return w;
+oom:
+    sp_error_set(err, SP_ERR_NOMEM, out, "out of memory");
+fail:
+    dzi_abort(w);
+    return NULL;
+}
+
+static bool dzi_put(sp_writer *w, int d, int64_t col, int64_t row,
+                    const uint8_t *data, size_t n, sp_error *err) {
+    char path[4096];
+    int k = snprintf(path, sizeof path, "%s/%d/%lld_%lld.%s", w->tmp_files,
+                     w->nlevels - 1 - d, (long long)col, (long long)row,
+                     w->ext);
+    if (k < 0 || (size_t)k >= sizeof path)
+        return sp_error_set(err, SP_ERR_OUTPUT, w->files, "path too long");
+    if (!sp__write_file(path, data, n, err))
+        return false;
+    return true;
+}
+
+static bool dzi_finish(sp_writer *w, const char *sidecar, size_t sidecar_n,
+                       sp_error *err) {
+    const sp_pyramid *p = w->p;
+    char xml[1024];
+    int n = snprintf(xml, sizeof xml,
+                     "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+                     "<Image xmlns=\"http://schemas.microsoft.com/deepzoom/2008\"\n"
+                     "  Format=\"%s\"\n"
+                     "  Overlap=\"%d\"\n"
+                     "  TileSize=\"%d\"\n"
+                     "  >\n"
+                     "  <Size \n"
+                     "    Height=\"%lld\"\n"
+                     "    Width=\"%lld\"\n"
+                     "  />\n"
+                     "</Image>\n",
+                     w->ext, p->O, p->T, (long long)p->prm.height,
+                     (long long)p->prm.width);
+    if (!sp__write_file(w->tmp_dzi, (const uint8_t *)xml, (size_t)n, err) ||
+        !sp__write_file(w->tmp_json, (const uint8_t *)sidecar, sidecar_n,
+                        err))
+        goto fail;
+    /* an old pyramid stops looking complete before it is replaced */
+    if (sp_path_exists(w->dzi) && remove(w->dzi) != 0) {
+        sp_error_errno(err, SP_ERR_OUTPUT, w->dzi, errno, "cannot replace");
+        goto fail;
+    }
+    if (sp_path_exists(w->files) && !sp_remove_tree(w->files, err))
+        goto fail;
+    if (rename(w->tmp_files, w->files) != 0) {
+        sp_error_errno(err, SP_ERR_OUTPUT, w->files, errno, "cannot rename");
+        goto fail;
+    }
+    free(w->tmp_files);
+    w->tmp_files = NULL;
+    if (rename(w->tmp_json, w->json) != 0) {
+        sp_error_errno(err, SP_ERR_OUTPUT, w->json, errno, "cannot rename");
+        sp_remove_tree(w->files, NULL);
+        goto fail;
+    }
+    free(w->tmp_json);
+    w->tmp_json = NULL;
+    if (rename(w->tmp_dzi, w->dzi) != 0) {
+        sp_error_errno(err, SP_ERR_OUTPUT, w->dzi, errno, "cannot rename");
+        sp_remove_tree(w->files, NULL);
+        remove(w->json);
+        goto fail;
+    }
+    free(w->tmp_dzi);
+    w->tmp_dzi = NULL;
+    dzi_free(w);
+    return true;
+fail:
+    dzi_abort(w);
+    return false;
+}
+
+const sp_writer_ops sp__dzi_writer = {
+    .name = "dzi",
+    .open = dzi_open,
+    .put = dzi_put,
+    .finish = dzi_finish,
+    .abort = dzi_abort,
+};

@@ -1,0 +1,680 @@
+/* The streaming band pyramid: level-0 rows in, tiles of every level out.
+ *
+ * Each level keeps the rows that its unfinished tile row still needs
+ * (at most T + 2*O plus one incoming band). Rows arriving at a level are
+ * shrunk 2x2 (box filter, the edge row/column repeated when the size is
+ * odd, as libvips does) into the next level at once, so one read of level
+ * 0 feeds every level. After each band, every tile that became complete in
+ * any level is encoded and written by one OpenMP team (dynamic schedule),
+ * each thread with its own codec and scratch, no lock on the path. */
+#include "tiler_private.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void sp_tile_opts_default(sp_tile_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->container = SP_CONTAINER_DZI;
+    o->format = SP_TILE_JPEG;
+    o->tile_size = 0;
+    o->overlap = 1;
+    o->quality = 75;
+    o->threads = 0;
+    memset(o->background, 255, 3);
+}
+
+bool sp_container_parse(const char *s, sp_container *out) {
+    if (strcmp(s, "dzi") == 0 || strcmp(s, "dz") == 0) {
+        *out = SP_CONTAINER_DZI;
+        return true;
+    }
+    if (strcmp(s, "tiff") == 0 || strcmp(s, "tif") == 0) {
+        *out = SP_CONTAINER_TIFF;
+        return true;
+    }
+    return false;
+}
+
+int sp__dzi_level_count(int64_t w, int64_t h) {
+    int64_t m = w > h ? w : h;
+    int n = 0;
+    while (((int64_t)1 << n) < m)
+        n++;
+    return n + 1; /* levels 0..N, N = ceil(log2(max)) */
+}
+
+const char *sp__pyramid_output(const sp_pyramid *p) { return p->output; }
+
+static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
+
+static void pyramid_free(sp_pyramid *p) {
+    if (!p)
+        return;
+    for (int d = 0; d < p->nlevels; d++) {
+        free(p->lv[d].buf);
+        free(p->lv[d].pending);
+        free(p->lv[d].down);
+        free(p->lv[d].manifest);
+    }
+    if (p->pt) {
+        for (int t = 0; t < p->threads; t++) {
+            if (p->pt[t].codec)
+                p->codec->destroy(p->pt[t].codec);
+            free(p->pt[t].scratch);
+        }
+        free(p->pt);
+    }
+    free(p->bg_tile);
+    free(p->output);
+    free(p->final_main);
+    free(p->src_path);
+    free(p->src_vendor);
+    free(p->src_quickhash);
+    free(p);
+}
+
+void sp_pyramid_abort(sp_pyramid *p) {
+    if (!p)
+        return;
+    if (p->writer)
+        p->wops->abort(p->writer);
+    p->writer = NULL;
+    pyramid_free(p);
+}
+
+bool sp__pyramid_bg_tile(sp_pyramid *p, sp_error *err) {
+    size_t n = (size_t)p->T * (size_t)p->T * 3;
+    uint8_t *px = malloc(n);
+    sp_codec_state *st = p->codec->create(p->prm.opts.quality);
+    bool ok = false;
+    if (!px || !st) {
+        sp_error_set(err, SP_ERR_NOMEM, p->output, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i += 3)
+        memcpy(px + i, p->prm.opts.background, 3);
+    const uint8_t *enc;
+    size_t len;
+    char why[256];
+    if (!p->codec->encode(st, px, p->T, p->T, (int64_t)p->T * 3, &enc, &len,
+                          why, sizeof why)) {
+        sp_error_set(err, SP_ERR_INTERNAL, p->output, "%s", why);
+        goto out;
+    }
+    p->bg_tile = malloc(len);
+    if (!p->bg_tile) {
+        sp_error_set(err, SP_ERR_NOMEM, p->output, "out of memory");
+        goto out;
+    }
+    memcpy(p->bg_tile, enc, len);
+    p->bg_tile_n = len;
+    ok = true;
+out:
+    if (st)
+        p->codec->destroy(st);
+    free(px);
+    return ok;
+}
+
+sp_pyramid *sp_pyramid_create(const sp_pyramid_params *prm, sp_error *err) {
+    const sp_tile_opts *o = &prm->opts;
+    const char *out = prm->output ? prm->output : "(null)";
+    if (!prm->output || !*prm->output) {
+        sp_error_set(err, SP_ERR_USAGE, NULL, "no output path given");
+        return NULL;
+    }
+    if (prm->width <= 0 || prm->height <= 0) {
+        sp_error_set(err, SP_ERR_USAGE, out, "invalid image size %lldx%lld",
+                     (long long)prm->width, (long long)prm->height);
+        return NULL;
+    }
+    int T = o->tile_size ? o->tile_size
+                         : (o->container == SP_CONTAINER_TIFF ? 256 : 254);
+    int O = o->container == SP_CONTAINER_TIFF ? 0 : o->overlap;
+    if (T < 1 || T > 8192 || O < 0 || O > T / 2) {
+        sp_error_set(err, SP_ERR_USAGE, out,
+                     "invalid tile size %d / overlap %d (need 1 <= tile size "
+                     "<= 8192, 0 <= overlap <= tile size / 2)", T, O);
+        return NULL;
+    }
+    if (o->container == SP_CONTAINER_TIFF &&
+        (T % 16 != 0 || o->format != SP_TILE_JPEG)) {
+        sp_error_set(err, SP_ERR_USAGE, out,
+                     "the TIFF container needs JPEG tiles whose size is a "
+                     "multiple of 16 (got %s, %d)",
+                     sp_tile_format_ext(o->format), T);
+        return NULL;
+    }
+    if (o->quality < 1 || o->quality > 100) {
+        sp_error_set(err, SP_ERR_USAGE, out, "invalid quality %d (1..100)",
+                     o->quality);
+        return NULL;
+    }
+    const sp_codec_ops *codec = sp__codec(o->format);
+    if (!codec) {
+        sp_error_set(err, SP_ERR_USAGE, out, "unknown tile format");
+        return NULL;
+    }
+    if (o->mask && (!o->mask->cells || o->mask->width <= 0 ||
+                    o->mask->height <= 0 || !(o->mask->scale > 0))) {
+        sp_error_set(err, SP_ERR_USAGE, out, "invalid tissue mask");
+        return NULL;
+    }
+    if (prm->width > INT64_C(1) << 31 || prm->height > INT64_C(1) << 31) {
+        sp_error_set(err, SP_ERR_USAGE, out, "image too large");
+        return NULL;
+    }
+
+    sp_pyramid *p = calloc(1, sizeof *p);
+    if (!p) {
+        sp_error_set(err, SP_ERR_NOMEM, out, "out of memory");
+        return NULL;
+    }
+    p->t_start = sp_now();
+    p->prm = *prm;
+    p->output = strdup(prm->output);
+    p->src_path = dup_or_null(prm->source.path);
+    p->src_vendor = dup_or_null(prm->source.vendor);
+    p->src_quickhash = dup_or_null(prm->source.quickhash);
+    p->prm.output = p->output;
+    p->prm.source.path = p->src_path;
+    p->prm.source.vendor = p->src_vendor;
+    p->prm.source.quickhash = p->src_quickhash;
+    p->T = T;
+    p->O = O;
+    p->pad_edges = o->container == SP_CONTAINER_TIFF;
+    p->codec = codec;
+    p->wops = o->container == SP_CONTAINER_TIFF ? &sp__tiff_writer
+                                                 : &sp__dzi_writer;
+    p->threads = o->threads > 0 ? o->threads : sp_default_threads();
+    if (!p->output)
+        goto oom;
+
+    /* levels: d = 0 is full resolution */
+    int64_t w = prm->width, h = prm->height;
+    int n = o->container == SP_CONTAINER_TIFF ? 0 : sp__dzi_level_count(w, h);
+    int64_t B = prm->band_rows > 0 ? prm->band_rows : 256;
+    int64_t in_max = B;
+    for (int d = 0;; d++) {
+        if (d >= SP_TILER_MAX_LEVELS) {
+            sp_error_set(err, SP_ERR_USAGE, out, "too many levels");
+            goto fail;
+        }
+        sp_plevel *L = &p->lv[d];
+        L->w = w;
+        L->h = h;
+        L->cols = (w + T - 1) / T;
+        L->rows = (h + T - 1) / T;
+        L->cap = in_max + T + 2 * O + 2;
+        L->buf = malloc((size_t)(L->cap * w * 3));
+        L->pending = malloc((size_t)(w * 3));
+        L->manifest = calloc((size_t)(L->cols * L->rows), 1);
+        if (!L->buf || !L->pending || !L->manifest)
+            goto oom;
+        p->tiles_total += L->cols * L->rows;
+        p->nlevels = d + 1;
+        bool last = o->container == SP_CONTAINER_TIFF
+                        ? (w <= T && h <= T)
+                        : (d + 1 >= n);
+        if (last)
+            break;
+        int64_t nw = (w + 1) / 2, nh = (h + 1) / 2;
+        L->down_cap = in_max / 2 + 2;
+        L->down = malloc((size_t)(L->down_cap * nw * 3));
+        if (!L->down)
+            goto oom;
+        in_max = L->down_cap;
+        w = nw;
+        h = nh;
+    }
+    p->pt = calloc((size_t)p->threads, sizeof *p->pt);
+    if (!p->pt)
+        goto oom;
+    if (p->pad_edges)
+        if (!sp__pyramid_bg_tile(p, err))
+            goto fail;
+    p->writer = p->wops->open(p, err);
+    if (!p->writer)
+        goto fail;
+    return p;
+oom:
+    sp_error_set(err, SP_ERR_NOMEM, out, "out of memory");
+fail:
+    pyramid_free(p);
+    return NULL;
+}
+
+/* ---- shrinking --------------------------------------------------------- */
+
+/* One output row from input rows a and b (b may equal a), w input pixels;
+ * an odd last column is paired with itself. */
+static void shrink_row(const uint8_t *restrict a, const uint8_t *restrict b,
+                       int64_t w, uint8_t *restrict out) {
+    int64_t pairs = w / 2;
+    for (int64_t j = 0; j < pairs; j++) {
+        const uint8_t *pa = a + 6 * j, *pb = b + 6 * j;
+        uint8_t *o = out + 3 * j;
+        o[0] = (uint8_t)((pa[0] + pa[3] + pb[0] + pb[3] + 2) >> 2);
+        o[1] = (uint8_t)((pa[1] + pa[4] + pb[1] + pb[4] + 2) >> 2);
+        o[2] = (uint8_t)((pa[2] + pa[5] + pb[2] + pb[5] + 2) >> 2);
+    }
+    if (w & 1) {
+        const uint8_t *pa = a + 6 * pairs, *pb = b + 6 * pairs;
+        uint8_t *o = out + 3 * pairs;
+        for (int c = 0; c < 3; c++)
+            o[c] = (uint8_t)((2 * pa[c] + 2 * pb[c] + 2) >> 2);
+    }
+}
+
+/* Append n rows to level d, shrinking them into level d + 1 first. */
+static bool feed(sp_pyramid *p, int d, const uint8_t *src, int64_t stride,
+                 int64_t n, sp_error *err) {
+    sp_plevel *L = &p->lv[d];
+    int64_t rs = L->w * 3;
+    if (n <= 0)
+        return true;
+    if (L->received + n > L->h || L->n + n > L->cap)
+        return sp_error_set(err, SP_ERR_INTERNAL, p->output,
+                            "pyramid level %d overflow", d);
+    uint8_t *dst = L->buf + L->n * rs;
+    bool big = n * rs > (1 << 20);
+#pragma omp parallel for num_threads(p->threads) if (big) schedule(static)
+    for (int64_t i = 0; i < n; i++)
+        memcpy(dst + i * rs, src + i * stride, (size_t)rs);
+    L->n += n;
+    L->received += n;
+    if (d + 1 >= p->nlevels)
+        return true;
+
+    /* pair rows: the pending odd row (if any) comes first */
+    int hp = L->has_pending ? 1 : 0;
+    int64_t avail = hp + n;
+    bool at_end = L->received == L->h;
+    int64_t m = avail / 2 + ((at_end && (avail & 1)) ? 1 : 0);
+    sp_plevel *N = &p->lv[d + 1];
+    if (m > L->down_cap)
+        return sp_error_set(err, SP_ERR_INTERNAL, p->output,
+                            "pyramid level %d overflow", d + 1);
+    int64_t ors = N->w * 3;
+    bool bigd = m * rs > (1 << 19);
+#pragma omp parallel for num_threads(p->threads) if (bigd) schedule(static)
+    for (int64_t k = 0; k < m; k++) {
+        int64_t i0 = 2 * k - hp; /* index into the new rows; -1 = pending */
+        const uint8_t *a = i0 < 0 ? L->pending : dst + i0 * rs;
+        const uint8_t *b = i0 + 1 < n ? dst + (i0 + 1) * rs : a;
+        shrink_row(a, b, L->w, L->down + k * ors);
+    }
+    if ((avail & 1) && !at_end) {
+        memcpy(L->pending, dst + (n - 1) * rs, (size_t)rs);
+        L->has_pending = true;
+    } else {
+        L->has_pending = false;
+    }
+    return feed(p, d + 1, L->down, ors, m, err);
+}
+
+/* ---- tiles ------------------------------------------------------------- */
+
+static bool is_tissue_px(const uint8_t *px) {
+    int r = px[0], g = px[1], b = px[2];
+    int mx = r > g ? (r > b ? r : b) : (g > b ? g : b);
+    int mn = r < g ? (r < b ? r : b) : (g < b ? g : b);
+    return mx - mn >= 24 || mn < 180;
+}
+
+static bool has_tissue(const sp_pyramid *p, int d, const uint8_t *px,
+                       int64_t pitch, int64_t x0, int64_t y0, int64_t tw,
+                       int64_t th) {
+    const sp_tissue_mask *m = p->prm.opts.mask;
+    if (m) {
+        double f = ldexp(1.0, d) / m->scale; /* mask cells per pixel */
+        int64_t cx0 = (int64_t)floor(x0 * f), cy0 = (int64_t)floor(y0 * f);
+        int64_t cx1 = (int64_t)ceil((x0 + tw) * f),
+                cy1 = (int64_t)ceil((y0 + th) * f);
+        if (cx1 > m->width)
+            cx1 = m->width;
+        if (cy1 > m->height)
+            cy1 = m->height;
+        for (int64_t y = cy0 < 0 ? 0 : cy0; y < cy1; y++)
+            for (int64_t x = cx0 < 0 ? 0 : cx0; x < cx1; x++)
+                if (m->cells[y * m->width + x])
+                    return true;
+        return false;
+    }
+    for (int64_t y = 0; y < th; y++) {
+        const uint8_t *row = px + y * pitch;
+        for (int64_t x = 0; x < tw; x++)
+            if (is_tissue_px(row + 3 * x))
+                return true;
+    }
+    return false;
+}
+
+typedef struct {
+    int d;
+    int64_t row, col;
+} tile_job;
+
+static bool do_tile(sp_pyramid *p, sp_pthread *me, const tile_job *j,
+                    int64_t *written, int64_t *skipped) {
+    sp_plevel *L = &p->lv[j->d];
+    int T = p->T, O = p->O;
+    int64_t x0 = j->col * T - (j->col > 0 ? O : 0);
+    int64_t x1 = (j->col + 1) * T + O;
+    int64_t y0 = j->row * T - (j->row > 0 ? O : 0);
+    int64_t y1 = (j->row + 1) * T + O;
+    if (x1 > L->w)
+        x1 = L->w;
+    if (y1 > L->h)
+        y1 = L->h;
+    int64_t rs = L->w * 3;
+    const uint8_t *px = L->buf + (y0 - L->y0) * rs + x0 * 3;
+    int64_t pitch = rs, tw = x1 - x0, th = y1 - y0;
+    int64_t ow = tw, oh = th;
+
+    if (p->prm.opts.skip_background &&
+        !has_tissue(p, j->d, px, pitch, x0, y0, tw, th)) {
+        (*skipped)++;
+        if (p->pad_edges) /* TIFF needs every tile */
+            return p->wops->put(p->writer, j->d, j->col, j->row, p->bg_tile,
+                                p->bg_tile_n, &me->err);
+        return true;
+    }
+    if (p->pad_edges && (tw < T || th < T)) {
+        /* a full T x T tile, the edge repeated past the image */
+        if (!me->scratch) {
+            me->scratch = malloc((size_t)T * T * 3);
+            if (!me->scratch)
+                return sp_error_set(&me->err, SP_ERR_NOMEM, p->output,
+                                    "out of memory");
+        }
+        for (int64_t y = 0; y < T; y++) {
+            const uint8_t *s = px + (y < th ? y : th - 1) * pitch;
+            uint8_t *o = me->scratch + y * T * 3;
+            memcpy(o, s, (size_t)tw * 3);
+            for (int64_t x = tw; x < T; x++)
+                memcpy(o + 3 * x, s + 3 * (tw - 1), 3);
+        }
+        px = me->scratch;
+        pitch = (int64_t)T * 3;
+        ow = oh = T;
+    }
+    const uint8_t *enc;
+    size_t n;
+    char why[256];
+    if (!p->codec->encode(me->codec, px, (int)ow, (int)oh, pitch, &enc, &n,
+                          why, sizeof why))
+        return sp_error_set(&me->err, SP_ERR_INTERNAL, p->output,
+                            "level %d tile %lld,%lld: %s", j->d,
+                            (long long)j->col, (long long)j->row, why);
+    if (!p->wops->put(p->writer, j->d, j->col, j->row, enc, n, &me->err))
+        return false;
+    L->manifest[j->row * L->cols + j->col] = 1;
+    atomic_fetch_add_explicit(&p->bytes, (int64_t)n, memory_order_relaxed);
+    (*written)++;
+    return true;
+}
+
+/* The rows level L must hold before tile row r can be encoded. */
+static int64_t row_needs(const sp_pyramid *p, const sp_plevel *L, int64_t r) {
+    int64_t need = (r + 1) * p->T + p->O;
+    return need > L->h ? L->h : need;
+}
+
+/* Encode every tile that became complete, then drop rows no longer used. */
+static bool emit_ready(sp_pyramid *p, sp_error *err) {
+    int64_t njobs = 0;
+    for (int d = 0; d < p->nlevels; d++) {
+        sp_plevel *L = &p->lv[d];
+        for (int64_t r = L->next_row;
+             r < L->rows && L->received >= row_needs(p, L, r); r++)
+            njobs += L->cols;
+    }
+    if (njobs == 0)
+        return true;
+    tile_job *jobs = malloc((size_t)njobs * sizeof *jobs);
+    if (!jobs)
+        return sp_error_set(err, SP_ERR_NOMEM, p->output, "out of memory");
+    int64_t k = 0;
+    for (int d = 0; d < p->nlevels; d++) {
+        sp_plevel *L = &p->lv[d];
+        for (; L->next_row < L->rows &&
+               L->received >= row_needs(p, L, L->next_row);
+             L->next_row++)
+            for (int64_t c = 0; c < L->cols; c++)
+                jobs[k++] = (tile_job){d, L->next_row, c};
+    }
+
+    _Atomic bool failed = false;
+    int64_t written = 0, skipped = 0;
+#pragma omp parallel num_threads(p->threads) reduction(+ : written, skipped)
+    {
+        sp_pthread *me = &p->pt[omp_get_thread_num()];
+        if (!me->codec) {
+            me->codec = p->codec->create(p->prm.opts.quality);
+            if (!me->codec) {
+                sp_error_set(&me->err, SP_ERR_NOMEM, p->output,
+                             "cannot start the %s encoder", p->codec->name);
+                atomic_store(&failed, true);
+            }
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t i = 0; i < njobs; i++) {
+            if (atomic_load_explicit(&failed, memory_order_relaxed))
+                continue;
+            if (!do_tile(p, me, &jobs[i], &written, &skipped))
+                atomic_store(&failed, true);
+        }
+    }
+    free(jobs);
+    if (failed) {
+        for (int t = 0; t < p->threads; t++)
+            if (sp_error_is_set(&p->pt[t].err)) {
+                *err = p->pt[t].err;
+                return false;
+            }
+        return sp_error_set(err, SP_ERR_INTERNAL, p->output, "tile failed");
+    }
+    p->tiles_written += written;
+    p->tiles_skipped += skipped;
+    p->tiles_done += njobs;
+
+    /* keep only rows from the next tile row's top (with overlap) */
+    for (int d = 0; d < p->nlevels; d++) {
+        sp_plevel *L = &p->lv[d];
+        int64_t keep = L->next_row * p->T - (L->next_row > 0 ? p->O : 0);
+        if (keep > L->received)
+            keep = L->received;
+        int64_t drop = keep - L->y0;
+        if (drop <= 0)
+            continue;
+        int64_t rs = L->w * 3;
+        if (L->n > drop)
+            memmove(L->buf, L->buf + drop * rs, (size_t)((L->n - drop) * rs));
+        L->n -= drop;
+        L->y0 += drop;
+    }
+    return true;
+}
+
+bool sp_pyramid_push_rows(sp_pyramid *p, const uint8_t *rgb, int64_t stride,
+                          int64_t y0, int64_t rows, sp_error *err) {
+    if (p->failed)
+        return sp_error_set(err, SP_ERR_USAGE, p->output,
+                            "pyramid already failed");
+    if (y0 != p->pushed || rows < 0 || y0 + rows > p->prm.height ||
+        stride < p->prm.width * 3) {
+        p->failed = true;
+        return sp_error_set(err, SP_ERR_USAGE, p->output,
+                            "rows pushed out of order (%lld+%lld, expected "
+                            "row %lld of %lld)", (long long)y0,
+                            (long long)rows, (long long)p->pushed,
+                            (long long)p->prm.height);
+    }
+    int64_t B = p->lv[0].cap - p->T - 2 * p->O - 2;
+    for (int64_t done = 0; done < rows;) {
+        int64_t n = rows - done < B ? rows - done : B;
+        if (!feed(p, 0, rgb + done * stride, stride, n, err) ||
+            !emit_ready(p, err)) {
+            p->failed = true;
+            return false;
+        }
+        done += n;
+        p->pushed += n;
+        if (p->prm.opts.progress &&
+            !p->prm.opts.progress(p->prm.opts.progress_user, p->tiles_done,
+                                  p->tiles_total)) {
+            p->failed = true;
+            return sp_error_set(err, SP_ERR_INTERNAL, p->output,
+                                "interrupted");
+        }
+    }
+    return true;
+}
+
+/* ---- metadata ---------------------------------------------------------- */
+
+static void write_sidecar(const sp_pyramid *p, sp_buf *b) {
+    const sp_tile_opts *o = &p->prm.opts;
+    const sp_source_info *s = &p->prm.source;
+    sp_json j;
+    sp_json_init(&j, b, false);
+    sp_json_begin_object(&j);
+    sp_json_key(&j, "slidepipe_version");
+    sp_json_string(&j, SP_VERSION);
+    sp_json_key(&j, "source");
+    sp_json_begin_object(&j);
+    sp_json_key(&j, "path");
+    sp_json_string(&j, s->path);
+    sp_json_key(&j, "vendor");
+    sp_json_string(&j, s->vendor);
+    sp_json_key(&j, "width");
+    sp_json_int(&j, p->prm.width);
+    sp_json_key(&j, "height");
+    sp_json_int(&j, p->prm.height);
+    sp_json_key(&j, "mpp_x");
+    s->mpp_x > 0 ? sp_json_number(&j, s->mpp_x) : sp_json_null(&j);
+    sp_json_key(&j, "mpp_y");
+    s->mpp_y > 0 ? sp_json_number(&j, s->mpp_y) : sp_json_null(&j);
+    sp_json_key(&j, "objective_power");
+    s->objective_power > 0 ? sp_json_number(&j, s->objective_power)
+                           : sp_json_null(&j);
+    sp_json_key(&j, "quickhash");
+    sp_json_string(&j, s->quickhash);
+    sp_json_end_object(&j);
+    sp_json_key(&j, "parameters");
+    sp_json_begin_object(&j);
+    sp_json_key(&j, "container");
+    sp_json_string(&j, o->container == SP_CONTAINER_TIFF ? "tiff" : "dzi");
+    sp_json_key(&j, "format");
+    sp_json_string(&j, p->codec->name);
+    sp_json_key(&j, "tile_size");
+    sp_json_int(&j, p->T);
+    sp_json_key(&j, "overlap");
+    sp_json_int(&j, p->O);
+    sp_json_key(&j, "quality");
+    sp_json_int(&j, o->quality);
+    sp_json_key(&j, "skip_background");
+    sp_json_bool(&j, o->skip_background);
+    sp_json_key(&j, "background_rule");
+    sp_json_string(&j, !o->skip_background ? NULL
+                       : o->mask            ? "tissue mask"
+                                            : "colour: max-min >= 24 or min < 180");
+    sp_json_key(&j, "background");
+    sp_json_begin_array(&j);
+    for (int c = 0; c < 3; c++)
+        sp_json_int(&j, o->background[c]);
+    sp_json_end_array(&j);
+    sp_json_end_object(&j);
+    sp_json_key(&j, "tiles_written");
+    sp_json_int(&j, p->tiles_written);
+    sp_json_key(&j, "tiles_skipped");
+    sp_json_int(&j, p->tiles_skipped);
+    sp_json_key(&j, "levels");
+    sp_json_begin_array(&j);
+    /* DZI names the smallest level 0; TIFF the largest */
+    int order = o->container == SP_CONTAINER_TIFF ? 1 : -1;
+    for (int i = 0; i < p->nlevels; i++) {
+        int d = order > 0 ? i : p->nlevels - 1 - i;
+        const sp_plevel *L = &p->lv[d];
+        sp_json_begin_object(&j);
+        sp_json_key(&j, "level");
+        sp_json_int(&j, i);
+        sp_json_key(&j, "width");
+        sp_json_int(&j, L->w);
+        sp_json_key(&j, "height");
+        sp_json_int(&j, L->h);
+        sp_json_key(&j, "downsample");
+        sp_json_int(&j, (int64_t)1 << d);
+        sp_json_key(&j, "cols");
+        sp_json_int(&j, L->cols);
+        sp_json_key(&j, "rows");
+        sp_json_int(&j, L->rows);
+        sp_json_key(&j, "tiles");
+        sp_json_begin_array(&j);
+        char *row = malloc((size_t)L->cols + 1);
+        if (!row) {
+            b->oom = true;
+        } else {
+            for (int64_t r = 0; r < L->rows; r++) {
+                for (int64_t c = 0; c < L->cols; c++)
+                    row[c] = L->manifest[r * L->cols + c] ? '1' : '0';
+                row[L->cols] = '\0';
+                sp_json_string(&j, row);
+            }
+        }
+        free(row);
+        sp_json_end_array(&j);
+        sp_json_end_object(&j);
+    }
+    sp_json_end_array(&j);
+    sp_json_end_object(&j);
+    sp_buf_puts(b, "\n");
+}
+
+bool sp_pyramid_finish(sp_pyramid *p, sp_tile_stats *stats, sp_error *err) {
+    bool ok = false;
+    sp_buf b;
+    sp_buf_init(&b);
+    if (p->failed) {
+        sp_error_set(err, SP_ERR_USAGE, p->output, "pyramid already failed");
+        goto out;
+    }
+    if (p->pushed != p->prm.height || p->tiles_done != p->tiles_total) {
+        sp_error_set(err, SP_ERR_INTERNAL, p->output,
+                     "incomplete input: %lld of %lld rows, %lld of %lld tiles",
+                     (long long)p->pushed, (long long)p->prm.height,
+                     (long long)p->tiles_done, (long long)p->tiles_total);
+        goto out;
+    }
+    write_sidecar(p, &b);
+    if (b.oom) {
+        sp_error_set(err, SP_ERR_NOMEM, p->output, "out of memory");
+        goto out;
+    }
+    sp_writer *w = p->writer;
+    p->writer = NULL; /* finish frees the writer, also on failure */
+    if (!p->wops->finish(w, b.data, b.len, err))
+        goto out;
+    if (stats) {
+        memset(stats, 0, sizeof *stats);
+        stats->width = p->prm.width;
+        stats->height = p->prm.height;
+        stats->levels = p->nlevels;
+        stats->tiles_total = p->tiles_total;
+        stats->tiles_written = p->tiles_written;
+        stats->tiles_skipped = p->tiles_skipped;
+        stats->bytes_written = atomic_load(&p->bytes);
+        stats->seconds = sp_now() - p->t_start;
+        snprintf(stats->output, sizeof stats->output, "%s",
+                 p->final_main ? p->final_main : p->output);
+    }
+    ok = true;
+out:
+    sp_buf_free(&b);
+    sp_pyramid_abort(p);
+    return ok;
+}

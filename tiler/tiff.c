@@ -1,0 +1,290 @@
+/* Pyramidal TIFF writer (libtiff): tiled, JPEG (YCbCr, self-contained
+ * tiles from our encoder, written raw), one directory per level, BigTIFF
+ * when the data could pass 4 GB. Level 0 carries an Aperio-style
+ * ImageDescription ("Aperio ... |AppMag = 20|MPP = 0.499"), which is how
+ * OpenSlide 3.4 learns mpp and magnification of a plain TIFF, and every
+ * level resolution tags in pixels per centimetre for other readers.
+ *
+ * Tiles arrive from many threads in pyramid order, all levels at once,
+ * while TIFF wants one directory at a time: workers append encoded tiles
+ * to a spool file (an atomic offset, pwrite, no lock) and finish copies
+ * them into the TIFF level by level. */
+#include "tiler_private.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <tiffio.h>
+#include <unistd.h>
+
+typedef struct {
+    uint64_t *off;
+    uint32_t *len;
+} tiff_index;
+
+struct sp_writer {
+    sp_pyramid *p;
+    char *tiff, *json, *tmp_tiff, *tmp_json, *spool_name, *tmp_spool;
+    int fd;
+    _Atomic uint64_t end;
+    tiff_index idx[SP_TILER_MAX_LEVELS];
+};
+
+static void tw_free(sp_writer *w) {
+    if (w->fd >= 0)
+        close(w->fd);
+    for (int d = 0; d < SP_TILER_MAX_LEVELS; d++) {
+        free(w->idx[d].off);
+        free(w->idx[d].len);
+    }
+    free(w->tiff);
+    free(w->json);
+    free(w->tmp_tiff);
+    free(w->tmp_json);
+    free(w->spool_name);
+    free(w->tmp_spool);
+    free(w);
+}
+
+static void tw_abort(sp_writer *w) {
+    if (!w)
+        return;
+    if (w->tmp_spool)
+        remove(w->tmp_spool);
+    if (w->tmp_tiff)
+        remove(w->tmp_tiff);
+    if (w->tmp_json)
+        remove(w->tmp_json);
+    tw_free(w);
+}
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n > k && strcmp(s + n - k, suffix) == 0;
+}
+
+static sp_writer *tw_open(sp_pyramid *p, sp_error *err) {
+    const char *out = sp__pyramid_output(p);
+    sp_writer *w = calloc(1, sizeof *w);
+    if (!w) {
+        sp_error_set(err, SP_ERR_NOMEM, out, "out of memory");
+        return NULL;
+    }
+    w->p = p;
+    w->fd = -1;
+    size_t n = strlen(out) + 16;
+    w->tiff = malloc(n);
+    w->json = malloc(n);
+    w->spool_name = malloc(n);
+    if (!w->tiff || !w->json || !w->spool_name)
+        goto oom;
+    size_t blen = strlen(out);
+    if (ends_with(out, ".tiff") || ends_with(out, ".tif")) {
+        snprintf(w->tiff, n, "%s", out);
+        blen -= ends_with(out, ".tiff") ? 5 : 4;
+    } else {
+        snprintf(w->tiff, n, "%s.tiff", out);
+    }
+    snprintf(w->json, n, "%.*s.json", (int)blen, out);
+    snprintf(w->spool_name, n, "%s.spool", w->tiff);
+    if (!p->prm.opts.force && sp_path_exists(w->tiff)) {
+        sp_error_set(err, SP_ERR_OUTPUT, w->tiff,
+                     "already exists (use --force to replace it)");
+        goto fail;
+    }
+    sp__tiler_clean_stale(w->tiff);
+    sp__tiler_clean_stale(w->json);
+    sp__tiler_clean_stale(w->spool_name);
+    w->tmp_tiff = sp__tiler_temp_name(w->tiff);
+    w->tmp_json = sp__tiler_temp_name(w->json);
+    w->tmp_spool = sp__tiler_temp_name(w->spool_name);
+    p->final_main = strdup(w->tiff);
+    if (!w->tmp_tiff || !w->tmp_json || !w->tmp_spool || !p->final_main)
+        goto oom;
+    for (int d = 0; d < p->nlevels; d++) {
+        size_t k = (size_t)(p->lv[d].cols * p->lv[d].rows);
+        w->idx[d].off = calloc(k, sizeof *w->idx[d].off);
+        w->idx[d].len = calloc(k, sizeof *w->idx[d].len);
+        if (!w->idx[d].off || !w->idx[d].len)
+            goto oom;
+    }
+    w->fd = open(w->tmp_spool, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (w->fd < 0) {
+        sp_error_errno(err, SP_ERR_OUTPUT, w->tiff, errno, "cannot create");
+        free(w->tmp_spool);
+        w->tmp_spool = NULL;
+        goto fail;
+    }
+    return w;
+oom:
+    sp_error_set(err, SP_ERR_NOMEM, out, "out of memory");
+fail:
+    tw_abort(w);
+    return NULL;
+}
+
+static bool tw_put(sp_writer *w, int d, int64_t col, int64_t row,
+                   const uint8_t *data, size_t n, sp_error *err) {
+    uint64_t off = atomic_fetch_add(&w->end, (uint64_t)n);
+    size_t done = 0;
+    while (done < n) {
+        ssize_t k = pwrite(w->fd, data + done, n - done, (off_t)(off + done));
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            return sp_error_errno(err, SP_ERR_OUTPUT, w->tiff, errno,
+                                  "write failed");
+        }
+        done += (size_t)k;
+    }
+    int64_t i = row * w->p->lv[d].cols + col;
+    w->idx[d].off[i] = off;
+    w->idx[d].len[i] = (uint32_t)n;
+    return true;
+}
+
+static void tiff_quiet(const char *module, const char *fmt, va_list ap) {
+    (void)module;
+    (void)fmt;
+    (void)ap;
+}
+
+static bool tw_finish(sp_writer *w, const char *sidecar, size_t sidecar_n,
+                      sp_error *err) {
+    const sp_pyramid *p = w->p;
+    const sp_source_info *src = &p->prm.source;
+    TIFF *tif = NULL;
+    uint8_t *buf = NULL;
+    size_t cap = 0;
+    TIFFSetWarningHandler(tiff_quiet);
+    bool big = atomic_load(&w->end) > UINT64_C(0xE0000000);
+    tif = TIFFOpen(w->tmp_tiff, big ? "w8" : "w");
+    if (!tif) {
+        sp_error_set(err, SP_ERR_OUTPUT, w->tiff, "cannot create TIFF");
+        goto fail;
+    }
+    int quality = p->prm.opts.quality;
+    int sub = quality >= 90 ? 1 : 2; /* as the encoder */
+    for (int d = 0; d < p->nlevels; d++) {
+        const sp_plevel *L = &p->lv[d];
+        TIFFSetField(tif, TIFFTAG_SUBFILETYPE, d ? FILETYPE_REDUCEDIMAGE : 0);
+        TIFFSetField(tif, TIFFTAG_IMAGEWIDTH, (uint32_t)L->w);
+        TIFFSetField(tif, TIFFTAG_IMAGELENGTH, (uint32_t)L->h);
+        TIFFSetField(tif, TIFFTAG_TILEWIDTH, (uint32_t)p->T);
+        TIFFSetField(tif, TIFFTAG_TILELENGTH, (uint32_t)p->T);
+        TIFFSetField(tif, TIFFTAG_BITSPERSAMPLE, 8);
+        TIFFSetField(tif, TIFFTAG_SAMPLESPERPIXEL, 3);
+        TIFFSetField(tif, TIFFTAG_PLANARCONFIG, PLANARCONFIG_CONTIG);
+        TIFFSetField(tif, TIFFTAG_COMPRESSION, COMPRESSION_JPEG);
+        TIFFSetField(tif, TIFFTAG_JPEGTABLESMODE, 0);
+        TIFFSetField(tif, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_YCBCR);
+        TIFFSetField(tif, TIFFTAG_YCBCRSUBSAMPLING, sub, sub);
+        TIFFSetField(tif, TIFFTAG_SOFTWARE, "slidepipe " SP_VERSION);
+        if (src->mpp_x > 0 && src->mpp_y > 0) {
+            double f = (double)((int64_t)1 << d);
+            TIFFSetField(tif, TIFFTAG_RESOLUTIONUNIT, RESUNIT_CENTIMETER);
+            TIFFSetField(tif, TIFFTAG_XRESOLUTION, 1e4 / (src->mpp_x * f));
+            TIFFSetField(tif, TIFFTAG_YRESOLUTION, 1e4 / (src->mpp_y * f));
+        }
+        if (d == 0) {
+            char desc[512];
+            int k = snprintf(desc, sizeof desc,
+                             "Aperio Image Library compatible (slidepipe %s)"
+                             "\r\n%lldx%lld [0,0 %lldx%lld] (%dx%d) JPEG/RGB "
+                             "Q=%d",
+                             SP_VERSION, (long long)L->w, (long long)L->h,
+                             (long long)L->w, (long long)L->h, p->T, p->T,
+                             quality);
+            if (src->objective_power > 0)
+                k += snprintf(desc + k, sizeof desc - (size_t)k,
+                              "|AppMag = %g", src->objective_power);
+            if (src->mpp_x > 0)
+                k += snprintf(desc + k, sizeof desc - (size_t)k,
+                              "|MPP = %.6g", src->mpp_x);
+            TIFFSetField(tif, TIFFTAG_IMAGEDESCRIPTION, desc);
+        }
+        int64_t ntiles = L->cols * L->rows;
+        for (int64_t i = 0; i < ntiles; i++) {
+            uint32_t len = w->idx[d].len[i];
+            if (len == 0) {
+                sp_error_set(err, SP_ERR_INTERNAL, w->tiff,
+                             "level %d tile %lld missing", d, (long long)i);
+                goto fail;
+            }
+            if (len > cap) {
+                uint8_t *b = realloc(buf, len);
+                if (!b) {
+                    sp_error_set(err, SP_ERR_NOMEM, w->tiff, "out of memory");
+                    goto fail;
+                }
+                buf = b;
+                cap = len;
+            }
+            size_t got = 0;
+            while (got < len) {
+                ssize_t k = pread(w->fd, buf + got, len - got,
+                                  (off_t)(w->idx[d].off[i] + got));
+                if (k <= 0) {
+                    if (k < 0 && errno == EINTR)
+                        continue;
+                    sp_error_errno(err, SP_ERR_OUTPUT, w->tiff,
+                                   k < 0 ? errno : EIO, "spool read failed");
+                    goto fail;
+                }
+                got += (size_t)k;
+            }
+            if (TIFFWriteRawTile(tif, (uint32_t)i, buf, len) < 0) {
+                sp_error_set(err, SP_ERR_OUTPUT, w->tiff,
+                             "cannot write tile %lld of level %d",
+                             (long long)i, d);
+                goto fail;
+            }
+        }
+        if (!TIFFWriteDirectory(tif)) {
+            sp_error_set(err, SP_ERR_OUTPUT, w->tiff,
+                         "cannot write directory %d", d);
+            goto fail;
+        }
+    }
+    TIFFClose(tif);
+    tif = NULL;
+    free(buf);
+    buf = NULL;
+    if (!sp__write_file(w->tmp_json, (const uint8_t *)sidecar, sidecar_n,
+                        err))
+        goto fail;
+    if (rename(w->tmp_tiff, w->tiff) != 0) {
+        sp_error_errno(err, SP_ERR_OUTPUT, w->tiff, errno, "cannot rename");
+        goto fail;
+    }
+    free(w->tmp_tiff);
+    w->tmp_tiff = NULL;
+    if (rename(w->tmp_json, w->json) != 0) {
+        sp_error_errno(err, SP_ERR_OUTPUT, w->json, errno, "cannot rename");
+        remove(w->tiff);
+        goto fail;
+    }
+    free(w->tmp_json);
+    w->tmp_json = NULL;
+    remove(w->tmp_spool);
+    free(w->tmp_spool);
+    w->tmp_spool = NULL;
+    tw_free(w);
+    return true;
+fail:
+    if (tif)
+        TIFFClose(tif);
+    free(buf);
+    tw_abort(w);
+    return false;
+}
+
+const sp_writer_ops sp__tiff_writer = {
+    .name = "tiff",
+    .open = tw_open,
+    .put = tw_put,
+    .finish = tw_finish,
+    .abort = tw_abort,
+};

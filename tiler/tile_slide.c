@@ -1,0 +1,43 @@
+/* sp_tile_slide: a slide's level 0, read once in bands, into a pyramid. */
+#include "tiler_private.h"
+
+#include <string.h>
+
+static bool push_band(void *user, const uint8_t *rgb, int64_t stride,
+                      int64_t y0, int64_t rows, sp_error *err) {
+    return sp_pyramid_push_rows(user, rgb, stride, y0, rows, err);
+}
+
+bool sp_tile_slide(sp_slide *s, const char *out, const sp_tile_opts *opts,
+                   sp_tile_stats *stats, sp_error *err) {
+    const sp_level *l0 = sp_slide_level(s, 0);
+    sp_pyramid_params prm;
+    memset(&prm, 0, sizeof prm);
+    prm.output = out;
+    prm.width = l0->width;
+    prm.height = l0->height;
+    prm.opts = *opts;
+    if (prm.opts.threads <= 0)
+        prm.opts.threads = sp_default_threads();
+    prm.source.path = sp_slide_path(s);
+    prm.source.vendor = sp_slide_vendor(s);
+    prm.source.quickhash = sp_slide_quickhash(s);
+    double mx, my, pw;
+    if (sp_slide_mpp(s, &mx, &my)) {
+        prm.source.mpp_x = mx;
+        prm.source.mpp_y = my;
+    }
+    if (sp_slide_objective_power(s, &pw))
+        prm.source.objective_power = pw;
+    prm.band_rows = sp_band_rows_for(s, 0);
+
+    sp_pyramid *p = sp_pyramid_create(&prm, err);
+    if (!p)
+        return false;
+    if (!sp_band_loop(s, prm.opts.threads, opts->background, prm.band_rows,
+                      push_band, p, err)) {
+        sp_pyramid_abort(p);
+        return false;
+    }
+    return sp_pyramid_finish(p, stats, err);
+}

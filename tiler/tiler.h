@@ -1,0 +1,180 @@
+/*
+ * tiler: build the tile pyramids that viewers load, from level-0 pixels
+ * read once, in bands, top to bottom.
+ *
+ *   sp_pyramid    the streaming pyramid: feed it level-0 rows in order
+ *                 (sp_pyramid_push_rows); it keeps one band per level,
+ *                 shrinks each 2x2 into the next, encodes every finished
+ *                 tile on an OpenMP team and writes it under a temporary
+ *                 name; sp_pyramid_finish renames the result into place.
+ *   sp_band_loop  read a slide's level 0 in bands aligned to its native
+ *                 tiles, one reader per thread, and hand each band to a
+ *                 callback (the pyramid, or anything else that wants the
+ *                 pixels once).
+ *   sp_tile_slide the two together: `slidepipe tile`.
+ *
+ * Layouts
+ *   SP_CONTAINER_DZI   OUT.dzi + OUT_files/<level>/<col>_<row>.<ext>, the
+ *                      geometry of `vips dzsave --depth onepixel`: levels
+ *                      0..N with N = ceil(log2(max(w, h))), level k of size
+ *                      ceil(size / 2^(N-k)), tile (col,row) covering
+ *                      [col*T - (col>0 ? O : 0), min(W, (col+1)*T + O)).
+ *   SP_CONTAINER_TIFF  OUT.tiff: tiled (T x T, T a multiple of 16),
+ *                      JPEG (YCbCr), BigTIFF when over 2 GB is possible,
+ *                      one directory per level down to one tile, with an
+ *                      Aperio-style description and resolution tags so
+ *                      OpenSlide reports openslide.mpp-x and vips reads
+ *                      every level.
+ *   Both write OUT.json next to the pyramid: source metadata (vendor, mpp,
+ *   objective power, level-0 size, quickhash), the slidepipe version and
+ *   parameters, and the manifest (which tiles exist, per level, one string
+ *   per tile row: '1' written, '0' skipped as background).
+ *
+ * Background rule (--skip-background without a mask): a pixel is tissue
+ * when max(R,G,B) - min(R,G,B) >= 24 or min(R,G,B) < 180 (coloured or
+ * dark); a tile with no tissue pixel is background. With a mask, a tile is
+ * background when no mask cell under it is non-zero. Skipped DZI tiles are
+ * not written; TIFF needs every tile, so a skipped one holds a solid
+ * background tile (encoded once).
+ *
+ * Output is atomic: everything is built under hidden temporary names next
+ * to the output and renamed at the end (OUT.dzi last). An existing output
+ * is refused unless `force`. Stale temporaries of dead runs are removed.
+ *
+ * Thread rules: an sp_pyramid belongs to one thread (the caller); it runs
+ * its own OpenMP teams inside push/finish. Library code never prints;
+ * progress goes to a callback, called from the caller's thread.
+ */
+#ifndef SP_TILER_H
+#define SP_TILER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ingest.h"
+#include "util.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum { SP_CONTAINER_DZI = 0, SP_CONTAINER_TIFF } sp_container;
+typedef enum { SP_TILE_JPEG = 0, SP_TILE_PNG, SP_TILE_WEBP } sp_tile_format;
+
+/* Parse "dzi"/"tiff" and "jpeg"/"png"/"webp"; false when unknown. */
+bool sp_container_parse(const char *s, sp_container *out);
+bool sp_tile_format_parse(const char *s, sp_tile_format *out);
+/* File extension (no dot) of a tile format: "jpeg", "png", "webp". */
+const char *sp_tile_format_ext(sp_tile_format f);
+
+/* A tissue mask as plain data: cell (i, j) covers level-0 pixels
+ * [i*scale, (i+1)*scale) x [j*scale, (j+1)*scale); non-zero is tissue.
+ * The caller owns `cells` and keeps it alive while the tiler runs. */
+typedef struct {
+    const uint8_t *cells; /* width*height bytes, row-major */
+    int64_t width, height;
+    double scale;         /* level-0 pixels per cell, > 0 */
+} sp_tissue_mask;
+
+/* Progress: `done` of `total` tiles handled (written or skipped). Return
+ * false to cancel the run (it then fails with "interrupted" and leaves no
+ * output). Called from the thread that drives the pyramid. */
+typedef bool (*sp_tile_progress_fn)(void *user, int64_t done, int64_t total);
+
+typedef struct {
+    sp_container container;
+    sp_tile_format format;
+    int tile_size;        /* DZI: 254; TIFF: 256 (0 picks the default) */
+    int overlap;          /* DZI only (TIFF tiles never overlap); 1 */
+    int quality;          /* 1..100 for jpeg and webp; 75 */
+    int threads;          /* <= 0: all cores */
+    bool skip_background;
+    bool force;           /* replace an existing output */
+    uint8_t background[3]; /* fill outside the scan; 255,255,255 */
+    const sp_tissue_mask *mask; /* optional, for skip_background */
+    sp_tile_progress_fn progress; /* optional */
+    void *progress_user;
+} sp_tile_opts;
+
+/* Fill `o` with the defaults above. */
+void sp_tile_opts_default(sp_tile_opts *o);
+
+typedef struct {
+    int64_t width, height;  /* level 0 */
+    int levels;
+    int64_t tiles_total;
+    int64_t tiles_written;
+    int64_t tiles_skipped;  /* background tiles not written */
+    int64_t bytes_written;  /* encoded tile bytes */
+    double seconds;
+    char output[4096];      /* the main output file (.dzi or .tiff) */
+} sp_tile_stats;
+
+/* ---- streaming pyramid ------------------------------------------------- */
+
+/* What the pyramid records about its source (plain data; strings are
+ * copied by sp_pyramid_create; NULL or <= 0 means unknown). */
+typedef struct {
+    const char *path, *vendor, *quickhash;
+    double mpp_x, mpp_y, objective_power;
+} sp_source_info;
+
+typedef struct {
+    const char *output;   /* OUT: "x" or "x.dzi" for DZI; "x" or "x.tif(f)" */
+    int64_t width, height; /* level-0 size */
+    sp_tile_opts opts;
+    sp_source_info source;
+    int64_t band_rows;    /* most rows one push holds; 0: 256 */
+} sp_pyramid_params;
+
+typedef struct sp_pyramid sp_pyramid;
+
+/* Validate the parameters, refuse an existing output (unless force),
+ * create the temporary output. NULL with `err` set on failure. */
+sp_pyramid *sp_pyramid_create(const sp_pyramid_params *params, sp_error *err);
+/* Feed `rows` level-0 rows starting at row `y0` (rows come in order, each
+ * exactly once; y0 must equal the number of rows pushed so far). `rgb`
+ * holds packed RGB rows `stride` bytes apart, `width` pixels each. Tiles
+ * that become complete are encoded and written before this returns.
+ * False with `err` set on failure; the pyramid is then only good for
+ * sp_pyramid_abort. */
+bool sp_pyramid_push_rows(sp_pyramid *p, const uint8_t *rgb, int64_t stride,
+                          int64_t y0, int64_t rows, sp_error *err);
+/* After the last row: flush, write metadata, rename into place and free.
+ * `stats` may be NULL. On failure nothing is left at the final path and
+ * the pyramid is freed as well. */
+bool sp_pyramid_finish(sp_pyramid *p, sp_tile_stats *stats, sp_error *err);
+/* Remove the temporary output and free. Accepts NULL. */
+void sp_pyramid_abort(sp_pyramid *p);
+
+/* ---- reading level 0 in bands ------------------------------------------ */
+
+/* Receives each band: `rows` rows from `y0`, full level-0 width, packed
+ * RGB `stride` bytes apart. Return false (with `err` set) to stop. */
+typedef bool (*sp_band_fn)(void *user, const uint8_t *rgb, int64_t stride,
+                           int64_t y0, int64_t rows, sp_error *err);
+
+/* Read level 0 of `s` top to bottom in bands whose height is a multiple
+ * of the native tile height (about `band_rows`; 0: 256), each band read by
+ * `threads` readers (private OpenSlide handles) in pieces aligned to the
+ * native tiles, so no source tile is decoded twice. `bg` fills areas
+ * outside the scan (NULL: white). Returns false on a read failure or when
+ * `fn` returns false. */
+bool sp_band_loop(sp_slide *s, int threads, const uint8_t bg[3],
+                  int64_t band_rows, sp_band_fn fn, void *user,
+                  sp_error *err);
+/* The band height sp_band_loop uses for `s` and a wish of `band_rows`. */
+int64_t sp_band_rows_for(const sp_slide *s, int64_t band_rows);
+
+/* ---- whole slide ------------------------------------------------------- */
+
+/* Build the pyramid of `s` at `out`. `stats` may be NULL. On failure
+ * nothing is left at the output path (no temporaries either) and `err`
+ * names the slide or the output and the cause. */
+bool sp_tile_slide(sp_slide *s, const char *out, const sp_tile_opts *opts,
+                   sp_tile_stats *stats, sp_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,117 @@
+/* tiler's private header: codecs, output writers and the pyramid state. */
+#ifndef SP_TILER_PRIVATE_H
+#define SP_TILER_PRIVATE_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tiler.h"
+
+#define SP_TILER_MAX_LEVELS 48
+
+/* ---- codecs (encode.c) ------------------------------------------------- */
+/* A codec keeps per-thread state (a TurboJPEG handle, a growable output
+ * buffer); make one per thread, never share. */
+typedef struct sp_codec_state sp_codec_state;
+
+typedef struct {
+    const char *name; /* also the file extension */
+    sp_codec_state *(*create)(int quality);
+    /* Encode w x h packed RGB rows `pitch` bytes apart. On success *out
+     * points into the state's buffer (valid until the next call). */
+    bool (*encode)(sp_codec_state *st, const uint8_t *rgb, int w, int h,
+                   int64_t pitch, const uint8_t **out, size_t *n,
+                   char *why, size_t why_n);
+    void (*destroy)(sp_codec_state *st);
+} sp_codec_ops;
+
+const sp_codec_ops *sp__codec(sp_tile_format f);
+
+/* ---- geometry ---------------------------------------------------------- */
+typedef struct {
+    int64_t w, h;       /* pixels */
+    int64_t cols, rows; /* tiles */
+} sp_geom_level;
+
+/* ---- writers (dzi.c, tiff.c) ------------------------------------------- */
+typedef struct sp_writer sp_writer;
+
+typedef struct {
+    const char *name;
+    /* Create the temporary output (refusing an existing final one unless
+     * force). `p` is fully set up except for the writer. */
+    sp_writer *(*open)(sp_pyramid *p, sp_error *err);
+    /* Store one encoded tile; called from many threads at once. Level d is
+     * the pyramid's index (0 = full resolution). */
+    bool (*put)(sp_writer *w, int d, int64_t col, int64_t row,
+                const uint8_t *data, size_t n, sp_error *err);
+    /* Everything written: complete the output, write `sidecar` (JSON) and
+     * rename all into place. */
+    bool (*finish)(sp_writer *w, const char *sidecar, size_t sidecar_n,
+                   sp_error *err);
+    /* Remove temporaries and free (also after a failed finish). */
+    void (*abort)(sp_writer *w);
+} sp_writer_ops;
+
+extern const sp_writer_ops sp__dzi_writer;
+extern const sp_writer_ops sp__tiff_writer;
+
+/* ---- the pyramid ------------------------------------------------------- */
+typedef struct {
+    int64_t w, h, cols, rows;
+    uint8_t *buf;      /* rows [y0, y0 + n) of this level, stride w*3 */
+    int64_t cap;       /* rows */
+    int64_t y0, n;     /* buffered rows */
+    int64_t next_row;  /* first tile row not yet emitted */
+    int64_t received;  /* rows received so far */
+    uint8_t *pending;  /* an odd row waiting for its pair (w*3) */
+    bool has_pending;
+    uint8_t *down;     /* output rows for the next level */
+    int64_t down_cap;  /* rows */
+    uint8_t *manifest; /* cols*rows: 1 written, 0 skipped */
+} sp_plevel;
+
+typedef struct {
+    sp_codec_state *codec;
+    uint8_t *scratch; /* a padded tile (TIFF edge tiles) */
+    sp_error err;
+} sp_pthread;
+
+struct sp_pyramid {
+    sp_pyramid_params prm; /* strings below are our copies */
+    char *output, *src_path, *src_vendor, *src_quickhash;
+    char *final_main; /* set by the writer: OUT.dzi or OUT.tiff */
+    int T, O;
+    bool pad_edges;   /* TIFF: edge tiles are T x T, padded */
+    int nlevels;
+    sp_plevel lv[SP_TILER_MAX_LEVELS];
+    int threads;
+    sp_pthread *pt;   /* one slot per thread, used only by that thread */
+    const sp_codec_ops *codec;
+    const sp_writer_ops *wops;
+    sp_writer *writer;
+    int64_t tiles_total, tiles_done, tiles_written, tiles_skipped;
+    _Atomic int64_t bytes;
+    uint8_t *bg_tile; /* TIFF: encoded solid background tile */
+    size_t bg_tile_n;
+    double t_start;
+    int64_t pushed;   /* level-0 rows received */
+    bool failed;
+};
+
+/* Geometry helpers shared by the writers. */
+int sp__dzi_level_count(int64_t w, int64_t h);
+const char *sp__pyramid_output(const sp_pyramid *p);
+/* Encode the background tile (T x T) once; used by the TIFF writer. */
+bool sp__pyramid_bg_tile(sp_pyramid *p, sp_error *err);
+
+/* Hidden temporary sibling of `final`: "<dir>/.<base>.tmp-<pid>"; removes
+ * stale ones of dead processes first. malloc'd; NULL on OOM. */
+char *sp__tiler_temp_name(const char *final_path);
+void sp__tiler_clean_stale(const char *final_path);
+/* Write all of `data` to a new file `path`. */
+bool sp__write_file(const char *path, const uint8_t *data, size_t n,
+                    sp_error *err);
+
+#endif
