@@ -93,6 +93,13 @@ void sp_feature_params_default(sp_feature_params *p);
 bool sp_features_compute(const uint8_t *rgb, int w, int h, size_t stride,
                          const sp_feature_params *p, float *out, sp_error *err);
 
+/* Pixels of a w x h RGB buffer (rows `stride` bytes apart) whose 8-bit
+ * saturation is above `threshold`: the per-pixel tissue decision behind
+ * `tissue_fraction`, with the slide mask's threshold (sp_mask.threshold).
+ * Counting stops once `stop_at` (> 0) is reached. Reentrant. */
+int64_t sp_tissue_pixels(const uint8_t *rgb, int w, int h, size_t stride,
+                         int threshold, int64_t stop_at);
+
 /* ---- 2. stain vectors ---------------------------------------------------- */
 
 /* Side of the sampling lattice: sp_stain_sample takes SP_STAIN_SAMPLE_SIDE^2
@@ -231,6 +238,11 @@ typedef struct {
     float *features;       /* n x SP_N_FEATURES, row-major */
     sp_slide_summary summary;
     double seconds; /* wall time of sp_analyze_slide */
+    /* working state between sp_analysis_prepare and sp_analysis_finish */
+    uint8_t *is_tissue; /* n: tile's mask coverage above min */
+    uint8_t *samples;   /* n x SP_STAIN_SAMPLE_N RGB lattice pixels */
+    double read_ratio;  /* read_level px per analysis px */
+    sp_feature_params feature_params; /* with the mask's threshold */
 } sp_analysis_result;
 
 /* Analyse `s`: tissue mask, grid, features of every tissue tile (or every
@@ -240,6 +252,25 @@ typedef struct {
  * zeroed. On success the caller frees `out` with sp_analysis_result_free. */
 bool sp_analyze_slide(sp_slide *s, const sp_analysis_params *p,
                       sp_analysis_result *out, sp_error *err);
+/* The three steps of sp_analyze_slide, for a caller that already has the
+ * pixels (the fused pass of pipeline/ hands over level-0 bands it decoded
+ * for the tile pyramid):
+ *   sp_analysis_prepare  mask, grid and the chosen tiles (coords, size,
+ *                        coverage); allocates the feature matrix;
+ *   sp_analysis_tile     features (and stain samples) of tile k from its
+ *                        pixels: size[2k] x size[2k+1] RGB at the analysis
+ *                        resolution, rows `stride` bytes apart. Reentrant
+ *                        for distinct k (call from any thread);
+ *   sp_analysis_finish   the slide summary, in tile order.
+ * Any thread count and any order of sp_analysis_tile calls give the same
+ * bytes. On failure free `r` with sp_analysis_result_free. */
+bool sp_analysis_prepare(sp_slide *s, const sp_analysis_params *p,
+                         sp_analysis_result *r, sp_error *err);
+bool sp_analysis_tile(sp_analysis_result *r, size_t k, const uint8_t *rgb,
+                      size_t stride, sp_error *err);
+bool sp_analysis_finish(sp_slide *s, const sp_analysis_params *p,
+                        sp_analysis_result *r, sp_error *err);
+
 /* Free what a result owns and zero it. Accepts NULL. */
 void sp_analysis_result_free(sp_analysis_result *r);
 

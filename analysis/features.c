@@ -225,3 +225,16 @@ bool sp_features_compute(const uint8_t *rgb, int w, int h, size_t stride,
     free(heap);
     return true;
 }
+
+int64_t sp_tissue_pixels(const uint8_t *rgb, int w, int h, size_t stride,
+                         int threshold, int64_t stop_at) {
+    int64_t n = 0;
+    for (int y = 0; y < h; y++) {
+        const uint8_t *p = rgb + (size_t)y * stride;
+        for (int x = 0; x < w; x++, p += 3)
+            n += sp__sat8(p[0], p[1], p[2]) > (unsigned)threshold;
+        if (stop_at > 0 && n >= stop_at)
+            break;
+    }
+    return n;
+}

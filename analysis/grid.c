@@ -32,6 +32,8 @@ void sp_analysis_result_free(sp_analysis_result *r) {
     free(r->size);
     free(r->coverage);
     free(r->features);
+    free(r->is_tissue);
+    free(r->samples);
     memset(r, 0, sizeof *r);
 }
 
@@ -165,9 +167,8 @@ static bool analysis_downsample(sp_slide *s, const sp_analysis_params *p,
     return true;
 }
 
-bool sp_analyze_slide(sp_slide *s, const sp_analysis_params *p,
-                      sp_analysis_result *out, sp_error *err) {
-    const double t0 = sp_now();
+bool sp_analysis_prepare(sp_slide *s, const sp_analysis_params *p,
+                         sp_analysis_result *out, sp_error *err) {
     sp_analysis_params def;
     if (!p) {
         sp_analysis_params_default(&def);
@@ -184,8 +185,6 @@ bool sp_analyze_slide(sp_slide *s, const sp_analysis_params *p,
 
     bool ok = false;
     int64_t *tile_xy = NULL; /* grid tiles chosen: col, row */
-    uint8_t *samples = NULL, *stain_px = NULL;
-    uint8_t *is_tissue = NULL;
     sp_analysis_result r;
     memset(&r, 0, sizeof r);
 
@@ -199,9 +198,9 @@ bool sp_analyze_slide(sp_slide *s, const sp_analysis_params *p,
     r.downsample = D;
     r.read_level = sp_slide_best_level(s, D);
     const sp_level *lr = sp_slide_level(s, r.read_level);
-    double ratio = D / lr->downsample; /* level px per analysis px */
-    if (fabs(ratio - 1.0) < 1e-6)
-        ratio = 1.0;
+    r.read_ratio = D / lr->downsample; /* level px per analysis px */
+    if (fabs(r.read_ratio - 1.0) < 1e-6)
+        r.read_ratio = 1.0;
     r.width = (int64_t)floor(l0->width / D + 1e-9);
     r.height = (int64_t)floor(l0->height / D + 1e-9);
     if (r.width < 1)
@@ -221,8 +220,8 @@ bool sp_analyze_slide(sp_slide *s, const sp_analysis_params *p,
     /* choose the tiles, in row-major order */
     tile_xy = malloc(total * 2 * sizeof *tile_xy);
     r.coverage = malloc(total * sizeof *r.coverage);
-    is_tissue = malloc(total);
-    if (!tile_xy || !r.coverage || !is_tissue) {
+    r.is_tissue = malloc(total);
+    if (!tile_xy || !r.coverage || !r.is_tissue) {
         sp_error_set(err, SP_ERR_NOMEM, path, "analysis: out of memory");
         goto out;
     }
@@ -231,9 +230,9 @@ bool sp_analyze_slide(sp_slide *s, const sp_analysis_params *p,
         for (int64_t i = 0; i < cols; i++) {
             int64_t ax1 = (i + 1) * T < r.width ? (i + 1) * T : r.width;
             int64_t ay1 = (j + 1) * T < r.height ? (j + 1) * T : r.height;
-            double cov =
-                mask_coverage(&r.mask, llround(i * T * D), llround(ax1 * D),
-                              llround(j * T * D), llround(ay1 * D));
+            double cov = mask_coverage(&r.mask, llround(i * T * D),
+                                       llround(ax1 * D), llround(j * T * D),
+                                       llround(ay1 * D));
             bool tissue = cov > p->min_coverage;
             n_tissue += tissue;
             if (!tissue && !p->all_tiles)
@@ -241,15 +240,17 @@ bool sp_analyze_slide(sp_slide *s, const sp_analysis_params *p,
             tile_xy[2 * n] = i;
             tile_xy[2 * n + 1] = j;
             r.coverage[n] = (float)cov;
-            is_tissue[n] = tissue;
+            r.is_tissue[n] = tissue;
             n++;
         }
     r.n = n;
+    r.summary.tiles_total = total;
+    r.summary.tiles_tissue = n_tissue;
     r.coords = malloc((n ? n : 1) * 2 * sizeof *r.coords);
     r.size = malloc((n ? n : 1) * 2 * sizeof *r.size);
     r.features = malloc((n ? n : 1) * SP_N_FEATURES * sizeof *r.features);
-    samples = malloc((n ? n : 1) * 3 * SP_STAIN_SAMPLE_N);
-    if (!r.coords || !r.size || !r.features || !samples) {
+    r.samples = malloc((n ? n : 1) * 3 * SP_STAIN_SAMPLE_N);
+    if (!r.coords || !r.size || !r.features || !r.samples) {
         sp_error_set(err, SP_ERR_NOMEM, path, "analysis: out of memory");
         goto out;
     }
@@ -261,9 +262,146 @@ bool sp_analyze_slide(sp_slide *s, const sp_analysis_params *p,
         r.size[2 * k + 1] =
             (int32_t)((j + 1) * T < r.height ? T : r.height - j * T);
     }
+    r.feature_params = p->features;
+    r.feature_params.tissue_threshold = r.mask.threshold;
+    ok = true;
+out:
+    free(tile_xy);
+    if (ok)
+        *out = r;
+    else
+        sp_analysis_result_free(&r);
+    return ok;
+}
 
-    sp_feature_params fp = p->features;
-    fp.tissue_threshold = r.mask.threshold;
+bool sp_analysis_tile(sp_analysis_result *r, size_t k, const uint8_t *rgb,
+                      size_t stride, sp_error *err) {
+    if (k >= r->n)
+        return sp_error_set(err, SP_ERR_USAGE, NULL,
+                            "analysis: tile %zu out of range", k);
+    int w = r->size[2 * k], h = r->size[2 * k + 1];
+    if (!sp_features_compute(rgb, w, h, stride, &r->feature_params,
+                             r->features + k * SP_N_FEATURES, err))
+        return false;
+    if (r->is_tissue[k])
+        sp_stain_sample(rgb, w, h, stride,
+                        r->samples + k * 3 * SP_STAIN_SAMPLE_N);
+    return true;
+}
+
+bool sp_analysis_finish(sp_slide *s, const sp_analysis_params *p,
+                        sp_analysis_result *r, sp_error *err) {
+    sp_analysis_params def;
+    if (!p) {
+        sp_analysis_params_default(&def);
+        p = &def;
+    }
+    const char *path = sp_slide_path(s);
+    const sp_level *l0 = sp_slide_level(s, 0);
+    const size_t n = r->n;
+    uint8_t *stain_px = NULL;
+    bool ok = false;
+
+    /* ---- summary (serial, in tile order) ---- */
+    sp_slide_summary *sm = &r->summary;
+    sm->mpp_known = sp_slide_mpp(s, &sm->mpp_x, &sm->mpp_y) && sm->mpp_x > 0 &&
+                    sm->mpp_y > 0;
+    if (!sm->mpp_known)
+        sm->mpp_x = sm->mpp_y = 0;
+    {
+        const sp_mask *m = &r->mask;
+        double area = 0;
+        for (int y = 0; y < m->height; y++) {
+            double ya = y * m->downsample, yb = (y + 1) * m->downsample;
+            if (yb > l0->height)
+                yb = (double)l0->height;
+            for (int x = 0; x < m->width; x++) {
+                if (!m->data[(size_t)y * m->width + x])
+                    continue;
+                double xa = x * m->downsample, xb = (x + 1) * m->downsample;
+                if (xb > l0->width)
+                    xb = (double)l0->width;
+                if (xb > xa && yb > ya)
+                    area += (xb - xa) * (yb - ya);
+            }
+        }
+        sm->tissue_area_px = area;
+        sm->tissue_area_mm2 =
+            sm->mpp_known ? area * sm->mpp_x * sm->mpp_y / 1e6 : NAN;
+    }
+    sm->tiles_analysed = n;
+    size_t blurry = 0, pen = 0, analysed_tissue = 0;
+    for (size_t k = 0; k < n; k++) {
+        if (!r->is_tissue[k])
+            continue;
+        const float *f = r->features + k * SP_N_FEATURES;
+        analysed_tissue++;
+        blurry += f[SP_F_BLUR] < p->blur_threshold;
+        pen += f[SP_F_PEN_FRACTION] > p->pen_threshold;
+    }
+    sm->blurry_fraction =
+        analysed_tissue ? (double)blurry / analysed_tissue : NAN;
+    sm->pen_fraction = analysed_tissue ? (double)pen / analysed_tissue : NAN;
+
+    /* Macenko on the lattice samples of the tissue tiles */
+    {
+        size_t step = 1;
+        while (analysed_tissue / step * SP_STAIN_SAMPLE_N > STAIN_MAX_PIXELS)
+            step++;
+        size_t cap = (analysed_tissue / step + 1) * SP_STAIN_SAMPLE_N;
+        stain_px = malloc(cap * 3);
+        if (!stain_px) {
+            sp_error_set(err, SP_ERR_NOMEM, path, "analysis: out of memory");
+            goto out;
+        }
+        size_t m = 0, seen = 0;
+        for (size_t k = 0; k < n; k++) {
+            if (!r->is_tissue[k])
+                continue;
+            if (seen++ % step)
+                continue;
+            memcpy(stain_px + m * 3, r->samples + k * 3 * SP_STAIN_SAMPLE_N,
+                   3 * SP_STAIN_SAMPLE_N);
+            m += SP_STAIN_SAMPLE_N;
+        }
+        sp_error se = {0};
+        sm->stain_ok = sp_stain_macenko(stain_px, m, &p->macenko, sm->stain_he,
+                                        &sm->stain_pixels, &se);
+        if (!sm->stain_ok) {
+            if (se.code != SP_ERR_INPUT) { /* bad parameters, memory */
+                if (err && !sp_error_is_set(err))
+                    *err = se;
+                goto out;
+            }
+            for (int a = 0; a < 2; a++)
+                for (int c = 0; c < 3; c++)
+                    sm->stain_he[a][c] = NAN;
+        }
+    }
+    ok = true;
+out:
+    free(stain_px);
+    return ok;
+}
+
+bool sp_analyze_slide(sp_slide *s, const sp_analysis_params *p,
+                      sp_analysis_result *out, sp_error *err) {
+    const double t0 = sp_now();
+    sp_analysis_params def;
+    if (!p) {
+        sp_analysis_params_default(&def);
+        p = &def;
+    }
+    const char *path = sp_slide_path(s);
+    const int threads = p->threads > 0 ? p->threads : sp_default_threads();
+    sp_analysis_result r;
+    if (!sp_analysis_prepare(s, p, &r, err)) {
+        memset(out, 0, sizeof *out);
+        return false;
+    }
+    const size_t n = r.n;
+    const int T = r.tile_size;
+    const double ratio = r.read_ratio;
     const int src_side = ratio == 1.0 ? T : (int)ceil(T * ratio) + 1;
     size_t done = 0;
     int failed = 0;
@@ -271,7 +409,7 @@ bool sp_analyze_slide(sp_slide *s, const sp_analysis_params *p,
 #pragma omp parallel num_threads(threads)
     {
         sp_error e = {0};
-        sp_reader *rd = sp_reader_create(s, SP_READER_PRIVATE_HANDLE, NULL, &e);
+        sp_reader *rd = sp_reader_create(s, 0, NULL, &e);
         uint8_t *tile = malloc((size_t)T * T * 3);
         uint8_t *src =
             ratio == 1.0 ? NULL : malloc((size_t)src_side * src_side * 3);
@@ -303,16 +441,11 @@ bool sp_analyze_slide(sp_slide *s, const sp_analysis_params *p,
                 if (read_ok)
                     shrink(src, sw, sh, ratio, tile, w, h);
             }
-            if (!read_ok ||
-                !sp_features_compute(tile, w, h, (size_t)w * 3, &fp,
-                                     r.features + k * SP_N_FEATURES, &e)) {
+            if (!read_ok || !sp_analysis_tile(&r, k, tile, (size_t)w * 3, &e)) {
 #pragma omp atomic write
                 failed = 1;
                 continue;
             }
-            if (is_tissue[k])
-                sp_stain_sample(tile, w, h, (size_t)w * 3,
-                                samples + k * 3 * SP_STAIN_SAMPLE_N);
             size_t now;
 #pragma omp atomic capture
             now = ++done;
@@ -331,100 +464,18 @@ bool sp_analyze_slide(sp_slide *s, const sp_analysis_params *p,
     if (failed) {
         if (err && !sp_error_is_set(err))
             *err = first;
-        goto out;
+        sp_analysis_result_free(&r);
+        memset(out, 0, sizeof *out);
+        return false;
     }
     if (p->progress)
         p->progress(p->progress_user, "tiles", n, n);
-
-    /* ---- summary (serial, in tile order) ---- */
-    sp_slide_summary *sm = &r.summary;
-    sm->mpp_known = sp_slide_mpp(s, &sm->mpp_x, &sm->mpp_y) && sm->mpp_x > 0 &&
-                    sm->mpp_y > 0;
-    if (!sm->mpp_known)
-        sm->mpp_x = sm->mpp_y = 0;
-    {
-        const sp_mask *m = &r.mask;
-        double area = 0;
-        for (int y = 0; y < m->height; y++) {
-            double ya = y * m->downsample, yb = (y + 1) * m->downsample;
-            if (yb > l0->height)
-                yb = (double)l0->height;
-            for (int x = 0; x < m->width; x++) {
-                if (!m->data[(size_t)y * m->width + x])
-                    continue;
-                double xa = x * m->downsample, xb = (x + 1) * m->downsample;
-                if (xb > l0->width)
-                    xb = (double)l0->width;
-                if (xb > xa && yb > ya)
-                    area += (xb - xa) * (yb - ya);
-            }
-        }
-        sm->tissue_area_px = area;
-        sm->tissue_area_mm2 =
-            sm->mpp_known ? area * sm->mpp_x * sm->mpp_y / 1e6 : NAN;
-    }
-    sm->tiles_total = total;
-    sm->tiles_tissue = n_tissue;
-    sm->tiles_analysed = n;
-    size_t blurry = 0, pen = 0, analysed_tissue = 0;
-    for (size_t k = 0; k < n; k++) {
-        if (!is_tissue[k])
-            continue;
-        const float *f = r.features + k * SP_N_FEATURES;
-        analysed_tissue++;
-        blurry += f[SP_F_BLUR] < p->blur_threshold;
-        pen += f[SP_F_PEN_FRACTION] > p->pen_threshold;
-    }
-    sm->blurry_fraction =
-        analysed_tissue ? (double)blurry / analysed_tissue : NAN;
-    sm->pen_fraction = analysed_tissue ? (double)pen / analysed_tissue : NAN;
-
-    /* Macenko on the lattice samples of the tissue tiles */
-    {
-        size_t step = 1;
-        while (analysed_tissue / step * SP_STAIN_SAMPLE_N > STAIN_MAX_PIXELS)
-            step++;
-        size_t cap = (analysed_tissue / step + 1) * SP_STAIN_SAMPLE_N;
-        stain_px = malloc(cap * 3);
-        if (!stain_px) {
-            sp_error_set(err, SP_ERR_NOMEM, path, "analysis: out of memory");
-            goto out;
-        }
-        size_t m = 0, seen = 0;
-        for (size_t k = 0; k < n; k++) {
-            if (!is_tissue[k])
-                continue;
-            if (seen++ % step)
-                continue;
-            memcpy(stain_px + m * 3, samples + k * 3 * SP_STAIN_SAMPLE_N,
-                   3 * SP_STAIN_SAMPLE_N);
-            m += SP_STAIN_SAMPLE_N;
-        }
-        sp_error se = {0};
-        sm->stain_ok = sp_stain_macenko(stain_px, m, &p->macenko, sm->stain_he,
-                                        &sm->stain_pixels, &se);
-        if (!sm->stain_ok) {
-            if (se.code != SP_ERR_INPUT) { /* bad parameters, memory */
-                if (err && !sp_error_is_set(err))
-                    *err = se;
-                goto out;
-            }
-            for (int a = 0; a < 2; a++)
-                for (int c = 0; c < 3; c++)
-                    sm->stain_he[a][c] = NAN;
-        }
-    }
-    ok = true;
-out:
-    free(stain_px);
-    free(samples);
-    free(is_tissue);
-    free(tile_xy);
-    if (ok) {
-        r.seconds = sp_now() - t0;
-        *out = r;
-    } else {
+    if (!sp_analysis_finish(s, p, &r, err)) {
         sp_analysis_result_free(&r);
+        memset(out, 0, sizeof *out);
+        return false;
     }
-    return ok;
+    r.seconds = sp_now() - t0;
+    *out = r;
+    return true;
 }

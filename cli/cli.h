@@ -30,6 +30,8 @@ typedef struct {
 
 int sp_cmd_info(int argc, char **argv);
 int sp_cmd_tile(int argc, char **argv);
+int sp_cmd_analyze(int argc, char **argv);
+int sp_cmd_run(int argc, char **argv);
 int sp_cmd_query(int argc, char **argv);
 int sp_cmd_index(int argc, char **argv);
 

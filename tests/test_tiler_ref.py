@@ -312,7 +312,7 @@ def tissue_px(a):
 def test_skip_background(tmp):
     src = bordered_slide(tmp)
     out = os.path.join(tmp, "skip")
-    st = tile(src, out, "--skip-background")
+    st = tile(src, out, "--skip-background", "--background-rule", "colour")
     if st is None:
         return
     check(st["tiles_skipped"] > 0, "some tiles skipped")

@@ -251,7 +251,7 @@ fail:
 
 /* One output row from input rows a and b (b may equal a), w input pixels;
  * an odd last column is paired with itself. */
-static void shrink_row(const uint8_t *restrict a, const uint8_t *restrict b,
+void sp__shrink_row(const uint8_t *restrict a, const uint8_t *restrict b,
                        int64_t w, uint8_t *restrict out) {
     int64_t pairs = w / 2;
     for (int64_t j = 0; j < pairs; j++) {
@@ -305,7 +305,7 @@ static bool feed(sp_pyramid *p, int d, const uint8_t *src, int64_t stride,
         int64_t i0 = 2 * k - hp; /* index into the new rows; -1 = pending */
         const uint8_t *a = i0 < 0 ? L->pending : dst + i0 * rs;
         const uint8_t *b = i0 + 1 < n ? dst + (i0 + 1) * rs : a;
-        shrink_row(a, b, L->w, L->down + k * ors);
+        sp__shrink_row(a, b, L->w, L->down + k * ors);
     }
     if ((avail & 1) && !at_end) {
         memcpy(L->pending, dst + (n - 1) * rs, (size_t)rs);
@@ -328,6 +328,9 @@ static bool is_tissue_px(const uint8_t *px) {
 static bool has_tissue(const sp_pyramid *p, int d, const uint8_t *px,
                        int64_t pitch, int64_t x0, int64_t y0, int64_t tw,
                        int64_t th) {
+    if (p->prm.opts.tissue_fn)
+        return p->prm.opts.tissue_fn(p->prm.opts.tissue_user, px, tw, th,
+                                     pitch);
     const sp_tissue_mask *m = p->prm.opts.mask;
     if (m) {
         double f = ldexp(1.0, d) / m->scale; /* mask cells per pixel */

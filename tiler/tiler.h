@@ -92,6 +92,13 @@ typedef struct {
     bool force;           /* replace an existing output */
     uint8_t background[3]; /* fill outside the scan; 255,255,255 */
     const sp_tissue_mask *mask; /* optional, for skip_background */
+    /* Optional, for skip_background, before `mask`: decides from a tile's
+     * own pixels (w x h RGB at its level, rows `stride` bytes apart)
+     * whether it holds tissue. Called from the encoding threads at once:
+     * must be reentrant. The pipeline passes analysis/'s per-pixel rule. */
+    bool (*tissue_fn)(void *user, const uint8_t *rgb, int64_t w, int64_t h,
+                      int64_t stride);
+    void *tissue_user;
     sp_tile_progress_fn progress; /* optional */
     void *progress_user;
 } sp_tile_opts;
@@ -173,6 +180,51 @@ int64_t sp_band_rows_for(const sp_slide *s, int64_t band_rows);
  * names the slide or the output and the cause. */
 bool sp_tile_slide(sp_slide *s, const char *out, const sp_tile_opts *opts,
                    sp_tile_stats *stats, sp_error *err);
+
+/* ---- on-the-fly tiles (render.c) -------------------------------------- */
+/* One Deep Zoom tile rendered on demand, for a tile server. Thread rules:
+ * the functions keep no state; each call makes its own encoder. */
+
+/* Above this many level-0 pixels under one tile, sp_tile_render starts
+ * from the best native level instead of level 0 (bounded time; the tile
+ * then differs slightly from the pyramid's). */
+#define SP_RENDER_EXACT_MAX_PIXELS (INT64_C(16) << 20)
+
+/* Where a Deep Zoom tile lies, in the pixels of its level. */
+typedef struct {
+    int shrinks;                   /* halvings below level 0 */
+    int64_t level_width, level_height;
+    int64_t cols, rows;            /* tiles of the level */
+    int64_t x, y, w, h;            /* the tile, overlap included */
+} sp_tile_rect;
+
+/* Number of Deep Zoom levels of a w x h image (levels 0..N-1, level N-1
+ * full size, level 0 one pixel), the geometry of SP_CONTAINER_DZI. */
+int sp_tile_dz_level_count(int64_t width, int64_t height);
+/* Fill `out` for tile (col, row) of Deep Zoom level `dz_level` of a
+ * `width` x `height` image; false when the tile does not exist. */
+bool sp_tile_dz_geometry(int64_t width, int64_t height, int tile_size,
+                         int overlap, int dz_level, int64_t col, int64_t row,
+                         sp_tile_rect *out);
+
+/* Render Deep Zoom tile (col, row) of level `dz_level` of `s` with the
+ * geometry and codec of `o` (container DZI; tile_size 0 means 254) into
+ * `out_encoded` (reset first). Reads the level-0 region under the tile
+ * through `r` (a reader of `s` owned by the calling thread), shrinks it
+ * with the pyramid's 2x2 cascade and encodes it with the pyramid's
+ * encoder: the bytes equal those of the tile sp_tile_slide writes with
+ * the same options. When the region exceeds SP_RENDER_EXACT_MAX_PIXELS it
+ * starts from the best native level instead (not byte-identical).
+ * False with `err` set: SP_ERR_USAGE for a tile that does not exist or bad
+ * options, SP_ERR_INPUT for a failed read (the reader is then spent). */
+bool sp_tile_render(sp_reader *r, const sp_slide *s, const sp_tile_opts *o,
+                    int dz_level, int64_t col, int64_t row,
+                    sp_buf *out_encoded, sp_error *err);
+
+/* Encode a w x h packed RGB image (rows `pitch` bytes apart) with the
+ * tile codec `format` into `out` (reset first). */
+bool sp_tile_encode(sp_tile_format format, int quality, const uint8_t *rgb,
+                    int w, int h, int64_t pitch, sp_buf *out, sp_error *err);
 
 #ifdef __cplusplus
 }

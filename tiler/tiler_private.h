@@ -103,6 +103,11 @@ struct sp_pyramid {
 /* Geometry helpers shared by the writers. */
 int sp__dzi_level_count(int64_t w, int64_t h);
 const char *sp__pyramid_output(const sp_pyramid *p);
+/* One 2x2 box-filtered output row from input rows a and b (b may equal a),
+ * w input pixels, an odd last column paired with itself (pyramid.c; also
+ * used by render.c so on-the-fly tiles match the pyramid's bytes). */
+void sp__shrink_row(const uint8_t *restrict a, const uint8_t *restrict b,
+                    int64_t w, uint8_t *restrict out);
 /* Encode the background tile (T x T) once; used by the TIFF writer. */
 bool sp__pyramid_bg_tile(sp_pyramid *p, sp_error *err);
 

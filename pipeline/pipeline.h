@@ -1,0 +1,95 @@
+/*
+ * pipeline: the fused pass and the batch.
+ *
+ *   sp_run_slide   one slide, one decode: the tissue mask is computed at
+ *                  low resolution first; then level 0 is read once, band by
+ *                  band, and each band goes both to the tile pyramid
+ *                  (tiler/) and to the per-tile features (analysis/); the
+ *                  results go to the HDF5 store (store/) from this thread
+ *                  only. `slidepipe run`, `slidepipe analyze` and
+ *                  `slidepipe tile` are all this call with different parts
+ *                  switched on.
+ *
+ * When features are asked at a resolution other than level 0 (--mpp or
+ * --magnification that is not the scan's), the features are computed by
+ * analysis/'s own reader instead (a second decode, at the lower level);
+ * the result says whether the pass was fused.
+ *
+ * Thread rules: sp_run_slide runs its own OpenMP teams of `threads`
+ * threads and calls HDF5 only from the calling thread. Two sp_run_slide
+ * calls must not run at once in one process (HDF5 is not thread-safe);
+ * the batch runs slides in child processes. Nothing here prints.
+ */
+#ifndef SP_PIPELINE_H
+#define SP_PIPELINE_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "analysis.h"
+#include "tiler.h"
+#include "util.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum {
+    SP_RUN_TILES = 1u << 0,    /* build the pyramid */
+    SP_RUN_FEATURES = 1u << 1, /* compute features, write the HDF5 file */
+};
+
+/* Progress of `phase` ("mask", "tiles", "features", "write"): `done` of
+ * `total` units. Called from the thread that called sp_run_slide. */
+typedef void (*sp_run_progress_fn)(void *user, const char *phase,
+                                   int64_t done, int64_t total);
+
+typedef struct {
+    unsigned what;             /* SP_RUN_TILES | SP_RUN_FEATURES */
+    const char *tiles_out;     /* pyramid name (see tiler.h), with TILES */
+    const char *features_out;  /* HDF5 path, with FEATURES */
+    const char *mask_png;      /* also write the tissue mask here, or NULL */
+    sp_tile_opts tile;         /* its threads/progress fields are ignored */
+    sp_analysis_params analysis; /* its threads/progress fields are ignored */
+    /* The tissue mask decides which tiles are background for
+     * tile.skip_background (instead of the tiler's colour rule). */
+    bool mask_for_background;
+    int threads;               /* 0: all cores */
+    bool force;                /* replace existing outputs */
+    const char *parameters_json; /* recorded as provenance; NULL: built */
+    sp_run_progress_fn progress;
+    void *progress_user;
+    /* When non-NULL and set non-zero (e.g. by a signal handler), the run
+     * stops at the next band and fails with "interrupted". */
+    volatile sig_atomic_t *cancel;
+} sp_run_opts;
+
+/* Defaults: tiles and features, tiler and analysis defaults, mask used for
+ * background decisions, all cores. */
+void sp_run_opts_default(sp_run_opts *o);
+
+typedef struct {
+    bool fused;                /* one decode fed both tiles and features */
+    sp_tile_stats tiles;       /* when TILES */
+    int64_t tiles_analysed;    /* feature rows written */
+    int64_t tissue_tiles;
+    double tissue_area_mm2;    /* NAN when mpp unknown or no FEATURES */
+    double megapixels;         /* level-0 pixels decoded, in millions */
+    double seconds;
+    const char *stage;         /* where it stopped: "open", "mask",
+                                  "tiles", "features", "write", "done" */
+} sp_run_result;
+
+/* Run `slide_path`. On failure nothing is left at any final output path
+ * and `err` names the slide or the output and the cause (SP_ERR_INPUT for
+ * an unreadable slide, SP_ERR_OUTPUT for an unwritable output,
+ * SP_ERR_USAGE for bad options, "interrupted" when cancelled). `res` may
+ * be NULL. */
+bool sp_run_slide(const char *slide_path, const sp_run_opts *opts,
+                  sp_run_result *res, sp_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

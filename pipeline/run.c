@@ -1,0 +1,530 @@
+/* The fused pass: one decode of each level-0 band feeds the tile pyramid,
+ * the per-tile features and the slide thumbnail; results go to the HDF5
+ * store from this thread only. */
+#include "pipeline.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "store.h"
+
+#define THUMB_MAX 1024 /* longest side of the stored thumbnail */
+#define TISSUE_MIN_SHARE 0.001 /* --skip-background: see tile_has_tissue */
+#define TISSUE_MIN_PIXELS 16
+
+void sp_run_opts_default(sp_run_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->what = SP_RUN_TILES | SP_RUN_FEATURES;
+    sp_tile_opts_default(&o->tile);
+    sp_analysis_params_default(&o->analysis);
+    o->mask_for_background = true;
+}
+
+static double wall_clock(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- thumbnail: a box average of level 0, built as the bands go by ---- */
+
+typedef struct {
+    int64_t f;         /* level-0 px per thumbnail px */
+    int64_t w, h;      /* thumbnail size */
+    uint8_t *px;       /* w*h*3 */
+    uint32_t *sum;     /* w*3 sums of the thumbnail row being built */
+    int64_t row;       /* thumbnail row being built */
+} thumb;
+
+static bool thumb_init(thumb *t, int64_t W, int64_t H) {
+    int64_t m = W > H ? W : H;
+    t->f = (m + THUMB_MAX - 1) / THUMB_MAX;
+    if (t->f < 1)
+        t->f = 1;
+    t->w = (W + t->f - 1) / t->f;
+    t->h = (H + t->f - 1) / t->f;
+    t->px = malloc((size_t)(t->w * t->h * 3));
+    t->sum = calloc((size_t)(t->w * 3), sizeof *t->sum);
+    t->row = 0;
+    return t->px && t->sum;
+}
+
+static void thumb_free(thumb *t) {
+    free(t->px);
+    free(t->sum);
+}
+
+/* Add level-0 rows [y0, y0+rows) of width W. */
+static void thumb_add(thumb *t, const uint8_t *rgb, int64_t stride, int64_t W,
+                      int64_t H, int64_t y0, int64_t rows, int threads) {
+    int64_t y = y0;
+    while (y < y0 + rows) {
+        int64_t row_end = (t->row + 1) * t->f;
+        if (row_end > H)
+            row_end = H;
+        int64_t upto = row_end < y0 + rows ? row_end : y0 + rows;
+        const uint8_t *base = rgb + (y - y0) * stride;
+        const int64_t n = upto - y, f = t->f;
+        uint32_t *sum = t->sum;
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (int64_t tx = 0; tx < t->w; tx++) {
+            int64_t x0 = tx * f, x1 = x0 + f < W ? x0 + f : W;
+            uint32_t s0 = 0, s1 = 0, s2 = 0;
+            for (int64_t r = 0; r < n; r++) {
+                const uint8_t *p = base + r * stride + x0 * 3;
+                for (int64_t x = x0; x < x1; x++, p += 3) {
+                    s0 += p[0];
+                    s1 += p[1];
+                    s2 += p[2];
+                }
+            }
+            sum[3 * tx] += s0;
+            sum[3 * tx + 1] += s1;
+            sum[3 * tx + 2] += s2;
+        }
+        y = upto;
+        if (y == row_end) { /* thumbnail row complete */
+            int64_t rh = row_end - t->row * f;
+            for (int64_t tx = 0; tx < t->w; tx++) {
+                int64_t x0 = tx * f, x1 = x0 + f < W ? x0 + f : W;
+                uint32_t cnt = (uint32_t)((x1 - x0) * rh);
+                for (int c = 0; c < 3; c++)
+                    t->px[(t->row * t->w + tx) * 3 + c] =
+                        (uint8_t)((t->sum[3 * tx + c] + cnt / 2) / cnt);
+            }
+            memset(t->sum, 0, (size_t)(t->w * 3) * sizeof *t->sum);
+            t->row++;
+        }
+    }
+}
+
+/* ---- the band callback ------------------------------------------------ */
+
+typedef struct {
+    const sp_run_opts *o;
+    sp_slide *slide;
+    int threads;
+    int64_t W, H;
+    sp_pyramid *pyr;            /* or NULL */
+    sp_analysis_result *ar;     /* features in the band loop, or NULL */
+    uint8_t *rowbuf;            /* one analysis row of level 0, or NULL */
+    int64_t arow;               /* next analysis row to compute */
+    size_t k;                   /* first tile of that row */
+    thumb th;
+    int64_t rows_done;
+} band_ctx;
+
+/* Features of the tiles of analysis row `ctx->arow`, whose level-0 rows
+ * start at `base` (rows `stride` bytes apart). */
+static bool features_row(band_ctx *c, const uint8_t *base, int64_t stride,
+                         sp_error *err) {
+    sp_analysis_result *ar = c->ar;
+    const int64_t y = c->arow * ar->tile_size;
+    size_t k0 = c->k, k1 = k0;
+    while (k1 < ar->n && ar->coords[2 * k1 + 1] == y)
+        k1++;
+    int failed = 0;
+    sp_error first = {0};
+#pragma omp parallel for num_threads(c->threads) schedule(dynamic, 1)
+    for (size_t k = k0; k < k1; k++) {
+        sp_error e = {0};
+        const uint8_t *p = base + ar->coords[2 * k] * 3;
+        if (!sp_analysis_tile(ar, k, p, (size_t)stride, &e)) {
+#pragma omp critical(sp_run_err)
+            if (!failed) {
+                failed = 1;
+                first = e;
+            }
+        }
+    }
+    if (failed) {
+        if (err && !sp_error_is_set(err))
+            *err = first;
+        return false;
+    }
+    c->k = k1;
+    c->arow++;
+    return true;
+}
+
+static bool on_band(void *user, const uint8_t *rgb, int64_t stride,
+                    int64_t y0, int64_t rows, sp_error *err) {
+    band_ctx *c = user;
+    const sp_run_opts *o = c->o;
+    if (o->cancel && *o->cancel)
+        return sp_error_set(err, SP_ERR_INTERNAL, sp_slide_path(c->slide),
+                            "interrupted");
+    if (c->pyr && !sp_pyramid_push_rows(c->pyr, rgb, stride, y0, rows, err))
+        return false;
+    if (c->ar) {
+        const int64_t T = c->ar->tile_size;
+        int64_t pos = y0, end = y0 + rows;
+        while (pos < end && c->arow < c->ar->rows) {
+            int64_t rs = c->arow * T, re = rs + T < c->H ? rs + T : c->H;
+            if (rs >= pos && re <= end) { /* whole row inside this band */
+                if (!features_row(c, rgb + (rs - y0) * stride, stride, err))
+                    return false;
+                pos = re;
+                continue;
+            }
+            int64_t a = pos > rs ? pos : rs, b = end < re ? end : re;
+            memcpy(c->rowbuf + (a - rs) * c->W * 3, rgb + (a - y0) * stride,
+                   (size_t)((b - a) * c->W * 3));
+            pos = b;
+            if (b == re &&
+                !features_row(c, c->rowbuf, c->W * 3, err))
+                return false;
+        }
+    }
+    if (c->th.px)
+        thumb_add(&c->th, rgb, stride, c->W, c->H, y0, rows, c->threads);
+    c->rows_done = y0 + rows;
+    if (o->progress)
+        o->progress(o->progress_user, "pixels", c->rows_done, c->H);
+    return true;
+}
+
+/* ---- provenance -------------------------------------------------------- */
+
+static void params_json(const sp_run_opts *o, sp_buf *b) {
+    sp_json j;
+    sp_json_init(&j, b, false);
+    sp_json_begin_object(&j);
+    sp_json_key(&j, "tiles");
+    sp_json_bool(&j, (o->what & SP_RUN_TILES) != 0);
+    sp_json_key(&j, "features");
+    sp_json_bool(&j, (o->what & SP_RUN_FEATURES) != 0);
+    if (o->what & SP_RUN_TILES) {
+        sp_json_key(&j, "container");
+        sp_json_string(&j, o->tile.container == SP_CONTAINER_TIFF ? "tiff"
+                                                                  : "dzi");
+        sp_json_key(&j, "format");
+        sp_json_string(&j, sp_tile_format_ext(o->tile.format));
+        sp_json_key(&j, "tile_size");
+        sp_json_int(&j, o->tile.tile_size);
+        sp_json_key(&j, "overlap");
+        sp_json_int(&j, o->tile.overlap);
+        sp_json_key(&j, "quality");
+        sp_json_int(&j, o->tile.quality);
+        sp_json_key(&j, "skip_background");
+        sp_json_bool(&j, o->tile.skip_background);
+    }
+    if (o->what & SP_RUN_FEATURES) {
+        const sp_analysis_params *a = &o->analysis;
+        sp_json_key(&j, "analysis_tile_size");
+        sp_json_int(&j, a->tile_size);
+        sp_json_key(&j, "mpp");
+        sp_json_number(&j, a->mpp);
+        sp_json_key(&j, "magnification");
+        sp_json_number(&j, a->magnification);
+        sp_json_key(&j, "all_tiles");
+        sp_json_bool(&j, a->all_tiles);
+        sp_json_key(&j, "min_coverage");
+        sp_json_number(&j, a->min_coverage);
+        sp_json_key(&j, "blur_threshold");
+        sp_json_number(&j, a->blur_threshold);
+        sp_json_key(&j, "pen_threshold");
+        sp_json_number(&j, a->pen_threshold);
+        sp_json_key(&j, "cellularity_od");
+        sp_json_number(&j, a->features.cellularity_od);
+        sp_json_key(&j, "mask_threshold");
+        sp_json_int(&j, a->mask.threshold);
+        sp_json_key(&j, "mask_downsample");
+        sp_json_number(&j, a->mask.downsample);
+        sp_json_key(&j, "min_object_um2");
+        sp_json_number(&j, a->mask.min_object_um2);
+        sp_json_key(&j, "max_hole_um2");
+        sp_json_number(&j, a->mask.max_hole_um2);
+    }
+    sp_json_end_object(&j);
+}
+
+/* ---- the HDF5 file ----------------------------------------------------- */
+
+static bool write_store(const char *path, sp_slide *s, const sp_run_opts *o,
+                        const sp_analysis_result *ar, const thumb *th,
+                        double t_start, sp_error *err) {
+    const sp_level *l0 = sp_slide_level(s, 0);
+    const sp_level *lr = sp_slide_level(s, ar->read_level);
+    const char *names[SP_N_FEATURES];
+    const sp_feature_info *ft = sp_feature_table();
+    for (int i = 0; i < SP_N_FEATURES; i++)
+        names[i] = ft[i].name;
+    sp_buf pj;
+    sp_buf_init(&pj);
+    if (o->parameters_json)
+        sp_buf_puts(&pj, o->parameters_json);
+    else
+        params_json(o, &pj);
+    double mx = NAN, my = NAN, pw = NAN;
+    sp_slide_mpp(s, &mx, &my);
+    sp_slide_objective_power(s, &pw);
+    sp_store_meta m = {
+        .source_file = sp_basename(sp_slide_path(s)),
+        .vendor = sp_slide_vendor(s),
+        .width = l0->width,
+        .height = l0->height,
+        .mpp_x = mx,
+        .mpp_y = my,
+        .objective_power = pw,
+        .quickhash = sp_slide_quickhash(s),
+        .version = SP_VERSION,
+        .parameters = pj.data ? pj.data : "{}",
+        .start_time = t_start,
+        .end_time = NAN,
+        /* CLAM: tiles of patch_size px cut at the analysis resolution;
+         * patch_level is the slide level read, level_dim its size */
+        .patch_size = ar->tile_size,
+        .patch_level = ar->read_level,
+        .downsample = ar->downsample,
+        .level_width = ar->read_ratio == 1.0 ? lr->width : ar->width,
+        .level_height = ar->read_ratio == 1.0 ? lr->height : ar->height,
+        .columns = names,
+        .n_columns = SP_N_FEATURES,
+    };
+    sp_store_writer *w = NULL;
+    bool ok = false;
+    if (!sp_store_create(path, &m, &w, err))
+        goto out;
+    const size_t chunk = 65536;
+    for (size_t k = 0; k < ar->n; k += chunk) {
+        size_t n = ar->n - k < chunk ? ar->n - k : chunk;
+        if (!sp_store_append_rows(w, ar->coords + 2 * k,
+                                  ar->features + k * SP_N_FEATURES, n, err))
+            goto out;
+    }
+    if (!sp_store_put_image(w, "mask", ar->mask.data, ar->mask.width,
+                            ar->mask.height, 1, ar->mask.downsample, err))
+        goto out;
+    if (th && th->px &&
+        !sp_store_put_image(w, "thumbnail", th->px, th->w, th->h, 3,
+                            (double)th->f, err))
+        goto out;
+    const sp_slide_summary *sm = &ar->summary;
+    const char *sn[] = {"tissue_area_px", "tissue_area_mm2", "tiles_total",
+                        "tiles_tissue", "tiles_analysed", "blurry_fraction",
+                        "pen_fraction", "stain_h_r", "stain_h_g", "stain_h_b",
+                        "stain_e_r", "stain_e_g", "stain_e_b", "stain_pixels",
+                        "otsu_threshold", "mask_threshold"};
+    const double sv[] = {sm->tissue_area_px, sm->tissue_area_mm2,
+                         (double)sm->tiles_total, (double)sm->tiles_tissue,
+                         (double)sm->tiles_analysed, sm->blurry_fraction,
+                         sm->pen_fraction, sm->stain_he[0][0],
+                         sm->stain_he[0][1], sm->stain_he[0][2],
+                         sm->stain_he[1][0], sm->stain_he[1][1],
+                         sm->stain_he[1][2], (double)sm->stain_pixels,
+                         ar->mask.otsu, ar->mask.threshold};
+    if (!sp_store_set_summary(w, sn, sv, sizeof sv / sizeof sv[0], err))
+        goto out;
+    ok = sp_store_commit(w, err);
+    w = NULL;
+out:
+    sp_store_abort(w);
+    sp_buf_free(&pj);
+    return ok;
+}
+
+/* --skip-background: a tile is tissue when at least TISSUE_MIN_SHARE of
+ * its pixels (and never fewer than TISSUE_MIN_PIXELS) pass analysis/'s
+ * per-pixel tissue rule; a few specks of dust do not make a tile. */
+typedef struct {
+    int threshold;
+} tissue_ctx;
+
+static bool tile_has_tissue(void *user, const uint8_t *rgb, int64_t w,
+                            int64_t h, int64_t stride) {
+    const tissue_ctx *t = user;
+    int64_t need = (int64_t)(w * h * TISSUE_MIN_SHARE);
+    if (need < TISSUE_MIN_PIXELS)
+        need = TISSUE_MIN_PIXELS;
+    if (need > w * h)
+        need = w * h;
+    return sp_tissue_pixels(rgb, (int)w, (int)h, (size_t)stride, t->threshold,
+                            need) >= need;
+}
+
+/* Remove a finished pyramid (when a later step fails). */
+static void remove_pyramid(const sp_tile_stats *st) {
+    if (!st->output[0])
+        return;
+    char path[4200];
+    const char *dot = strrchr(st->output, '.');
+    size_t stem = dot ? (size_t)(dot - st->output) : strlen(st->output);
+    snprintf(path, sizeof path, "%.*s_files", (int)stem, st->output);
+    sp_remove_tree(path, NULL);
+    snprintf(path, sizeof path, "%.*s.json", (int)stem, st->output);
+    sp_remove_tree(path, NULL);
+    sp_remove_tree(st->output, NULL);
+}
+
+bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
+                  sp_run_result *res, sp_error *err) {
+    const double t0 = sp_now(), t_start = wall_clock();
+    sp_run_result dummy;
+    if (!res)
+        res = &dummy;
+    memset(res, 0, sizeof *res);
+    res->tissue_area_mm2 = NAN;
+    const bool want_tiles = o->what & SP_RUN_TILES;
+    const bool want_feat = o->what & SP_RUN_FEATURES;
+    if (!want_tiles && !want_feat)
+        return sp_error_set(err, SP_ERR_USAGE, slide_path, "nothing to do");
+    if ((want_tiles && !o->tiles_out) || (want_feat && !o->features_out))
+        return sp_error_set(err, SP_ERR_USAGE, slide_path, "no output given");
+    if (want_feat && !o->force && sp_path_exists(o->features_out))
+        return sp_error_set(err, SP_ERR_OUTPUT, o->features_out,
+                            "already exists (use --force to replace it)");
+
+    const int threads = o->threads > 0 ? o->threads : sp_default_threads();
+    sp_slide *s = NULL;
+    sp_pyramid *pyr = NULL;
+    sp_analysis_result ar;
+    memset(&ar, 0, sizeof ar);
+    band_ctx bc;
+    memset(&bc, 0, sizeof bc);
+    sp_tile_stats tstats;
+    memset(&tstats, 0, sizeof tstats);
+    tissue_ctx tissue_rule = {0};
+    sp_mask bg_mask;
+    memset(&bg_mask, 0, sizeof bg_mask);
+    bool have_pyramid = false, ok = false;
+
+    res->stage = "open";
+    if (!sp_slide_open(slide_path, true, &s, err))
+        goto out;
+    res->stage = "mask";
+    const sp_level *l0 = sp_slide_level(s, 0);
+    sp_analysis_params ap = o->analysis;
+    ap.threads = threads;
+    ap.progress = NULL;
+
+    /* 1. the mask (and, with features, the analysis grid) */
+    const sp_mask *mask = NULL;
+    if (want_feat) {
+        if (!sp_analysis_prepare(s, &ap, &ar, err))
+            goto out;
+        mask = &ar.mask;
+    }
+    if (o->progress && mask)
+        o->progress(o->progress_user, "mask", 1, 1);
+    /* features ride along with the band loop when they are computed on
+     * level-0 pixels; otherwise analysis/ reads its own level */
+    const bool feat_in_bands = want_feat && ar.downsample == 1.0 &&
+                               ar.read_level == 0 && ar.read_ratio == 1.0;
+    res->fused = want_tiles && feat_in_bands;
+
+    /* 2. the pyramid */
+    res->stage = want_tiles ? "tiles" : "features";
+    if (want_tiles) {
+        sp_pyramid_params pp;
+        memset(&pp, 0, sizeof pp);
+        pp.output = o->tiles_out;
+        pp.width = l0->width;
+        pp.height = l0->height;
+        pp.opts = o->tile;
+        pp.opts.threads = threads;
+        pp.opts.force = o->force || o->tile.force;
+        pp.opts.progress = NULL;
+        pp.band_rows = sp_band_rows_for(s, 0);
+        if (o->tile.skip_background && o->mask_for_background) {
+            /* analysis/'s per-pixel decision (saturation above the
+             * slide's Otsu threshold), on each tile's own pixels */
+            if (!mask) {
+                if (!sp_mask_compute(s, &ap.mask, threads, &bg_mask, err))
+                    goto out;
+                mask = &bg_mask;
+            }
+            tissue_rule.threshold = mask->threshold;
+            pp.opts.tissue_fn = tile_has_tissue;
+            pp.opts.tissue_user = &tissue_rule;
+        }
+        double mx = 0, my = 0, pw = 0;
+        sp_slide_mpp(s, &mx, &my);
+        sp_slide_objective_power(s, &pw);
+        pp.source.path = sp_slide_path(s);
+        pp.source.vendor = sp_slide_vendor(s);
+        pp.source.quickhash = sp_slide_quickhash(s);
+        pp.source.mpp_x = mx;
+        pp.source.mpp_y = my;
+        pp.source.objective_power = pw;
+        pyr = sp_pyramid_create(&pp, err);
+        if (!pyr)
+            goto out;
+    }
+
+    /* 3. one pass over level 0 */
+    bc.o = o;
+    bc.slide = s;
+    bc.threads = threads;
+    bc.W = l0->width;
+    bc.H = l0->height;
+    bc.pyr = pyr;
+    if (want_feat && !thumb_init(&bc.th, bc.W, bc.H)) {
+        sp_error_set(err, SP_ERR_NOMEM, slide_path, "out of memory");
+        goto out;
+    }
+    if (feat_in_bands) {
+        bc.ar = &ar;
+        bc.rowbuf = malloc((size_t)(bc.W * 3 * ar.tile_size));
+        if (!bc.rowbuf) {
+            sp_error_set(err, SP_ERR_NOMEM, slide_path, "out of memory");
+            goto out;
+        }
+    }
+    if (want_tiles || feat_in_bands) {
+        if (!sp_band_loop(s, threads, o->tile.background, 0, on_band, &bc,
+                          err))
+            goto out;
+        res->megapixels = (double)bc.W * (double)bc.H / 1e6;
+    }
+    if (want_feat && !feat_in_bands) {
+        /* analysis at another resolution: its own reads */
+        res->stage = "features";
+        sp_analysis_result_free(&ar);
+        if (!sp_analyze_slide(s, &ap, &ar, err))
+            goto out;
+    } else if (want_feat && !sp_analysis_finish(s, &ap, &ar, err)) {
+        goto out;
+    }
+
+    /* 4. outputs: the pyramid, then the HDF5 file */
+    res->stage = "write";
+    if (pyr) {
+        sp_pyramid *p = pyr;
+        pyr = NULL;
+        if (!sp_pyramid_finish(p, &tstats, err))
+            goto out;
+        have_pyramid = true;
+        res->tiles = tstats;
+    }
+    if (want_feat) {
+        if (o->progress)
+            o->progress(o->progress_user, "write", 0, 1);
+        const thumb *th = bc.th.px && bc.th.row == bc.th.h ? &bc.th : NULL;
+        if (!write_store(o->features_out, s, o, &ar, th, t_start, err))
+            goto out;
+        res->tiles_analysed = (int64_t)ar.n;
+        res->tissue_tiles = (int64_t)ar.summary.tiles_tissue;
+        res->tissue_area_mm2 = ar.summary.tissue_area_mm2;
+    }
+    if (o->mask_png && mask && !sp_mask_write_png(mask, o->mask_png, err))
+        goto out;
+    ok = true;
+    res->stage = "done";
+out:
+    if (!ok) {
+        sp_pyramid_abort(pyr);
+        if (have_pyramid)
+            remove_pyramid(&tstats);
+    }
+    free(bc.rowbuf);
+    sp_mask_free(&bg_mask);
+    thumb_free(&bc.th);
+    sp_analysis_result_free(&ar);
+    sp_slide_close(s);
+    res->seconds = sp_now() - t0;
+    return ok;
+}
