@@ -1,0 +1,73 @@
+#!/bin/sh
+# Analysis and the fused pass, side by side in one run on one slide:
+#   slidepipe analyze | slidepipe tile | slidepipe run | the Python reference
+#   (openslide-python + numpy + scikit-image, one process per core, the same
+#   features on the same grid: benchmarks/bench_analyze_ref.py)
+# Prints wall, CPU and peak RSS of each, analysis throughput (level-0 pixels
+# of the tissue tiles analysed per wall second, mask included) and the
+# ratios the issue sets: analyze vs the reference (>= 40x), run vs tile
+# (<= 1.15x), peak RSS (< 512 MB).
+#
+# usage: benchmarks/bench_analyze.sh [SLIDE]
+#   default SLIDE: the 32768x24576 benchmark slide made by
+#   ../shared/bench/make-bench-slide.sh (kept in benchmarks/out/)
+#   REF_TILES=K  time the reference on K tissue tiles (default 400; it runs
+#                at a few MP/s, its MP/s is over those tiles)
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+BIN=${SLIDEPIPE_BIN:-$root/build/cli/slidepipe}
+DUMP=${SLIDEPIPE_ANALYSIS_DUMP:-$root/build/tests/analysis_dump}
+DATA=${SLIDEPIPE_TESTDATA:-$root/../shared/testdata}
+out=$here/out
+mkdir -p "$out"
+slide=${1:-$out/bench-32768x24576.svs}
+if [ ! -f "$slide" ]; then
+    echo "making $slide ..." >&2
+    sh "$root/../shared/bench/make-bench-slide.sh" "$DATA/CMU-1-Small-Region.svs" \
+        "$slide.part" 32768 24576
+    mv "$slide.part" "$slide"
+fi
+cores=$(nproc)
+echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+rm -f "$out/analyze.results"
+
+timed() { # NAME CMD...
+    name=$1; shift
+    rm -rf "$out/b_$name"*
+    /usr/bin/time -v -o "$out/$name.time" "$@" >"$out/$name.log" 2>&1 || {
+        echo "$name failed:" >&2; cat "$out/$name.log" >&2; exit 1; }
+    awk -v n="$name" '
+        /Elapsed \(wall clock\)/ { split($NF, t, ":");
+            w = (length(t) == 3) ? t[1]*3600 + t[2]*60 + t[3] : t[1]*60 + t[2] }
+        /User time/ { u = $NF } /System time/ { s = $NF }
+        /Maximum resident set size/ { r = $NF }
+        END { printf "%s %.2f %.2f %d\n", n, w, u + s, r }' \
+        "$out/$name.time" >>"$out/analyze.results"
+}
+
+timed analyze "$BIN" analyze "$slide" -o "$out/b_analyze.h5" --quiet
+timed tile "$BIN" tile "$slide" -o "$out/b_tile" --quiet
+timed run "$BIN" run "$slide" -o "$out/b_run" --quiet
+# pixels of the tissue tiles analysed (edge tiles counted at their size)
+mpx=$(/usr/bin/python3 -c "
+import h5py, sys
+f = h5py.File(sys.argv[1]); c = f['coords'][:]; T = f['coords'].attrs['patch_size']
+W, H = f.attrs['width'], f.attrs['height']
+print(sum(min(T, W - x) * min(T, H - y) for x, y in c) / 1e6)" "$out/b_analyze.h5")
+ref=$(/usr/bin/python3 "$here/bench_analyze_ref.py" "$slide" --dump "$DUMP" \
+      --procs "$cores" --max-tiles "${REF_TILES:-400}" | grep -i "reference" | head -1)
+refmps=$(echo "$ref" | grep -o '[0-9.]* MP/s' | head -1 | cut -d' ' -f1)
+
+awk -v mpx="$mpx" -v refmps="$refmps" -v cores="$cores" '
+    { w[$1] = $2; c[$1] = $3; r[$1] = $4 }
+    END {
+        printf "slide tissue tiles: %.1f MP, %d cores\n", mpx, cores
+        printf "%-10s %8s %8s %12s\n", "tool", "wall s", "cpu s", "peak RSS MB"
+        split("analyze tile run", names, " ")
+        for (i = 1; i <= 3; i++) { n = names[i]
+            printf "%-10s %8.2f %8.2f %12.0f\n", n, w[n], c[n], r[n] / 1024 }
+        a = mpx / w["analyze"]
+        printf "analyze: %.1f MP/s of tissue tiles; Python reference %.2f MP/s; ratio %.1fx (target >= 40x)\n", a, refmps, a / refmps
+        printf "run / tile wall: %.2fx (target <= 1.15x)\n", w["run"] / w["tile"]
+    }' "$out/analyze.results"
