@@ -51,7 +51,8 @@ static inline unsigned luma(unsigned r, unsigned g, unsigned b) {
 }
 
 typedef struct {
-    uint32_t hist[4][256]; /* R, G, B, luma */
+    uint64_t sum[3], sq[3]; /* R, G, B: sums and sums of squares */
+    uint32_t hist[4][256];  /* luma in hist[3] (0-2 unused) */
     uint64_t satd[256];    /* sum of (max - min) per max */
     double sum_h, sum_e;
     uint64_t tissue, pen, cell;
@@ -64,11 +65,16 @@ static void colour_row(const uint8_t *px, int w, const sp__stain_tables *T,
                        unsigned thr1, double cell_od, acc *a, uint8_t *grey) {
     double sh = 0, se = 0;
     unsigned tissue = 0, pen = 0, cell = 0;
+    uint64_t s0 = 0, s1 = 0, s2 = 0;
+    uint64_t q0 = 0, q1 = 0, q2 = 0;
     for (int x = 0; x < w; x++, px += 3) {
         unsigned r = px[0], g = px[1], b = px[2];
-        a->hist[0][r]++;
-        a->hist[1][g]++;
-        a->hist[2][b]++;
+        s0 += r;
+        s1 += g;
+        s2 += b;
+        q0 += r * r;
+        q1 += g * g;
+        q2 += b * b;
         unsigned y = luma(r, g, b);
         grey[x] = (uint8_t)y;
         a->hist[3][y]++;
@@ -88,6 +94,12 @@ static void colour_row(const uint8_t *px, int w, const sp__stain_tables *T,
         cell += hv > cell_od;
         pen += sp__is_pen((int)r, (int)g, (int)b);
     }
+    a->sum[0] += s0;
+    a->sum[1] += s1;
+    a->sum[2] += s2;
+    a->sq[0] += q0;
+    a->sq[1] += q1;
+    a->sq[2] += q2;
     a->sum_h += sh;
     a->sum_e += se;
     a->tissue += tissue;
@@ -193,8 +205,12 @@ bool sp_features_compute(const uint8_t *rgb, int w, int h, size_t stride,
 
     const double n = (double)w * h;
     double mean[4], sd[4];
-    for (int c = 0; c < 4; c++)
-        mean_std(a->hist[c], n, &mean[c], &sd[c]);
+    for (int c = 0; c < 3; c++) { /* exact integer moments */
+        mean[c] = (double)a->sum[c] / n;
+        double var = (double)a->sq[c] / n - mean[c] * mean[c];
+        sd[c] = sqrt(var > 0 ? var : 0);
+    }
+    mean_std(a->hist[3], n, &mean[3], &sd[3]);
     double sat = 0;
     for (int m = 1; m < 256; m++)
         if (a->satd[m])
