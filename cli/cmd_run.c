@@ -151,6 +151,8 @@ static void print_json(const char *slide, const sp_run_result *r,
         sp_json_key(&j, "error");
         sp_json_string(&j, err->msg);
     } else {
+        sp_json_key(&j, "quickhash");
+        sp_json_string(&j, r->quickhash[0] ? r->quickhash : NULL);
         sp_json_key(&j, "fused");
         sp_json_bool(&j, r->fused);
         if (r->tiles.output[0]) {

@@ -77,6 +77,7 @@ typedef struct {
     double tissue_area_mm2;    /* NAN when mpp unknown or no FEATURES */
     double megapixels;         /* level-0 pixels decoded, in millions */
     double seconds;
+    char quickhash[80];        /* OpenSlide's quickhash-1, "" when absent */
     const char *stage;         /* where it stopped: "open", "mask",
                                   "tiles", "features", "write", "done" */
 } sp_run_result;

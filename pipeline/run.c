@@ -396,6 +396,9 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
     if (!sp_slide_open(slide_path, true, &s, err))
         goto out;
     res->stage = "mask";
+    if (sp_slide_quickhash(s))
+        snprintf(res->quickhash, sizeof res->quickhash, "%s",
+                 sp_slide_quickhash(s));
     const sp_level *l0 = sp_slide_level(s, 0);
     sp_analysis_params ap = o->analysis;
     ap.threads = threads;

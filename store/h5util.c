@@ -1,4 +1,5 @@
 /* HDF5 helpers: quiet errors folded into sp_error, attributes, time. */
+#include <pthread.h>
 #include "store_private.h"
 
 #include <errno.h>
@@ -10,7 +11,18 @@
 #include <time.h>
 #include <unistd.h>
 
-void sps_h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+/* HDF5 1.10 crashes in its exit handler (H5F__close_cb) when a file whose
+ * close failed (disk full, file too large) is still in its ID table, so
+ * the library is told not to shut down at exit: the process is ending and
+ * the failed file is a temporary we unlink. H5dont_atexit must precede
+ * every other HDF5 call, hence the once. */
+static pthread_once_t h5_once = PTHREAD_ONCE_INIT;
+static void h5_init(void) { H5dont_atexit(); }
+
+void sps_h5_quiet(void) {
+    pthread_once(&h5_once, h5_init);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+}
 
 typedef struct {
     char desc[512];
@@ -23,6 +35,17 @@ static herr_t walk_cb(unsigned n, const H5E_error2_t *e, void *data) {
     if (n == 0 && !s->have) { /* innermost: where the failure was found */
         s->have = true;
         snprintf(s->desc, sizeof s->desc, "%s", e->desc ? e->desc : "");
+        /* the POSIX driver's report is a long dump ("time = ..., errno =
+         * 27, error message = 'File too large', ..."): keep the cause */
+        const char *m = strstr(s->desc, "error message = '");
+        if (m) {
+            m += strlen("error message = '");
+            const char *q = strchr(m, '\'');
+            int n = q ? (int)(q - m) : (int)strlen(m);
+            char cause[256];
+            snprintf(cause, sizeof cause, "%.*s", n, m);
+            snprintf(s->desc, sizeof s->desc, "%s", cause);
+        }
         if (H5Eget_msg(e->min_num, NULL, s->minor, sizeof s->minor) < 0)
             s->minor[0] = '\0';
     }

@@ -69,14 +69,30 @@ static void free_members(member *m, size_t n) {
     free(m);
 }
 
-/* A link name from the file name, without ".h5", unique among links. */
-static char *link_name(const member *m, size_t n, const char *path,
-                       size_t idx) {
+/* A link name: the file name without ".h5", or, when another member has
+ * the same file name (batch output: OUTDIR/<id>/slide.h5), the name of its
+ * folder; made unique among the links so far. */
+static char *link_name(const member *m, size_t n, const char *const *paths,
+                       size_t total, size_t idx) {
     char buf[300];
-    snprintf(buf, sizeof buf, "%s", sp_basename(path));
-    size_t len = strlen(buf);
-    if (len > 3 && strcmp(buf + len - 3, ".h5") == 0)
-        buf[len - 3] = '\0';
+    const char *path = paths[idx], *base = sp_basename(path);
+    bool clash = false;
+    for (size_t i = 0; i < total && !clash; i++)
+        clash = i != idx && strcmp(sp_basename(paths[i]), base) == 0;
+    if (clash && base > path) { /* the parent folder's name */
+        const char *end = base - 1; /* the '/' before base */
+        const char *start = end;
+        while (start > path && start[-1] != '/')
+            start--;
+        snprintf(buf, sizeof buf, "%.*s", (int)(end - start), start);
+        if (!buf[0] || strcmp(buf, ".") == 0 || strcmp(buf, "..") == 0)
+            snprintf(buf, sizeof buf, "%s", base);
+    } else {
+        snprintf(buf, sizeof buf, "%s", base);
+        size_t len = strlen(buf);
+        if (len > 3 && strcmp(buf + len - 3, ".h5") == 0)
+            buf[len - 3] = '\0';
+    }
     for (char *p = buf; *p; p++)
         if (*p == '/')
             *p = '_';
@@ -145,7 +161,7 @@ static bool scan_members(const char *out_path, const char *const *paths,
         }
         m[i].rel = relative_path(folder, abs);
         free(abs);
-        m[i].link = link_name(m, i, paths[i], i);
+        m[i].link = link_name(m, i, paths, n, i);
         if (!m[i].rel || !m[i].name || !m[i].link) {
             sp_error_set(err, SP_ERR_NOMEM, paths[i], "out of memory");
             goto out;

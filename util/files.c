@@ -122,7 +122,8 @@ bool sp_write_file_atomic(const char *path, const void *data, size_t n,
         p += w;
         left -= (size_t)w;
     }
-    if (close(fd) != 0) {
+    int synced = fsync(fd), closed = close(fd);
+    if (synced != 0 || closed != 0) {
         sp_error_errno(err, SP_ERR_OUTPUT, path, errno, "write failed");
         unlink(tmp);
         goto out;

@@ -1,0 +1,108 @@
+#!/bin/sh
+# `slidepipe batch` over twenty generated slides of mixed sizes, against
+# `vips dzsave` run on each slide in a loop, in one run:
+#   batch N   slidepipe batch --threads N (N = all cores): pyramid AND
+#             features + HDF5 per slide, cohort.h5 at the end
+#   vips      vips dzsave on each slide, one after the other, each with all
+#             cores (libvips' default concurrency): pyramid only
+#   batch 1   slidepipe batch --threads 1, for the scaling from 1 to N
+# Same tile settings everywhere: Deep Zoom, tile 254, overlap 1, JPEG Q75,
+# levels down to 1x1 (vips --depth onepixel). Prints total wall time, CPU
+# time, peak RSS (largest process), the tiles written, the ratio vips /
+# batch, and the 1 -> N thread speed-up.
+#
+# usage: benchmarks/bench_batch.sh
+#   SLIDEPIPE_BIN    slidepipe executable (default build/cli/slidepipe)
+#   SLIDEPIPE_SYNTH  slidepipe-synth (default build/tools/slidepipe-synth)
+#   BENCH_SCALE=F    multiply every slide edge by F (default 1)
+# Slides are generated once into benchmarks/out/batch-slides (gitignored).
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+BIN=${SLIDEPIPE_BIN:-$root/build/cli/slidepipe}
+SYNTH=${SLIDEPIPE_SYNTH:-$root/build/tools/slidepipe-synth}
+SCALE=${BENCH_SCALE:-1}
+out=$here/out/batch
+src=$here/out/batch-slides
+cores=$(nproc)
+mkdir -p "$out" "$src"
+
+# twenty slides: twelve small, six medium, two large (width height)
+sizes="2000 1500  2400 1800  2600 2000  3000 2200  3200 2400  3600 2700
+       4000 3000  4400 3300  2200 1700  2800 2100  3400 2600  3800 2900
+       8000 6000  9000 6800  10000 7500  11000 8200  12000 9000  13000 9800
+       20000 15000  24000 18000"
+i=0
+set -- $sizes
+while [ $# -ge 2 ]; do
+    w=$(awk -v v="$1" -v f="$SCALE" 'BEGIN { printf "%d", v * f }')
+    h=$(awk -v v="$2" -v f="$SCALE" 'BEGIN { printf "%d", v * f }')
+    shift 2
+    i=$((i + 1))
+    f=$(printf "%s/slide%02d-%dx%d.svs" "$src" "$i" "$w" "$h")
+    [ -f "$f" ] || "$SYNTH" -o "$f" --width "$w" --height "$h" --seed "$i" --quiet
+done
+mp=$(for f in "$src"/*.svs; do basename "$f" .svs; done |
+     sed 's/.*-\([0-9]*\)x\([0-9]*\)$/\1 \2/' |
+     awk '{ s += $1 * $2 } END { printf "%.0f", s / 1e6 }')
+
+# timed NAME CMD...: wall, user+sys, max RSS (largest process, kB)
+timed() {
+    name=$1; shift
+    sync
+    /usr/bin/time -v -o "$out/$name.time" "$@" >"$out/$name.log" 2>&1 || {
+        st=$?
+        # batch exits 1..4 when a slide fails: that would be a bug here
+        echo "$name failed ($st):" >&2; tail -20 "$out/$name.log" >&2; exit 1; }
+    awk -v n="$name" '
+        /Elapsed \(wall clock\)/ { split($NF, t, ":");
+            w = (length(t) == 3) ? t[1]*3600 + t[2]*60 + t[3] : t[1]*60 + t[2] }
+        /User time/ { u = $NF } /System time/ { s = $NF }
+        /Maximum resident set size/ { r = $NF }
+        END { printf "%s %.2f %.2f %d\n", n, w, u + s, r }' \
+        "$out/$name.time" >>"$out/results.txt"
+}
+
+# the peer: one vips dzsave per slide, each with all cores
+vips_loop='for f in "$1"/*.svs; do
+    vips dzsave "$f" "$2/$(basename "$f" .svs)" --tile-size 254 --overlap 1 \
+        --depth onepixel --suffix ".jpeg[Q=75]" || exit 1
+done'
+
+: >"$out/results.txt"
+load0=$(cut -d' ' -f1-3 /proc/loadavg)
+rm -rf "$out/batchN" "$out/batch1"
+timed "batch$cores" "$BIN" batch "$src" -o "$out/batchN" --threads "$cores" \
+    --tile-size 254 --overlap 1 --format jpeg --quality 75 --quiet
+rm -rf "$out/vips"; mkdir -p "$out/vips"
+timed vips sh -c "$vips_loop" sh "$src" "$out/vips"
+timed batch1 "$BIN" batch "$src" -o "$out/batch1" --threads 1 \
+    --tile-size 254 --overlap 1 --format jpeg --quality 75 --quiet
+t_batch=$(find "$out/batchN" -path '*slide_files*' -name '*.jpeg' | wc -l)
+t_vips=$(find "$out/vips" -name '*.jpeg' | wc -l)
+load1=$(cut -d' ' -f1-3 /proc/loadavg)
+# keep the summaries, drop the bulk
+cp "$out/batchN/batch-summary.tsv" "$out/summary-batchN.tsv"
+rm -rf "$out/batchN" "$out/batch1" "$out/vips"
+
+awk -v cores="$cores" -v mp="$mp" -v tb="$t_batch" -v tv="$t_vips" \
+    -v l0="$load0" -v l1="$load1" '
+{ name[NR] = $1; wall[$1] = $2; cpu[$1] = $3; rss[$1] = $4; order[NR] = $1 }
+END {
+    printf "load average before / after: %s / %s\n", l0, l1
+    printf "20 slides, %d megapixels in all, %d cores; tile 254, overlap 1, JPEG Q75\n",
+        mp, cores
+    printf "%-10s %9s %9s %6s %12s\n", "run", "wall s", "cpu s", "cpu%", "peak RSS MB"
+    for (i = 1; i <= NR; i++) {
+        n = order[i]
+        printf "%-10s %9.2f %9.2f %5.0f%% %12.0f\n", n, wall[n], cpu[n],
+            100 * cpu[n] / wall[n], rss[n] / 1024
+    }
+    bn = "batch" cores
+    printf "tiles written: batch %d, vips %d%s\n", tb, tv,
+        tb == tv ? " (same)" : " (DIFFERENT)"
+    printf "vips dzsave loop / slidepipe batch (wall): %.2fx", wall["vips"] / wall[bn]
+    printf "  (batch also computes features and writes HDF5 + cohort)\n"
+    printf "batch scaling 1 -> %d threads: %.2fx (%.0f%% of linear)\n", cores,
+        wall["batch1"] / wall[bn], 100 * wall["batch1"] / wall[bn] / cores
+}' "$out/results.txt" | tee "$out/report.txt"

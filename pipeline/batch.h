@@ -1,0 +1,194 @@
+/*
+ * batch: `slidepipe batch`, the fused pass over many slides.
+ *
+ *   inputs     slide files, directories (walked recursively) and TSV
+ *              manifests become a list of candidates (sp_batch_add_*).
+ *   discovery  each candidate is opened once, in a forked probe process
+ *              (a file that crashes OpenSlide cannot take the batch down),
+ *              for its vendor, level-0 size and quickhash. Files found
+ *              while walking a directory that OpenSlide does not recognise
+ *              are listed as "not a slide" (not failures), unless their
+ *              extension only names slide formats (.svs .ndpi .vms .vmu
+ *              .scn .mrxs .svslide .bif: a damaged slide, a failure);
+ *              files named explicitly that cannot be opened are
+ *              failures. A MIRAX
+ *              `.mrxs` is the slide and its data folder (same name, no
+ *              extension) is not walked; a Hamamatsu `.vms`/`.vmu` is the
+ *              slide and the files its index names are not candidates.
+ *   layout     OUTDIR/<id>/slide.dzi, slide_files/, slide.json, slide.h5
+ *              (`slidepipe run SLIDE -o OUTDIR/<id>/slide`), then
+ *              OUTDIR/<id>/done.json, written last and atomically: the
+ *              quickhash, the parameter fingerprint, the version and the
+ *              run's JSON line. OUTDIR/batch-summary.tsv and .json are
+ *              rewritten atomically as slides finish; OUTDIR/cohort.h5
+ *              (sp_store_index over every completed slide) at the end.
+ *   resume     a slide is skipped when OUTDIR/<id>/done.json holds the
+ *              same quickhash (file size + mtime for a slide without one)
+ *              and the same parameter fingerprint and its outputs exist.
+ *              Anything else under OUTDIR/<id>/ is stale: removed, redone.
+ *              `force` redoes every slide.
+ *   scheduling one child process per slide (`EXE run ... --json --quiet
+ *              --threads K`); a slide of P level-0 megapixels asks for
+ *              K = clamp(ceil(P / 64), 1, N) of the N threads. Slides
+ *              start largest first; when the next one does not fit in the
+ *              free threads, the largest queued slide that fits starts
+ *              instead. The threads of running children never add up to
+ *              more than N.
+ *   signals    `cancel` set (SIGINT/SIGTERM): running children get
+ *              SIGTERM (they remove their temporaries), their folders are
+ *              removed, they are reported "interrupted". Children die with
+ *              the batch (PR_SET_PDEATHSIG) if it is killed; OUTDIR is
+ *              locked (flock on OUTDIR/.batch.lock) by one batch at a time.
+ *
+ * Thread rules: an sp_batch belongs to one thread; it forks, so call it
+ * from a process that runs no other threads. It never touches HDF5 except
+ * through sp_store_index at the end. Nothing here prints: events go to
+ * the callback.
+ */
+#ifndef SP_BATCH_H
+#define SP_BATCH_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    SP_BATCH_PENDING = 0, /* waiting to run */
+    SP_BATCH_RUNNING,
+    SP_BATCH_DONE,         /* completed by this batch */
+    SP_BATCH_ALREADY_DONE, /* skipped: completed before, same content and
+                              parameters */
+    SP_BATCH_FAILED,
+    SP_BATCH_INTERRUPTED, /* abandoned when the batch was interrupted */
+    SP_BATCH_NOT_SLIDE    /* skipped: found in a directory, not a slide */
+} sp_batch_status;
+
+/* Status word used in logs and summaries: "pending", "running", "done",
+ * "already-done", "failed", "interrupted", "not-a-slide". */
+const char *sp_batch_status_name(sp_batch_status s);
+
+/* One candidate. Strings are owned by the batch; NULL when unknown. */
+typedef struct {
+    const char *path;    /* as given or found */
+    const char *id;      /* output folder name; NULL for not-a-slide */
+    const char *options; /* per-slide manifest options, canonical */
+    bool is_explicit;    /* named on the command line or in a manifest */
+    /* probe */
+    const char *vendor;
+    const char *quickhash; /* content key: quickhash-1, or size+mtime */
+    int64_t width, height;
+    /* plan and result */
+    sp_batch_status status;
+    int threads;             /* threads it ran (or would run) with */
+    const char *fingerprint; /* hex hash of the canonical parameters */
+    const char *stage;       /* failure stage: open|mask|tiles|features|
+                                write|crash|output, or NULL */
+    const char *error;       /* one line, or NULL */
+    sp_errcode error_code;   /* category of the failure */
+    double seconds;          /* run time (already-done: the recorded one) */
+    int64_t tiles;           /* tiles written, -1 unknown */
+    double tissue_area_mm2;  /* NAN unknown */
+    double megapixels;
+} sp_batch_slide;
+
+typedef enum {
+    SP_BATCH_EV_PLANNED = 1, /* discovery finished: counts are known */
+    SP_BATCH_EV_START,       /* a slide's child started */
+    SP_BATCH_EV_FINISH,      /* a slide finished: see its status */
+    SP_BATCH_EV_SKIP,        /* already done or not a slide */
+    SP_BATCH_EV_TICK,        /* periodic (about 4 per second) */
+    SP_BATCH_EV_COHORT       /* cohort.h5 written (or failed: `error`) */
+} sp_batch_event_kind;
+
+/* Counters handed with every event. */
+typedef struct {
+    size_t total;    /* slides (not counting not-a-slide files) */
+    size_t finished; /* done + already done + failed + interrupted */
+    size_t done, already_done, failed, interrupted, not_slides;
+    size_t running;
+    int threads_busy, threads_total;
+    int64_t tiles;  /* tiles written by this batch so far */
+    double elapsed; /* seconds since sp_batch_run started */
+    double eta;     /* seconds, < 0 when unknown */
+} sp_batch_counts;
+
+typedef struct {
+    sp_batch_event_kind kind;
+    const sp_batch_slide *slide; /* START/FINISH/SKIP; NULL otherwise */
+    const sp_batch_counts *counts;
+    const char *error; /* COHORT failure, else NULL */
+} sp_batch_event;
+
+typedef void (*sp_batch_event_fn)(void *user, const sp_batch_event *ev);
+
+typedef struct {
+    const char *outdir;  /* required */
+    const char *exe;     /* slidepipe executable for the children */
+    int threads;         /* total budget; <= 0: all cores */
+    bool force;          /* redo completed slides */
+    bool dry_run;        /* probe and plan only; write nothing */
+    const char *options; /* common run options, manifest syntax
+                            ("tile-size=512 quality=90"), or NULL */
+    sp_batch_event_fn on_event;
+    void *user;
+    volatile sig_atomic_t *cancel; /* set non-zero to stop */
+} sp_batch_opts;
+
+typedef struct sp_batch sp_batch;
+
+/* Options (manifest syntax): space-separated `key=value` words, keys from
+ * tile-size, overlap, quality, format, skip-background (a bare key means
+ * =yes). Validates and writes the canonical form (keys in that order,
+ * values normalised) to `out` (malloc'd). SP_ERR_USAGE naming the word. */
+bool sp_batch_parse_options(const char *text, char **out, sp_error *err);
+
+/* A new batch; copies what it keeps from `o`. NULL with `err` on a bad
+ * option (SP_ERR_USAGE) or out of memory. */
+sp_batch *sp_batch_new(const sp_batch_opts *o, sp_error *err);
+/* Free. Accepts NULL. */
+void sp_batch_free(sp_batch *b);
+
+/* Add a slide file (explicit) or a directory (walked recursively, hidden
+ * entries and OUTDIR skipped). SP_ERR_INPUT when the path does not exist
+ * or a directory cannot be listed; a file is only checked when probed. */
+bool sp_batch_add_path(sp_batch *b, const char *path, sp_error *err);
+/* Add every row of a TSV manifest: `path [TAB id [TAB options]]`; blank
+ * lines, lines starting with '#' and a first line whose first field is
+ * "path" are skipped; relative paths are taken from the manifest's
+ * folder. SP_ERR_USAGE naming the line on a bad row (nothing added),
+ * SP_ERR_INPUT when the manifest cannot be read. */
+bool sp_batch_add_manifest(sp_batch *b, const char *tsv, sp_error *err);
+
+/* Probe, plan, run every slide, write the summaries and the cohort.
+ * Returns false only when the batch as a whole could not run (OUTDIR
+ * not writable, locked by another batch, out of memory, a duplicate
+ * manifest id): `err` says why. Per-slide failures are in the slides;
+ * sp_batch_exit_category sums them up. */
+bool sp_batch_run(sp_batch *b, sp_error *err);
+
+size_t sp_batch_count(const sp_batch *b);
+const sp_batch_slide *sp_batch_slide_at(const sp_batch *b, size_t i);
+const sp_batch_counts *sp_batch_get_counts(const sp_batch *b);
+/* The cohort error after sp_batch_run, or NULL (none, or not attempted). */
+const char *sp_batch_cohort_error(const sp_batch *b);
+/* Why the final summary files could not be written, or NULL. */
+const char *sp_batch_summary_error(const sp_batch *b);
+/* Path of the cohort file when it was written by this run, else NULL. */
+const char *sp_batch_cohort_path(const sp_batch *b);
+/* Worst outcome: SP_OK when every slide is done or already done; else
+ * the most severe category among the failures (INTERNAL > OUTPUT >
+ * INPUT), counting a cohort or final summary failure as OUTPUT.
+ * Interruption is the caller's to report. */
+sp_errcode sp_batch_exit_category(const sp_batch *b);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,568 @@
+/* batch inputs: directory walks (multi-file formats counted once), TSV
+ * manifests, per-slide options, and the forked probe of each candidate. */
+#include "batch_private.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "ingest.h"
+
+/* ---- options ------------------------------------------------------------ */
+
+typedef enum { K_INT, K_ENUM, K_FLAG } key_kind;
+
+static const struct {
+    const char *name;
+    key_kind kind;
+    int64_t min, max;
+    const char *const *choices;
+} KEYS[SP__BATCH_NKEYS] = {
+    {"tile-size", K_INT, 1, 8192, NULL},
+    {"overlap", K_INT, 0, 4096, NULL},
+    {"quality", K_INT, 1, 100, NULL},
+    {"format", K_ENUM, 0, 0,
+     (const char *const[]){"jpeg", "png", "webp", NULL}},
+    {"skip-background", K_FLAG, 0, 0, NULL},
+};
+
+const char *sp__batch_key_name(int i) { return KEYS[i].name; }
+bool sp__batch_key_is_flag(int i) { return KEYS[i].kind == K_FLAG; }
+
+void sp__batch_values_free(char *vals[SP__BATCH_NKEYS]) {
+    for (int i = 0; i < SP__BATCH_NKEYS; i++) {
+        free(vals[i]);
+        vals[i] = NULL;
+    }
+}
+
+/* Canonical value of `v` for key k, or NULL (malloc'd). */
+static char *canon_value(int k, const char *v) {
+    char buf[64];
+    switch (KEYS[k].kind) {
+    case K_INT: {
+        int64_t x;
+        if (!v || !sp_parse_int64(v, &x) || x < KEYS[k].min || x > KEYS[k].max)
+            return NULL;
+        snprintf(buf, sizeof buf, "%lld", (long long)x);
+        return strdup(buf);
+    }
+    case K_ENUM:
+        if (!v)
+            return NULL;
+        for (const char *const *c = KEYS[k].choices; *c; c++)
+            if (strcasecmp(v, *c) == 0)
+                return strdup(*c);
+        return NULL;
+    case K_FLAG:
+        if (!v || strcasecmp(v, "yes") == 0 || strcasecmp(v, "true") == 0 ||
+            strcmp(v, "1") == 0 || strcasecmp(v, "on") == 0)
+            return strdup("yes");
+        if (strcasecmp(v, "no") == 0 || strcasecmp(v, "false") == 0 ||
+            strcmp(v, "0") == 0 || strcasecmp(v, "off") == 0)
+            return strdup("no");
+        return NULL;
+    }
+    return NULL;
+}
+
+static void expected(int k, char *out, size_t n) {
+    switch (KEYS[k].kind) {
+    case K_INT:
+        snprintf(out, n, "a whole number from %lld to %lld",
+                 (long long)KEYS[k].min, (long long)KEYS[k].max);
+        break;
+    case K_ENUM: {
+        size_t len = 0;
+        out[0] = '\0';
+        for (const char *const *c = KEYS[k].choices; *c; c++)
+            len += (size_t)snprintf(out + len, len < n ? n - len : 0, "%s%s",
+                                    c == KEYS[k].choices ? ""
+                                    : c[1]               ? ", "
+                                                         : " or ",
+                                    *c);
+        break;
+    }
+    case K_FLAG: snprintf(out, n, "yes or no"); break;
+    }
+}
+
+bool sp__batch_option_values(const char *text, char *vals[SP__BATCH_NKEYS],
+                             sp_error *err) {
+    for (int i = 0; i < SP__BATCH_NKEYS; i++)
+        vals[i] = NULL;
+    if (!text)
+        return true;
+    char *copy = strdup(text);
+    if (!copy)
+        return sp_error_set(err, SP_ERR_NOMEM, NULL, "out of memory");
+    bool ok = true;
+    char *save = NULL;
+    for (char *w = strtok_r(copy, " \t,", &save); w && ok;
+         w = strtok_r(NULL, " \t,", &save)) {
+        char *eq = strchr(w, '=');
+        if (eq)
+            *eq = '\0';
+        const char *key = w[0] == '-' && w[1] == '-' ? w + 2 : w;
+        int k = -1;
+        for (int i = 0; i < SP__BATCH_NKEYS; i++)
+            if (strcmp(key, KEYS[i].name) == 0)
+                k = i;
+        if (k < 0) {
+            ok = sp_error_set(err, SP_ERR_USAGE, NULL,
+                              "unknown option '%s' (allowed: tile-size, "
+                              "overlap, quality, format, skip-background)",
+                              key);
+            break;
+        }
+        if (vals[k]) {
+            ok = sp_error_set(err, SP_ERR_USAGE, NULL,
+                              "option '%s' given twice", key);
+            break;
+        }
+        if (!eq && KEYS[k].kind != K_FLAG) {
+            ok = sp_error_set(err, SP_ERR_USAGE, NULL,
+                              "option '%s' needs a value (%s=VALUE)", key, key);
+            break;
+        }
+        vals[k] = canon_value(k, eq ? eq + 1 : NULL);
+        if (!vals[k]) {
+            char want[128];
+            expected(k, want, sizeof want);
+            ok = sp_error_set(err, SP_ERR_USAGE, NULL,
+                              "option '%s': expected %s, got '%s'", key, want,
+                              eq ? eq + 1 : "");
+        }
+    }
+    free(copy);
+    if (!ok)
+        sp__batch_values_free(vals);
+    return ok;
+}
+
+char *sp__batch_values_text(char *const vals[SP__BATCH_NKEYS]) {
+    sp_buf b;
+    sp_buf_init(&b);
+    sp_buf_puts(&b, "");
+    for (int i = 0; i < SP__BATCH_NKEYS; i++)
+        if (vals[i])
+            sp_buf_printf(&b, "%s%s=%s", b.len ? " " : "", KEYS[i].name,
+                          vals[i]);
+    if (b.oom) {
+        sp_buf_free(&b);
+        return NULL;
+    }
+    return b.data;
+}
+
+bool sp_batch_parse_options(const char *text, char **out, sp_error *err) {
+    char *vals[SP__BATCH_NKEYS];
+    *out = NULL;
+    if (!sp__batch_option_values(text, vals, err))
+        return false;
+    *out = sp__batch_values_text(vals);
+    sp__batch_values_free(vals);
+    return *out ? true : sp_error_set(err, SP_ERR_NOMEM, NULL, "out of memory");
+}
+
+/* ---- directory walk ----------------------------------------------------- */
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool has_ext(const char *name, const char *ext) {
+    size_t n = strlen(name), e = strlen(ext);
+    return n > e && strcasecmp(name + n - e, ext) == 0;
+}
+
+static char *join(const char *dir, const char *name) {
+    size_t dl = strlen(dir);
+    size_t n = dl + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p)
+        snprintf(p, n, "%s%s%s", dir, dl && dir[dl - 1] == '/' ? "" : "/",
+                 name);
+    return p;
+}
+
+/* Mark (NULL out in `skip`) the entries a multi-file slide owns: the data
+ * folder of X.mrxs (X) and the files a .vms/.vmu index names. */
+static void mark_owned(const char *dir, char **names, size_t n, bool *skip) {
+    for (size_t i = 0; i < n; i++) {
+        const char *nm = names[i];
+        if (has_ext(nm, ".mrxs")) {
+            size_t stem = strlen(nm) - 5;
+            for (size_t j = 0; j < n; j++)
+                if (j != i && strlen(names[j]) == stem &&
+                    strncmp(names[j], nm, stem) == 0)
+                    skip[j] = true;
+        } else if (has_ext(nm, ".vms") || has_ext(nm, ".vmu")) {
+            char *p = join(dir, nm);
+            FILE *f = p ? fopen(p, "r") : NULL;
+            free(p);
+            if (!f)
+                continue;
+            char line[4096];
+            while (fgets(line, sizeof line, f)) {
+                char *eq = strchr(line, '=');
+                if (!eq)
+                    continue;
+                char *v = eq + 1;
+                while (*v == ' ' || *v == '\t')
+                    v++;
+                size_t len = strlen(v);
+                while (len && (v[len - 1] == '\n' || v[len - 1] == '\r' ||
+                               v[len - 1] == ' ' || v[len - 1] == '\t'))
+                    v[--len] = '\0';
+                if (!len)
+                    continue;
+                for (size_t j = 0; j < n; j++)
+                    if (j != i && strcmp(names[j], v) == 0 &&
+                        !has_ext(names[j], ".vms") &&
+                        !has_ext(names[j], ".vmu") &&
+                        !has_ext(names[j], ".ndpi"))
+                        skip[j] = true;
+            }
+            fclose(f);
+        }
+    }
+}
+
+typedef struct {
+    dev_t dev;
+    ino_t ino;
+} dir_id;
+
+static bool walk(sp_batch *b, const char *dir, dir_id *stack, int depth,
+                 sp_error *err) {
+    if (depth >= 64)
+        return true; /* deeper than any real slide tree: a loop or a joke */
+    DIR *d = opendir(dir);
+    if (!d)
+        return sp_error_errno(err, SP_ERR_INPUT, dir, errno,
+                              "cannot list directory");
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    bool ok = true;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue; /* hidden, ".", ".." and our own temporaries */
+        if (n == cap) {
+            size_t nc = cap ? 2 * cap : 64;
+            char **nv = realloc(names, nc * sizeof *nv);
+            if (!nv) {
+                ok = false;
+                break;
+            }
+            names = nv;
+            cap = nc;
+        }
+        if (!(names[n] = strdup(e->d_name))) {
+            ok = false;
+            break;
+        }
+        n++;
+    }
+    closedir(d);
+    bool *skip = ok ? calloc(n ? n : 1, sizeof *skip) : NULL;
+    if (!ok || !skip) {
+        ok = sp_error_set(err, SP_ERR_NOMEM, dir, "out of memory");
+        goto out;
+    }
+    qsort(names, n, sizeof *names, cmp_str);
+    mark_owned(dir, names, n, skip);
+    for (size_t i = 0; i < n && ok; i++) {
+        if (skip[i])
+            continue;
+        char *p = join(dir, names[i]);
+        if (!p) {
+            ok = sp_error_set(err, SP_ERR_NOMEM, dir, "out of memory");
+            break;
+        }
+        struct stat st;
+        if (stat(p, &st) != 0) {
+            /* a dangling link or a file that vanished: let the probe say */
+            ok = sp__batch_push(b, p, NULL, NULL, false, err);
+        } else if (S_ISDIR(st.st_mode)) {
+            bool loop = b->outdir_exists && st.st_dev == b->out_dev &&
+                        st.st_ino == b->out_ino;
+            for (int k = 0; k < depth && !loop; k++)
+                loop = stack[k].dev == st.st_dev && stack[k].ino == st.st_ino;
+            if (!loop) {
+                stack[depth].dev = st.st_dev;
+                stack[depth].ino = st.st_ino;
+                ok = walk(b, p, stack, depth + 1, err);
+            }
+        } else if (S_ISREG(st.st_mode)) {
+            ok = sp__batch_push(b, p, NULL, NULL, false, err);
+        }
+        free(p);
+    }
+out:
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    free(skip);
+    return ok;
+}
+
+bool sp_batch_add_path(sp_batch *b, const char *path, sp_error *err) {
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        dir_id stack[65];
+        stack[0].dev = st.st_dev;
+        stack[0].ino = st.st_ino;
+        if (b->outdir_exists && st.st_dev == b->out_dev &&
+            st.st_ino == b->out_ino)
+            return sp_error_set(err, SP_ERR_USAGE, path,
+                                "is the output directory");
+        return walk(b, path, stack, 1, err);
+    }
+    /* a file, or something missing: the probe reports it as a failure */
+    return sp__batch_push(b, path, NULL, NULL, true, err);
+}
+
+/* ---- manifest ----------------------------------------------------------- */
+
+static bool id_ok(const char *id) {
+    if (!id[0] || id[0] == '.' || strlen(id) > 200)
+        return false;
+    for (const char *p = id; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '.' && *p != '_' && *p != '-')
+            return false;
+    return true;
+}
+
+static char *trim(char *s) {
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' ||
+                 s[n - 1] == '\n'))
+        s[--n] = '\0';
+    return s;
+}
+
+bool sp_batch_add_manifest(sp_batch *b, const char *tsv, sp_error *err) {
+    FILE *f = fopen(tsv, "r");
+    if (!f)
+        return sp_error_errno(err, SP_ERR_INPUT, tsv, errno, "cannot open");
+    /* the folder relative paths are taken from */
+    const char *base = sp_basename(tsv);
+    size_t dirlen = (size_t)(base - tsv);
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int lineno = 0;
+    bool ok = true, first = true;
+    size_t before = b->n;
+    while (ok && (len = getline(&line, &cap, f)) != -1) {
+        lineno++;
+        if ((size_t)len != strlen(line)) {
+            ok = sp_error_set(err, SP_ERR_USAGE, tsv, "line %d: NUL byte",
+                              lineno);
+            break;
+        }
+        char *fields[3] = {NULL, NULL, NULL};
+        char *save = line;
+        for (int k = 0; k < 3 && save; k++) {
+            fields[k] = save;
+            char *tab = k < 2 ? strchr(save, '\t') : NULL;
+            if (tab) {
+                *tab = '\0';
+                save = tab + 1;
+            } else {
+                save = NULL;
+            }
+        }
+        char *path = trim(fields[0]);
+        if (!path[0] || path[0] == '#')
+            continue;
+        if (first && strcasecmp(path, "path") == 0) {
+            first = false;
+            continue;
+        }
+        first = false;
+        char *id = fields[1] ? trim(fields[1]) : NULL;
+        char *opt = fields[2] ? trim(fields[2]) : NULL;
+        if (id && !id[0])
+            id = NULL;
+        if (id && !id_ok(id)) {
+            ok = sp_error_set(err, SP_ERR_USAGE, tsv,
+                              "line %d: slide id '%s' must be 1-200 characters "
+                              "from A-Z a-z 0-9 . _ - and not start with '.'",
+                              lineno, id);
+            break;
+        }
+        char *canon = NULL;
+        if (opt && opt[0]) {
+            sp_error e2 = {0};
+            if (!sp_batch_parse_options(opt, &canon, &e2)) {
+                ok = sp_error_set(err, e2.code, tsv, "line %d: %s", lineno,
+                                  e2.msg);
+                break;
+            }
+        }
+        char *full = NULL;
+        if (path[0] != '/' && dirlen > 0) {
+            size_t n = dirlen + strlen(path) + 1;
+            full = malloc(n);
+            if (full)
+                snprintf(full, n, "%.*s%s", (int)dirlen, tsv, path);
+        } else {
+            full = strdup(path);
+        }
+        if (!full) {
+            free(canon);
+            ok = sp_error_set(err, SP_ERR_NOMEM, tsv, "out of memory");
+            break;
+        }
+        ok = sp__batch_push(b, full, id, canon, true, err);
+        free(full);
+        free(canon);
+    }
+    if (ok && ferror(f))
+        ok = sp_error_errno(err, SP_ERR_INPUT, tsv, errno, "read failed");
+    free(line);
+    fclose(f);
+    if (!ok) {
+        /* a bad manifest adds nothing */
+        while (b->n > before) {
+            sp__bslide *s = b->v[--b->n];
+            free(s->path);
+            free(s->id);
+            free(s->options);
+            free(s);
+        }
+    }
+    return ok;
+}
+
+/* ---- probe -------------------------------------------------------------- */
+
+static bool write_all(int fd, const char *p, size_t n) {
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return false;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return true;
+}
+
+/* The forked child: open, report on `fd`, exit without running atexit
+ * handlers (the parent owns them). */
+static void probe_child(const char *path, int fd) {
+    sp_slide *s = NULL;
+    sp_error err = {0};
+    char buf[SP_ERROR_MAX + 512];
+    if (sp_slide_open(path, false, &s, &err)) {
+        const sp_level *l0 = sp_slide_level(s, 0);
+        const char *qh = sp_slide_quickhash(s);
+        const char *vendor = sp_slide_vendor(s);
+        snprintf(buf, sizeof buf, "OK\n%s\n%lld\n%lld\n%s\n",
+                 vendor ? vendor : "unknown", (long long)l0->width,
+                 (long long)l0->height, qh && qh[0] ? qh : "-");
+    } else {
+        snprintf(buf, sizeof buf, "ERR\n%s\n", err.msg);
+    }
+    /* no sp_slide_close: exiting is cheaper and frees everything */
+    write_all(fd, buf, strlen(buf));
+    _exit(0);
+}
+
+static const char *signame(int sig) {
+    const char *d = strsignal(sig);
+    return d ? d : "signal";
+}
+
+bool sp__batch_probe(const char *path, char **vendor, char **quickhash,
+                     int64_t *width, int64_t *height, bool *not_slide,
+                     sp_error *err) {
+    *vendor = *quickhash = NULL;
+    *not_slide = false;
+    int fds[2];
+    if (pipe(fds) != 0)
+        return sp_error_errno(err, SP_ERR_INTERNAL, path, errno, "pipe");
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(fds[0]);
+        close(fds[1]);
+        return sp_error_errno(err, SP_ERR_INTERNAL, path, e, "fork");
+    }
+    if (pid == 0) {
+        close(fds[0]);
+        probe_child(path, fds[1]);
+    }
+    close(fds[1]);
+    sp_buf out;
+    sp_buf_init(&out);
+    char chunk[4096];
+    for (;;) {
+        ssize_t r = read(fds[0], chunk, sizeof chunk);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        sp_buf_append(&out, chunk, (size_t)r);
+    }
+    close(fds[0]);
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    bool ok = false;
+    if (WIFSIGNALED(st)) {
+        sp_error_set(err, SP_ERR_INTERNAL, path,
+                     "OpenSlide crashed opening the file (%s)",
+                     signame(WTERMSIG(st)));
+    } else if (out.oom || !out.data) {
+        sp_error_set(err, SP_ERR_INTERNAL, path,
+                     "the probe process gave no answer (exit %d)",
+                     WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    } else if (strncmp(out.data, "OK\n", 3) == 0) {
+        char *save = NULL;
+        char *v = strtok_r(out.data + 3, "\n", &save);
+        char *w = strtok_r(NULL, "\n", &save);
+        char *h = strtok_r(NULL, "\n", &save);
+        char *q = strtok_r(NULL, "\n", &save);
+        if (v && w && h && q) {
+            *width = strtoll(w, NULL, 10);
+            *height = strtoll(h, NULL, 10);
+            *vendor = strdup(v);
+            *quickhash = strcmp(q, "-") == 0 ? NULL : strdup(q);
+            ok = *vendor != NULL;
+            if (!ok)
+                sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
+        } else {
+            sp_error_set(err, SP_ERR_INTERNAL, path, "bad probe answer");
+        }
+    } else if (strncmp(out.data, "ERR\n", 4) == 0) {
+        char *msg = out.data + 4;
+        size_t n = strlen(msg);
+        if (n && msg[n - 1] == '\n')
+            msg[n - 1] = '\0';
+        /* the message already names the file */
+        sp_error_set(err, SP_ERR_INPUT, NULL, "%s", msg);
+        *not_slide = strstr(msg, "not a slide format") != NULL;
+    } else {
+        sp_error_set(err, SP_ERR_INTERNAL, path, "bad probe answer");
+    }
+    sp_buf_free(&out);
+    return ok;
+}
