@@ -34,6 +34,7 @@ int sp_cmd_analyze(int argc, char **argv);
 int sp_cmd_run(int argc, char **argv);
 int sp_cmd_query(int argc, char **argv);
 int sp_cmd_index(int argc, char **argv);
+int sp_cmd_serve(int argc, char **argv);
 int sp_cmd_batch(int argc, char **argv);
 
 /* Print "slidepipe: <msg>" on one line to stderr. */

@@ -16,6 +16,8 @@ static const sp_command commands[] = {
      sp_cmd_query},
     {"index", "link a folder of HDF5 files into one cohort file",
      sp_cmd_index},
+    {"serve", "serve slides, pyramids and features to a web browser",
+     sp_cmd_serve},
     {"batch", "run many slides (folders, manifests), resumable", sp_cmd_batch},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])

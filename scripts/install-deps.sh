@@ -12,7 +12,8 @@ libvips-dev libvips-tools
 libhdf5-dev hdf5-tools zlib1g-dev
 libcunit1-dev
 libturbojpeg0-dev libjpeg-turbo-progs libjpeg-dev libpng-dev libwebp-dev
-libmicrohttpd-dev
+libmicrohttpd-dev libjson-c-dev
+chromium wrk iipimage-server lighttpd nodejs
 python3 python3-openslide python3-numpy python3-skimage python3-h5py python3-pandas
 time
 "
@@ -25,7 +26,7 @@ for p in $PKGS; do
 done
 
 if [ -z "$missing" ]; then
-    exit 0
+    exec "$(dirname "$0")/../viewer/install-assets.sh"
 fi
 
 echo "install-deps: installing:$missing" >&2
@@ -37,3 +38,4 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 # shellcheck disable=SC2086
 $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+"$(dirname "$0")/../viewer/install-assets.sh"

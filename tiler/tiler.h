@@ -188,7 +188,9 @@ bool sp_tile_slide(sp_slide *s, const char *out, const sp_tile_opts *opts,
 /* Above this many level-0 pixels under one tile, sp_tile_render starts
  * from the best native level instead of level 0 (bounded time; the tile
  * then differs slightly from the pyramid's). */
-#define SP_RENDER_EXACT_MAX_PIXELS (INT64_C(16) << 20)
+#define SP_RENDER_EXACT_MAX_PIXELS (INT64_C(4) << 20)
+/* ...then from the sharpest native level whose region is at most this. */
+#define SP_RENDER_NATIVE_MAX_PIXELS (INT64_C(1) << 20)
 
 /* Where a Deep Zoom tile lies, in the pixels of its level. */
 typedef struct {

@@ -1,0 +1,138 @@
+/* viewer's private header: the catalogue's slides, the sidecar JSON
+ * reader, the tile cache, pages and the request handlers' helpers. */
+#ifndef SP_VIEWER_PRIVATE_H
+#define SP_VIEWER_PRIVATE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ingest.h"
+#include "tiler.h"
+#include "util.h"
+#include "viewer.h"
+
+#define SP_VIEWER_MAX_LEVELS 48
+#define SP_VIEWER_MAX_READERS 32
+
+/* ---- routes.c ----------------------------------------------------------- */
+extern const char *const sp__viewer_assets[]; /* NULL-terminated */
+
+/* ---- the catalogue (catalog.c) ----------------------------------------- */
+
+/* Per-tile features of a slide, loaded from its HDF5 file on first use. */
+typedef struct {
+    int64_t n; /* tiles */
+    int ncols;
+    char **columns;
+    int64_t *xy;        /* n (x, y) level-0 top-left corners */
+    float *vals;        /* column-major: vals[c * n + i] */
+    float *vmin, *vmax; /* per column, over finite values (NAN if none) */
+    double extent;      /* level-0 pixels per tile edge */
+} sp_vfeatures;
+
+typedef struct {
+    char id[SP_ROUTE_ID_MAX + 1];
+    char *name;       /* display name: the file or folder name */
+    char *slide_path; /* source slide (on-the-fly tiles), or NULL */
+    sp_slide *slide;
+    char *dzi_path;                     /* pre-built pyramid, or NULL */
+    int level_fd[SP_VIEWER_MAX_LEVELS]; /* X_files/<level>/, -1 if absent */
+    char *h5_path;                      /* features, or NULL */
+    /* geometry and codec of the tiles served */
+    int64_t width, height;
+    int dz_levels;
+    sp_tile_opts topts; /* container DZI, tile size, overlap, format... */
+    const char *ext;
+    /* manifest of the pre-built pyramid: per Deep Zoom level cols*rows
+     * bytes, 1 written, 0 skipped as background; NULL when unknown */
+    uint8_t *manifest[SP_VIEWER_MAX_LEVELS];
+    int64_t mcols[SP_VIEWER_MAX_LEVELS], mrows[SP_VIEWER_MAX_LEVELS];
+    /* metadata */
+    char *vendor, *quickhash;
+    double mpp_x, mpp_y, objective_power; /* NAN unknown */
+    double tissue_area_mm2;               /* NAN unknown */
+    char **columns; /* feature column names from the HDF5 file */
+    int ncols;
+    char version[17]; /* hex token naming this slide's content */
+    /* readers for on-the-fly tiles */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    sp_reader *idle[SP_VIEWER_MAX_READERS];
+    int nidle, nmade, maxreaders;
+    /* features, loaded once under the catalogue's HDF5 lock */
+    bool feat_tried;
+    sp_vfeatures *feat;
+    char feat_error[256];
+} sp_vslide;
+
+typedef struct {
+    const char *name;
+    const char *type; /* Content-Type */
+    char *data;
+    size_t size;
+    char etag[24]; /* quoted */
+    char version[17];
+} sp_vasset;
+
+typedef struct sp_tile_cache sp_tile_cache;
+
+struct sp_catalog {
+    sp_catalog_opts opts;
+    sp_vslide **slides;
+    size_t n, cap;
+    char **warnings;
+    size_t nwarn;
+    sp_vasset assets[8];
+    size_t nassets;
+    pthread_mutex_t h5_lock; /* every HDF5 call, process-wide */
+    sp_tile_cache *cache;
+};
+
+sp_vslide *sp__catalog_find(const sp_catalog *c, const char *id);
+const sp_vasset *sp__catalog_asset(const sp_catalog *c, const char *name);
+/* Borrow a reader of s (blocks while all are busy); NULL with err set. */
+sp_reader *sp__slide_reader_get(sp_vslide *s, sp_error *err);
+/* Return it; `spent` frees it (after a failed read). */
+void sp__slide_reader_put(sp_vslide *s, sp_reader *r, bool spent);
+/* The slide's features, loading them on first use; NULL when it has none
+ * (why in s->feat_error). */
+const sp_vfeatures *sp__slide_features(sp_catalog *c, sp_vslide *s);
+/* Render an associated image as PNG into out; false when absent. */
+bool sp__slide_associated_png(sp_vslide *s, const char *name, sp_buf *out,
+                              sp_error *err);
+
+/* ---- tile cache (tilecache.c) ------------------------------------------ */
+/* A byte-bounded LRU of encoded tiles, keyed by (slide, level, col, row),
+ * safe to share between threads (one mutex around lookups and inserts;
+ * the bytes are reference-counted so a hit is served without copying). */
+typedef struct sp_cached_tile sp_cached_tile;
+sp_tile_cache *sp__tile_cache_new(size_t max_bytes);
+void sp__tile_cache_free(sp_tile_cache *c);
+/* A hit takes a reference: release it with sp__cached_tile_unref. */
+sp_cached_tile *sp__tile_cache_get(sp_tile_cache *c, const void *slide,
+                                   int level, int64_t col, int64_t row);
+/* Insert a copy of data; returns a referenced entry (NULL on OOM). */
+sp_cached_tile *sp__tile_cache_put(sp_tile_cache *c, const void *slide,
+                                   int level, int64_t col, int64_t row,
+                                   const void *data, size_t n);
+const void *sp__cached_tile_data(const sp_cached_tile *t);
+size_t sp__cached_tile_size(const sp_cached_tile *t);
+void sp__cached_tile_unref(sp_cached_tile *t);
+/* Counters for the tests and the log. */
+void sp__tile_cache_stats(sp_tile_cache *c, size_t *bytes, size_t *entries,
+                          uint64_t *hits, uint64_t *misses);
+
+/* ---- pages (pages.c) ---------------------------------------------------- */
+void sp__page_index(const sp_catalog *c, sp_buf *out);
+void sp__page_slide(const sp_catalog *c, const sp_vslide *s, sp_buf *out);
+void sp__json_slide(const sp_catalog *c, const sp_vslide *s, sp_json *j);
+/* Append s with HTML escaping (& < > " '). */
+void sp__html_escape(sp_buf *b, const char *s);
+
+/* FNV-1a 64, for ETags and version tokens. */
+uint64_t sp__fnv1a(uint64_t h, const void *data, size_t n);
+#define SP_FNV_SEED UINT64_C(0xcbf29ce484222325)
+
+#endif
