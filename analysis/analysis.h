@@ -270,6 +270,11 @@ bool sp_analysis_tile(sp_analysis_result *r, size_t k, const uint8_t *rgb,
                       size_t stride, sp_error *err);
 bool sp_analysis_finish(sp_slide *s, const sp_analysis_params *p,
                         sp_analysis_result *r, sp_error *err);
+/* Between prepare and finish, for a caller without the pixels: read each
+ * chosen tile (only those: background is never decoded) on an OpenMP team
+ * of p->threads, one reader per thread, and call sp_analysis_tile. */
+bool sp_analysis_read_tiles(sp_slide *s, const sp_analysis_params *p,
+                            sp_analysis_result *r, sp_error *err);
 
 /* Free what a result owns and zero it. Accepts NULL. */
 void sp_analysis_result_free(sp_analysis_result *r);

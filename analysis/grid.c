@@ -384,9 +384,8 @@ out:
     return ok;
 }
 
-bool sp_analyze_slide(sp_slide *s, const sp_analysis_params *p,
-                      sp_analysis_result *out, sp_error *err) {
-    const double t0 = sp_now();
+bool sp_analysis_read_tiles(sp_slide *s, const sp_analysis_params *p,
+                            sp_analysis_result *rr, sp_error *err) {
     sp_analysis_params def;
     if (!p) {
         sp_analysis_params_default(&def);
@@ -394,11 +393,7 @@ bool sp_analyze_slide(sp_slide *s, const sp_analysis_params *p,
     }
     const char *path = sp_slide_path(s);
     const int threads = p->threads > 0 ? p->threads : sp_default_threads();
-    sp_analysis_result r;
-    if (!sp_analysis_prepare(s, p, &r, err)) {
-        memset(out, 0, sizeof *out);
-        return false;
-    }
+    sp_analysis_result r = *rr; /* a local copy: OpenMP shares it read-only */
     const size_t n = r.n;
     const int T = r.tile_size;
     const double ratio = r.read_ratio;
@@ -464,13 +459,23 @@ bool sp_analyze_slide(sp_slide *s, const sp_analysis_params *p,
     if (failed) {
         if (err && !sp_error_is_set(err))
             *err = first;
-        sp_analysis_result_free(&r);
-        memset(out, 0, sizeof *out);
         return false;
     }
     if (p->progress)
         p->progress(p->progress_user, "tiles", n, n);
-    if (!sp_analysis_finish(s, p, &r, err)) {
+    return true;
+}
+
+bool sp_analyze_slide(sp_slide *s, const sp_analysis_params *p,
+                      sp_analysis_result *out, sp_error *err) {
+    const double t0 = sp_now();
+    sp_analysis_result r;
+    if (!sp_analysis_prepare(s, p, &r, err)) {
+        memset(out, 0, sizeof *out);
+        return false;
+    }
+    if (!sp_analysis_read_tiles(s, p, &r, err) ||
+        !sp_analysis_finish(s, p, &r, err)) {
         sp_analysis_result_free(&r);
         memset(out, 0, sizeof *out);
         return false;

@@ -272,18 +272,19 @@ static void fill_bg(uint8_t *p, int64_t n, const uint8_t bg[3]) {
 
 bool sp__direct_read(sp_direct_reader *r, const sp_direct *d, int64_t x,
                      int64_t y, int64_t w, int64_t h, const uint8_t bg[3],
-                     uint8_t *rgb, const char *path, sp_error *err) {
-    const int64_t stride = w * 3;
+                     uint8_t *rgb, size_t row_stride, const char *path,
+                     sp_error *err) {
+    const int64_t stride = (int64_t)row_stride;
     /* background where the region leaves the image */
     int64_t ix0 = x < 0 ? 0 : x, iy0 = y < 0 ? 0 : y;
     int64_t ix1 = x + w > d->width ? d->width : x + w;
     int64_t iy1 = y + h > d->height ? d->height : y + h;
-    if (ix0 >= ix1 || iy0 >= iy1) {
-        fill_bg(rgb, w * h, bg);
+    if (ix0 >= ix1 || iy0 >= iy1 || ix0 > x || iy0 > y || ix1 < x + w ||
+        iy1 < y + h)
+        for (int64_t k = 0; k < h; k++)
+            fill_bg(rgb + k * stride, w, bg);
+    if (ix0 >= ix1 || iy0 >= iy1)
         return true;
-    }
-    if (ix0 > x || iy0 > y || ix1 < x + w || iy1 < y + h)
-        fill_bg(rgb, w * h, bg);
     const int64_t tw = d->tile_w, th = d->tile_h;
     for (int64_t ty = iy0 / th; ty * th < iy1; ty++) {
         for (int64_t tx = ix0 / tw; tx * tw < ix1; tx++) {

@@ -121,6 +121,12 @@ void sp_reader_free(sp_reader *r);
 bool sp_reader_read(sp_reader *r, int level, int64_t x, int64_t y, int64_t w,
                     int64_t h, uint8_t *rgb, sp_error *err);
 
+/* The same into rows `stride` bytes apart (stride >= w*3), e.g. straight
+ * into a larger buffer. */
+bool sp_reader_read_stride(sp_reader *r, int level, int64_t x, int64_t y,
+                           int64_t w, int64_t h, uint8_t *rgb, size_t stride,
+                           sp_error *err);
+
 /* OpenSlide's library version string. */
 const char *sp_openslide_version(void);
 

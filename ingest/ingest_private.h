@@ -42,6 +42,7 @@ sp_direct_reader *sp__direct_reader_new(const sp_direct *d);
 void sp__direct_reader_free(sp_direct_reader *r);
 bool sp__direct_read(sp_direct_reader *r, const sp_direct *d, int64_t x,
                      int64_t y, int64_t w, int64_t h, const uint8_t bg[3],
-                     uint8_t *rgb, const char *path, sp_error *err);
+                     uint8_t *rgb, size_t stride, const char *path,
+                     sp_error *err);
 
 #endif

@@ -86,19 +86,26 @@ void sp_reader_free(sp_reader *r) {
 
 bool sp_reader_read(sp_reader *r, int level, int64_t x, int64_t y, int64_t w,
                     int64_t h, uint8_t *rgb, sp_error *err) {
+    return sp_reader_read_stride(r, level, x, y, w, h, rgb,
+                                 w > 0 ? (size_t)w * 3 : 0, err);
+}
+
+bool sp_reader_read_stride(sp_reader *r, int level, int64_t x, int64_t y,
+                           int64_t w, int64_t h, uint8_t *rgb, size_t stride,
+                           sp_error *err) {
     const char *path = r->slide->path;
     if (level < 0 || level >= r->slide->level_count)
         return sp_error_set(err, SP_ERR_USAGE, path,
                             "level %d out of range (slide has %d)", level,
                             r->slide->level_count);
     if (w <= 0 || h <= 0 || w > INT32_MAX || h > INT32_MAX ||
-        (uint64_t)w * (uint64_t)h > SIZE_MAX / 4)
+        (uint64_t)w * (uint64_t)h > SIZE_MAX / 4 || stride < (size_t)w * 3)
         return sp_error_set(err, SP_ERR_USAGE, path,
                             "invalid region size %lldx%lld", (long long)w,
                             (long long)h);
     if (level == 0 && r->direct)
         return sp__direct_read(r->direct, r->slide->direct, x, y, w, h, r->bg,
-                               rgb, path, err);
+                               rgb, stride, path, err);
     size_t n = (size_t)w * (size_t)h;
     if (n > r->cap) {
         uint32_t *p = realloc(r->argb, n * sizeof *p);
@@ -116,6 +123,7 @@ bool sp_reader_read(sp_reader *r, int level, int64_t x, int64_t y, int64_t w,
                             "read failed at level %d (%lld,%lld %lldx%lld): %s",
                             level, (long long)x, (long long)y, (long long)w,
                             (long long)h, e);
-    sp__argb_to_rgb(r->argb, n, r->bg, rgb);
+    for (int64_t k = 0; k < h; k++)
+        sp__argb_to_rgb(r->argb + k * w, (size_t)w, r->bg, rgb + k * stride);
     return true;
 }

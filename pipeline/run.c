@@ -12,6 +12,7 @@
 #include "store.h"
 
 #define THUMB_MAX 1024 /* longest side of the stored thumbnail */
+#define THUMB_READ_MAX (64.0 * 1024 * 1024) /* see thumb_from_level */
 #define TISSUE_MIN_SHARE 0.001 /* --skip-background: see tile_has_tissue */
 #define TISSUE_MIN_PIXELS 16
 
@@ -37,6 +38,7 @@ typedef struct {
     uint8_t *px;       /* w*h*3 */
     uint32_t *sum;     /* w*3 sums of the thumbnail row being built */
     int64_t row;       /* thumbnail row being built */
+    double level_downsample; /* of the level the pixels came from (1) */
 } thumb;
 
 static bool thumb_init(thumb *t, int64_t W, int64_t H) {
@@ -49,6 +51,7 @@ static bool thumb_init(thumb *t, int64_t W, int64_t H) {
     t->px = malloc((size_t)(t->w * t->h * 3));
     t->sum = calloc((size_t)(t->w * 3), sizeof *t->sum);
     t->row = 0;
+    t->level_downsample = 1.0;
     return t->px && t->sum;
 }
 
@@ -101,6 +104,43 @@ static void thumb_add(thumb *t, const uint8_t *rgb, int64_t stride, int64_t W,
     }
 }
 
+/* Without a pass over level 0: the thumbnail from the native level that is
+ * nearest below THUMB_MAX on its longest side, box-averaged by a whole
+ * factor. Skipped (no /thumbnail) when that level would exceed
+ * THUMB_READ_MAX pixels, e.g. a huge single-level slide. */
+static bool thumb_from_level(sp_slide *s, thumb *t, int threads,
+                             sp_error *err) {
+    const sp_level *l0 = sp_slide_level(s, 0);
+    double want = (double)(l0->width > l0->height ? l0->width : l0->height) /
+                  THUMB_MAX;
+    int L = sp_slide_best_level(s, want < 1 ? 1 : want);
+    const sp_level *l = sp_slide_level(s, L);
+    if ((double)l->width * (double)l->height > THUMB_READ_MAX)
+        return true;
+    uint8_t *px = malloc((size_t)(l->width * l->height * 3));
+    sp_reader *r = px ? sp_reader_create(s, 0, NULL, err) : NULL;
+    bool ok = false;
+    if (!px || !r) {
+        sp_error_set(err, SP_ERR_NOMEM, sp_slide_path(s), "out of memory");
+        goto out;
+    }
+    if (!sp_reader_read(r, L, 0, 0, l->width, l->height, px, err))
+        goto out;
+    if (!thumb_init(t, l->width, l->height)) {
+        sp_error_set(err, SP_ERR_NOMEM, sp_slide_path(s), "out of memory");
+        goto out;
+    }
+    /* thumb_init picks the whole factor from the level's own size */
+    thumb_add(t, px, l->width * 3, l->width, l->height, 0, l->height,
+              threads);
+    t->level_downsample = l->downsample;
+    ok = true;
+out:
+    sp_reader_free(r);
+    free(px);
+    return ok;
+}
+
 /* ---- the band callback ------------------------------------------------ */
 
 typedef struct {
@@ -111,6 +151,8 @@ typedef struct {
     sp_pyramid *pyr;            /* or NULL */
     sp_analysis_result *ar;     /* features in the band loop, or NULL */
     uint8_t *rowbuf;            /* one analysis row of level 0, or NULL */
+    uint8_t *need;              /* native tiles to decode, or NULL: all */
+    int64_t ntw, nth, ncols;    /* native tile size, tiles per row */
     int64_t arow;               /* next analysis row to compute */
     size_t k;                   /* first tile of that row */
     thumb th;
@@ -148,6 +190,37 @@ static bool features_row(band_ctx *c, const uint8_t *base, int64_t stride,
     c->k = k1;
     c->arow++;
     return true;
+}
+
+/* Analysis alone: mark the native tiles under the chosen analysis tiles;
+ * the band loop decodes only those. */
+static bool needed_tiles(sp_slide *s, const sp_analysis_result *ar,
+                         band_ctx *c) {
+    const sp_level *l0 = sp_slide_level(s, 0);
+    c->ntw = l0->tile_width > 0 ? l0->tile_width : 256;
+    c->nth = l0->tile_height > 0 ? l0->tile_height : 256;
+    c->ncols = (l0->width + c->ntw - 1) / c->ntw;
+    int64_t nrows = (l0->height + c->nth - 1) / c->nth;
+    c->need = calloc((size_t)(c->ncols * nrows), 1);
+    if (!c->need)
+        return false;
+    for (size_t k = 0; k < ar->n; k++) {
+        int64_t x0 = ar->coords[2 * k], y0 = ar->coords[2 * k + 1];
+        int64_t x1 = x0 + ar->size[2 * k], y1 = y0 + ar->size[2 * k + 1];
+        for (int64_t ty = y0 / c->nth; ty * c->nth < y1 && ty < nrows; ty++)
+            for (int64_t tx = x0 / c->ntw; tx * c->ntw < x1 && tx < c->ncols;
+                 tx++)
+                c->need[ty * c->ncols + tx] = 1;
+    }
+    return true;
+}
+
+static bool want_native(void *user, int64_t x, int64_t y, int64_t w,
+                        int64_t h) {
+    const band_ctx *c = user;
+    (void)w;
+    (void)h;
+    return c->need[(y / c->nth) * c->ncols + x / c->ntw] != 0;
 }
 
 static bool on_band(void *user, const uint8_t *rgb, int64_t stride,
@@ -301,7 +374,7 @@ static bool write_store(const char *path, sp_slide *s, const sp_run_opts *o,
         goto out;
     if (th && th->px &&
         !sp_store_put_image(w, "thumbnail", th->px, th->w, th->h, 3,
-                            (double)th->f, err))
+                            (double)th->f * th->level_downsample, err))
         goto out;
     const sp_slide_summary *sm = &ar->summary;
     const char *sn[] = {"tissue_area_px", "tissue_area_mm2", "tiles_total",
@@ -413,8 +486,9 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
     }
     if (o->progress && mask)
         o->progress(o->progress_user, "mask", 1, 1);
-    /* features ride along with the band loop when they are computed on
-     * level-0 pixels; otherwise analysis/ reads its own level */
+    /* Features on level-0 pixels ride along with the band loop (with no
+     * pyramid to build, only the native tiles under chosen analysis tiles
+     * are decoded); at another resolution analysis/ reads its own level. */
     const bool feat_in_bands = want_feat && ar.downsample == 1.0 &&
                                ar.read_level == 0 && ar.read_ratio == 1.0;
     res->fused = want_tiles && feat_in_bands;
@@ -465,7 +539,12 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
     bc.W = l0->width;
     bc.H = l0->height;
     bc.pyr = pyr;
-    if (want_feat && !thumb_init(&bc.th, bc.W, bc.H)) {
+    /* the thumbnail: from a native level when the slide has one near the
+     * size (cheap), else summed from the bands as they go by */
+    double thumb_ds = (double)(bc.W > bc.H ? bc.W : bc.H) / THUMB_MAX;
+    bool band_thumb = want_feat && want_tiles && feat_in_bands &&
+                      sp_slide_best_level(s, thumb_ds < 1 ? 1 : thumb_ds) == 0;
+    if (band_thumb && !thumb_init(&bc.th, bc.W, bc.H)) {
         sp_error_set(err, SP_ERR_NOMEM, slide_path, "out of memory");
         goto out;
     }
@@ -477,21 +556,25 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
             goto out;
         }
     }
+    if (feat_in_bands && !want_tiles && !needed_tiles(s, &ar, &bc)) {
+        sp_error_set(err, SP_ERR_NOMEM, slide_path, "out of memory");
+        goto out;
+    }
     if (want_tiles || feat_in_bands) {
-        if (!sp_band_loop(s, threads, o->tile.background, 0, on_band, &bc,
-                          err))
+        if (!sp_band_loop(s, threads, o->tile.background, 0,
+                          bc.need ? want_native : NULL, on_band, &bc, err))
             goto out;
         res->megapixels = (double)bc.W * (double)bc.H / 1e6;
     }
     if (want_feat && !feat_in_bands) {
-        /* analysis at another resolution: its own reads */
         res->stage = "features";
-        sp_analysis_result_free(&ar);
-        if (!sp_analyze_slide(s, &ap, &ar, err))
+        if (!sp_analysis_read_tiles(s, &ap, &ar, err))
             goto out;
-    } else if (want_feat && !sp_analysis_finish(s, &ap, &ar, err)) {
-        goto out;
     }
+    if (want_feat && !bc.th.px && !thumb_from_level(s, &bc.th, threads, err))
+        goto out;
+    if (want_feat && !sp_analysis_finish(s, &ap, &ar, err))
+        goto out;
 
     /* 4. outputs: the pyramid, then the HDF5 file */
     res->stage = "write";
@@ -524,6 +607,7 @@ out:
             remove_pyramid(&tstats);
     }
     free(bc.rowbuf);
+    free(bc.need);
     sp_mask_free(&bg_mask);
     thumb_free(&bc.th);
     sp_analysis_result_free(&ar);

@@ -30,11 +30,10 @@ import time
 
 import h5py
 import numpy as np
+from sptest import DATA, check, finish
 
 BIN = os.environ["SLIDEPIPE_BIN"]
 SYNTH = os.environ["SLIDEPIPE_SYNTH"]
-DATA = os.environ.get("SLIDEPIPE_TESTDATA") or os.path.join(
-    os.path.dirname(__file__), "..", "..", "shared", "testdata")
 
 # broken files of the test data -> words their error must contain
 BROKEN = {
@@ -46,17 +45,6 @@ NOT_SLIDES = ["MANIFEST.tsv", "smalltif.tif", "dicom-boxes/boxes_0.dcm",
 GOOD = ["CMU-1-Small-Region", "boxes", "small", "tcga-cr-7395-01a-01-ts1"]
 OUTPUTS = ["slide.dzi", "slide_files", "slide.json", "slide.h5", "done.json"]
 
-passed = failed = 0
-
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL:", what, file=sys.stderr)
-    return cond
 
 
 def run(*args, **kw):
@@ -543,8 +531,7 @@ def main():
                            capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"total {time.time() - t0:.1f} s", file=sys.stderr)
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return finish()
 
 
 if __name__ == "__main__":

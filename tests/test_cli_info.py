@@ -9,10 +9,9 @@ import sys
 import tempfile
 
 import openslide
+from sptest import DATA, check, finish
 
 BIN = os.environ["SLIDEPIPE_BIN"]
-DATA = os.environ.get("SLIDEPIPE_TESTDATA") or os.path.join(
-    os.path.dirname(__file__), "..", "..", "shared", "testdata")
 
 READABLE = ["CMU-1-Small-Region.svs", "tcga-cr-7395-01a-01-ts1.svs",
             "boxes.tiff", "small.svs"]
@@ -25,16 +24,6 @@ BROKEN = {
     "dicom-boxes/boxes_1.dcm": "not a slide format",
 }
 
-passed = failed = 0
-
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL:", what, file=sys.stderr)
 
 
 def run(*args):
@@ -157,8 +146,7 @@ def main():
                   f"usage error {args}: exit {r.returncode}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return finish()
 
 
 if __name__ == "__main__":

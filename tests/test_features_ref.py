@@ -28,10 +28,9 @@ from skimage.filters import laplace, threshold_otsu
 from skimage.measure import shannon_entropy
 from skimage.morphology import (binary_closing, disk, remove_small_holes,
                                 remove_small_objects)
+from sptest import DATA, check, finish
 
 DUMP = os.environ.get("SLIDEPIPE_ANALYSIS_DUMP")
-DATA = os.environ.get("SLIDEPIPE_TESTDATA") or os.path.join(
-    os.path.dirname(__file__), "..", "..", "shared", "testdata")
 NAMES = ["tissue_fraction", "mean_r", "mean_g", "mean_b", "std_r", "std_g",
          "std_b", "saturation", "brightness", "contrast", "od_h", "od_e",
          "blur", "pen_fraction", "cellularity", "entropy"]
@@ -40,16 +39,6 @@ NAMES = ["tissue_fraction", "mean_r", "mean_g", "mean_b", "std_r", "std_g",
 TOL = {n: (1e-6, 1e-6) for n in NAMES}
 TOL.update(entropy=(1e-5, 1e-6), blur=(1e-4, 1e-6))
 
-passed = failed = 0
-
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL:", what, flush=True)
 
 
 def run_dump(*args):
@@ -358,8 +347,7 @@ def main():
                      ["--mpp", "1.0", "--tile-size", "128"], 4)
         check_driver("tcga-cr-7395-01a-01-ts1.svs", tmp,
                      masks["tcga-cr-7395-01a-01-ts1.svs"], ["--all"], 8)
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return finish()
 
 
 if __name__ == "__main__":

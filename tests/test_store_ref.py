@@ -18,22 +18,13 @@ import tempfile
 
 import h5py
 import numpy as np
+from sptest import check, finish
 
 BIN = os.environ["SLIDEPIPE_BIN"]
 FIXTURE = os.environ["SLIDEPIPE_STORE_FIXTURE"]
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 SCHEMA_MD = os.path.join(ROOT, "docs", "SCHEMA.md")
 
-passed = failed = 0
-
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL:", what, file=sys.stderr)
 
 
 def run(*args, cwd=None):
@@ -514,8 +505,7 @@ def main():
         check_atomic(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return finish()
 
 
 if __name__ == "__main__":

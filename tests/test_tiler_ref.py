@@ -16,26 +16,14 @@ import time
 import numpy as np
 import openslide
 from PIL import Image
+from sptest import DATA, check, failures, finish
 
 BIN = os.environ["SLIDEPIPE_BIN"]
-DATA = os.environ.get("SLIDEPIPE_TESTDATA") or os.path.join(
-    os.path.dirname(__file__), "..", "..", "shared", "testdata")
 CMU = os.path.join(DATA, "CMU-1-Small-Region.svs")
 TCGA = os.path.join(DATA, "tcga-cr-7395-01a-01-ts1.svs")
 BOXES = os.path.join(DATA, "boxes.tiff")
 SMALL = os.path.join(DATA, "small.svs")
 
-passed = failed = 0
-
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL:", what, file=sys.stderr)
-    return cond
 
 
 def run(*args, timeout=300):
@@ -431,14 +419,13 @@ def main():
                   test_tiff_container, test_skip_background, test_kill_and_rerun,
                   test_overwrite_and_errors]:
             t0 = time.time()
-            before = failed
+            before = failures()
             t(tmp)
-            print(f"{t.__name__}: {'ok' if failed == before else 'FAILED'} "
+            print(f"{t.__name__}: {'ok' if failures() == before else 'FAILED'} "
                   f"({time.time() - t0:.1f} s)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    sys.exit(finish())
 
 
 if __name__ == "__main__":

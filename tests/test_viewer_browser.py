@@ -15,96 +15,20 @@ import os
 import re
 import shutil
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 
+import websocket  # Debian python3-websocket (websocket-client)
 from PIL import Image
+from sptest import DATA, check, finish
 
 BIN = os.environ["SLIDEPIPE_BIN"]
-DATA = os.environ.get("SLIDEPIPE_TESTDATA") or os.path.join(
-    os.path.dirname(__file__), "..", "..", "shared", "testdata")
 CMU = os.path.join(DATA, "CMU-1-Small-Region.svs")
 CHROMIUM = os.environ.get("SLIDEPIPE_CHROMIUM", "/usr/bin/chromium")
 
-passed = failed = 0
-
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL:", what, file=sys.stderr)
-    return cond
-
-
-class WebSocket:
-    """Just enough of RFC 6455 for the DevTools protocol (text frames)."""
-
-    def __init__(self, url, timeout=30):
-        m = re.match(r"ws://([^:/]+):(\d+)(/.*)", url)
-        self.s = socket.create_connection((m.group(1), int(m.group(2))),
-                                          timeout=timeout)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.s.sendall((f"GET {m.group(3)} HTTP/1.1\r\nHost: {m.group(1)}:"
-                        f"{m.group(2)}\r\nUpgrade: websocket\r\nConnection: "
-                        f"Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                        f"Sec-WebSocket-Version: 13\r\n\r\n").encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = self.s.recv(1)
-            if not chunk:
-                raise RuntimeError("websocket handshake failed")
-            head += chunk
-        if b" 101 " not in head.split(b"\r\n")[0]:
-            raise RuntimeError(f"websocket handshake: {head[:80]!r}")
-
-    def _exact(self, n):
-        b = b""
-        while len(b) < n:
-            c = self.s.recv(n - len(b))
-            if not c:
-                raise RuntimeError("websocket closed")
-            b += c
-        return b
-
-    def send(self, text):
-        data = text.encode()
-        n = len(data)
-        hdr = bytes([0x81])
-        if n < 126:
-            hdr += bytes([0x80 | n])
-        elif n < 65536:
-            hdr += bytes([0x80 | 126]) + struct.pack(">H", n)
-        else:
-            hdr += bytes([0x80 | 127]) + struct.pack(">Q", n)
-        mask = os.urandom(4)
-        self.s.sendall(hdr + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
-
-    def recv(self):
-        msg = b""
-        while True:
-            b0, b1 = self._exact(2)
-            n = b1 & 0x7F
-            if n == 126:
-                n = struct.unpack(">H", self._exact(2))[0]
-            elif n == 127:
-                n = struct.unpack(">Q", self._exact(8))[0]
-            payload = self._exact(n)
-            op = b0 & 0x0F
-            if op == 8:
-                raise RuntimeError("websocket closed by the browser")
-            if op == 9:  # ping
-                continue
-            msg += payload
-            if b0 & 0x80:
-                return msg.decode()
 
 
 class Page:
@@ -241,7 +165,7 @@ def main():
     try:
         srv, base = start_server(out + ".dzi", CMU)
         chrome, wsurl = start_chromium(os.path.join(tmp, "profile"))
-        page = Page(WebSocket(wsurl))
+        page = Page(websocket.create_connection(wsurl, timeout=30, suppress_origin=True))
         page.call("Network.enable")
         page.call("Page.enable")
         page.call("Runtime.enable")
@@ -376,6 +300,5 @@ if __name__ == "__main__":
     except Exception:
         import traceback
         traceback.print_exc()
-        failed += 1
-    print(f"{passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+        check(False, "the test raised an exception")
+    sys.exit(finish())

@@ -21,25 +21,13 @@ import time
 
 import numpy as np
 from PIL import Image
+from sptest import DATA, check, finish
 
 BIN = os.environ["SLIDEPIPE_BIN"]
 SYNTH = os.environ.get("SLIDEPIPE_SYNTH")
-DATA = os.environ.get("SLIDEPIPE_TESTDATA") or os.path.join(
-    os.path.dirname(__file__), "..", "..", "shared", "testdata")
 CMU = os.path.join(DATA, "CMU-1-Small-Region.svs")
 BOXES = os.path.join(DATA, "boxes.tiff")
 
-passed = failed = 0
-
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL:", what, file=sys.stderr)
-    return cond
 
 
 class Server:
@@ -367,6 +355,5 @@ if __name__ == "__main__":
     except Exception as e:  # report, never hang
         import traceback
         traceback.print_exc()
-        failed += 1
-    print(f"{passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+        check(False, "the test raised an exception")
+    sys.exit(finish())

@@ -25,35 +25,32 @@ int64_t sp_band_rows_for(const sp_slide *s, int64_t band_rows) {
 
 typedef struct {
     sp_reader *reader;
-    uint8_t *scratch;
-    size_t cap;
     sp_error err;
 } band_thread;
 
+static void fill_rect(uint8_t *p, int64_t stride, int64_t w, int64_t h,
+                      const uint8_t bg[3]) {
+    for (int64_t y = 0; y < h; y++)
+        for (int64_t x = 0; x < w; x++)
+            memcpy(p + y * stride + 3 * x, bg, 3);
+}
+
 bool sp_band_loop(sp_slide *s, int threads, const uint8_t bg[3],
-                  int64_t band_rows, sp_band_fn fn, void *user,
-                  sp_error *err) {
+                  int64_t band_rows, sp_band_want_fn want, sp_band_fn fn,
+                  void *user, sp_error *err) {
+    static const uint8_t white[3] = {255, 255, 255};
+    if (!bg)
+        bg = white;
     const sp_level *l0 = sp_slide_level(s, 0);
     const int64_t W = l0->width, H = l0->height;
     int P = threads > 0 ? threads : sp_default_threads();
     int64_t ntw, nth;
     native_tile(s, &ntw, &nth);
     const int64_t B = sp_band_rows_for(s, band_rows);
-    /* pieces: runs of whole native tiles, about 4 per thread per band */
-    int64_t tcols = (W + ntw - 1) / ntw, trows = B / nth;
-    int64_t want = 4 * (int64_t)P;
-    int64_t kc = (tcols + want - 1) / want; /* native columns per piece */
-    int64_t pcols = (tcols + kc - 1) / kc;
-    int64_t kr = trows; /* native rows per piece */
-    if (pcols < want) {
-        int64_t need_rows = (want + pcols - 1) / pcols;
-        kr = (trows + need_rows - 1) / need_rows;
-        if (kr < 1)
-            kr = 1;
-    }
-    const int64_t pw = kc * ntw, ph = kr * nth;
-    const int64_t prows = (B + ph - 1) / ph;
-    const int64_t npieces = pcols * prows;
+    /* work items: single native tiles, read straight into the band, so no
+     * source tile is decoded twice and no copy is made */
+    const int64_t tcols = (W + ntw - 1) / ntw, trows = B / nth;
+    const int64_t nitems = tcols * trows;
 
     bool ok = false;
     uint8_t *band = malloc((size_t)(W * 3 * B));
@@ -68,34 +65,28 @@ bool sp_band_loop(sp_slide *s, int threads, const uint8_t bg[3],
 #pragma omp parallel num_threads(P)
         {
             band_thread *me = &bt[omp_get_thread_num()];
-            if (!me->reader && !sp_error_is_set(&me->err)) {
+            if (!me->reader && !sp_error_is_set(&me->err))
                 me->reader = sp_reader_create(s, SP_READER_PRIVATE_HANDLE,
                                               bg, &me->err);
-                me->cap = (size_t)(pw * ph * 3);
-                me->scratch = me->reader ? malloc(me->cap) : NULL;
-                if (me->reader && !me->scratch)
-                    sp_error_set(&me->err, SP_ERR_NOMEM, sp_slide_path(s),
-                                 "out of memory");
-            }
             if (sp_error_is_set(&me->err))
                 atomic_store(&failed, true);
-#pragma omp for schedule(dynamic, 1)
-            for (int64_t i = 0; i < npieces; i++) {
+#pragma omp for schedule(dynamic, 2)
+            for (int64_t i = 0; i < nitems; i++) {
                 if (atomic_load_explicit(&failed, memory_order_relaxed))
                     continue;
-                int64_t x = (i % pcols) * pw, y = (i / pcols) * ph;
-                int64_t w = W - x < pw ? W - x : pw;
-                int64_t h = rows - y < ph ? rows - y : ph;
+                int64_t x = (i % tcols) * ntw, y = (i / tcols) * nth;
+                int64_t w = W - x < ntw ? W - x : ntw;
+                int64_t h = rows - y < nth ? rows - y : nth;
                 if (h <= 0)
                     continue;
-                if (!sp_reader_read(me->reader, 0, x, y0 + y, w, h,
-                                    me->scratch, &me->err)) {
-                    atomic_store(&failed, true);
+                uint8_t *dst = band + y * W * 3 + x * 3;
+                if (want && !want(user, x, y0 + y, w, h)) {
+                    fill_rect(dst, W * 3, w, h, bg);
                     continue;
                 }
-                for (int64_t r = 0; r < h; r++)
-                    memcpy(band + (y + r) * W * 3 + x * 3,
-                           me->scratch + r * w * 3, (size_t)(w * 3));
+                if (!sp_reader_read_stride(me->reader, 0, x, y0 + y, w, h,
+                                           dst, (size_t)(W * 3), &me->err))
+                    atomic_store(&failed, true);
             }
         }
         if (failed) {
@@ -113,10 +104,8 @@ bool sp_band_loop(sp_slide *s, int threads, const uint8_t bg[3],
     ok = true;
 out:
     if (bt)
-        for (int t = 0; t < P; t++) {
+        for (int t = 0; t < P; t++)
             sp_reader_free(bt[t].reader);
-            free(bt[t].scratch);
-        }
     free(bt);
     free(band);
     return ok;

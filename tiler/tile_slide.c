@@ -35,7 +35,7 @@ bool sp_tile_slide(sp_slide *s, const char *out, const sp_tile_opts *opts,
     if (!p)
         return false;
     if (!sp_band_loop(s, prm.opts.threads, opts->background, prm.band_rows,
-                      push_band, p, err)) {
+                      NULL, push_band, p, err)) {
         sp_pyramid_abort(p);
         return false;
     }

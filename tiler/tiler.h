@@ -161,15 +161,22 @@ void sp_pyramid_abort(sp_pyramid *p);
 typedef bool (*sp_band_fn)(void *user, const uint8_t *rgb, int64_t stride,
                            int64_t y0, int64_t rows, sp_error *err);
 
+/* Optional: whether the level-0 rectangle (x, y, w, h), one native tile,
+ * is needed at all; a tile not needed is not decoded and comes back as the
+ * background colour. Called from the reading threads at once. */
+typedef bool (*sp_band_want_fn)(void *user, int64_t x, int64_t y, int64_t w,
+                                int64_t h);
+
 /* Read level 0 of `s` top to bottom in bands whose height is a multiple
  * of the native tile height (about `band_rows`; 0: 256), each band read by
- * `threads` readers (private OpenSlide handles) in pieces aligned to the
- * native tiles, so no source tile is decoded twice. `bg` fills areas
+ * `threads` readers (private OpenSlide handles), one native tile at a
+ * time straight into the band, so no source tile is decoded twice;
+ * `want` (may be NULL) skips native tiles nobody needs. `bg` fills areas
  * outside the scan (NULL: white). Returns false on a read failure or when
  * `fn` returns false. */
 bool sp_band_loop(sp_slide *s, int threads, const uint8_t bg[3],
-                  int64_t band_rows, sp_band_fn fn, void *user,
-                  sp_error *err);
+                  int64_t band_rows, sp_band_want_fn want, sp_band_fn fn,
+                  void *user, sp_error *err);
 /* The band height sp_band_loop uses for `s` and a wish of `band_rows`. */
 int64_t sp_band_rows_for(const sp_slide *s, int64_t band_rows);
 
