@@ -53,7 +53,7 @@ static inline unsigned luma(unsigned r, unsigned g, unsigned b) {
 typedef struct {
     uint64_t sum[3], sq[3]; /* R, G, B: sums and sums of squares */
     uint32_t hist[4][256];  /* luma in hist[3] (0-2 unused) */
-    uint64_t satd[256];    /* sum of (max - min) per max */
+    uint64_t satd[256];     /* sum of (max - min) per max */
     double sum_h, sum_e;
     uint64_t tissue, pen, cell;
     int64_t lap_sum;

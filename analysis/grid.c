@@ -230,9 +230,9 @@ bool sp_analysis_prepare(sp_slide *s, const sp_analysis_params *p,
         for (int64_t i = 0; i < cols; i++) {
             int64_t ax1 = (i + 1) * T < r.width ? (i + 1) * T : r.width;
             int64_t ay1 = (j + 1) * T < r.height ? (j + 1) * T : r.height;
-            double cov = mask_coverage(&r.mask, llround(i * T * D),
-                                       llround(ax1 * D), llround(j * T * D),
-                                       llround(ay1 * D));
+            double cov =
+                mask_coverage(&r.mask, llround(i * T * D), llround(ax1 * D),
+                              llround(j * T * D), llround(ay1 * D));
             bool tissue = cov > p->min_coverage;
             n_tissue += tissue;
             if (!tissue && !p->all_tiles)

@@ -56,8 +56,8 @@ bool sp_cli_parse_double(const char *cmd, const char *opt, const char *arg,
  * Draws only when enabled (stderr is a TTY and not --quiet); at most ~10
  * redraws per second. Call from one thread. */
 typedef struct sp_progress sp_progress;
-sp_progress *sp_progress_new(const char *label, const char *unit,
-                             int64_t total, bool enabled);
+sp_progress *sp_progress_new(const char *label, const char *unit, int64_t total,
+                             bool enabled);
 void sp_progress_update(sp_progress *p, int64_t done);
 /* Finish the line (newline) and free. Accepts NULL. */
 void sp_progress_done(sp_progress *p);

@@ -14,26 +14,26 @@
 #define CMD "index"
 
 static void help(FILE *f) {
-    fprintf(f,
-            "usage: slidepipe index [OPTIONS] DIR_OR_FILE... -o COHORT.h5\n"
-            "\n"
-            "Write one HDF5 file that links every slide file of the folders\n"
-            "(their *.h5 files, not recursive) and files given: virtual\n"
-            "datasets /features and /coords span every row, /slide_id gives\n"
-            "each row's slide, /slides lists the slides and /slide/NAME links\n"
-            "to each file. h5py sees the cohort as one table, and\n"
-            "'slidepipe query COHORT.h5' reads it. Paths are stored relative\n"
-            "to the folder of COHORT.h5: move them together. Re-run after\n"
-            "adding or rewriting slide files. Other cohort files found in\n"
-            "the folders are skipped.\n"
-            "\n"
-            "Options:\n"
-            "  -o, --output FILE  the cohort file to write (atomically)\n"
-            "  -h, --help         show this help\n"
-            "\n"
-            "Exit status: 0 ok, 1 when a slide file cannot be read (nothing is\n"
-            "written), 2 on a usage error, 3 when the output cannot be\n"
-            "written.\n");
+    fprintf(
+        f, "usage: slidepipe index [OPTIONS] DIR_OR_FILE... -o COHORT.h5\n"
+           "\n"
+           "Write one HDF5 file that links every slide file of the folders\n"
+           "(their *.h5 files, not recursive) and files given: virtual\n"
+           "datasets /features and /coords span every row, /slide_id gives\n"
+           "each row's slide, /slides lists the slides and /slide/NAME links\n"
+           "to each file. h5py sees the cohort as one table, and\n"
+           "'slidepipe query COHORT.h5' reads it. Paths are stored relative\n"
+           "to the folder of COHORT.h5: move them together. Re-run after\n"
+           "adding or rewriting slide files. Other cohort files found in\n"
+           "the folders are skipped.\n"
+           "\n"
+           "Options:\n"
+           "  -o, --output FILE  the cohort file to write (atomically)\n"
+           "  -h, --help         show this help\n"
+           "\n"
+           "Exit status: 0 ok, 1 when a slide file cannot be read (nothing is\n"
+           "written), 2 on a usage error, 3 when the output cannot be\n"
+           "written.\n");
 }
 
 static int cmp_str(const void *a, const void *b) {
@@ -115,8 +115,10 @@ int sp_cmd_index(int argc, char **argv) {
             sp_cli_error(CMD, "option '%s' needs a value", argv[optind - 1]);
             return SP_EXIT_USAGE;
         default:
-            sp_cli_error(CMD, "unknown option '%s' (see 'slidepipe index "
-                              "--help')", argv[optind - 1]);
+            sp_cli_error(CMD,
+                         "unknown option '%s' (see 'slidepipe index "
+                         "--help')",
+                         argv[optind - 1]);
             return SP_EXIT_USAGE;
         }
     }

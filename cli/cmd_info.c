@@ -7,25 +7,28 @@
 #include "ingest.h"
 
 static void help(FILE *f) {
-    fprintf(f,
-            "usage: slidepipe info [OPTIONS] SLIDE...\n"
-            "\n"
-            "Describe each slide: vendor, levels (size, downsample, tile size),\n"
-            "microns per pixel, objective power, quickhash, associated images\n"
-            "and OpenSlide's properties. Each slide is also checked for\n"
-            "readability with a small pixel read.\n"
-            "\n"
-            "Options:\n"
-            "  --json          one JSON object per slide, one per line (JSON Lines);\n"
-            "                  a slide that fails gives {\"file\":..., \"ok\":false,\n"
-            "                  \"error\":...}\n"
-            "  --properties    also list every property (human output)\n"
-            "  --no-verify     skip the pixel read check\n"
-            "  -h, --help      show this help\n"
-            "\n"
-            "Absent values (mpp, objective power) are printed as 'unknown' and\n"
-            "written as null in JSON. Exit status: 0 when every slide was read,\n"
-            "1 when any could not be, 2 on a usage error.\n");
+    fprintf(
+        f,
+        "usage: slidepipe info [OPTIONS] SLIDE...\n"
+        "\n"
+        "Describe each slide: vendor, levels (size, downsample, tile size),\n"
+        "microns per pixel, objective power, quickhash, associated images\n"
+        "and OpenSlide's properties. Each slide is also checked for\n"
+        "readability with a small pixel read.\n"
+        "\n"
+        "Options:\n"
+        "  --json          one JSON object per slide, one per line (JSON "
+        "Lines);\n"
+        "                  a slide that fails gives {\"file\":..., "
+        "\"ok\":false,\n"
+        "                  \"error\":...}\n"
+        "  --properties    also list every property (human output)\n"
+        "  --no-verify     skip the pixel read check\n"
+        "  -h, --help      show this help\n"
+        "\n"
+        "Absent values (mpp, objective power) are printed as 'unknown' and\n"
+        "written as null in JSON. Exit status: 0 when every slide was read,\n"
+        "1 when any could not be, 2 on a usage error.\n");
 }
 
 static void print_human(const sp_slide *s, bool all_props) {
@@ -63,8 +66,8 @@ static void print_human(const sp_slide *s, bool all_props) {
     printf("  associated    %s", na ? "" : "none");
     for (int i = 0; i < na; i++) {
         const sp_associated *a = sp_slide_associated_at(s, i);
-        printf("%s%s (%lldx%lld)", i ? ", " : "", a->name,
-               (long long)a->width, (long long)a->height);
+        printf("%s%s (%lldx%lld)", i ? ", " : "", a->name, (long long)a->width,
+               (long long)a->height);
     }
     printf("\n");
     printf("  properties    %d%s\n", sp_slide_property_count(s),
@@ -195,7 +198,8 @@ int sp_cmd_info(int argc, char **argv) {
         case OPT_NOVERIFY: verify = false; break;
         case 'h': help(stdout); return SP_EXIT_OK;
         default:
-            sp_cli_error("info", "unknown option '%s' (see 'slidepipe info --help')",
+            sp_cli_error("info",
+                         "unknown option '%s' (see 'slidepipe info --help')",
                          argv[optind - 1]);
             return SP_EXIT_USAGE;
         }

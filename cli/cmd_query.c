@@ -22,10 +22,12 @@ static void help(FILE *f) {
         f,
         "usage: slidepipe query [OPTIONS] FILE_OR_DIR...\n"
         "\n"
-        "Filter and summarise the per-tile tables of slidepipe HDF5 files: one\n"
+        "Filter and summarise the per-tile tables of slidepipe HDF5 files: "
+        "one\n"
         "file, many, a folder of them (its *.h5 files, not recursive; cohort\n"
         "indexes inside are skipped) or a cohort index (slidepipe index).\n"
-        "Columns: slide (the slide's file name), x, y (level-0 top-left of the\n"
+        "Columns: slide (the slide's file name), x, y (level-0 top-left of "
+        "the\n"
         "tile) and every feature column of the files.\n"
         "\n"
         "Options:\n"
@@ -39,18 +41,21 @@ static void help(FILE *f) {
         "                       slide, x, y and every feature)\n"
         "  -f, --format FMT     table (aligned), csv (RFC 4180 quoting), tsv,\n"
         "                       json (JSON Lines: one object per line, NaN as\n"
-        "                       null). Default: table on a terminal, else tsv.\n"
+        "                       null). Default: table on a terminal, else "
+        "tsv.\n"
         "                       Text formats write NaN as 'NaN'.\n"
         "  -n, --limit N        stop after N rows\n"
         "  -o, --order-by 'COL [asc|desc]'\n"
-        "                       sort rows by a column (NaN last); with --limit\n"
+        "                       sort rows by a column (NaN last); with "
+        "--limit\n"
         "                       only the best N rows are held in memory,\n"
         "                       without it every matching row is\n"
         "      --desc           same as 'COL desc'\n"
         "  -c, --count          print the number of matching rows per slide\n"
         "                       and the total (slide '(total)'; in JSON slide\n"
         "                       null)\n"
-        "      --stats          per slide and overall ('(all)'; in JSON null):\n"
+        "      --stats          per slide and overall ('(all)'; in JSON "
+        "null):\n"
         "                       count of non-NaN values, mean, min, max of\n"
         "                       each selected feature over matching rows\n"
         "  -h, --help           show this help\n"
@@ -257,7 +262,8 @@ static bool sink_row(sink *s, const cell *cells) {
     if (s->format == FMT_TABLE) {
         if (s->widths_fixed) {
             char *row[256];
-            char **cellsv = s->ncol <= 256 ? row : calloc(s->ncol, sizeof(char *));
+            char **cellsv =
+                s->ncol <= 256 ? row : calloc(s->ncol, sizeof(char *));
             if (!cellsv)
                 return false;
             bool ok = true;
@@ -274,8 +280,7 @@ static bool sink_row(sink *s, const cell *cells) {
                 free(cellsv);
             return ok;
         }
-        char **p = realloc(s->preview,
-                           (s->npreview + 1) * s->ncol * sizeof *p);
+        char **p = realloc(s->preview, (s->npreview + 1) * s->ncol * sizeof *p);
         if (!p)
             return false;
         s->preview = p;
@@ -307,8 +312,8 @@ static bool sink_row(sink *s, const cell *cells) {
             const cell *c = &cells[i];
             if (c->t == V_STR)
                 sp_json_escape(b, c->s);
-            else if (c->t == V_NULL || ((c->t == V_F32 || c->t == V_F64) &&
-                                        !isfinite(c->d)))
+            else if (c->t == V_NULL ||
+                     ((c->t == V_F32 || c->t == V_F64) && !isfinite(c->d)))
                 sp_buf_puts(b, "null");
             else {
                 cell_text(c, text, sizeof text);
@@ -867,7 +872,9 @@ static bool order_emit(query *q) {
         const float *v = (const float *)(e + 1);
         for (size_t i = 0; i < q->nsel; i++) {
             switch (q->sel[i].kind) {
-            case C_SLIDE: cells[i] = (cell){.t = V_STR, .s = q->slides.v[e->slide]}; break;
+            case C_SLIDE:
+                cells[i] = (cell){.t = V_STR, .s = q->slides.v[e->slide]};
+                break;
             case C_X: cells[i] = (cell){.t = V_I64, .i = e->x}; break;
             case C_Y: cells[i] = (cell){.t = V_I64, .i = e->y}; break;
             case C_FEAT: cells[i] = (cell){.t = V_F32, .d = v[i]}; break;
@@ -971,8 +978,8 @@ static bool run_slide(query *q, sp_store_reader *r, uint32_t slide,
                         return false;
                     q->in[i] = (sp_expr_input){.f32 = q->buf[c.need]};
                 } else {
-                    q->in[i] = (sp_expr_input){
-                        .i64 = c.kind == C_X ? q->xs : q->ys};
+                    q->in[i] =
+                        (sp_expr_input){.i64 = c.kind == C_X ? q->xs : q->ys};
                 }
             }
             if (!sp_expr_eval(q->where, q->in, n, q->mask))
@@ -1267,13 +1274,19 @@ int sp_cmd_query(int argc, char **argv) {
             }
             break;
         case 'f':
-            if (strcmp(optarg, "table") == 0) q.format = FMT_TABLE;
-            else if (strcmp(optarg, "csv") == 0) q.format = FMT_CSV;
-            else if (strcmp(optarg, "tsv") == 0) q.format = FMT_TSV;
-            else if (strcmp(optarg, "json") == 0) q.format = FMT_JSON;
+            if (strcmp(optarg, "table") == 0)
+                q.format = FMT_TABLE;
+            else if (strcmp(optarg, "csv") == 0)
+                q.format = FMT_CSV;
+            else if (strcmp(optarg, "tsv") == 0)
+                q.format = FMT_TSV;
+            else if (strcmp(optarg, "json") == 0)
+                q.format = FMT_JSON;
             else {
-                sp_cli_error(CMD, "--format: expected table, csv, tsv or json, "
-                                  "got '%s'", optarg);
+                sp_cli_error(CMD,
+                             "--format: expected table, csv, tsv or json, "
+                             "got '%s'",
+                             optarg);
                 rc = SP_EXIT_USAGE;
                 goto out;
             }
@@ -1300,8 +1313,10 @@ int sp_cmd_query(int argc, char **argv) {
             if (len == 0 || *tail ||
                 (rl && !is_desc_word(rest, rl) &&
                  !(rl == 3 && strncasecmp(rest, "asc", 3) == 0))) {
-                sp_cli_error(CMD, "--order-by: expected 'COLUMN', 'COLUMN asc' "
-                                  "or 'COLUMN desc', got '%s'", optarg);
+                sp_cli_error(CMD,
+                             "--order-by: expected 'COLUMN', 'COLUMN asc' "
+                             "or 'COLUMN desc', got '%s'",
+                             optarg);
                 rc = SP_EXIT_USAGE;
                 goto out;
             }
@@ -1317,13 +1332,17 @@ int sp_cmd_query(int argc, char **argv) {
         case OPT_STATS: q.stats = true; break;
         case 'h': help(stdout); goto out;
         case ':':
-            sp_cli_error(CMD, "option '%s' needs a value (see 'slidepipe "
-                              "query --help')", argv[optind - 1]);
+            sp_cli_error(CMD,
+                         "option '%s' needs a value (see 'slidepipe "
+                         "query --help')",
+                         argv[optind - 1]);
             rc = SP_EXIT_USAGE;
             goto out;
         default:
-            sp_cli_error(CMD, "unknown option '%s' (see 'slidepipe query "
-                              "--help')", argv[optind - 1]);
+            sp_cli_error(CMD,
+                         "unknown option '%s' (see 'slidepipe query "
+                         "--help')",
+                         argv[optind - 1]);
             rc = SP_EXIT_USAGE;
             goto out;
         }
@@ -1383,9 +1402,9 @@ int sp_cmd_query(int argc, char **argv) {
         if (q.ordered)
             ok = order_emit(&q);
         else if (q.count) {
-            cell c[2] = {{.t = q.format == FMT_JSON ? V_NULL : V_STR,
-                          .s = "(total)"},
-                         {.t = V_I64, .i = q.total}};
+            cell c[2] = {
+                {.t = q.format == FMT_JSON ? V_NULL : V_STR, .s = "(total)"},
+                {.t = V_I64, .i = q.total}};
             ok = sink_row(&q.out, c);
         } else if (q.stats)
             ok = stats_emit(&q, NULL, q.all_acc);

@@ -28,7 +28,8 @@ static const char tile_opts_help[] =
     "  --overlap N            dzi overlap on interior edges (1)\n"
     "  --format jpeg|png|webp tile format (jpeg; tiff: jpeg only)\n"
     "  --quality N            jpeg/webp quality 1-100 (75)\n"
-    "  --skip-background      do not write tiles without tissue (listed in the\n"
+    "  --skip-background      do not write tiles without tissue (listed in "
+    "the\n"
     "                         manifest of OUT.json; tiff stores a background "
     "tile)\n"
     "  --background-rule R    mask (default): the tissue mask of analysis "
@@ -204,10 +205,30 @@ static char *strip_ext(const char *s, const char *ext) {
 
 static int drive(const char *cmd, unsigned what, int argc, char **argv) {
     enum {
-        OPT_CONTAINER = 1000, OPT_TILE, OPT_ATILE, OPT_OVERLAP, OPT_FORMAT,
-        OPT_QUALITY, OPT_THREADS, OPT_SKIP, OPT_BGRULE, OPT_BG, OPT_FORCE,
-        OPT_QUIET, OPT_JSON, OPT_MPP, OPT_MAG, OPT_ALL, OPT_MINCOV, OPT_BLUR,
-        OPT_PEN, OPT_CELL, OPT_MTHR, OPT_MDS, OPT_MINOBJ, OPT_MAXHOLE,
+        OPT_CONTAINER = 1000,
+        OPT_TILE,
+        OPT_ATILE,
+        OPT_OVERLAP,
+        OPT_FORMAT,
+        OPT_QUALITY,
+        OPT_THREADS,
+        OPT_SKIP,
+        OPT_BGRULE,
+        OPT_BG,
+        OPT_FORCE,
+        OPT_QUIET,
+        OPT_JSON,
+        OPT_MPP,
+        OPT_MAG,
+        OPT_ALL,
+        OPT_MINCOV,
+        OPT_BLUR,
+        OPT_PEN,
+        OPT_CELL,
+        OPT_MTHR,
+        OPT_MDS,
+        OPT_MINOBJ,
+        OPT_MAXHOLE,
         OPT_MASKPNG
     };
     const bool tiles = what & SP_RUN_TILES, feats = what & SP_RUN_FEATURES;
@@ -294,7 +315,8 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
             break;
         case OPT_FORMAT:
             if (!sp_tile_format_parse(optarg, &o.tile.format)) {
-                sp_cli_error(cmd, "--format: expected jpeg, png or webp, got '%s'",
+                sp_cli_error(cmd,
+                             "--format: expected jpeg, png or webp, got '%s'",
                              optarg);
                 return SP_EXIT_USAGE;
             }
@@ -317,14 +339,17 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
                      strcmp(optarg, "color") == 0)
                 o.mask_for_background = false;
             else {
-                sp_cli_error(cmd, "--background-rule: expected mask or colour, "
-                                  "got '%s'", optarg);
+                sp_cli_error(cmd,
+                             "--background-rule: expected mask or colour, "
+                             "got '%s'",
+                             optarg);
                 return SP_EXIT_USAGE;
             }
             break;
         case OPT_BG:
             if (!parse_rgb(optarg, o.tile.background)) {
-                sp_cli_error(cmd, "--background: expected R,G,B (0-255), got '%s'",
+                sp_cli_error(cmd,
+                             "--background: expected R,G,B (0-255), got '%s'",
                              optarg);
                 return SP_EXIT_USAGE;
             }
@@ -420,7 +445,8 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
             return SP_EXIT_USAGE;
         }
         if (o.tile.tile_size && o.tile.tile_size % 16) {
-            sp_cli_error(cmd, "--tile-size: TIFF needs a multiple of 16, got %d",
+            sp_cli_error(cmd,
+                         "--tile-size: TIFF needs a multiple of 16, got %d",
                          o.tile.tile_size);
             return SP_EXIT_USAGE;
         }

@@ -41,7 +41,8 @@ bool sp_cli_parse_int(const char *cmd, const char *opt, const char *arg,
                       int64_t min, int64_t max, int64_t *out) {
     int64_t v;
     if (!sp_parse_int64(arg, &v) || v < min || v > max) {
-        sp_cli_error(cmd, "%s: expected a whole number from %lld to %lld, got '%s'",
+        sp_cli_error(cmd,
+                     "%s: expected a whole number from %lld to %lld, got '%s'",
                      opt, (long long)min, (long long)max, arg);
         return false;
     }

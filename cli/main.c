@@ -14,8 +14,7 @@ static const sp_command commands[] = {
     {"run", "pyramid and features from one decode of the slide", sp_cmd_run},
     {"query", "filter, count and summarise the tiles of HDF5 files",
      sp_cmd_query},
-    {"index", "link a folder of HDF5 files into one cohort file",
-     sp_cmd_index},
+    {"index", "link a folder of HDF5 files into one cohort file", sp_cmd_index},
     {"serve", "serve slides, pyramids and features to a web browser",
      sp_cmd_serve},
     {"batch", "run many slides (folders, manifests), resumable", sp_cmd_batch},
@@ -23,23 +22,21 @@ static const sp_command commands[] = {
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: slidepipe COMMAND [OPTIONS] ...\n"
-            "\n"
-            "Whole-slide image pipeline: pyramids, tissue features, HDF5.\n"
-            "\n"
-            "Commands:\n");
+    fprintf(f, "usage: slidepipe COMMAND [OPTIONS] ...\n"
+               "\n"
+               "Whole-slide image pipeline: pyramids, tissue features, HDF5.\n"
+               "\n"
+               "Commands:\n");
     for (size_t i = 0; i < N_COMMANDS; i++)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
-    fprintf(f,
-            "\n"
-            "Options:\n"
-            "  -h, --help     show this help\n"
-            "  -V, --version  show the version\n"
-            "\n"
-            "Run 'slidepipe COMMAND --help' for a command's options.\n"
-            "Exit status: 0 ok, 1 unreadable input, 2 usage error,\n"
-            "3 output error, 4 internal error, 130 interrupted.\n");
+    fprintf(f, "\n"
+               "Options:\n"
+               "  -h, --help     show this help\n"
+               "  -V, --version  show the version\n"
+               "\n"
+               "Run 'slidepipe COMMAND --help' for a command's options.\n"
+               "Exit status: 0 ok, 1 unreadable input, 2 usage error,\n"
+               "3 output error, 4 internal error, 130 interrupted.\n");
 }
 
 int main(int argc, char **argv) {

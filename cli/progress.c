@@ -15,8 +15,8 @@ struct sp_progress {
 
 bool sp_progress_default(void) { return isatty(STDERR_FILENO) == 1; }
 
-sp_progress *sp_progress_new(const char *label, const char *unit,
-                             int64_t total, bool enabled) {
+sp_progress *sp_progress_new(const char *label, const char *unit, int64_t total,
+                             bool enabled) {
     sp_progress *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;

@@ -27,13 +27,13 @@
 
 struct sp_direct {
     int fd;
-    int64_t width, height;        /* level 0 */
+    int64_t width, height; /* level 0 */
     int64_t tile_w, tile_h;
-    int64_t across, down;         /* tiles */
-    uint64_t *offsets, *counts;   /* across * down */
-    uint8_t *tables;              /* JPEGTables, or NULL */
+    int64_t across, down;       /* tiles */
+    uint64_t *offsets, *counts; /* across * down */
+    uint8_t *tables;            /* JPEGTables, or NULL */
     size_t tables_len;
-    J_COLOR_SPACE space;          /* colour space of the JPEG data */
+    J_COLOR_SPACE space; /* colour space of the JPEG data */
 };
 
 typedef struct {
@@ -46,10 +46,10 @@ struct sp_direct_reader {
     struct jpeg_decompress_struct cinfo;
     jerr_mgr jerr;
     bool ready;
-    uint8_t *data;   /* compressed tile */
+    uint8_t *data; /* compressed tile */
     size_t data_cap;
-    uint8_t *tile;   /* decoded tile, tile_w * tile_h * 3 */
-    JSAMPROW *rows;  /* tile_h row pointers */
+    uint8_t *tile;  /* decoded tile, tile_w * tile_h * 3 */
+    JSAMPROW *rows; /* tile_h row pointers */
 };
 
 static void jerr_exit(j_common_ptr c) {
@@ -98,8 +98,7 @@ sp_direct *sp__direct_probe(const sp_slide *s) {
             break;
         uint64_t *offs = NULL, *cnts = NULL;
         if (!TIFFGetField(tif, TIFFTAG_TILEOFFSETS, &offs) ||
-            !TIFFGetField(tif, TIFFTAG_TILEBYTECOUNTS, &cnts) || !offs ||
-            !cnts)
+            !TIFFGetField(tif, TIFFTAG_TILEBYTECOUNTS, &cnts) || !offs || !cnts)
             break;
         int64_t across = ((int64_t)w + tw - 1) / tw;
         int64_t down = ((int64_t)h + th - 1) / th;
@@ -208,8 +207,8 @@ static bool read_tile_data(sp_direct_reader *r, const sp_direct *d, size_t t,
     }
     size_t got = 0;
     while (got < n) {
-        ssize_t k = pread(d->fd, r->data + got, n - got,
-                          (off_t)(d->offsets[t] + got));
+        ssize_t k =
+            pread(d->fd, r->data + got, n - got, (off_t)(d->offsets[t] + got));
         if (k < 0 && errno == EINTR)
             continue;
         if (k <= 0)
@@ -246,8 +245,7 @@ static bool decode_tile(sp_direct_reader *r, const sp_direct *d, size_t t,
     c->out_color_space = JCS_RGB;
     jpeg_start_decompress(c);
     if ((int64_t)c->output_width != d->tile_w ||
-        (int64_t)c->output_height != d->tile_h ||
-        c->output_components != 3) {
+        (int64_t)c->output_height != d->tile_h || c->output_components != 3) {
         jpeg_abort_decompress(c);
         return sp_error_set(err, SP_ERR_INPUT, path,
                             "tile %zu is %ux%u, the directory says "
@@ -296,12 +294,12 @@ bool sp__direct_read(sp_direct_reader *r, const sp_direct *d, int64_t x,
             int64_t cy1 = y0 + th < iy1 ? y0 + th : iy1;
             if (d->counts[t] == 0) { /* sparse tile: nothing scanned */
                 for (int64_t yy = cy0; yy < cy1; yy++)
-                    fill_bg(rgb + (yy - y) * stride + (cx0 - x) * 3,
-                            cx1 - cx0, bg);
+                    fill_bg(rgb + (yy - y) * stride + (cx0 - x) * 3, cx1 - cx0,
+                            bg);
                 continue;
             }
-            bool whole = cx0 == x0 && cy0 == y0 && cx1 == x0 + tw &&
-                         cy1 == y0 + th;
+            bool whole =
+                cx0 == x0 && cy0 == y0 && cx1 == x0 + tw && cy1 == y0 + th;
             if (whole) { /* decode straight into the output */
                 for (int64_t k = 0; k < th; k++)
                     r->rows[k] = rgb + (y0 - y + k) * stride + (x0 - x) * 3;

@@ -36,7 +36,7 @@ typedef struct {
 } sp_level;
 
 typedef struct {
-    const char *name;      /* "label", "macro", "thumbnail", ... */
+    const char *name; /* "label", "macro", "thumbnail", ... */
     int64_t width, height;
 } sp_associated;
 

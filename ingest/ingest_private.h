@@ -26,7 +26,7 @@ struct sp_slide {
     bool has_mpp, has_objective;
     double mpp_x, mpp_y, objective;
     const char *quickhash;
-    sp_direct *direct;  /* level-0 JPEG tiles read directly, or NULL */
+    sp_direct *direct; /* level-0 JPEG tiles read directly, or NULL */
 };
 
 /* Premultiplied ARGB (OpenSlide's layout) to straight RGB composited over

@@ -42,21 +42,21 @@ enum {
 
 /* Progress of `phase` ("mask", "tiles", "features", "write"): `done` of
  * `total` units. Called from the thread that called sp_run_slide. */
-typedef void (*sp_run_progress_fn)(void *user, const char *phase,
-                                   int64_t done, int64_t total);
+typedef void (*sp_run_progress_fn)(void *user, const char *phase, int64_t done,
+                                   int64_t total);
 
 typedef struct {
-    unsigned what;             /* SP_RUN_TILES | SP_RUN_FEATURES */
-    const char *tiles_out;     /* pyramid name (see tiler.h), with TILES */
-    const char *features_out;  /* HDF5 path, with FEATURES */
-    const char *mask_png;      /* also write the tissue mask here, or NULL */
-    sp_tile_opts tile;         /* its threads/progress fields are ignored */
+    unsigned what;               /* SP_RUN_TILES | SP_RUN_FEATURES */
+    const char *tiles_out;       /* pyramid name (see tiler.h), with TILES */
+    const char *features_out;    /* HDF5 path, with FEATURES */
+    const char *mask_png;        /* also write the tissue mask here, or NULL */
+    sp_tile_opts tile;           /* its threads/progress fields are ignored */
     sp_analysis_params analysis; /* its threads/progress fields are ignored */
     /* The tissue mask decides which tiles are background for
      * tile.skip_background (instead of the tiler's colour rule). */
     bool mask_for_background;
-    int threads;               /* 0: all cores */
-    bool force;                /* replace existing outputs */
+    int threads;                 /* 0: all cores */
+    bool force;                  /* replace existing outputs */
     const char *parameters_json; /* recorded as provenance; NULL: built */
     sp_run_progress_fn progress;
     void *progress_user;
@@ -70,16 +70,16 @@ typedef struct {
 void sp_run_opts_default(sp_run_opts *o);
 
 typedef struct {
-    bool fused;                /* one decode fed both tiles and features */
-    sp_tile_stats tiles;       /* when TILES */
-    int64_t tiles_analysed;    /* feature rows written */
+    bool fused;             /* one decode fed both tiles and features */
+    sp_tile_stats tiles;    /* when TILES */
+    int64_t tiles_analysed; /* feature rows written */
     int64_t tissue_tiles;
-    double tissue_area_mm2;    /* NAN when mpp unknown or no FEATURES */
-    double megapixels;         /* level-0 pixels decoded, in millions */
+    double tissue_area_mm2; /* NAN when mpp unknown or no FEATURES */
+    double megapixels;      /* level-0 pixels decoded, in millions */
     double seconds;
-    char quickhash[80];        /* OpenSlide's quickhash-1, "" when absent */
-    const char *stage;         /* where it stopped: "open", "mask",
-                                  "tiles", "features", "write", "done" */
+    char quickhash[80]; /* OpenSlide's quickhash-1, "" when absent */
+    const char *stage;  /* where it stopped: "open", "mask",
+                           "tiles", "features", "write", "done" */
 } sp_run_result;
 
 /* Run `slide_path`. On failure nothing is left at any final output path

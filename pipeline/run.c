@@ -33,11 +33,11 @@ static double wall_clock(void) {
 /* ---- thumbnail: a box average of level 0, built as the bands go by ---- */
 
 typedef struct {
-    int64_t f;         /* level-0 px per thumbnail px */
-    int64_t w, h;      /* thumbnail size */
-    uint8_t *px;       /* w*h*3 */
-    uint32_t *sum;     /* w*3 sums of the thumbnail row being built */
-    int64_t row;       /* thumbnail row being built */
+    int64_t f;               /* level-0 px per thumbnail px */
+    int64_t w, h;            /* thumbnail size */
+    uint8_t *px;             /* w*h*3 */
+    uint32_t *sum;           /* w*3 sums of the thumbnail row being built */
+    int64_t row;             /* thumbnail row being built */
     double level_downsample; /* of the level the pixels came from (1) */
 } thumb;
 
@@ -111,8 +111,8 @@ static void thumb_add(thumb *t, const uint8_t *rgb, int64_t stride, int64_t W,
 static bool thumb_from_level(sp_slide *s, thumb *t, int threads,
                              sp_error *err) {
     const sp_level *l0 = sp_slide_level(s, 0);
-    double want = (double)(l0->width > l0->height ? l0->width : l0->height) /
-                  THUMB_MAX;
+    double want =
+        (double)(l0->width > l0->height ? l0->width : l0->height) / THUMB_MAX;
     int L = sp_slide_best_level(s, want < 1 ? 1 : want);
     const sp_level *l = sp_slide_level(s, L);
     if ((double)l->width * (double)l->height > THUMB_READ_MAX)
@@ -131,8 +131,7 @@ static bool thumb_from_level(sp_slide *s, thumb *t, int threads,
         goto out;
     }
     /* thumb_init picks the whole factor from the level's own size */
-    thumb_add(t, px, l->width * 3, l->width, l->height, 0, l->height,
-              threads);
+    thumb_add(t, px, l->width * 3, l->width, l->height, 0, l->height, threads);
     t->level_downsample = l->downsample;
     ok = true;
 out:
@@ -148,13 +147,13 @@ typedef struct {
     sp_slide *slide;
     int threads;
     int64_t W, H;
-    sp_pyramid *pyr;            /* or NULL */
-    sp_analysis_result *ar;     /* features in the band loop, or NULL */
-    uint8_t *rowbuf;            /* one analysis row of level 0, or NULL */
-    uint8_t *need;              /* native tiles to decode, or NULL: all */
-    int64_t ntw, nth, ncols;    /* native tile size, tiles per row */
-    int64_t arow;               /* next analysis row to compute */
-    size_t k;                   /* first tile of that row */
+    sp_pyramid *pyr;         /* or NULL */
+    sp_analysis_result *ar;  /* features in the band loop, or NULL */
+    uint8_t *rowbuf;         /* one analysis row of level 0, or NULL */
+    uint8_t *need;           /* native tiles to decode, or NULL: all */
+    int64_t ntw, nth, ncols; /* native tile size, tiles per row */
+    int64_t arow;            /* next analysis row to compute */
+    size_t k;                /* first tile of that row */
     thumb th;
     int64_t rows_done;
 } band_ctx;
@@ -223,8 +222,8 @@ static bool want_native(void *user, int64_t x, int64_t y, int64_t w,
     return c->need[(y / c->nth) * c->ncols + x / c->ntw] != 0;
 }
 
-static bool on_band(void *user, const uint8_t *rgb, int64_t stride,
-                    int64_t y0, int64_t rows, sp_error *err) {
+static bool on_band(void *user, const uint8_t *rgb, int64_t stride, int64_t y0,
+                    int64_t rows, sp_error *err) {
     band_ctx *c = user;
     const sp_run_opts *o = c->o;
     if (o->cancel && *o->cancel)
@@ -247,8 +246,7 @@ static bool on_band(void *user, const uint8_t *rgb, int64_t stride,
             memcpy(c->rowbuf + (a - rs) * c->W * 3, rgb + (a - y0) * stride,
                    (size_t)((b - a) * c->W * 3));
             pos = b;
-            if (b == re &&
-                !features_row(c, c->rowbuf, c->W * 3, err))
+            if (b == re && !features_row(c, c->rowbuf, c->W * 3, err))
                 return false;
         }
     }
@@ -272,8 +270,8 @@ static void params_json(const sp_run_opts *o, sp_buf *b) {
     sp_json_bool(&j, (o->what & SP_RUN_FEATURES) != 0);
     if (o->what & SP_RUN_TILES) {
         sp_json_key(&j, "container");
-        sp_json_string(&j, o->tile.container == SP_CONTAINER_TIFF ? "tiff"
-                                                                  : "dzi");
+        sp_json_string(&j,
+                       o->tile.container == SP_CONTAINER_TIFF ? "tiff" : "dzi");
         sp_json_key(&j, "format");
         sp_json_string(&j, sp_tile_format_ext(o->tile.format));
         sp_json_key(&j, "tile_size");
@@ -378,18 +376,27 @@ static bool write_store(const char *path, sp_slide *s, const sp_run_opts *o,
         goto out;
     const sp_slide_summary *sm = &ar->summary;
     const char *sn[] = {"tissue_area_px", "tissue_area_mm2", "tiles_total",
-                        "tiles_tissue", "tiles_analysed", "blurry_fraction",
-                        "pen_fraction", "stain_h_r", "stain_h_g", "stain_h_b",
-                        "stain_e_r", "stain_e_g", "stain_e_b", "stain_pixels",
-                        "otsu_threshold", "mask_threshold"};
-    const double sv[] = {sm->tissue_area_px, sm->tissue_area_mm2,
-                         (double)sm->tiles_total, (double)sm->tiles_tissue,
-                         (double)sm->tiles_analysed, sm->blurry_fraction,
-                         sm->pen_fraction, sm->stain_he[0][0],
-                         sm->stain_he[0][1], sm->stain_he[0][2],
-                         sm->stain_he[1][0], sm->stain_he[1][1],
-                         sm->stain_he[1][2], (double)sm->stain_pixels,
-                         ar->mask.otsu, ar->mask.threshold};
+                        "tiles_tissue",   "tiles_analysed",  "blurry_fraction",
+                        "pen_fraction",   "stain_h_r",       "stain_h_g",
+                        "stain_h_b",      "stain_e_r",       "stain_e_g",
+                        "stain_e_b",      "stain_pixels",    "otsu_threshold",
+                        "mask_threshold"};
+    const double sv[] = {sm->tissue_area_px,
+                         sm->tissue_area_mm2,
+                         (double)sm->tiles_total,
+                         (double)sm->tiles_tissue,
+                         (double)sm->tiles_analysed,
+                         sm->blurry_fraction,
+                         sm->pen_fraction,
+                         sm->stain_he[0][0],
+                         sm->stain_he[0][1],
+                         sm->stain_he[0][2],
+                         sm->stain_he[1][0],
+                         sm->stain_he[1][1],
+                         sm->stain_he[1][2],
+                         (double)sm->stain_pixels,
+                         ar->mask.otsu,
+                         ar->mask.threshold};
     if (!sp_store_set_summary(w, sn, sv, sizeof sv / sizeof sv[0], err))
         goto out;
     ok = sp_store_commit(w, err);

@@ -5,7 +5,7 @@
 set -eu
 
 PKGS="
-build-essential cmake pkg-config
+build-essential cmake pkg-config clang-format git
 libopenslide-dev openslide-tools
 libtiff-dev libtiff-tools
 libvips-dev libvips-tools

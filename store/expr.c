@@ -69,7 +69,9 @@ typedef struct {
     int depth;
 } parser;
 
-static bool ident_start(char c) { return isalpha((unsigned char)c) || c == '_'; }
+static bool ident_start(char c) {
+    return isalpha((unsigned char)c) || c == '_';
+}
 static bool ident_char(char c) {
     return isalnum((unsigned char)c) || c == '_' || c == '.';
 }
@@ -90,15 +92,24 @@ static void next(parser *p) {
         char d = s[i + 1];
         t.kind = T_OP;
         t.len = 1;
-        if (c == '<' && d == '=') t.op = OP_LE, t.len = 2;
-        else if (c == '<' && d == '>') t.op = OP_NE, t.len = 2;
-        else if (c == '<') t.op = OP_LT;
-        else if (c == '>' && d == '=') t.op = OP_GE, t.len = 2;
-        else if (c == '>') t.op = OP_GT;
-        else if (c == '=' && d == '=') t.op = OP_EQ, t.len = 2;
-        else if (c == '=') t.op = OP_EQ;
-        else if (c == '!' && d == '=') t.op = OP_NE, t.len = 2;
-        else t.kind = T_BAD;
+        if (c == '<' && d == '=')
+            t.op = OP_LE, t.len = 2;
+        else if (c == '<' && d == '>')
+            t.op = OP_NE, t.len = 2;
+        else if (c == '<')
+            t.op = OP_LT;
+        else if (c == '>' && d == '=')
+            t.op = OP_GE, t.len = 2;
+        else if (c == '>')
+            t.op = OP_GT;
+        else if (c == '=' && d == '=')
+            t.op = OP_EQ, t.len = 2;
+        else if (c == '=')
+            t.op = OP_EQ;
+        else if (c == '!' && d == '=')
+            t.op = OP_NE, t.len = 2;
+        else
+            t.kind = T_BAD;
     } else if (isdigit((unsigned char)c) || c == '.' ||
                ((c == '-' || c == '+') &&
                 (isdigit((unsigned char)s[i + 1]) || s[i + 1] == '.'))) {
@@ -122,9 +133,12 @@ static void next(parser *p) {
             j++;
         t.len = j - i;
         t.kind = T_IDENT;
-        if (t.len == 3 && strncasecmp(s + i, "and", 3) == 0) t.kind = T_AND;
-        else if (t.len == 2 && strncasecmp(s + i, "or", 2) == 0) t.kind = T_OR;
-        else if (t.len == 3 && strncasecmp(s + i, "not", 3) == 0) t.kind = T_NOT;
+        if (t.len == 3 && strncasecmp(s + i, "and", 3) == 0)
+            t.kind = T_AND;
+        else if (t.len == 2 && strncasecmp(s + i, "or", 2) == 0)
+            t.kind = T_OR;
+        else if (t.len == 3 && strncasecmp(s + i, "not", 3) == 0)
+            t.kind = T_NOT;
     } else {
         t.kind = T_BAD;
         t.len = 1;
@@ -150,8 +164,8 @@ static bool fail(parser *p, const char *expected) {
     char found[64];
     describe(p, found, sizeof found);
     return sp_error_set(p->err, SP_ERR_USAGE, NULL,
-                        "position %zu: expected %s, found %s",
-                        p->tok.pos + 1, expected, found);
+                        "position %zu: expected %s, found %s", p->tok.pos + 1,
+                        expected, found);
 }
 
 /* ---- tree -------------------------------------------------------------- */
@@ -236,8 +250,8 @@ static node *parse_compare(parser *p) {
     if (!parse_operand(p, &n->b)) {
         if (!sp_error_is_set(p->err)) {
             char what[64];
-            snprintf(what, sizeof what,
-                     "a number or a column name after '%s'", OP_TEXT[op]);
+            snprintf(what, sizeof what, "a number or a column name after '%s'",
+                     OP_TEXT[op]);
             fail(p, what);
         }
         goto bad;
@@ -292,8 +306,8 @@ static node *parse_unary(parser *p) {
     } else if (p->tok.kind == T_BAD) {
         char found[64];
         describe(p, found, sizeof found);
-        sp_error_set(p->err, SP_ERR_USAGE, NULL,
-                     "position %zu: unexpected %s", p->tok.pos + 1, found);
+        sp_error_set(p->err, SP_ERR_USAGE, NULL, "position %zu: unexpected %s",
+                     p->tok.pos + 1, found);
     } else {
         fail(p, "a comparison, 'not' or '('");
     }
@@ -384,20 +398,20 @@ static cmp_op flip(cmp_op op) {
     }
 }
 
-#define CMP_LOOP(EXPR)                                                       \
-    do {                                                                     \
-        for (size_t i = 0; i < n; i++)                                       \
-            out[i] = (uint8_t)(EXPR);                                        \
+#define CMP_LOOP(EXPR)                                                         \
+    do {                                                                       \
+        for (size_t i = 0; i < n; i++)                                         \
+            out[i] = (uint8_t)(EXPR);                                          \
     } while (0)
 
-#define CMP_SWITCH(A, B)                                                     \
-    switch (op) {                                                            \
-    case OP_LT: CMP_LOOP((A) < (B)); break;                                  \
-    case OP_LE: CMP_LOOP((A) <= (B)); break;                                 \
-    case OP_GT: CMP_LOOP((A) > (B)); break;                                  \
-    case OP_GE: CMP_LOOP((A) >= (B)); break;                                 \
-    case OP_EQ: CMP_LOOP((A) == (B)); break;                                 \
-    case OP_NE: CMP_LOOP((A) != (B)); break;                                 \
+#define CMP_SWITCH(A, B)                                                       \
+    switch (op) {                                                              \
+    case OP_LT: CMP_LOOP((A) < (B)); break;                                    \
+    case OP_LE: CMP_LOOP((A) <= (B)); break;                                   \
+    case OP_GT: CMP_LOOP((A) > (B)); break;                                    \
+    case OP_GE: CMP_LOOP((A) >= (B)); break;                                   \
+    case OP_EQ: CMP_LOOP((A) == (B)); break;                                   \
+    case OP_NE: CMP_LOOP((A) != (B)); break;                                   \
     }
 
 static void cmp_col_num(const sp_expr_input *c, cmp_op op, double k, size_t n,
@@ -447,9 +461,7 @@ static bool all_set(const uint8_t *m, size_t n) {
 static bool eval_node(node *nd, const sp_expr_input *in, size_t n,
                       uint8_t *out) {
     switch (nd->kind) {
-    case N_CONST:
-        memset(out, nd->value ? 1 : 0, n);
-        return true;
+    case N_CONST: memset(out, nd->value ? 1 : 0, n); return true;
     case N_CMP:
         if (nd->a.col >= 0 && nd->b.col >= 0)
             cmp_col_col(&in[nd->a.col], &in[nd->b.col], nd->op, n, out);
@@ -491,8 +503,7 @@ static bool eval_node(node *nd, const sp_expr_input *in, size_t n,
     return false;
 }
 
-bool sp_expr_eval(sp_expr *e, const sp_expr_input *in, size_t n,
-                  uint8_t *out) {
+bool sp_expr_eval(sp_expr *e, const sp_expr_input *in, size_t n, uint8_t *out) {
     if (n == 0)
         return true;
     return eval_node(e->root, in, n, out);

@@ -60,8 +60,8 @@ bool sps_h5_error(sp_error *err, sp_errcode code, const char *file,
     if (!s.have)
         return sp_error_set(err, code, file, "%s", what);
     if (s.desc[0] && s.minor[0])
-        return sp_error_set(err, code, file, "%s: %s (HDF5: %s)", what,
-                            s.desc, s.minor);
+        return sp_error_set(err, code, file, "%s: %s (HDF5: %s)", what, s.desc,
+                            s.minor);
     return sp_error_set(err, code, file, "%s: %s", what,
                         s.desc[0] ? s.desc : s.minor);
 }
@@ -87,8 +87,7 @@ static hid_t utf8_vlen_type(void) {
     hid_t t = H5Tcopy(H5T_C_S1);
     if (t < 0)
         return t;
-    if (H5Tset_size(t, H5T_VARIABLE) < 0 ||
-        H5Tset_cset(t, H5T_CSET_UTF8) < 0) {
+    if (H5Tset_size(t, H5T_VARIABLE) < 0 || H5Tset_cset(t, H5T_CSET_UTF8) < 0) {
         H5Tclose(t);
         return H5I_INVALID_HID;
     }
@@ -157,8 +156,8 @@ static bool put_num(hid_t obj, const char *name, hid_t type, const void *v,
     return ok;
 }
 
-bool sps_attr_put_i64(hid_t obj, const char *name, const int64_t *v,
-                      size_t n, const char *file, sp_error *err) {
+bool sps_attr_put_i64(hid_t obj, const char *name, const int64_t *v, size_t n,
+                      const char *file, sp_error *err) {
     return put_num(obj, name, H5T_NATIVE_INT64, v, n, file, err);
 }
 
@@ -268,8 +267,7 @@ static hid_t open_attr(hid_t obj, const char *name, H5T_class_t want,
     s = H5Aget_space(a);
     H5T_class_t cls = t >= 0 ? H5Tget_class(t) : H5T_NO_CLASS;
     hssize_t np = s >= 0 ? H5Sget_simple_extent_npoints(s) : -1;
-    bool good = cls == want ||
-                (want == H5T_FLOAT && cls == H5T_INTEGER) ||
+    bool good = cls == want || (want == H5T_FLOAT && cls == H5T_INTEGER) ||
                 (want == H5T_INTEGER && cls == H5T_FLOAT);
     sps_close_any(t);
     sps_close_any(s);
@@ -283,8 +281,8 @@ static hid_t open_attr(hid_t obj, const char *name, H5T_class_t want,
     return a;
 }
 
-bool sps_attr_get_str(hid_t obj, const char *name, char **out,
-                      const char *file, sp_error *err) {
+bool sps_attr_get_str(hid_t obj, const char *name, char **out, const char *file,
+                      sp_error *err) {
     hssize_t np = 0;
     hid_t a = open_attr(obj, name, H5T_STRING, &np, file, err);
     if (a < 0)
@@ -365,14 +363,14 @@ out:
 
 bool sps_attr_get_i64(hid_t obj, const char *name, int64_t *out, size_t n,
                       const char *file, sp_error *err) {
-    return get_num(obj, name, H5T_NATIVE_INT64, H5T_INTEGER, out,
-                   sizeof *out, n, file, err);
+    return get_num(obj, name, H5T_NATIVE_INT64, H5T_INTEGER, out, sizeof *out,
+                   n, file, err);
 }
 
 bool sps_attr_get_f64(hid_t obj, const char *name, double *out, size_t n,
                       const char *file, sp_error *err) {
-    return get_num(obj, name, H5T_NATIVE_DOUBLE, H5T_FLOAT, out, sizeof *out,
-                   n, file, err);
+    return get_num(obj, name, H5T_NATIVE_DOUBLE, H5T_FLOAT, out, sizeof *out, n,
+                   file, err);
 }
 
 /* ---- time and files ---------------------------------------------------- */

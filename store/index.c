@@ -79,7 +79,7 @@ static char *link_name(const member *m, size_t n, const char *const *paths,
     bool clash = false;
     for (size_t i = 0; i < total && !clash; i++)
         clash = i != idx && strcmp(sp_basename(paths[i]), base) == 0;
-    if (clash && base > path) { /* the parent folder's name */
+    if (clash && base > path) {     /* the parent folder's name */
         const char *end = base - 1; /* the '/' before base */
         const char *start = end;
         while (start > path && start[-1] != '/')
@@ -127,8 +127,8 @@ static bool scan_members(const char *out_path, const char *const *paths,
         }
         const sp_store_meta *meta = sp_store_reader_meta(r);
         if (i == 0) {
-            *columns = calloc(meta->n_columns ? meta->n_columns : 1,
-                              sizeof **columns);
+            *columns =
+                calloc(meta->n_columns ? meta->n_columns : 1, sizeof **columns);
             if (!*columns) {
                 sp_store_close(r);
                 sp_error_set(err, SP_ERR_NOMEM, paths[i], "out of memory");
@@ -156,7 +156,8 @@ static bool scan_members(const char *out_path, const char *const *paths,
             goto out;
         char *abs = realpath(paths[i], NULL);
         if (!abs) {
-            sp_error_errno(err, SP_ERR_INPUT, paths[i], errno, "cannot resolve");
+            sp_error_errno(err, SP_ERR_INPUT, paths[i], errno,
+                           "cannot resolve");
             goto out;
         }
         m[i].rel = relative_path(folder, abs);
@@ -207,7 +208,8 @@ static bool make_vds(hid_t file, const char *name, hid_t type, hsize_t cols,
     ok = true;
     goto out;
 h5fail:
-    sps_h5_error(err, SP_ERR_OUTPUT, out_path, "cannot create the virtual "
+    sps_h5_error(err, SP_ERR_OUTPUT, out_path,
+                 "cannot create the virtual "
                  "dataset");
 out:
     sps_close_any(d);
@@ -218,9 +220,8 @@ out:
 }
 
 /* /slide_id: the member index of every row (int32, chunked, deflated). */
-static bool write_slide_id(hid_t file, const member *m, size_t n,
-                           int64_t total, const char *out_path,
-                           sp_error *err) {
+static bool write_slide_id(hid_t file, const member *m, size_t n, int64_t total,
+                           const char *out_path, sp_error *err) {
     bool ok = false;
     enum { BLOCK = 262144 };
     hsize_t dim = (hsize_t)total;
@@ -233,9 +234,9 @@ static bool write_slide_id(hid_t file, const member *m, size_t n,
         sp_error_set(err, SP_ERR_NOMEM, out_path, "out of memory");
         goto out;
     }
-    if (s < 0 || p < 0 || (total > 0 && (H5Pset_chunk(p, 1, &chunk) < 0 ||
-                                         H5Pset_shuffle(p) < 0 ||
-                                         H5Pset_deflate(p, 4) < 0)))
+    if (s < 0 || p < 0 ||
+        (total > 0 && (H5Pset_chunk(p, 1, &chunk) < 0 ||
+                       H5Pset_shuffle(p) < 0 || H5Pset_deflate(p, 4) < 0)))
         goto h5fail;
     d = H5Dcreate2(file, SPS_SLIDE_ID, H5T_STD_I32LE, s, H5P_DEFAULT, p,
                    H5P_DEFAULT);
@@ -299,11 +300,11 @@ static bool write_i64_dataset(hid_t loc, const char *name, const int64_t *v,
     hsize_t dim = n;
     hid_t s = H5Screate_simple(1, &dim, NULL);
     hid_t d = H5I_INVALID_HID;
-    bool ok = s >= 0 &&
-              (d = H5Dcreate2(loc, name, H5T_STD_I64LE, s, H5P_DEFAULT,
-                              H5P_DEFAULT, H5P_DEFAULT)) >= 0 &&
-              H5Dwrite(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT,
-                       v) >= 0;
+    bool ok =
+        s >= 0 &&
+        (d = H5Dcreate2(loc, name, H5T_STD_I64LE, s, H5P_DEFAULT, H5P_DEFAULT,
+                        H5P_DEFAULT)) >= 0 &&
+        H5Dwrite(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0;
     if (!ok)
         sps_h5_error(err, SP_ERR_OUTPUT, out_path, "cannot write /slides");
     sps_close_any(d);

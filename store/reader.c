@@ -161,8 +161,8 @@ static bool read_summary(sp_store_reader *r, sp_error *err) {
                             "damaged slidepipe file: no /summary");
     bool ok = false;
     hsize_t idx = 0;
-    if (H5Aiterate2(g, H5_INDEX_NAME, H5_ITER_INC, &idx, collect_attr_name,
-                    r) < 0) {
+    if (H5Aiterate2(g, H5_INDEX_NAME, H5_ITER_INC, &idx, collect_attr_name, r) <
+        0) {
         sps_h5_error(err, SP_ERR_INPUT, r->path, "cannot read /summary");
         goto out;
     }
@@ -172,8 +172,8 @@ static bool read_summary(sp_store_reader *r, sp_error *err) {
         goto out;
     }
     for (size_t i = 0; i < r->nsum; i++)
-        if (!sps_attr_get_f64(g, r->sum_names[i], &r->sum_values[i], 1,
-                              r->path, err))
+        if (!sps_attr_get_f64(g, r->sum_names[i], &r->sum_values[i], 1, r->path,
+                              err))
             goto out;
     ok = true;
 out:
@@ -363,8 +363,7 @@ bool sp_store_open(const char *path, sp_store_reader **out, sp_error *err) {
     }
     r->file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     if (r->file < 0) {
-        sps_h5_error(err, SP_ERR_INPUT, path,
-                     "truncated or damaged HDF5 file");
+        sps_h5_error(err, SP_ERR_INPUT, path, "truncated or damaged HDF5 file");
         goto fail;
     }
     if (!sps_attr_exists(r->file, SPS_ATTR_SCHEMA)) {
@@ -391,8 +390,7 @@ bool sp_store_open(const char *path, sp_store_reader **out, sp_error *err) {
                      schema, SP_STORE_SCHEMA);
         goto fail;
     }
-    if (!sps_attr_get_i64(r->file, SPS_ATTR_VERSION, &version, 1, path,
-                          &e2)) {
+    if (!sps_attr_get_i64(r->file, SPS_ATTR_VERSION, &version, 1, path, &e2)) {
         sp_error_set(err, SP_ERR_INPUT, path,
                      "damaged slidepipe file: no readable 'schema_version'");
         goto fail;
@@ -411,8 +409,7 @@ bool sp_store_open(const char *path, sp_store_reader **out, sp_error *err) {
         goto fail;
     }
     r->version = (int)version;
-    if (!(r->kind == SP_STORE_SLIDE ? open_slide(r, err)
-                                    : open_cohort(r, err)))
+    if (!(r->kind == SP_STORE_SLIDE ? open_slide(r, err) : open_cohort(r, err)))
         goto fail;
     free(schema);
     H5Pclose(fapl);
@@ -455,9 +452,7 @@ void sp_store_close(sp_store_reader *r) {
     free(r);
 }
 
-sp_store_kind sp_store_reader_kind(const sp_store_reader *r) {
-    return r->kind;
-}
+sp_store_kind sp_store_reader_kind(const sp_store_reader *r) { return r->kind; }
 const char *sp_store_reader_path(const sp_store_reader *r) { return r->path; }
 size_t sp_store_member_count(const sp_store_reader *r) { return r->nmembers; }
 const char *sp_store_member_path(const sp_store_reader *r, size_t i) {
@@ -479,8 +474,8 @@ int sp_store_column_index(const sp_store_reader *r, const char *name) {
 
 size_t sp_store_summary_count(const sp_store_reader *r) { return r->nsum; }
 
-bool sp_store_summary_at(const sp_store_reader *r, size_t i,
-                         const char **name, double *value) {
+bool sp_store_summary_at(const sp_store_reader *r, size_t i, const char **name,
+                         double *value) {
     if (i >= r->nsum)
         return false;
     *name = r->sum_names[i];
@@ -494,10 +489,10 @@ static bool read_rows(hid_t d, hid_t space, hid_t mtype, int64_t start,
     /* same shape as the file selection, so HDF5 copies whole runs
      * instead of iterating element by element */
     hid_t ms = H5Screate_simple(2, cnt, NULL);
-    bool ok = ms >= 0 &&
-              H5Sselect_hyperslab(space, H5S_SELECT_SET, off, NULL, cnt,
-                                  NULL) >= 0 &&
-              H5Dread(d, mtype, ms, space, H5P_DEFAULT, out) >= 0;
+    bool ok =
+        ms >= 0 &&
+        H5Sselect_hyperslab(space, H5S_SELECT_SET, off, NULL, cnt, NULL) >= 0 &&
+        H5Dread(d, mtype, ms, space, H5P_DEFAULT, out) >= 0;
     sps_close_any(ms);
     return ok;
 }
@@ -578,9 +573,9 @@ static bool decode_chunk(const unsigned char *raw, size_t rawlen,
     return true;
 }
 
-bool sp_store_read_columns(sp_store_reader *r, const int *columns,
-                           size_t ncols, int64_t start, size_t n,
-                           float *const *out, sp_error *err) {
+bool sp_store_read_columns(sp_store_reader *r, const int *columns, size_t ncols,
+                           int64_t start, size_t n, float *const *out,
+                           sp_error *err) {
     sps_h5_quiet();
     for (size_t k = 0; k < ncols; k++)
         if (r->kind != SP_STORE_SLIDE || columns[k] < 0 ||
@@ -653,14 +648,13 @@ bool sp_store_read_coords(sp_store_reader *r, int64_t start, size_t n,
     if (n == 0)
         return true;
     if (!read_rows(r->coords, r->cspace, H5T_NATIVE_INT64, start, n, 0, 2, xy))
-        return sps_h5_error(err, SP_ERR_INPUT, r->path,
-                            "cannot read /coords");
+        return sps_h5_error(err, SP_ERR_INPUT, r->path, "cannot read /coords");
     return true;
 }
 
-bool sp_store_read_image(sp_store_reader *r, const char *name,
-                         uint8_t **data, int64_t *width, int64_t *height,
-                         int *channels, sp_error *err) {
+bool sp_store_read_image(sp_store_reader *r, const char *name, uint8_t **data,
+                         int64_t *width, int64_t *height, int *channels,
+                         sp_error *err) {
     sps_h5_quiet();
     *data = NULL;
     if (r->kind != SP_STORE_SLIDE ||

@@ -42,22 +42,22 @@ extern "C" {
  * (never written as 0). */
 typedef struct {
     /* slide */
-    const char *source_file;   /* file name of the slide, required */
-    const char *vendor;        /* OpenSlide vendor, NULL = "unknown" */
-    int64_t width, height;     /* level-0 size in pixels */
-    double mpp_x, mpp_y;       /* microns per pixel, NAN when unknown */
-    double objective_power;    /* NAN when unknown */
-    const char *quickhash;     /* OpenSlide quickhash-1, NULL when unknown */
+    const char *source_file; /* file name of the slide, required */
+    const char *vendor;      /* OpenSlide vendor, NULL = "unknown" */
+    int64_t width, height;   /* level-0 size in pixels */
+    double mpp_x, mpp_y;     /* microns per pixel, NAN when unknown */
+    double objective_power;  /* NAN when unknown */
+    const char *quickhash;   /* OpenSlide quickhash-1, NULL when unknown */
     /* provenance */
-    const char *version;       /* slidepipe version, NULL = SP_VERSION */
-    const char *parameters;    /* the run's parameters as a JSON object
-                                  string, NULL = "{}" */
-    double start_time;         /* Unix seconds (UTC); NAN = now */
-    double end_time;           /* Unix seconds; NAN = time of commit */
+    const char *version;    /* slidepipe version, NULL = SP_VERSION */
+    const char *parameters; /* the run's parameters as a JSON object
+                               string, NULL = "{}" */
+    double start_time;      /* Unix seconds (UTC); NAN = now */
+    double end_time;        /* Unix seconds; NAN = time of commit */
     /* tile grid (CLAM-compatible attributes of /coords) */
-    int64_t patch_size;        /* tile edge in pixels at patch_level */
-    int patch_level;           /* slide level the tiles were cut from */
-    double downsample;         /* downsample of patch_level (>= 1) */
+    int64_t patch_size;                /* tile edge in pixels at patch_level */
+    int patch_level;                   /* slide level the tiles were cut from */
+    double downsample;                 /* downsample of patch_level (>= 1) */
     int64_t level_width, level_height; /* size of patch_level, pixels */
     /* per-tile feature columns, in order: n_columns >= 0 unique names
      * matching [A-Za-z_][A-Za-z0-9_.]*, none of them slide, x, y, and, or,
@@ -145,20 +145,20 @@ bool sp_store_read_column(sp_store_reader *r, int column, int64_t start,
  * multiple of sp_store_block_rows, n at most that) the compressed chunks
  * are fetched on the calling thread and inflated in parallel with OpenMP
  * (zlib only: HDF5 is still called from this thread alone). */
-bool sp_store_read_columns(sp_store_reader *r, const int *columns,
-                           size_t ncols, int64_t start, size_t n,
-                           float *const *out, sp_error *err);
+bool sp_store_read_columns(sp_store_reader *r, const int *columns, size_t ncols,
+                           int64_t start, size_t n, float *const *out,
+                           sp_error *err);
 /* Read rows [start, start + n) of /coords as n (x, y) pairs. */
 bool sp_store_read_coords(sp_store_reader *r, int64_t start, size_t n,
                           int64_t *xy, sp_error *err);
 /* Summary values (names owned by the reader). */
 size_t sp_store_summary_count(const sp_store_reader *r);
-bool sp_store_summary_at(const sp_store_reader *r, size_t i,
-                         const char **name, double *value);
+bool sp_store_summary_at(const sp_store_reader *r, size_t i, const char **name,
+                         double *value);
 /* An image: allocates *data (caller frees). SP_ERR_INPUT when absent. */
-bool sp_store_read_image(sp_store_reader *r, const char *name,
-                         uint8_t **data, int64_t *width, int64_t *height,
-                         int *channels, sp_error *err);
+bool sp_store_read_image(sp_store_reader *r, const char *name, uint8_t **data,
+                         int64_t *width, int64_t *height, int *channels,
+                         sp_error *err);
 
 /* ---- cohort index ------------------------------------------------------- */
 
@@ -200,8 +200,7 @@ typedef struct {
 
 /* Evaluate over n rows: in[i] is the column sp_expr_column(e, i). Writes
  * out[r] = 1 when row r matches, else 0. False only when out of memory. */
-bool sp_expr_eval(sp_expr *e, const sp_expr_input *in, size_t n,
-                  uint8_t *out);
+bool sp_expr_eval(sp_expr *e, const sp_expr_input *in, size_t n, uint8_t *out);
 
 #ifdef __cplusplus
 }

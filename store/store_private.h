@@ -43,15 +43,15 @@ bool sps_attr_put_str(hid_t obj, const char *name, const char *value,
                       const char *file, sp_error *err);
 bool sps_attr_put_strs(hid_t obj, const char *name, const char *const *v,
                        size_t n, const char *file, sp_error *err);
-bool sps_attr_put_i64(hid_t obj, const char *name, const int64_t *v,
-                      size_t n, const char *file, sp_error *err);
+bool sps_attr_put_i64(hid_t obj, const char *name, const int64_t *v, size_t n,
+                      const char *file, sp_error *err);
 bool sps_attr_put_f64(hid_t obj, const char *name, const double *v, size_t n,
                       const char *file, sp_error *err);
 /* Readers: false with SP_ERR_INPUT when absent or of the wrong kind.
  * Strings accept fixed or variable length; the result is malloc'd. */
 bool sps_attr_exists(hid_t obj, const char *name);
-bool sps_attr_get_str(hid_t obj, const char *name, char **out,
-                      const char *file, sp_error *err);
+bool sps_attr_get_str(hid_t obj, const char *name, char **out, const char *file,
+                      sp_error *err);
 /* A 1-D string array attribute; *out is a malloc'd array of malloc'd
  * strings (free with sps_free_strs). */
 bool sps_attr_get_strs(hid_t obj, const char *name, char ***out, size_t *n,

@@ -15,11 +15,11 @@ struct sp_store_writer {
     char *tmp;  /* temporary sibling written until commit */
     hid_t file, coords, features, summary;
     size_t ncol;
-    float *colbuf;   /* ncol columns of SPS_CHUNK_ROWS values */
-    int64_t *xybuf;  /* SPS_CHUNK_ROWS (x, y) pairs */
-    size_t nbuf;     /* rows buffered */
-    int64_t nrows;   /* rows already written to the file */
-    double end_time; /* NAN = time of commit */
+    float *colbuf;      /* ncol columns of SPS_CHUNK_ROWS values */
+    int64_t *xybuf;     /* SPS_CHUNK_ROWS (x, y) pairs */
+    size_t nbuf;        /* rows buffered */
+    int64_t nrows;      /* rows already written to the file */
+    double end_time;    /* NAN = time of commit */
     sp_store_meta grid; /* grid fields, for /coords created at first flush */
     char *source_name;
     char **columns;
@@ -37,16 +37,15 @@ static bool valid_column_name(const char *s) {
         if (!(*p == '_' || *p == '.' || (*p >= 'A' && *p <= 'Z') ||
               (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')))
             return false;
-    static const char *const reserved[] = {"slide", "x", "y", "and", "or",
-                                           "not"};
+    static const char *const reserved[] = {"slide", "x",  "y",
+                                           "and",   "or", "not"};
     for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++)
         if (strcasecmp(s, reserved[i]) == 0)
             return false;
     return true;
 }
 
-static bool validate(const char *path, const sp_store_meta *m,
-                     sp_error *err) {
+static bool validate(const char *path, const sp_store_meta *m, sp_error *err) {
     if (!m->source_file || !*m->source_file)
         return sp_error_set(err, SP_ERR_USAGE, path,
                             "store: the source file name is required");
@@ -64,10 +63,11 @@ static bool validate(const char *path, const sp_store_meta *m,
         return sp_error_set(err, SP_ERR_USAGE, path, "store: no column names");
     for (size_t i = 0; i < m->n_columns; i++) {
         if (!valid_column_name(m->columns[i]))
-            return sp_error_set(err, SP_ERR_USAGE, path,
-                                "store: invalid column name '%s' (letters, "
-                                "digits, '_' and '.'; not slide, x, y, and, or, not)",
-                                m->columns[i] ? m->columns[i] : "(null)");
+            return sp_error_set(
+                err, SP_ERR_USAGE, path,
+                "store: invalid column name '%s' (letters, "
+                "digits, '_' and '.'; not slide, x, y, and, or, not)",
+                m->columns[i] ? m->columns[i] : "(null)");
         for (size_t j = 0; j < i; j++)
             if (strcmp(m->columns[i], m->columns[j]) == 0)
                 return sp_error_set(err, SP_ERR_USAGE, path,
@@ -137,8 +137,8 @@ static bool write_root_attrs(sp_store_writer *w, const sp_store_meta *m,
         !sps_attr_put_i64(r, "height", &wh[1], 1, f, err) ||
         !sps_attr_put_str(r, "slidepipe_version",
                           m->version ? m->version : SP_VERSION, f, err) ||
-        !sps_attr_put_str(r, "parameters",
-                          m->parameters ? m->parameters : "{}", f, err) ||
+        !sps_attr_put_str(r, "parameters", m->parameters ? m->parameters : "{}",
+                          f, err) ||
         !sps_attr_put_str(r, "start_time", start, f, err))
         return false;
     if (!isnan(m->mpp_x) && !sps_attr_put_f64(r, "mpp_x", &m->mpp_x, 1, f, err))
@@ -214,7 +214,8 @@ bool sp_store_create(const char *path, const sp_store_meta *meta,
     w->end_time = meta->end_time;
     w->path = strdup(path);
     w->tmp = sp_temp_sibling(path);
-    w->colbuf = malloc((w->ncol ? w->ncol : 1) * SPS_CHUNK_ROWS * sizeof(float));
+    w->colbuf =
+        malloc((w->ncol ? w->ncol : 1) * SPS_CHUNK_ROWS * sizeof(float));
     w->xybuf = malloc(2 * SPS_CHUNK_ROWS * sizeof(int64_t));
     if (!w->path || !w->tmp || !w->colbuf || !w->xybuf) {
         sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
@@ -230,8 +231,8 @@ bool sp_store_create(const char *path, const sp_store_meta *meta,
         sps_h5_error(err, SP_ERR_OUTPUT, path, "cannot create");
         goto fail;
     }
-    w->summary = H5Gcreate2(w->file, SPS_SUMMARY, H5P_DEFAULT, H5P_DEFAULT,
-                            H5P_DEFAULT);
+    w->summary =
+        H5Gcreate2(w->file, SPS_SUMMARY, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (w->summary < 0) {
         sps_h5_error(err, SP_ERR_OUTPUT, path, "cannot create /summary");
         goto fail;
@@ -293,10 +294,10 @@ out:
 
 static bool create_datasets(sp_store_writer *w, hsize_t chunk_rows,
                             sp_error *err) {
-    hsize_t crows = chunk_rows < SPS_COORD_CHUNK_ROWS ? chunk_rows
-                                                      : SPS_COORD_CHUNK_ROWS;
-    w->coords = create_extendible(w->file, SPS_COORDS, H5T_STD_I64LE, 2,
-                                  crows, 2);
+    hsize_t crows =
+        chunk_rows < SPS_COORD_CHUNK_ROWS ? chunk_rows : SPS_COORD_CHUNK_ROWS;
+    w->coords =
+        create_extendible(w->file, SPS_COORDS, H5T_STD_I64LE, 2, crows, 2);
     if (w->coords < 0)
         return sps_h5_error(err, SP_ERR_OUTPUT, w->path,
                             "cannot create /coords");
@@ -307,15 +308,15 @@ static bool create_datasets(sp_store_writer *w, hsize_t chunk_rows,
                             "cannot create /features");
     return write_coords_attrs(w, &w->grid, err) &&
            sps_attr_put_strs(w->features, SPS_COLUMNS,
-                             (const char *const *)w->columns, w->ncol,
-                             w->path, err);
+                             (const char *const *)w->columns, w->ncol, w->path,
+                             err);
 }
 
 /* Write the buffered rows. `final`: no more rows will come. */
 static bool flush_rows(sp_store_writer *w, bool final, sp_error *err) {
     if (w->features < 0) {
-        hsize_t rows = final && w->nbuf < SPS_CHUNK_ROWS ? w->nbuf
-                                                         : SPS_CHUNK_ROWS;
+        hsize_t rows =
+            final && w->nbuf < SPS_CHUNK_ROWS ? w->nbuf : SPS_CHUNK_ROWS;
         if (!create_datasets(w, rows ? rows : 1, err)) {
             w->failed = true;
             return false;
@@ -414,8 +415,8 @@ bool sp_store_put_image(sp_store_writer *w, const char *name,
     if (s < 0 || p < 0)
         goto h5fail;
     d = H5Dcreate2(w->file, name, H5T_STD_U8LE, s, H5P_DEFAULT, p, H5P_DEFAULT);
-    if (d < 0 || H5Dwrite(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT,
-                          data) < 0)
+    if (d < 0 ||
+        H5Dwrite(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
         goto h5fail;
     /* HDF5 Image and Palette Specification 1.2, so viewers show it */
     if (!sps_attr_put_str(d, "CLASS", "IMAGE", w->path, err) ||

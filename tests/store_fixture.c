@@ -16,11 +16,22 @@
 
 #include "store.h"
 
-static const char *const COLUMNS[] = {
-    "tissue_fraction", "mean_r",     "mean_g",       "mean_b",
-    "std_r",           "std_g",      "std_b",        "saturation",
-    "brightness",      "contrast",   "od_h",         "od_e",
-    "blur",            "pen_fraction", "cellularity", "entropy"};
+static const char *const COLUMNS[] = {"tissue_fraction",
+                                      "mean_r",
+                                      "mean_g",
+                                      "mean_b",
+                                      "std_r",
+                                      "std_g",
+                                      "std_b",
+                                      "saturation",
+                                      "brightness",
+                                      "contrast",
+                                      "od_h",
+                                      "od_e",
+                                      "blur",
+                                      "pen_fraction",
+                                      "cellularity",
+                                      "entropy"};
 enum { NCOL = sizeof COLUMNS / sizeof COLUMNS[0] };
 
 static uint64_t rng_state;
@@ -163,15 +174,24 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--rows") == 0 && v) rows = atoll(argv[++i]);
-        else if (strcmp(a, "--seed") == 0 && v) seed = strtoull(argv[++i], NULL, 10);
-        else if (strcmp(a, "--name") == 0 && v) name = argv[++i];
-        else if (strcmp(a, "--no-optional") == 0) optional = false;
-        else if (strcmp(a, "--batch") == 0 && v) batch = atoll(argv[++i]);
-        else if (strcmp(a, "--die-after") == 0 && v) die_after = atoll(argv[++i]);
-        else if (strcmp(a, "--cohort") == 0 && v) cohort = argv[++i];
-        else if (strcmp(a, "--files") == 0 && v) files = atoll(argv[++i]);
-        else if (a[0] != '-' && !out) out = a;
+        if (strcmp(a, "--rows") == 0 && v)
+            rows = atoll(argv[++i]);
+        else if (strcmp(a, "--seed") == 0 && v)
+            seed = strtoull(argv[++i], NULL, 10);
+        else if (strcmp(a, "--name") == 0 && v)
+            name = argv[++i];
+        else if (strcmp(a, "--no-optional") == 0)
+            optional = false;
+        else if (strcmp(a, "--batch") == 0 && v)
+            batch = atoll(argv[++i]);
+        else if (strcmp(a, "--die-after") == 0 && v)
+            die_after = atoll(argv[++i]);
+        else if (strcmp(a, "--cohort") == 0 && v)
+            cohort = argv[++i];
+        else if (strcmp(a, "--files") == 0 && v)
+            files = atoll(argv[++i]);
+        else if (a[0] != '-' && !out)
+            out = a;
         else {
             fprintf(stderr, "store_fixture: bad argument '%s'\n", a);
             return 2;

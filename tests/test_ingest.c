@@ -10,9 +10,9 @@
 #include "ingest.h"
 #include "testutil.h"
 
-static const char *const readable[] = {
-    "CMU-1-Small-Region.svs", "tcga-cr-7395-01a-01-ts1.svs", "boxes.tiff",
-    "small.svs"};
+static const char *const readable[] = {"CMU-1-Small-Region.svs",
+                                       "tcga-cr-7395-01a-01-ts1.svs",
+                                       "boxes.tiff", "small.svs"};
 #define N_READABLE (sizeof readable / sizeof readable[0])
 
 static sp_slide *open_ok(const char *name) {
@@ -35,17 +35,19 @@ static void test_metadata_matches_openslide(void) {
         openslide_t *osr = openslide_open(p);
         CU_ASSERT_PTR_NOT_NULL_FATAL(osr);
         sp_slide *s = open_ok(readable[f]);
-        CU_ASSERT_STRING_EQUAL(sp_slide_vendor(s),
-                               openslide_get_property_value(osr, "openslide.vendor"));
-        CU_ASSERT_EQUAL(sp_slide_level_count(s), openslide_get_level_count(osr));
+        CU_ASSERT_STRING_EQUAL(
+            sp_slide_vendor(s),
+            openslide_get_property_value(osr, "openslide.vendor"));
+        CU_ASSERT_EQUAL(sp_slide_level_count(s),
+                        openslide_get_level_count(osr));
         for (int i = 0; i < sp_slide_level_count(s); i++) {
             int64_t w, h;
             openslide_get_level_dimensions(osr, i, &w, &h);
             const sp_level *l = sp_slide_level(s, i);
             CU_ASSERT_EQUAL(l->width, w);
             CU_ASSERT_EQUAL(l->height, h);
-            CU_ASSERT_DOUBLE_EQUAL(l->downsample,
-                                   openslide_get_level_downsample(osr, i), 1e-12);
+            CU_ASSERT_DOUBLE_EQUAL(
+                l->downsample, openslide_get_level_downsample(osr, i), 1e-12);
             char key[64];
             snprintf(key, sizeof key, "openslide.level[%d].tile-width", i);
             const char *tw = openslide_get_property_value(osr, key);
@@ -57,22 +59,25 @@ static void test_metadata_matches_openslide(void) {
         CU_ASSERT_EQUAL(sp_slide_mpp(s, &x, &y), mx != NULL);
         if (mx)
             CU_ASSERT_DOUBLE_EQUAL(x, atof(mx), 1e-12);
-        const char *op = openslide_get_property_value(osr, "openslide.objective-power");
+        const char *op =
+            openslide_get_property_value(osr, "openslide.objective-power");
         double pw = -1;
         CU_ASSERT_EQUAL(sp_slide_objective_power(s, &pw), op != NULL);
         if (!op)
             CU_ASSERT_EQUAL(pw, -1); /* absent stays absent, untouched */
-        const char *qh = openslide_get_property_value(osr, "openslide.quickhash-1");
+        const char *qh =
+            openslide_get_property_value(osr, "openslide.quickhash-1");
         CU_ASSERT_STRING_EQUAL(sp_slide_quickhash(s), qh);
         int np = 0;
-        for (const char *const *n = openslide_get_property_names(osr); *n; n++, np++) {
+        for (const char *const *n = openslide_get_property_names(osr); *n;
+             n++, np++) {
             CU_ASSERT_STRING_EQUAL(sp_slide_property(s, *n),
                                    openslide_get_property_value(osr, *n));
         }
         CU_ASSERT_EQUAL(sp_slide_property_count(s), np);
         int na = 0;
-        for (const char *const *n = openslide_get_associated_image_names(osr); *n;
-             n++, na++) {
+        for (const char *const *n = openslide_get_associated_image_names(osr);
+             *n; n++, na++) {
             int64_t w, h;
             openslide_get_associated_image_dimensions(osr, *n, &w, &h);
             const sp_associated *a = sp_slide_associated_at(s, na);
@@ -155,30 +160,31 @@ static void test_pixels_match_openslide(void) {
                 /* interior, corner, crossing the right/bottom edges, wholly
                  * outside, crossing the top-left (negative origin) */
                 const int64_t reg[][4] = {
-                    {W / 3, H / 3, 97, 61},
-                    {0, 0, 64, 64},
-                    {W - 50, H - 30, 120, 90},
-                    {W + 10, H + 10, 16, 16},
+                    {W / 3, H / 3, 97, 61},    {0, 0, 64, 64},
+                    {W - 50, H - 30, 120, 90}, {W + 10, H + 10, 16, 16},
                     {-20, -13, 70, 50},
                 };
                 for (size_t k = 0; k < sizeof reg / sizeof reg[0]; k++) {
                     int64_t w = reg[k][2], h = reg[k][3];
                     uint8_t *got = malloc((size_t)(w * h * 3));
                     uint8_t *want = malloc((size_t)(w * h * 3));
-                    CU_ASSERT_TRUE(sp_reader_read(r, lv, reg[k][0], reg[k][1], w,
-                                                  h, got, &e));
-                    reference_rgb(osr, lv, reg[k][0], reg[k][1], w, h, bgs[b], want);
+                    CU_ASSERT_TRUE(sp_reader_read(r, lv, reg[k][0], reg[k][1],
+                                                  w, h, got, &e));
+                    reference_rgb(osr, lv, reg[k][0], reg[k][1], w, h, bgs[b],
+                                  want);
                     compared++;
                     int bad = 0;
                     for (int64_t i = 0; i < w * h * 3; i++)
                         if (abs((int)got[i] - (int)want[i]) > 1)
                             bad++;
                     if (bad)
-                        fprintf(stderr, "%s level %d region %zu: %d bytes differ\n",
+                        fprintf(stderr,
+                                "%s level %d region %zu: %d bytes differ\n",
                                 readable[f], lv, k, bad);
                     CU_ASSERT_EQUAL(bad, 0);
                     if (k == 3) /* wholly outside: background */
-                        CU_ASSERT_TRUE(got[0] == bgs[b][0] && got[1] == bgs[b][1] &&
+                        CU_ASSERT_TRUE(got[0] == bgs[b][0] &&
+                                       got[1] == bgs[b][1] &&
                                        got[2] == bgs[b][2]);
                     free(got);
                     free(want);
@@ -219,7 +225,8 @@ static uint64_t checksum_tiles(sp_slide *s, int threads, unsigned flags,
         for (int t = 0; t < n; t++) {
             int64_t x = (int64_t)(t % nx) * tw, y = (int64_t)(t / nx) * tw;
             if (r && sp_reader_read(r, 0, x, y, tw, tw, buf, &e))
-                sums[t] = fnv(buf, (size_t)tw * tw * 3, 14695981039346656037ull);
+                sums[t] =
+                    fnv(buf, (size_t)tw * tw * 3, 14695981039346656037ull);
             else
                 fails++;
         }
@@ -235,7 +242,8 @@ static uint64_t checksum_tiles(sp_slide *s, int threads, unsigned flags,
 }
 
 static void test_concurrent_reads_agree(void) {
-    const char *names[] = {"CMU-1-Small-Region.svs", "tcga-cr-7395-01a-01-ts1.svs"};
+    const char *names[] = {"CMU-1-Small-Region.svs",
+                           "tcga-cr-7395-01a-01-ts1.svs"};
     for (int f = 0; f < 2; f++) {
         sp_slide *s = open_ok(names[f]);
         int fails = 0;
@@ -251,7 +259,8 @@ static void test_concurrent_reads_agree(void) {
     }
 }
 
-static void expect_open_fails(const char *path, bool verify, const char *cause) {
+static void expect_open_fails(const char *path, bool verify,
+                              const char *cause) {
     sp_error e = {0};
     sp_slide *s = (sp_slide *)1;
     CU_ASSERT_FALSE(sp_slide_open(path, verify, &s, &e));
@@ -266,7 +275,10 @@ static void expect_open_fails(const char *path, bool verify, const char *cause) 
 }
 
 static void test_broken_inputs(void) {
-    const struct { const char *file; const char *cause; } cases[] = {
+    const struct {
+        const char *file;
+        const char *cause;
+    } cases[] = {
         {"unopenable.tiff", "Unsupported TIFF compression: 52479"},
         {"unreadable.svs", "Bogus marker length"},
         {"smalltif.tif", "not a slide format"},
@@ -302,7 +314,8 @@ static void copy_prefix(const char *src, const char *dst, long n) {
     char buf[65536];
     long left = n;
     while (left > 0) {
-        size_t k = fread(buf, 1, left < (long)sizeof buf ? (size_t)left : sizeof buf, in);
+        size_t k = fread(
+            buf, 1, left < (long)sizeof buf ? (size_t)left : sizeof buf, in);
         if (k == 0)
             break;
         fwrite(buf, 1, k, out);
@@ -323,7 +336,8 @@ static void test_empty_and_truncated(void) {
     char *src = sp_test_path("CMU-1-Small-Region.svs");
     const long cuts[] = {100, 4096, 200000, 1000000};
     for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
-        snprintf(path, sizeof path, "%s/trunc-%ld.svs", sp_test_tmpdir(), cuts[i]);
+        snprintf(path, sizeof path, "%s/trunc-%ld.svs", sp_test_tmpdir(),
+                 cuts[i]);
         copy_prefix(src, path, cuts[i]);
         sp_error e = {0};
         sp_slide *s = NULL;
@@ -333,7 +347,8 @@ static void test_empty_and_truncated(void) {
             const sp_level *l = sp_slide_level(s, 0);
             sp_reader *r = sp_reader_create(s, 0, NULL, &e);
             uint8_t *buf = malloc((size_t)(l->width * l->height * 3));
-            CU_ASSERT_FALSE(sp_reader_read(r, 0, 0, 0, l->width, l->height, buf, &e));
+            CU_ASSERT_FALSE(
+                sp_reader_read(r, 0, 0, 0, l->width, l->height, buf, &e));
             free(buf);
             sp_reader_free(r);
             sp_slide_close(s);
@@ -379,7 +394,8 @@ static void test_associated_image(void) {
         for (int c = 0; c < 3; c++)
             want[3 * i + c] = (uint8_t)(argb[i] >> (16 - 8 * c));
     CU_ASSERT_EQUAL(memcmp(rgb, want, (size_t)(a->width * a->height * 3)), 0);
-    CU_ASSERT_FALSE(sp_slide_read_associated(s, "no-such-image", rgb, NULL, &e));
+    CU_ASSERT_FALSE(
+        sp_slide_read_associated(s, "no-such-image", rgb, NULL, &e));
     openslide_close(osr);
     free(p);
     free(rgb);
@@ -400,11 +416,11 @@ static void compare_paths(sp_slide *s) {
     const sp_level *l = sp_slide_level(s, 0);
     const int64_t W = l->width, H = l->height;
     const int64_t reg[][4] = {
-        {0, 0, W, H},              /* the whole level at once */
-        {0, 0, 240, 240},          {240, 480, 480, 240},
-        {17, 33, 301, 199},        {W - 100, H - 77, 250, 300},
-        {-31, -5, 300, 100},       {W + 5, 0, 10, 10},
-        {W / 2, H / 2, 1, 1},      {W - 1, H - 1, 1, 1},
+        {0, 0, W, H}, /* the whole level at once */
+        {0, 0, 240, 240},     {240, 480, 480, 240},
+        {17, 33, 301, 199},   {W - 100, H - 77, 250, 300},
+        {-31, -5, 300, 100},  {W + 5, 0, 10, 10},
+        {W / 2, H / 2, 1, 1}, {W - 1, H - 1, 1, 1},
     };
     for (size_t k = 0; k < sizeof reg / sizeof reg[0]; k++) {
         size_t n = (size_t)(reg[k][2] * reg[k][3] * 3);

@@ -143,7 +143,8 @@ static void test_round_trip(void) {
     uint8_t *img = NULL;
     int64_t w, hh;
     int ch;
-    CU_ASSERT_TRUE(sp_store_read_image(r, "thumbnail", &img, &w, &hh, &ch, &err));
+    CU_ASSERT_TRUE(
+        sp_store_read_image(r, "thumbnail", &img, &w, &hh, &ch, &err));
     CU_ASSERT(w == 6 && hh == 4 && ch == 3 && img && img[71] == 71);
     free(img);
     CU_ASSERT_FALSE(sp_store_read_image(r, "mask", &img, &w, &hh, &ch, &err));
@@ -191,7 +192,8 @@ static void test_abort_and_validation(void) {
     sp_error_clear(&err);
     CU_ASSERT_FALSE(sp_store_create("/nonexistent-dir/x.h5", &m, &w, &err));
     CU_ASSERT_EQUAL(err.code, SP_ERR_OUTPUT);
-    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "/nonexistent-dir/x.h5: cannot create"));
+    CU_ASSERT_PTR_NOT_NULL(
+        strstr(err.msg, "/nonexistent-dir/x.h5: cannot create"));
     /* zero rows, zero columns */
     m.n_columns = 0;
     m.columns = NULL;
@@ -244,7 +246,8 @@ static void test_rejected_files(void) {
     CU_ASSERT_TRUE(H5Awrite(a, H5T_NATIVE_INT64, &v) >= 0);
     H5Aclose(a);
     H5Fclose(fid);
-    expect_reject(newer, "schema_version 7 is newer than this slidepipe reads (1)");
+    expect_reject(newer,
+                  "schema_version 7 is newer than this slidepipe reads (1)");
     /* truncated */
     const char *full = tmp_path("full.h5");
     const char *trunc = tmp_path("trunc.h5");
@@ -272,7 +275,8 @@ static void expect_parse_error(const char *text, const char *msg) {
     CU_ASSERT_PTR_NULL(e);
     CU_ASSERT_EQUAL(err.code, SP_ERR_USAGE);
     if (strcmp(err.msg, msg) != 0)
-        fprintf(stderr, "\n  '%s': got '%s'\n  want '%s'\n", text, err.msg, msg);
+        fprintf(stderr, "\n  '%s': got '%s'\n  want '%s'\n", text, err.msg,
+                msg);
     CU_ASSERT_STRING_EQUAL(err.msg, msg);
 }
 
@@ -337,7 +341,7 @@ static void test_expr_eval(void) {
     const int64_t x[6] = {0, 256, 512, 768, 1024, 1280};
     CU_ASSERT_EQUAL(eval_count("a > 0.4", a, b, x, 6), 3);
     CU_ASSERT_EQUAL(eval_count("not a > 0.4", a, b, x, 6), 3); /* NaN kept */
-    CU_ASSERT_EQUAL(eval_count("a != a", a, b, x, 6), 1);     /* the NaN */
+    CU_ASSERT_EQUAL(eval_count("a != a", a, b, x, 6), 1);      /* the NaN */
     CU_ASSERT_EQUAL(eval_count("a == a", a, b, x, 6), 5);
     CU_ASSERT_EQUAL(eval_count("a == b", a, b, x, 6), 1);
     CU_ASSERT_EQUAL(eval_count("a = 0.5", a, b, x, 6), 2);
@@ -352,7 +356,8 @@ static void test_expr_eval(void) {
     CU_ASSERT_EQUAL(eval_count("x > a", a, b, x, 6), 4);
     CU_ASSERT_EQUAL(eval_count("not not a > -5e0", a, b, x, 6), 5);
     CU_ASSERT_EQUAL(eval_count("a>=.5 and b<=+0.5", a, b, x, 6), 2);
-    expect_parse_error("a >= 0.5and b < 1", "position 6: expected a number or "
+    expect_parse_error("a >= 0.5and b < 1",
+                       "position 6: expected a number or "
                        "a column name after '>=', found '0.5and'");
     sp_expr *e = NULL;
     sp_error err = {0};

@@ -103,7 +103,8 @@ static bool build(const sp_pyramid_params *prm, const uint8_t *img, int chunk,
         return false;
     for (int y = 0; y < IH; y += chunk) {
         int n = IH - y < chunk ? IH - y : chunk;
-        if (!sp_pyramid_push_rows(p, img + (size_t)y * IW * 3, IW * 3, y, n, e)) {
+        if (!sp_pyramid_push_rows(p, img + (size_t)y * IW * 3, IW * 3, y, n,
+                                  e)) {
             sp_pyramid_abort(p);
             return false;
         }
@@ -130,7 +131,8 @@ static void test_levels_match_reference(void) {
         for (int r = 0; r < rows; r++)
             for (int c = 0; c < cols; c++) {
                 char path[600];
-                snprintf(path, sizeof path, "%s_files/%d/%d_%d.png", out, k, c, r);
+                snprintf(path, sizeof path, "%s_files/%d/%d_%d.png", out, k, c,
+                         r);
                 int tw, th;
                 uint8_t *got = read_png(path, &tw, &th);
                 CU_ASSERT_PTR_NOT_NULL(got);

@@ -45,8 +45,9 @@ static void test_json_escaping(void) {
     sp_json_end_object(&j);
     sp_json_end_object(&j);
     CU_ASSERT_STRING_EQUAL(
-        b.data, "{\"q\\\"k\":\"a\\\\b\\n\\u0001\\ufffd\xc3\xa9\",\"n\":0.1,\"i\":20,"
-                "\"nan\":null,\"arr\":[-3,true,null,null],\"empty\":{}}");
+        b.data,
+        "{\"q\\\"k\":\"a\\\\b\\n\\u0001\\ufffd\xc3\xa9\",\"n\":0.1,\"i\":20,"
+        "\"nan\":null,\"arr\":[-3,true,null,null],\"empty\":{}}");
     sp_buf_free(&b);
 }
 

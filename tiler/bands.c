@@ -66,8 +66,8 @@ bool sp_band_loop(sp_slide *s, int threads, const uint8_t bg[3],
         {
             band_thread *me = &bt[omp_get_thread_num()];
             if (!me->reader && !sp_error_is_set(&me->err))
-                me->reader = sp_reader_create(s, SP_READER_PRIVATE_HANDLE,
-                                              bg, &me->err);
+                me->reader =
+                    sp_reader_create(s, SP_READER_PRIVATE_HANDLE, bg, &me->err);
             if (sp_error_is_set(&me->err))
                 atomic_store(&failed, true);
 #pragma omp for schedule(dynamic, 2)
@@ -84,8 +84,8 @@ bool sp_band_loop(sp_slide *s, int threads, const uint8_t bg[3],
                     fill_rect(dst, W * 3, w, h, bg);
                     continue;
                 }
-                if (!sp_reader_read_stride(me->reader, 0, x, y0 + y, w, h,
-                                           dst, (size_t)(W * 3), &me->err))
+                if (!sp_reader_read_stride(me->reader, 0, x, y0 + y, w, h, dst,
+                                           (size_t)(W * 3), &me->err))
                     atomic_store(&failed, true);
             }
         }

@@ -11,7 +11,7 @@
 
 struct sp_writer {
     sp_pyramid *p;
-    char *dzi, *files, *json;         /* final names */
+    char *dzi, *files, *json; /* final names */
     char *tmp_dzi, *tmp_files, *tmp_json;
     const char *ext;
     int nlevels;
@@ -113,9 +113,9 @@ fail:
 static bool dzi_put(sp_writer *w, int d, int64_t col, int64_t row,
                     const uint8_t *data, size_t n, sp_error *err) {
     char path[4096];
-    int k = snprintf(path, sizeof path, "%s/%d/%lld_%lld.%s", w->tmp_files,
-                     w->nlevels - 1 - d, (long long)col, (long long)row,
-                     w->ext);
+    int k =
+        snprintf(path, sizeof path, "%s/%d/%lld_%lld.%s", w->tmp_files,
+                 w->nlevels - 1 - d, (long long)col, (long long)row, w->ext);
     if (k < 0 || (size_t)k >= sizeof path)
         return sp_error_set(err, SP_ERR_OUTPUT, w->files, "path too long");
     if (!sp__write_file(path, data, n, err))
@@ -127,23 +127,22 @@ static bool dzi_finish(sp_writer *w, const char *sidecar, size_t sidecar_n,
                        sp_error *err) {
     const sp_pyramid *p = w->p;
     char xml[1024];
-    int n = snprintf(xml, sizeof xml,
-                     "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-                     "<Image xmlns=\"http://schemas.microsoft.com/deepzoom/2008\"\n"
-                     "  Format=\"%s\"\n"
-                     "  Overlap=\"%d\"\n"
-                     "  TileSize=\"%d\"\n"
-                     "  >\n"
-                     "  <Size \n"
-                     "    Height=\"%lld\"\n"
-                     "    Width=\"%lld\"\n"
-                     "  />\n"
-                     "</Image>\n",
-                     w->ext, p->O, p->T, (long long)p->prm.height,
-                     (long long)p->prm.width);
+    int n = snprintf(
+        xml, sizeof xml,
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+        "<Image xmlns=\"http://schemas.microsoft.com/deepzoom/2008\"\n"
+        "  Format=\"%s\"\n"
+        "  Overlap=\"%d\"\n"
+        "  TileSize=\"%d\"\n"
+        "  >\n"
+        "  <Size \n"
+        "    Height=\"%lld\"\n"
+        "    Width=\"%lld\"\n"
+        "  />\n"
+        "</Image>\n",
+        w->ext, p->O, p->T, (long long)p->prm.height, (long long)p->prm.width);
     if (!sp__write_file(w->tmp_dzi, (const uint8_t *)xml, (size_t)n, err) ||
-        !sp__write_file(w->tmp_json, (const uint8_t *)sidecar, sidecar_n,
-                        err))
+        !sp__write_file(w->tmp_json, (const uint8_t *)sidecar, sidecar_n, err))
         goto fail;
     /* an old pyramid stops looking complete before it is replaced */
     if (sp_path_exists(w->dzi) && remove(w->dzi) != 0) {

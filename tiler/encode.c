@@ -127,12 +127,11 @@ static void png_warn_cb(png_structp png, png_const_charp msg) {
 static sp_codec_state *png_create(int quality) { return state_new(quality); }
 
 static bool png_encode(sp_codec_state *st, const uint8_t *rgb, int w, int h,
-                       int64_t pitch, const uint8_t **out, size_t *n,
-                       char *why, size_t why_n) {
+                       int64_t pitch, const uint8_t **out, size_t *n, char *why,
+                       size_t why_n) {
     png_ctx c = {.st = st};
-    png_structp png =
-        png_create_write_struct(PNG_LIBPNG_VER_STRING, &c, png_error_cb,
-                                png_warn_cb);
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &c,
+                                              png_error_cb, png_warn_cb);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     if (!png || !info) {
         png_destroy_write_struct(&png, NULL);
@@ -178,8 +177,8 @@ static bool webp_encode(sp_codec_state *st, const uint8_t *rgb, int w, int h,
         WebPFree(st->webp);
         st->webp = NULL;
     }
-    size_t len = WebPEncodeRGB(rgb, w, h, (int)pitch, (float)st->quality,
-                               &st->webp);
+    size_t len =
+        WebPEncodeRGB(rgb, w, h, (int)pitch, (float)st->quality, &st->webp);
     if (len == 0) {
         snprintf(why, why_n, "WebP encoder failed on a %dx%d tile", w, h);
         return false;

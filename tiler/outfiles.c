@@ -58,8 +58,7 @@ bool sp__write_file(const char *path, const uint8_t *data, size_t n,
                     sp_error *err) {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
     if (fd < 0)
-        return sp_error_errno(err, SP_ERR_OUTPUT, path, errno,
-                              "cannot create");
+        return sp_error_errno(err, SP_ERR_OUTPUT, path, errno, "cannot create");
     while (n > 0) {
         ssize_t w = write(fd, data, n);
         if (w < 0) {
@@ -67,14 +66,12 @@ bool sp__write_file(const char *path, const uint8_t *data, size_t n,
                 continue;
             int e = errno;
             close(fd);
-            return sp_error_errno(err, SP_ERR_OUTPUT, path, e,
-                                  "write failed");
+            return sp_error_errno(err, SP_ERR_OUTPUT, path, e, "write failed");
         }
         data += w;
         n -= (size_t)w;
     }
     if (close(fd) != 0)
-        return sp_error_errno(err, SP_ERR_OUTPUT, path, errno,
-                              "write failed");
+        return sp_error_errno(err, SP_ERR_OUTPUT, path, errno, "write failed");
     return true;
 }

@@ -137,7 +137,8 @@ sp_pyramid *sp_pyramid_create(const sp_pyramid_params *prm, sp_error *err) {
     if (T < 1 || T > 8192 || O < 0 || O > T / 2) {
         sp_error_set(err, SP_ERR_USAGE, out,
                      "invalid tile size %d / overlap %d (need 1 <= tile size "
-                     "<= 8192, 0 <= overlap <= tile size / 2)", T, O);
+                     "<= 8192, 0 <= overlap <= tile size / 2)",
+                     T, O);
         return NULL;
     }
     if (o->container == SP_CONTAINER_TIFF &&
@@ -187,8 +188,8 @@ sp_pyramid *sp_pyramid_create(const sp_pyramid_params *prm, sp_error *err) {
     p->O = O;
     p->pad_edges = o->container == SP_CONTAINER_TIFF;
     p->codec = codec;
-    p->wops = o->container == SP_CONTAINER_TIFF ? &sp__tiff_writer
-                                                 : &sp__dzi_writer;
+    p->wops =
+        o->container == SP_CONTAINER_TIFF ? &sp__tiff_writer : &sp__dzi_writer;
     p->threads = o->threads > 0 ? o->threads : sp_default_threads();
     if (!p->output)
         goto oom;
@@ -216,9 +217,8 @@ sp_pyramid *sp_pyramid_create(const sp_pyramid_params *prm, sp_error *err) {
             goto oom;
         p->tiles_total += L->cols * L->rows;
         p->nlevels = d + 1;
-        bool last = o->container == SP_CONTAINER_TIFF
-                        ? (w <= T && h <= T)
-                        : (d + 1 >= n);
+        bool last = o->container == SP_CONTAINER_TIFF ? (w <= T && h <= T)
+                                                      : (d + 1 >= n);
         if (last)
             break;
         int64_t nw = (w + 1) / 2, nh = (h + 1) / 2;
@@ -252,7 +252,7 @@ fail:
 /* One output row from input rows a and b (b may equal a), w input pixels;
  * an odd last column is paired with itself. */
 void sp__shrink_row(const uint8_t *restrict a, const uint8_t *restrict b,
-                       int64_t w, uint8_t *restrict out) {
+                    int64_t w, uint8_t *restrict out) {
     int64_t pairs = w / 2;
     for (int64_t j = 0; j < pairs; j++) {
         const uint8_t *pa = a + 6 * j, *pb = b + 6 * j;
@@ -408,8 +408,8 @@ static bool do_tile(sp_pyramid *p, sp_pthread *me, const tile_job *j,
     const uint8_t *enc;
     size_t n;
     char why[256];
-    if (!p->codec->encode(me->codec, px, (int)ow, (int)oh, pitch, &enc, &n,
-                          why, sizeof why))
+    if (!p->codec->encode(me->codec, px, (int)ow, (int)oh, pitch, &enc, &n, why,
+                          sizeof why))
         return sp_error_set(&me->err, SP_ERR_INTERNAL, p->output,
                             "level %d tile %lld,%lld: %s", j->d,
                             (long long)j->col, (long long)j->row, why);
@@ -513,9 +513,9 @@ bool sp_pyramid_push_rows(sp_pyramid *p, const uint8_t *rgb, int64_t stride,
         p->failed = true;
         return sp_error_set(err, SP_ERR_USAGE, p->output,
                             "rows pushed out of order (%lld+%lld, expected "
-                            "row %lld of %lld)", (long long)y0,
-                            (long long)rows, (long long)p->pushed,
-                            (long long)p->prm.height);
+                            "row %lld of %lld)",
+                            (long long)y0, (long long)rows,
+                            (long long)p->pushed, (long long)p->prm.height);
     }
     int64_t B = p->lv[0].cap - p->T - 2 * p->O - 2;
     for (int64_t done = 0; done < rows;) {
@@ -531,8 +531,7 @@ bool sp_pyramid_push_rows(sp_pyramid *p, const uint8_t *rgb, int64_t stride,
             !p->prm.opts.progress(p->prm.opts.progress_user, p->tiles_done,
                                   p->tiles_total)) {
             p->failed = true;
-            return sp_error_set(err, SP_ERR_INTERNAL, p->output,
-                                "interrupted");
+            return sp_error_set(err, SP_ERR_INTERNAL, p->output, "interrupted");
         }
     }
     return true;
@@ -584,8 +583,8 @@ static void write_sidecar(const sp_pyramid *p, sp_buf *b) {
     sp_json_bool(&j, o->skip_background);
     sp_json_key(&j, "background_rule");
     sp_json_string(&j, !o->skip_background ? NULL
-                       : o->mask            ? "tissue mask"
-                                            : "colour: max-min >= 24 or min < 180");
+                       : o->mask           ? "tissue mask"
+                                 : "colour: max-min >= 24 or min < 180");
     sp_json_key(&j, "background");
     sp_json_begin_array(&j);
     for (int c = 0; c < 3; c++)

@@ -190,19 +190,19 @@ static bool tw_finish(sp_writer *w, const char *sidecar, size_t sidecar_n,
         }
         if (d == 0) {
             char desc[512];
-            int k = snprintf(desc, sizeof desc,
-                             "Aperio Image Library compatible (slidepipe %s)"
-                             "\r\n%lldx%lld [0,0 %lldx%lld] (%dx%d) JPEG/RGB "
-                             "Q=%d",
-                             SP_VERSION, (long long)L->w, (long long)L->h,
-                             (long long)L->w, (long long)L->h, p->T, p->T,
-                             quality);
+            int k =
+                snprintf(desc, sizeof desc,
+                         "Aperio Image Library compatible (slidepipe %s)"
+                         "\r\n%lldx%lld [0,0 %lldx%lld] (%dx%d) JPEG/RGB "
+                         "Q=%d",
+                         SP_VERSION, (long long)L->w, (long long)L->h,
+                         (long long)L->w, (long long)L->h, p->T, p->T, quality);
             if (src->objective_power > 0)
-                k += snprintf(desc + k, sizeof desc - (size_t)k,
-                              "|AppMag = %g", src->objective_power);
+                k += snprintf(desc + k, sizeof desc - (size_t)k, "|AppMag = %g",
+                              src->objective_power);
             if (src->mpp_x > 0)
-                k += snprintf(desc + k, sizeof desc - (size_t)k,
-                              "|MPP = %.6g", src->mpp_x);
+                k += snprintf(desc + k, sizeof desc - (size_t)k, "|MPP = %.6g",
+                              src->mpp_x);
             TIFFSetField(tif, TIFFTAG_IMAGEDESCRIPTION, desc);
         }
         int64_t ntiles = L->cols * L->rows;
@@ -237,8 +237,8 @@ static bool tw_finish(sp_writer *w, const char *sidecar, size_t sidecar_n,
             }
             if (TIFFWriteRawTile(tif, (uint32_t)i, buf, len) < 0) {
                 sp_error_set(err, SP_ERR_OUTPUT, w->tiff,
-                             "cannot write tile %lld of level %d",
-                             (long long)i, d);
+                             "cannot write tile %lld of level %d", (long long)i,
+                             d);
                 goto fail;
             }
         }
@@ -252,8 +252,7 @@ static bool tw_finish(sp_writer *w, const char *sidecar, size_t sidecar_n,
     tif = NULL;
     free(buf);
     buf = NULL;
-    if (!sp__write_file(w->tmp_json, (const uint8_t *)sidecar, sidecar_n,
-                        err))
+    if (!sp__write_file(w->tmp_json, (const uint8_t *)sidecar, sidecar_n, err))
         goto fail;
     if (rename(w->tmp_tiff, w->tiff) != 0) {
         sp_error_errno(err, SP_ERR_OUTPUT, w->tiff, errno, "cannot rename");

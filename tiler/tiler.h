@@ -73,7 +73,7 @@ const char *sp_tile_format_ext(sp_tile_format f);
 typedef struct {
     const uint8_t *cells; /* width*height bytes, row-major */
     int64_t width, height;
-    double scale;         /* level-0 pixels per cell, > 0 */
+    double scale; /* level-0 pixels per cell, > 0 */
 } sp_tissue_mask;
 
 /* Progress: `done` of `total` tiles handled (written or skipped). Return
@@ -84,13 +84,13 @@ typedef bool (*sp_tile_progress_fn)(void *user, int64_t done, int64_t total);
 typedef struct {
     sp_container container;
     sp_tile_format format;
-    int tile_size;        /* DZI: 254; TIFF: 256 (0 picks the default) */
-    int overlap;          /* DZI only (TIFF tiles never overlap); 1 */
-    int quality;          /* 1..100 for jpeg and webp; 75 */
-    int threads;          /* <= 0: all cores */
+    int tile_size; /* DZI: 254; TIFF: 256 (0 picks the default) */
+    int overlap;   /* DZI only (TIFF tiles never overlap); 1 */
+    int quality;   /* 1..100 for jpeg and webp; 75 */
+    int threads;   /* <= 0: all cores */
     bool skip_background;
-    bool force;           /* replace an existing output */
-    uint8_t background[3]; /* fill outside the scan; 255,255,255 */
+    bool force;                 /* replace an existing output */
+    uint8_t background[3];      /* fill outside the scan; 255,255,255 */
     const sp_tissue_mask *mask; /* optional, for skip_background */
     /* Optional, for skip_background, before `mask`: decides from a tile's
      * own pixels (w x h RGB at its level, rows `stride` bytes apart)
@@ -107,14 +107,14 @@ typedef struct {
 void sp_tile_opts_default(sp_tile_opts *o);
 
 typedef struct {
-    int64_t width, height;  /* level 0 */
+    int64_t width, height; /* level 0 */
     int levels;
     int64_t tiles_total;
     int64_t tiles_written;
-    int64_t tiles_skipped;  /* background tiles not written */
-    int64_t bytes_written;  /* encoded tile bytes */
+    int64_t tiles_skipped; /* background tiles not written */
+    int64_t bytes_written; /* encoded tile bytes */
     double seconds;
-    char output[4096];      /* the main output file (.dzi or .tiff) */
+    char output[4096]; /* the main output file (.dzi or .tiff) */
 } sp_tile_stats;
 
 /* ---- streaming pyramid ------------------------------------------------- */
@@ -127,11 +127,11 @@ typedef struct {
 } sp_source_info;
 
 typedef struct {
-    const char *output;   /* OUT: "x" or "x.dzi" for DZI; "x" or "x.tif(f)" */
+    const char *output;    /* OUT: "x" or "x.dzi" for DZI; "x" or "x.tif(f)" */
     int64_t width, height; /* level-0 size */
     sp_tile_opts opts;
     sp_source_info source;
-    int64_t band_rows;    /* most rows one push holds; 0: 256 */
+    int64_t band_rows; /* most rows one push holds; 0: 256 */
 } sp_pyramid_params;
 
 typedef struct sp_pyramid sp_pyramid;
@@ -201,10 +201,10 @@ bool sp_tile_slide(sp_slide *s, const char *out, const sp_tile_opts *opts,
 
 /* Where a Deep Zoom tile lies, in the pixels of its level. */
 typedef struct {
-    int shrinks;                   /* halvings below level 0 */
+    int shrinks; /* halvings below level 0 */
     int64_t level_width, level_height;
-    int64_t cols, rows;            /* tiles of the level */
-    int64_t x, y, w, h;            /* the tile, overlap included */
+    int64_t cols, rows; /* tiles of the level */
+    int64_t x, y, w, h; /* the tile, overlap included */
 } sp_tile_rect;
 
 /* Number of Deep Zoom levels of a w x h image (levels 0..N-1, level N-1
@@ -227,8 +227,8 @@ bool sp_tile_dz_geometry(int64_t width, int64_t height, int tile_size,
  * False with `err` set: SP_ERR_USAGE for a tile that does not exist or bad
  * options, SP_ERR_INPUT for a failed read (the reader is then spent). */
 bool sp_tile_render(sp_reader *r, const sp_slide *s, const sp_tile_opts *o,
-                    int dz_level, int64_t col, int64_t row,
-                    sp_buf *out_encoded, sp_error *err);
+                    int dz_level, int64_t col, int64_t row, sp_buf *out_encoded,
+                    sp_error *err);
 
 /* Encode a w x h packed RGB image (rows `pitch` bytes apart) with the
  * tile codec `format` into `out` (reset first). */

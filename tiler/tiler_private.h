@@ -21,8 +21,8 @@ typedef struct {
     /* Encode w x h packed RGB rows `pitch` bytes apart. On success *out
      * points into the state's buffer (valid until the next call). */
     bool (*encode)(sp_codec_state *st, const uint8_t *rgb, int w, int h,
-                   int64_t pitch, const uint8_t **out, size_t *n,
-                   char *why, size_t why_n);
+                   int64_t pitch, const uint8_t **out, size_t *n, char *why,
+                   size_t why_n);
     void (*destroy)(sp_codec_state *st);
 } sp_codec_ops;
 
@@ -60,12 +60,12 @@ extern const sp_writer_ops sp__tiff_writer;
 /* ---- the pyramid ------------------------------------------------------- */
 typedef struct {
     int64_t w, h, cols, rows;
-    uint8_t *buf;      /* rows [y0, y0 + n) of this level, stride w*3 */
-    int64_t cap;       /* rows */
-    int64_t y0, n;     /* buffered rows */
-    int64_t next_row;  /* first tile row not yet emitted */
-    int64_t received;  /* rows received so far */
-    uint8_t *pending;  /* an odd row waiting for its pair (w*3) */
+    uint8_t *buf;     /* rows [y0, y0 + n) of this level, stride w*3 */
+    int64_t cap;      /* rows */
+    int64_t y0, n;    /* buffered rows */
+    int64_t next_row; /* first tile row not yet emitted */
+    int64_t received; /* rows received so far */
+    uint8_t *pending; /* an odd row waiting for its pair (w*3) */
     bool has_pending;
     uint8_t *down;     /* output rows for the next level */
     int64_t down_cap;  /* rows */
@@ -83,11 +83,11 @@ struct sp_pyramid {
     char *output, *src_path, *src_vendor, *src_quickhash;
     char *final_main; /* set by the writer: OUT.dzi or OUT.tiff */
     int T, O;
-    bool pad_edges;   /* TIFF: edge tiles are T x T, padded */
+    bool pad_edges; /* TIFF: edge tiles are T x T, padded */
     int nlevels;
     sp_plevel lv[SP_TILER_MAX_LEVELS];
     int threads;
-    sp_pthread *pt;   /* one slot per thread, used only by that thread */
+    sp_pthread *pt; /* one slot per thread, used only by that thread */
     const sp_codec_ops *codec;
     const sp_writer_ops *wops;
     sp_writer *writer;
@@ -96,7 +96,7 @@ struct sp_pyramid {
     uint8_t *bg_tile; /* TIFF: encoded solid background tile */
     size_t bg_tile_n;
     double t_start;
-    int64_t pushed;   /* level-0 rows received */
+    int64_t pushed; /* level-0 rows received */
     bool failed;
 };
 

@@ -245,8 +245,7 @@ static int parse_args(int argc, char **argv, options *o) {
             *(double *)((char *)o + def->offset) = v;
             break;
         }
-        case OPT_FLAG:
-            break;
+        case OPT_FLAG: break;
         }
     }
     if (!o->out)

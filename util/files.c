@@ -33,7 +33,7 @@ bool sp_mkdir_p(const char *path, sp_error *err) {
     if (!tmp)
         return sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
     memcpy(tmp, path, n + 1);
-    for (char *p = tmp + 1; ; p++) {
+    for (char *p = tmp + 1;; p++) {
         if (*p == '/' || *p == '\0') {
             char saved = *p;
             *p = '\0';
@@ -67,10 +67,9 @@ static int rm_one(const char *fpath, const struct stat *sb, int typeflag,
 bool sp_remove_tree(const char *path, sp_error *err) {
     struct stat st;
     if (lstat(path, &st) != 0)
-        return errno == ENOENT
-                   ? true
-                   : sp_error_errno(err, SP_ERR_OUTPUT, path, errno,
-                                    "cannot remove");
+        return errno == ENOENT ? true
+                               : sp_error_errno(err, SP_ERR_OUTPUT, path, errno,
+                                                "cannot remove");
     if (!S_ISDIR(st.st_mode)) {
         if (unlink(path) != 0)
             return sp_error_errno(err, SP_ERR_OUTPUT, path, errno,
@@ -78,8 +77,7 @@ bool sp_remove_tree(const char *path, sp_error *err) {
         return true;
     }
     if (nftw(path, rm_one, 32, FTW_DEPTH | FTW_PHYS) != 0)
-        return sp_error_errno(err, SP_ERR_OUTPUT, path, errno,
-                              "cannot remove");
+        return sp_error_errno(err, SP_ERR_OUTPUT, path, errno, "cannot remove");
     return true;
 }
 

@@ -61,10 +61,10 @@ void sp_error_clear(sp_error *err);
 /* ---- growable buffer --------------------------------------------------- */
 
 typedef struct {
-    char *data;  /* NUL-terminated while len < cap */
+    char *data; /* NUL-terminated while len < cap */
     size_t len;
     size_t cap;
-    bool oom;    /* an allocation failed; contents are truncated */
+    bool oom; /* an allocation failed; contents are truncated */
 } sp_buf;
 
 void sp_buf_init(sp_buf *b);

@@ -341,9 +341,9 @@ static bool load_pyramid(sp_vslide *s, const char *dzi, const char *json,
             s->topts.background[k] = (uint8_t)(c >= 0 && c <= 255 ? c : 255);
         }
     struct json_object *lv = jget(root, "levels");
-    size_t nlv =
-        json_object_is_type(lv, json_type_array) ? json_object_array_length(lv)
-                                                 : 0;
+    size_t nlv = json_object_is_type(lv, json_type_array)
+                     ? json_object_array_length(lv)
+                     : 0;
     for (size_t i = 0; i < nlv; i++) {
         struct json_object *L = json_object_array_get_idx(lv, i);
         double li = jnum(jget(L, "level"), -1);
@@ -360,8 +360,7 @@ static bool load_pyramid(sp_vslide *s, const char *dzi, const char *json,
             break;
         bool good = true;
         for (int64_t r = 0; r < t.rows && good; r++) {
-            const char *row =
-                jstr(json_object_array_get_idx(tiles, (size_t)r));
+            const char *row = jstr(json_object_array_get_idx(tiles, (size_t)r));
             if (!row || (int64_t)strlen(row) != t.cols)
                 good = false;
             for (int64_t cc = 0; good && cc < t.cols; cc++)
