@@ -116,20 +116,9 @@ typedef struct {
 } logger;
 
 static void stamp(char *out, size_t n) {
-    time_t t = time(NULL);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
-static void fmt_dur(char *out, size_t n, double s) {
-    if (!(s >= 0) || s > 359999)
-        snprintf(out, n, "--:--");
-    else if (s >= 3600)
-        snprintf(out, n, "%d:%02d:%02d", (int)s / 3600, ((int)s / 60) % 60,
-                 (int)s % 60);
-    else
-        snprintf(out, n, "%d:%02d", (int)s / 60, (int)s % 60);
+    char t[32];
+    sp_format_utc(sp_wall_clock(), t);
+    snprintf(out, n, "%s", t);
 }
 
 static void clear_line(logger *lg) {
@@ -169,8 +158,8 @@ static void draw(logger *lg, const sp_batch *b, const sp_batch_counts *c) {
         }
     }
     char el[32], eta[32];
-    fmt_dur(el, sizeof el, c->elapsed);
-    fmt_dur(eta, sizeof eta, c->eta);
+    sp_format_duration(c->elapsed, el, sizeof el);
+    sp_format_duration(c->eta, eta, sizeof eta);
     sp_buf_printf(&l, " | %.0f tiles/s | %s | ETA %s",
                   c->elapsed > 0 ? (double)c->tiles / c->elapsed : 0.0, el,
                   eta);

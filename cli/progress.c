@@ -28,23 +28,13 @@ sp_progress *sp_progress_new(const char *label, const char *unit, int64_t total,
     return p;
 }
 
-static void fmt_duration(char *out, size_t n, double s) {
-    if (s < 0 || s > 359999)
-        snprintf(out, n, "--:--");
-    else if (s >= 3600)
-        snprintf(out, n, "%d:%02d:%02d", (int)s / 3600, ((int)s / 60) % 60,
-                 (int)s % 60);
-    else
-        snprintf(out, n, "%d:%02d", (int)s / 60, (int)s % 60);
-}
-
 static void draw(sp_progress *p, double now) {
     double el = now - p->start;
     double rate = el > 0 ? (double)p->done / el : 0;
     double eta = rate > 0 ? (double)(p->total - p->done) / rate : -1;
     char eta_s[32], el_s[32];
-    fmt_duration(eta_s, sizeof eta_s, eta);
-    fmt_duration(el_s, sizeof el_s, el);
+    sp_format_duration(eta, eta_s, sizeof eta_s);
+    sp_format_duration(el, el_s, sizeof el_s);
     int pct = p->total > 0 ? (int)(100 * p->done / p->total) : 0;
     int width = 24, fill = p->total > 0 ? (int)(width * p->done / p->total) : 0;
     char bar[32];

@@ -62,10 +62,9 @@ static char *path2(const char *a, const char *b) {
 }
 
 static void iso_now(char *out, size_t n) {
-    time_t t = time(NULL);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    char t[32];
+    sp_format_utc(sp_wall_clock(), t);
+    snprintf(out, n, "%s", t);
 }
 
 /* Replace the string *dst with a copy of `s` (NULL allowed). */

@@ -24,12 +24,6 @@ void sp_run_opts_default(sp_run_opts *o) {
     o->mask_for_background = true;
 }
 
-static double wall_clock(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* ---- thumbnail: a box average of level 0, built as the bands go by ---- */
 
 typedef struct {
@@ -442,7 +436,7 @@ static void remove_pyramid(const sp_tile_stats *st) {
 
 bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
                   sp_run_result *res, sp_error *err) {
-    const double t0 = sp_now(), t_start = wall_clock();
+    const double t0 = sp_now(), t_start = sp_wall_clock();
     sp_run_result dummy;
     if (!res)
         res = &dummy;

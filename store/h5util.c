@@ -381,15 +381,7 @@ double sps_wall_time(void) {
     return (double)tv.tv_sec + (double)tv.tv_usec * 1e-6;
 }
 
-void sps_format_time(double t, char out[32]) {
-    time_t s = (time_t)floor(t);
-    struct tm tm;
-    if (!gmtime_r(&s, &tm)) {
-        snprintf(out, 32, "unknown");
-        return;
-    }
-    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
+void sps_format_time(double t, char out[32]) { sp_format_utc(t, out); }
 
 bool sps_fsync_path(const char *path) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);

@@ -94,6 +94,21 @@ static void test_files(void) {
     CU_ASSERT_STRING_EQUAL(sp_basename("z.svs"), "z.svs");
 }
 
+static void test_time_formats(void) {
+    char t[32], d[32];
+    sp_format_utc(0, t);
+    CU_ASSERT_STRING_EQUAL(t, "1970-01-01T00:00:00Z");
+    sp_format_utc(1795395723.9, t); /* 2026-11-23T01:02:03Z */
+    CU_ASSERT_STRING_EQUAL(t, "2026-11-23T01:02:03Z");
+    sp_format_duration(65, d, sizeof d);
+    CU_ASSERT_STRING_EQUAL(d, "1:05");
+    sp_format_duration(3725, d, sizeof d);
+    CU_ASSERT_STRING_EQUAL(d, "1:02:05");
+    sp_format_duration(-1, d, sizeof d);
+    CU_ASSERT_STRING_EQUAL(d, "--:--");
+    CU_ASSERT_TRUE(sp_wall_clock() > 1.7e9);
+}
+
 int main(void) {
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 2;
@@ -102,5 +117,6 @@ int main(void) {
     CU_ADD_TEST(s, test_json_escaping);
     CU_ADD_TEST(s, test_parse);
     CU_ADD_TEST(s, test_files);
+    CU_ADD_TEST(s, test_time_formats);
     return sp_test_run();
 }

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -11,6 +12,32 @@ double sp_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+double sp_wall_clock(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+void sp_format_utc(double t, char out[32]) {
+    time_t s = (time_t)floor(t);
+    struct tm tm;
+    if (!isfinite(t) || !gmtime_r(&s, &tm)) {
+        snprintf(out, 32, "unknown");
+        return;
+    }
+    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+void sp_format_duration(double s, char *out, size_t n) {
+    if (!(s >= 0) || s > 359999)
+        snprintf(out, n, "--:--");
+    else if (s >= 3600)
+        snprintf(out, n, "%d:%02d:%02d", (int)s / 3600, ((int)s / 60) % 60,
+                 (int)s % 60);
+    else
+        snprintf(out, n, "%d:%02d", (int)s / 60, (int)s % 60);
 }
 
 int sp_default_threads(void) {

@@ -124,6 +124,13 @@ const char *sp_basename(const char *path);
 
 /* Monotonic seconds. */
 double sp_now(void);
+/* Seconds since the Unix epoch (wall clock). */
+double sp_wall_clock(void);
+/* `t` (Unix seconds) as ISO 8601 UTC, "2026-11-23T01:02:03Z". */
+void sp_format_utc(double t, char out[32]);
+/* A duration as "m:ss" or "h:mm:ss"; "--:--" when negative, unknown or
+ * over 99 hours. */
+void sp_format_duration(double seconds, char *out, size_t n);
 /* Number of threads to use when the user gave none (all online cores). */
 int sp_default_threads(void);
 /* Parse a decimal double in the C locale; false unless the whole string is
