@@ -36,7 +36,7 @@ fi
 # wall, user+sys and max RSS (largest single process, kB)
 timed() {
     name=$1; shift
-    rm -rf "$out/$name" "$out/$name.dzi" "$out/$name"_files "$out/$name.json"
+    rm -rf "$dst/$name" "$dst/$name.dzi" "$dst/$name"_files "$dst/$name.json"
     sync
     /usr/bin/time -v -o "$out/$name.time" "$@" >"$out/$name.log" 2>&1 || {
         echo "$name failed:" >&2; cat "$out/$name.log" >&2; exit 1; }
@@ -49,20 +49,24 @@ timed() {
         "$out/$name.time" >>"$out/results.txt"
 }
 
+# outputs go to a fresh folder, the same for every tool: writing thousands
+# of files where as many were just deleted costs the file system extra time
+dst=$(mktemp -d "$out/run.XXXXXX")
+trap 'rm -rf "$dst"' EXIT
 : >"$out/results.txt"
 # the machine may be shared: record its load, as the figures depend on it
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
-timed slidepipe "$BIN" tile "$slide" -o "$out/slidepipe" --tile-size 254 \
+timed slidepipe "$BIN" tile "$slide" -o "$dst/slidepipe" --tile-size 254 \
     --overlap 1 --format jpeg --quality 75 --threads "$cores" --quiet --json
 if [ "$PEERS" = 1 ]; then
-    timed vips vips dzsave "$slide" "$out/vips" --tile-size 254 --overlap 1 \
+    timed vips vips dzsave "$slide" "$dst/vips" --tile-size 254 --overlap 1 \
         --depth onepixel --suffix '.jpeg[Q=75]'
     timed openslide /usr/bin/python3 "$here/deepzoom_peer.py" "$slide" \
-        "$out/openslide" --tile-size 254 --overlap 1 --quality 75 \
+        "$dst/openslide" --tile-size 254 --overlap 1 --quality 75 \
         --workers "$cores"
 fi
-tiles=$(find "$out/slidepipe_files" -name '*.jpeg' | wc -l)
-rm -rf "$out/slidepipe_files" "$out/vips_files" "$out/openslide_files"
+tiles=$(find "$dst/slidepipe_files" -name '*.jpeg' | wc -l)
+rm -rf "$dst"/*
 if [ "${BENCH_AREA4:-0}" = 1 ]; then
     W4=$((W * 2)); H4=$((H * 2)); slide4=$out/bench-${W4}x${H4}.svs
     if [ ! -f "$slide4" ]; then
@@ -71,9 +75,9 @@ if [ "${BENCH_AREA4:-0}" = 1 ]; then
         mv "$slide4.part" "$slide4"
     fi
     cp "$out/results.txt" "$out/results1.txt"
-    timed slidepipe4x "$BIN" tile "$slide4" -o "$out/slidepipe4x" \
+    timed slidepipe4x "$BIN" tile "$slide4" -o "$dst/slidepipe4x" \
         --tile-size 254 --overlap 1 --quality 75 --threads "$cores" --quiet
-    rm -rf "$out/slidepipe4x_files"
+    rm -rf "$dst"/*
     awk '$1 == "slidepipe4x" { r4 = $4; w4 = $2 } $1 == "slidepipe" { r1 = $4 }
          END { printf "4x area: slidepipe %.2f s wall, peak RSS %.0f MB = %.2fx the 1x slide\n",
                w4, r4 / 1024, r4 / r1 }' "$out/results.txt" >"$out/area4.txt"

@@ -495,8 +495,16 @@ static bool emit_ready(sp_pyramid *p, sp_error *err) {
         if (drop <= 0)
             continue;
         int64_t rs = L->w * 3;
-        if (L->n > drop)
-            memmove(L->buf, L->buf + drop * rs, (size_t)((L->n - drop) * rs));
+        int64_t left = L->n - drop;
+        if (left > 0 && left <= drop && left * rs > (1 << 20)) {
+            /* no overlap: copy the kept rows in parallel */
+            uint8_t *buf = L->buf;
+#pragma omp parallel for num_threads(p->threads) schedule(static)
+            for (int64_t i = 0; i < left; i++)
+                memcpy(buf + i * rs, buf + (drop + i) * rs, (size_t)rs);
+        } else if (left > 0) {
+            memmove(L->buf, L->buf + drop * rs, (size_t)(left * rs));
+        }
         L->n -= drop;
         L->y0 += drop;
     }
