@@ -237,8 +237,16 @@ static bool on_band(void *user, const uint8_t *rgb, int64_t stride, int64_t y0,
                 continue;
             }
             int64_t a = pos > rs ? pos : rs, b = end < re ? end : re;
-            memcpy(c->rowbuf + (a - rs) * c->W * 3, rgb + (a - y0) * stride,
-                   (size_t)((b - a) * c->W * 3));
+            /* keep rows [a, b) of the tiles chosen in this analysis row */
+            const sp_analysis_result *ar = c->ar;
+            for (size_t k = c->k; k < ar->n && ar->coords[2 * k + 1] == rs;
+                 k++) {
+                size_t x3 = (size_t)ar->coords[2 * k] * 3;
+                size_t w3 = (size_t)ar->size[2 * k] * 3;
+                for (int64_t r = a; r < b; r++)
+                    memcpy(c->rowbuf + (r - rs) * c->W * 3 + x3,
+                           rgb + (r - y0) * stride + x3, w3);
+            }
             pos = b;
             if (b == re && !features_row(c, c->rowbuf, c->W * 3, err))
                 return false;

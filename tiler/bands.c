@@ -28,11 +28,11 @@ typedef struct {
     sp_error err;
 } band_thread;
 
+/* Fill a w x h rectangle with `bgrow`, a row of at least w pixels. */
 static void fill_rect(uint8_t *p, int64_t stride, int64_t w, int64_t h,
-                      const uint8_t bg[3]) {
+                      const uint8_t *bgrow) {
     for (int64_t y = 0; y < h; y++)
-        for (int64_t x = 0; x < w; x++)
-            memcpy(p + y * stride + 3 * x, bg, 3);
+        memcpy(p + y * stride, bgrow, (size_t)(w * 3));
 }
 
 bool sp_band_loop(sp_slide *s, int threads, const uint8_t bg[3],
@@ -55,7 +55,10 @@ bool sp_band_loop(sp_slide *s, int threads, const uint8_t bg[3],
     bool ok = false;
     uint8_t *band = malloc((size_t)(W * 3 * B));
     band_thread *bt = calloc((size_t)P, sizeof *bt);
-    if (!band || !bt) {
+    uint8_t *bgrow = want ? malloc((size_t)(ntw * 3)) : NULL;
+    for (int64_t x = 0; bgrow && x < ntw; x++)
+        memcpy(bgrow + 3 * x, bg, 3);
+    if (!band || !bt || (want && !bgrow)) {
         sp_error_set(err, SP_ERR_NOMEM, sp_slide_path(s), "out of memory");
         goto out;
     }
@@ -81,7 +84,7 @@ bool sp_band_loop(sp_slide *s, int threads, const uint8_t bg[3],
                     continue;
                 uint8_t *dst = band + y * W * 3 + x * 3;
                 if (want && !want(user, x, y0 + y, w, h)) {
-                    fill_rect(dst, W * 3, w, h, bg);
+                    fill_rect(dst, W * 3, w, h, bgrow);
                     continue;
                 }
                 if (!sp_reader_read_stride(me->reader, 0, x, y0 + y, w, h, dst,
@@ -107,6 +110,7 @@ out:
         for (int t = 0; t < P; t++)
             sp_reader_free(bt[t].reader);
     free(bt);
+    free(bgrow);
     free(band);
     return ok;
 }
