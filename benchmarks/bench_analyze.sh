@@ -20,6 +20,7 @@ BIN=${SLIDEPIPE_BIN:-$root/build/cli/slidepipe}
 DUMP=${SLIDEPIPE_ANALYSIS_DUMP:-$root/build/tests/analysis_dump}
 DATA=${SLIDEPIPE_TESTDATA:-$root/../shared/testdata}
 out=$here/out
+. "$here/common.sh"
 mkdir -p "$out"
 slide=${1:-$out/bench-32768x24576.svs}
 if [ ! -f "$slide" ]; then
@@ -35,15 +36,7 @@ rm -f "$out/analyze.results"
 timed() { # NAME CMD...
     name=$1; shift
     rm -rf "$out/b_$name"*
-    /usr/bin/time -v -o "$out/$name.time" "$@" >"$out/$name.log" 2>&1 || {
-        echo "$name failed:" >&2; cat "$out/$name.log" >&2; exit 1; }
-    awk -v n="$name" '
-        /Elapsed \(wall clock\)/ { split($NF, t, ":");
-            w = (length(t) == 3) ? t[1]*3600 + t[2]*60 + t[3] : t[1]*60 + t[2] }
-        /User time/ { u = $NF } /System time/ { s = $NF }
-        /Maximum resident set size/ { r = $NF }
-        END { printf "%s %.2f %.2f %d\n", n, w, u + s, r }' \
-        "$out/$name.time" >>"$out/analyze.results"
+    sp_timed "$name" "$out/analyze.results" "$@"
 }
 
 timed analyze "$BIN" analyze "$slide" -o "$out/b_analyze.h5" --quiet

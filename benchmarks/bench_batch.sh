@@ -23,6 +23,7 @@ BIN=${SLIDEPIPE_BIN:-$root/build/cli/slidepipe}
 SYNTH=${SLIDEPIPE_SYNTH:-$root/build/tools/slidepipe-synth}
 SCALE=${BENCH_SCALE:-1}
 out=$here/out/batch
+. "$here/common.sh"
 src=$here/out/batch-slides
 cores=$(nproc)
 mkdir -p "$out" "$src"
@@ -49,18 +50,7 @@ mp=$(for f in "$src"/*.svs; do basename "$f" .svs; done |
 # timed NAME CMD...: wall, user+sys, max RSS (largest process, kB)
 timed() {
     name=$1; shift
-    sync
-    /usr/bin/time -v -o "$out/$name.time" "$@" >"$out/$name.log" 2>&1 || {
-        st=$?
-        # batch exits 1..4 when a slide fails: that would be a bug here
-        echo "$name failed ($st):" >&2; tail -20 "$out/$name.log" >&2; exit 1; }
-    awk -v n="$name" '
-        /Elapsed \(wall clock\)/ { split($NF, t, ":");
-            w = (length(t) == 3) ? t[1]*3600 + t[2]*60 + t[3] : t[1]*60 + t[2] }
-        /User time/ { u = $NF } /System time/ { s = $NF }
-        /Maximum resident set size/ { r = $NF }
-        END { printf "%s %.2f %.2f %d\n", n, w, u + s, r }' \
-        "$out/$name.time" >>"$out/results.txt"
+    sp_timed "$name" "$out/results.txt" "$@"
 }
 
 # the peer: one vips dzsave per slide, each with all cores

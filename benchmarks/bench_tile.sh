@@ -20,6 +20,7 @@ W=${1:-32768}; H=${2:-24576}
 BIN=${SLIDEPIPE_BIN:-$root/build/cli/slidepipe}
 DATA=${SLIDEPIPE_TESTDATA:-$root/../shared/testdata}
 out=$here/out
+. "$here/common.sh"
 mkdir -p "$out"
 slide=$out/bench-${W}x${H}.svs
 cores=$(nproc)
@@ -37,16 +38,7 @@ fi
 timed() {
     name=$1; shift
     rm -rf "$dst/$name" "$dst/$name.dzi" "$dst/$name"_files "$dst/$name.json"
-    sync
-    /usr/bin/time -v -o "$out/$name.time" "$@" >"$out/$name.log" 2>&1 || {
-        echo "$name failed:" >&2; cat "$out/$name.log" >&2; exit 1; }
-    awk -v n="$name" '
-        /Elapsed \(wall clock\)/ { split($NF, t, ":");
-            w = (length(t) == 3) ? t[1]*3600 + t[2]*60 + t[3] : t[1]*60 + t[2] }
-        /User time/ { u = $NF } /System time/ { s = $NF }
-        /Maximum resident set size/ { r = $NF }
-        END { printf "%s %.2f %.2f %d\n", n, w, u + s, r }' \
-        "$out/$name.time" >>"$out/results.txt"
+    sp_timed "$name" "$out/results.txt" "$@"
 }
 
 # outputs go to a fresh folder, the same for every tool: writing thousands
