@@ -37,7 +37,14 @@ static const char tile_opts_help[] =
     "                         grown by one mask cell; colour: a tile is "
     "tissue when any\n"
     "                         pixel has max-min(R,G,B) >= 24 or min < 180\n"
-    "  --background R,G,B     colour outside the scanned area (255,255,255)\n";
+    "  --background R,G,B     colour outside the scanned area (255,255,255)\n"
+    "  --stripe-width N       build slides wider than 1.5 stripes in column\n"
+    "                         stripes of about N level-0 px (12288, rounded "
+    "up to\n"
+    "                         tile size x 2^k), so memory does not grow with "
+    "width;\n"
+    "                         0: the whole width at once. Same tiles either "
+    "way.\n";
 
 static const char analysis_opts_help[] =
     "Analysis options (docs/FEATURES.md defines every feature):\n"
@@ -165,6 +172,8 @@ static void print_json(const char *slide, const sp_run_result *r,
             sp_json_int(&j, r->tiles.height);
             sp_json_key(&j, "levels");
             sp_json_int(&j, r->tiles.levels);
+            sp_json_key(&j, "stripes");
+            sp_json_int(&j, r->tiles.stripes);
             sp_json_key(&j, "tiles_written");
             sp_json_int(&j, r->tiles.tiles_written);
             sp_json_key(&j, "tiles_skipped");
@@ -229,7 +238,8 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
         OPT_MDS,
         OPT_MINOBJ,
         OPT_MAXHOLE,
-        OPT_MASKPNG
+        OPT_MASKPNG,
+        OPT_STRIPE
     };
     const bool tiles = what & SP_RUN_TILES, feats = what & SP_RUN_FEATURES;
     /* --tile-size is the pyramid's for tile/run, the analysis's for analyze */
@@ -260,6 +270,7 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
         {"min-object-um2", required_argument, NULL, OPT_MINOBJ},
         {"max-hole-um2", required_argument, NULL, OPT_MAXHOLE},
         {"mask-png", required_argument, NULL, OPT_MASKPNG},
+        {"stripe-width", required_argument, NULL, OPT_STRIPE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     sp_run_opts o;
@@ -276,7 +287,7 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
         const char *name = optind > 0 ? argv[optind - 1] : "";
         bool tile_opt = c == OPT_CONTAINER || c == OPT_OVERLAP ||
                         c == OPT_FORMAT || c == OPT_QUALITY || c == OPT_SKIP ||
-                        c == OPT_BGRULE || c == OPT_BG;
+                        c == OPT_BGRULE || c == OPT_BG || c == OPT_STRIPE;
         bool feat_opt = (c >= OPT_MPP && c <= OPT_MASKPNG) || c == OPT_ATILE;
         if ((tile_opt && !tiles) || (feat_opt && !feats) ||
             (c == OPT_ATILE && what != (SP_RUN_TILES | SP_RUN_FEATURES))) {
@@ -332,6 +343,12 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
             o.threads = (int)v;
             break;
         case OPT_SKIP: o.tile.skip_background = true; break;
+        case OPT_STRIPE:
+            if (!sp_cli_parse_int(cmd, "--stripe-width", optarg, 0,
+                                  INT64_C(1) << 31, &v))
+                return SP_EXIT_USAGE;
+            o.tile.stripe_width = v > 0 ? v : -1;
+            break;
         case OPT_BGRULE:
             if (strcmp(optarg, "mask") == 0)
                 o.mask_for_background = true;

@@ -29,9 +29,10 @@ void sp_run_opts_default(sp_run_opts *o) {
 typedef struct {
     int64_t f;               /* level-0 px per thumbnail px */
     int64_t w, h;            /* thumbnail size */
-    uint8_t *px;             /* w*h*3 */
-    uint32_t *sum;           /* w*3 sums of the thumbnail row being built */
-    int64_t row;             /* thumbnail row being built */
+    int64_t W, H;            /* the image it is made from */
+    uint8_t *px;             /* w*h*3, once complete */
+    uint32_t *sum;           /* w*h*3 sums while it is built (f < 4096) */
+    bool complete;           /* px holds the thumbnail */
     double level_downsample; /* of the level the pixels came from (1) */
 } thumb;
 
@@ -40,13 +41,15 @@ static bool thumb_init(thumb *t, int64_t W, int64_t H) {
     t->f = (m + THUMB_MAX - 1) / THUMB_MAX;
     if (t->f < 1)
         t->f = 1;
+    t->W = W;
+    t->H = H;
     t->w = (W + t->f - 1) / t->f;
     t->h = (H + t->f - 1) / t->f;
-    t->px = malloc((size_t)(t->w * t->h * 3));
-    t->sum = calloc((size_t)(t->w * 3), sizeof *t->sum);
-    t->row = 0;
+    t->px = NULL;
+    t->sum = calloc((size_t)(t->w * t->h * 3), sizeof *t->sum);
+    t->complete = false;
     t->level_downsample = 1.0;
-    return t->px && t->sum;
+    return t->sum != NULL;
 }
 
 static void thumb_free(thumb *t) {
@@ -54,48 +57,54 @@ static void thumb_free(thumb *t) {
     free(t->sum);
 }
 
-/* Add level-0 rows [y0, y0+rows) of width W. */
-static void thumb_add(thumb *t, const uint8_t *rgb, int64_t stride, int64_t W,
-                      int64_t H, int64_t y0, int64_t rows, int threads) {
-    int64_t y = y0;
-    while (y < y0 + rows) {
-        int64_t row_end = (t->row + 1) * t->f;
-        if (row_end > H)
-            row_end = H;
-        int64_t upto = row_end < y0 + rows ? row_end : y0 + rows;
-        const uint8_t *base = rgb + (y - y0) * stride;
-        const int64_t n = upto - y, f = t->f;
-        uint32_t *sum = t->sum;
+/* Add columns [x0, x1) of rows [y0, y0 + rows); `rgb` is pixel (x0, y0).
+ * Stripes may come in any order, each column of a row exactly once. */
+static void thumb_add(thumb *t, const uint8_t *rgb, int64_t stride, int64_t x0,
+                      int64_t x1, int64_t y0, int64_t rows, int threads) {
+    const int64_t f = t->f;
+    const int64_t tx0 = x0 / f, tx1 = (x1 + f - 1) / f;
+    uint32_t *sum = t->sum;
 #pragma omp parallel for num_threads(threads) schedule(static)
-        for (int64_t tx = 0; tx < t->w; tx++) {
-            int64_t x0 = tx * f, x1 = x0 + f < W ? x0 + f : W;
+    for (int64_t tx = tx0; tx < tx1; tx++) {
+        int64_t a = tx * f > x0 ? tx * f : x0;
+        int64_t b = tx * f + f < x1 ? tx * f + f : x1;
+        for (int64_t r = 0; r < rows; r++) {
+            const uint8_t *p = rgb + r * stride + (a - x0) * 3;
             uint32_t s0 = 0, s1 = 0, s2 = 0;
-            for (int64_t r = 0; r < n; r++) {
-                const uint8_t *p = base + r * stride + x0 * 3;
-                for (int64_t x = x0; x < x1; x++, p += 3) {
-                    s0 += p[0];
-                    s1 += p[1];
-                    s2 += p[2];
-                }
+            for (int64_t x = a; x < b; x++, p += 3) {
+                s0 += p[0];
+                s1 += p[1];
+                s2 += p[2];
             }
-            sum[3 * tx] += s0;
-            sum[3 * tx + 1] += s1;
-            sum[3 * tx + 2] += s2;
-        }
-        y = upto;
-        if (y == row_end) { /* thumbnail row complete */
-            int64_t rh = row_end - t->row * f;
-            for (int64_t tx = 0; tx < t->w; tx++) {
-                int64_t x0 = tx * f, x1 = x0 + f < W ? x0 + f : W;
-                uint32_t cnt = (uint32_t)((x1 - x0) * rh);
-                for (int c = 0; c < 3; c++)
-                    t->px[(t->row * t->w + tx) * 3 + c] =
-                        (uint8_t)((t->sum[3 * tx + c] + cnt / 2) / cnt);
-            }
-            memset(t->sum, 0, (size_t)(t->w * 3) * sizeof *t->sum);
-            t->row++;
+            uint32_t *o = sum + (((y0 + r) / f) * t->w + tx) * 3;
+            o[0] += s0;
+            o[1] += s1;
+            o[2] += s2;
         }
     }
+}
+
+/* All pixels added: the averages. */
+static bool thumb_finish(thumb *t) {
+    t->px = malloc((size_t)(t->w * t->h * 3));
+    if (!t->px)
+        return false;
+    const int64_t f = t->f;
+    for (int64_t ty = 0; ty < t->h; ty++) {
+        int64_t rh = (ty + 1) * f < t->H ? f : t->H - ty * f;
+        for (int64_t tx = 0; tx < t->w; tx++) {
+            int64_t cw = (tx + 1) * f < t->W ? f : t->W - tx * f;
+            uint32_t cnt = (uint32_t)(cw * rh);
+            for (int c = 0; c < 3; c++) {
+                size_t i = (size_t)((ty * t->w + tx) * 3 + c);
+                t->px[i] = (uint8_t)((t->sum[i] + cnt / 2) / cnt);
+            }
+        }
+    }
+    free(t->sum);
+    t->sum = NULL;
+    t->complete = true;
+    return true;
 }
 
 /* Without a pass over level 0: the thumbnail from the native level that is
@@ -125,7 +134,11 @@ static bool thumb_from_level(sp_slide *s, thumb *t, int threads,
         goto out;
     }
     /* thumb_init picks the whole factor from the level's own size */
-    thumb_add(t, px, l->width * 3, l->width, l->height, 0, l->height, threads);
+    thumb_add(t, px, l->width * 3, 0, l->width, 0, l->height, threads);
+    if (!thumb_finish(t)) {
+        sp_error_set(err, SP_ERR_NOMEM, sp_slide_path(s), "out of memory");
+        goto out;
+    }
     t->level_downsample = l->downsample;
     ok = true;
 out:
@@ -143,30 +156,47 @@ typedef struct {
     int64_t W, H;
     sp_pyramid *pyr;         /* or NULL */
     sp_analysis_result *ar;  /* features in the band loop, or NULL */
-    uint8_t *rowbuf;         /* one analysis row of level 0, or NULL */
+    size_t *row_first;       /* ar->rows + 1: first tile of each row */
+    uint8_t *rowbuf;         /* one analysis row of the widest stripe */
     uint8_t *need;           /* native tiles to decode, or NULL: all */
     int64_t ntw, nth, ncols; /* native tile size, tiles per row */
+    sp_col_span *spans;      /* the columns each stripe reads */
+    sp_col_span *cores;      /* the columns each stripe owns */
+    int nstripes, stripe;    /* stripe of the last band */
     int64_t arow;            /* next analysis row to compute */
-    size_t k;                /* first tile of that row */
     thumb th;
     int64_t rows_done;
 } band_ctx;
 
-/* Features of the tiles of analysis row `ctx->arow`, whose level-0 rows
- * start at `base` (rows `stride` bytes apart). */
-static bool features_row(band_ctx *c, const uint8_t *base, int64_t stride,
-                         sp_error *err) {
+/* The tiles of analysis row `r` whose left edge lies in [c0, c1). */
+static void row_tiles(const band_ctx *c, int64_t r, int64_t c0, int64_t c1,
+                      size_t *k0, size_t *k1) {
+    const sp_analysis_result *ar = c->ar;
+    size_t a = c->row_first[r], b = c->row_first[r + 1];
+    while (a < b && ar->coords[2 * a] < c0)
+        a++;
+    size_t e = a;
+    while (e < b && ar->coords[2 * e] < c1)
+        e++;
+    *k0 = a;
+    *k1 = e;
+}
+
+/* Features of the current stripe's tiles of analysis row `c->arow`, whose
+ * level-0 rows start at `base` (column `bx0`, rows `stride` bytes
+ * apart). */
+static bool features_row(band_ctx *c, const uint8_t *base, int64_t bx0,
+                         int64_t stride, sp_error *err) {
     sp_analysis_result *ar = c->ar;
-    const int64_t y = c->arow * ar->tile_size;
-    size_t k0 = c->k, k1 = k0;
-    while (k1 < ar->n && ar->coords[2 * k1 + 1] == y)
-        k1++;
+    const sp_col_span *core = &c->cores[c->stripe];
+    size_t k0, k1;
+    row_tiles(c, c->arow, core->x0, core->x1, &k0, &k1);
     int failed = 0;
     sp_error first = {0};
 #pragma omp parallel for num_threads(c->threads) schedule(dynamic, 1)
     for (size_t k = k0; k < k1; k++) {
         sp_error e = {0};
-        const uint8_t *p = base + ar->coords[2 * k] * 3;
+        const uint8_t *p = base + (ar->coords[2 * k] - bx0) * 3;
         if (!sp_analysis_tile(ar, k, p, (size_t)stride, &e)) {
 #pragma omp critical(sp_run_err)
             if (!failed) {
@@ -180,7 +210,6 @@ static bool features_row(band_ctx *c, const uint8_t *base, int64_t stride,
             *err = first;
         return false;
     }
-    c->k = k1;
     c->arow++;
     return true;
 }
@@ -216,22 +245,33 @@ static bool want_native(void *user, int64_t x, int64_t y, int64_t w,
     return c->need[(y / c->nth) * c->ncols + x / c->ntw] != 0;
 }
 
-static bool on_band(void *user, const uint8_t *rgb, int64_t stride, int64_t y0,
-                    int64_t rows, sp_error *err) {
+static bool on_band(void *user, int stripe, const uint8_t *rgb, int64_t stride,
+                    int64_t y0, int64_t rows, sp_error *err) {
     band_ctx *c = user;
     const sp_run_opts *o = c->o;
     if (o->cancel && *o->cancel)
         return sp_error_set(err, SP_ERR_INTERNAL, sp_slide_path(c->slide),
                             "interrupted");
-    if (c->pyr && !sp_pyramid_push_rows(c->pyr, rgb, stride, y0, rows, err))
-        return false;
+    if (stripe != c->stripe) {
+        c->stripe = stripe;
+        c->arow = 0;
+    }
+    const sp_col_span *span = &c->spans[stripe], *core = &c->cores[stripe];
+    if (c->pyr) {
+        sp_stripe ps;
+        sp_pyramid_stripe(c->pyr, stripe, &ps);
+        if (!sp_pyramid_push_rows(c->pyr, rgb + (ps.x0 - span->x0) * 3, stride,
+                                  y0, rows, err))
+            return false;
+    }
     if (c->ar) {
-        const int64_t T = c->ar->tile_size;
+        const int64_t T = c->ar->tile_size, bw = span->x1 - span->x0;
         int64_t pos = y0, end = y0 + rows;
         while (pos < end && c->arow < c->ar->rows) {
             int64_t rs = c->arow * T, re = rs + T < c->H ? rs + T : c->H;
             if (rs >= pos && re <= end) { /* whole row inside this band */
-                if (!features_row(c, rgb + (rs - y0) * stride, stride, err))
+                if (!features_row(c, rgb + (rs - y0) * stride, span->x0, stride,
+                                  err))
                     return false;
                 pos = re;
                 continue;
@@ -239,24 +279,79 @@ static bool on_band(void *user, const uint8_t *rgb, int64_t stride, int64_t y0,
             int64_t a = pos > rs ? pos : rs, b = end < re ? end : re;
             /* keep rows [a, b) of the tiles chosen in this analysis row */
             const sp_analysis_result *ar = c->ar;
-            for (size_t k = c->k; k < ar->n && ar->coords[2 * k + 1] == rs;
-                 k++) {
-                size_t x3 = (size_t)ar->coords[2 * k] * 3;
+            size_t k0, k1;
+            row_tiles(c, c->arow, core->x0, core->x1, &k0, &k1);
+            for (size_t k = k0; k < k1; k++) {
+                size_t x3 = (size_t)(ar->coords[2 * k] - span->x0) * 3;
                 size_t w3 = (size_t)ar->size[2 * k] * 3;
                 for (int64_t r = a; r < b; r++)
-                    memcpy(c->rowbuf + (r - rs) * c->W * 3 + x3,
+                    memcpy(c->rowbuf + (r - rs) * bw * 3 + x3,
                            rgb + (r - y0) * stride + x3, w3);
             }
             pos = b;
-            if (b == re && !features_row(c, c->rowbuf, c->W * 3, err))
+            if (b == re && !features_row(c, c->rowbuf, span->x0, bw * 3, err))
                 return false;
         }
     }
-    if (c->th.px)
-        thumb_add(&c->th, rgb, stride, c->W, c->H, y0, rows, c->threads);
-    c->rows_done = y0 + rows;
+    if (c->th.sum)
+        thumb_add(&c->th, rgb + (core->x0 - span->x0) * 3, stride, core->x0,
+                  core->x1, y0, rows, c->threads);
+    c->rows_done += rows;
     if (o->progress)
-        o->progress(o->progress_user, "pixels", c->rows_done, c->H);
+        o->progress(o->progress_user, "pixels", c->rows_done,
+                    c->H * c->nstripes);
+    return true;
+}
+
+/* Stripe cores of analysis alone: whole analysis tiles, about 16k px. */
+static int64_t analysis_core(int64_t T) { return (16384 + T - 1) / T * T; }
+
+/* The stripes of the band loop: the pyramid's (each widened to the right
+ * edge of the analysis tiles that start in its core), or with no pyramid
+ * cores of whole analysis tiles (analysis_core). */
+static bool plan_spans(band_ctx *c) {
+    const int64_t W = c->W;
+    int n = 1;
+    if (c->pyr) {
+        n = sp_pyramid_stripes(c->pyr);
+    } else if (c->ar) {
+        int64_t core = analysis_core(c->ar->tile_size);
+        int64_t k = W / core;
+        if (W - k * core >= core / 2)
+            k++;
+        n = k > 1 ? (int)k : 1;
+    }
+    c->nstripes = n;
+    c->spans = malloc((size_t)n * sizeof *c->spans);
+    c->cores = malloc((size_t)n * sizeof *c->cores);
+    if (!c->spans || !c->cores)
+        return false;
+    for (int i = 0; i < n; i++) {
+        if (c->pyr) {
+            sp_stripe ps;
+            sp_pyramid_stripe(c->pyr, i, &ps);
+            c->spans[i] = (sp_col_span){ps.x0, ps.x1};
+            c->cores[i] = (sp_col_span){ps.core0, ps.core1};
+        } else {
+            int64_t core = n > 1 ? analysis_core(c->ar->tile_size) : W;
+            int64_t x0 = i * core, x1 = i == n - 1 ? W : x0 + core;
+            c->spans[i] = c->cores[i] = (sp_col_span){x0, x1};
+        }
+        if (c->ar) { /* the analysis tiles starting in the core */
+            int64_t right = c->spans[i].x1;
+            for (int64_t r = 0; r < c->ar->rows; r++) {
+                size_t k0, k1;
+                row_tiles(c, r, c->cores[i].x0, c->cores[i].x1, &k0, &k1);
+                if (k1 > k0) {
+                    int64_t e =
+                        c->ar->coords[2 * (k1 - 1)] + c->ar->size[2 * (k1 - 1)];
+                    right = e > right ? e : right;
+                }
+            }
+            c->spans[i].x1 = right;
+        }
+    }
+    c->stripe = -1;
     return true;
 }
 
@@ -559,7 +654,28 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
     }
     if (feat_in_bands) {
         bc.ar = &ar;
-        bc.rowbuf = malloc((size_t)(bc.W * 3 * ar.tile_size));
+        bc.row_first = malloc((size_t)(ar.rows + 1) * sizeof *bc.row_first);
+        if (!bc.row_first) {
+            sp_error_set(err, SP_ERR_NOMEM, slide_path, "out of memory");
+            goto out;
+        }
+        size_t k = 0;
+        for (int64_t r = 0; r <= ar.rows; r++) {
+            while (k < ar.n && ar.coords[2 * k + 1] < r * ar.tile_size)
+                k++;
+            bc.row_first[r] = k;
+        }
+    }
+    if ((want_tiles || feat_in_bands) && !plan_spans(&bc)) {
+        sp_error_set(err, SP_ERR_NOMEM, slide_path, "out of memory");
+        goto out;
+    }
+    if (feat_in_bands) {
+        int64_t widest = 0;
+        for (int i = 0; i < bc.nstripes; i++)
+            if (bc.spans[i].x1 - bc.spans[i].x0 > widest)
+                widest = bc.spans[i].x1 - bc.spans[i].x0;
+        bc.rowbuf = malloc((size_t)(widest * 3 * ar.tile_size));
         if (!bc.rowbuf) {
             sp_error_set(err, SP_ERR_NOMEM, slide_path, "out of memory");
             goto out;
@@ -570,17 +686,23 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
         goto out;
     }
     if (want_tiles || feat_in_bands) {
-        if (!sp_band_loop(s, threads, o->tile.background, 0,
-                          bc.need ? want_native : NULL, on_band, &bc, err))
+        if (!sp_band_loop(s, threads, o->tile.background, 0, bc.spans,
+                          bc.nstripes, bc.need ? want_native : NULL, on_band,
+                          &bc, err))
             goto out;
         res->megapixels = (double)bc.W * (double)bc.H / 1e6;
+        if (bc.th.sum && !thumb_finish(&bc.th)) {
+            sp_error_set(err, SP_ERR_NOMEM, slide_path, "out of memory");
+            goto out;
+        }
     }
     if (want_feat && !feat_in_bands) {
         res->stage = "features";
         if (!sp_analysis_read_tiles(s, &ap, &ar, err))
             goto out;
     }
-    if (want_feat && !bc.th.px && !thumb_from_level(s, &bc.th, threads, err))
+    if (want_feat && !bc.th.complete &&
+        !thumb_from_level(s, &bc.th, threads, err))
         goto out;
     if (want_feat && !sp_analysis_finish(s, &ap, &ar, err))
         goto out;
@@ -598,7 +720,7 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
     if (want_feat) {
         if (o->progress)
             o->progress(o->progress_user, "write", 0, 1);
-        const thumb *th = bc.th.px && bc.th.row == bc.th.h ? &bc.th : NULL;
+        const thumb *th = bc.th.complete ? &bc.th : NULL;
         if (!write_store(o->features_out, s, o, &ar, th, t_start, err))
             goto out;
         res->tiles_analysed = (int64_t)ar.n;
@@ -616,6 +738,9 @@ out:
             remove_pyramid(&tstats);
     }
     free(bc.rowbuf);
+    free(bc.row_first);
+    free(bc.spans);
+    free(bc.cores);
     free(bc.need);
     sp_mask_free(&bg_mask);
     thumb_free(&bc.th);

@@ -95,34 +95,49 @@ static sp_pyramid_params png_params(const char *out, int T, int O) {
     return p;
 }
 
-/* Push the image `chunk` rows at a time. */
+/* Push the image `chunk` rows at a time, stripe by stripe; check that
+ * the stripes' cores partition the width and their windows hold them. */
 static bool build(const sp_pyramid_params *prm, const uint8_t *img, int chunk,
                   sp_tile_stats *st, sp_error *e) {
     sp_pyramid *p = sp_pyramid_create(prm, e);
     if (!p)
         return false;
-    for (int y = 0; y < IH; y += chunk) {
-        int n = IH - y < chunk ? IH - y : chunk;
-        if (!sp_pyramid_push_rows(p, img + (size_t)y * IW * 3, IW * 3, y, n,
-                                  e)) {
-            sp_pyramid_abort(p);
-            return false;
+    int64_t next = 0;
+    for (int i = 0; i < sp_pyramid_stripes(p); i++) {
+        sp_stripe sp;
+        sp_pyramid_stripe(p, i, &sp);
+        CU_ASSERT_EQUAL(sp.core0, next);
+        CU_ASSERT_TRUE(sp.x0 <= sp.core0 && sp.core0 < sp.core1 &&
+                       sp.core1 <= sp.x1 && sp.x1 <= IW);
+        next = sp.core1;
+        for (int y = 0; y < IH; y += chunk) {
+            int n = IH - y < chunk ? IH - y : chunk;
+            if (!sp_pyramid_push_rows(p, img + ((size_t)y * IW + sp.x0) * 3,
+                                      IW * 3, y, n, e)) {
+                sp_pyramid_abort(p);
+                return false;
+            }
         }
     }
+    CU_ASSERT_EQUAL(next, IW);
     return sp_pyramid_finish(p, st, e);
 }
 
-/* Every tile of every level equals the reference crop exactly. */
-static void test_levels_match_reference(void) {
-    const int T = 128, O = 2;
+/* Every tile of every level equals the reference crop exactly, built in
+ * one piece or in column stripes. */
+static void check_reference(int T, int O, int64_t stripe_width,
+                            int want_stripes) {
     uint8_t *img = make_image();
     char out[512];
-    snprintf(out, sizeof out, "%s/ref", sp_test_tmpdir());
+    snprintf(out, sizeof out, "%s/ref%d_%d_%lld", sp_test_tmpdir(), T, O,
+             (long long)stripe_width);
     sp_pyramid_params prm = png_params(out, T, O);
+    prm.opts.stripe_width = stripe_width;
     sp_tile_stats st;
     sp_error e = {0};
     CU_ASSERT_TRUE_FATAL(build(&prm, img, 37, &st, &e));
     CU_ASSERT_EQUAL(st.levels, 11); /* ceil(log2(1000)) + 1 */
+    CU_ASSERT_EQUAL(st.stripes, want_stripes);
     CU_ASSERT_EQUAL(st.tiles_written, st.tiles_total);
     uint8_t *lv = img;
     int w = IW, h = IH, bad = 0, tiles = 0;
@@ -170,6 +185,16 @@ static void test_levels_match_reference(void) {
     if (lv != img)
         free(lv);
     free(img);
+}
+
+static void test_levels_match_reference(void) {
+    check_reference(128, 2, -1, 1);  /* the whole width at once */
+    check_reference(128, 2, 0, 1);   /* auto: too narrow to stripe */
+    check_reference(128, 2, 256, 4); /* k = 1, last stripe 232 px */
+    check_reference(128, 2, 384, 2); /* k = 2: 512 + 488 */
+    check_reference(120, 1, 240, 4); /* the last 40 px join stripe 4 */
+    check_reference(150, 3, 600, 2); /* overlap 3: margins of 12 px */
+    check_reference(100, 0, 200, 5); /* no overlap, 5 equal stripes */
 }
 
 static uint64_t tree_hash(const char *files, int levels) {

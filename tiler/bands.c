@@ -36,24 +36,37 @@ static void fill_rect(uint8_t *p, int64_t stride, int64_t w, int64_t h,
 }
 
 bool sp_band_loop(sp_slide *s, int threads, const uint8_t bg[3],
-                  int64_t band_rows, sp_band_want_fn want, sp_band_fn fn,
-                  void *user, sp_error *err) {
+                  int64_t band_rows, const sp_col_span *stripes, int nstripes,
+                  sp_band_want_fn want, sp_band_fn fn, void *user,
+                  sp_error *err) {
     static const uint8_t white[3] = {255, 255, 255};
     if (!bg)
         bg = white;
     const sp_level *l0 = sp_slide_level(s, 0);
     const int64_t W = l0->width, H = l0->height;
+    const sp_col_span whole = {0, W};
+    if (!stripes || nstripes <= 0) {
+        stripes = &whole;
+        nstripes = 1;
+    }
+    int64_t maxw = 0;
+    for (int i = 0; i < nstripes; i++) {
+        const sp_col_span *c = &stripes[i];
+        if (c->x0 < 0 || c->x1 > W || c->x0 >= c->x1)
+            return sp_error_set(err, SP_ERR_USAGE, sp_slide_path(s),
+                                "band loop: bad stripe %lld..%lld of %lld",
+                                (long long)c->x0, (long long)c->x1,
+                                (long long)W);
+        if (c->x1 - c->x0 > maxw)
+            maxw = c->x1 - c->x0;
+    }
     int P = threads > 0 ? threads : sp_default_threads();
     int64_t ntw, nth;
     native_tile(s, &ntw, &nth);
     const int64_t B = sp_band_rows_for(s, band_rows);
-    /* work items: single native tiles, read straight into the band, so no
-     * source tile is decoded twice and no copy is made */
-    const int64_t tcols = (W + ntw - 1) / ntw, trows = B / nth;
-    const int64_t nitems = tcols * trows;
 
     bool ok = false;
-    uint8_t *band = malloc((size_t)(W * 3 * B));
+    uint8_t *band = malloc((size_t)(maxw * 3 * B));
     band_thread *bt = calloc((size_t)P, sizeof *bt);
     uint8_t *bgrow = want ? malloc((size_t)(ntw * 3)) : NULL;
     for (int64_t x = 0; bgrow && x < ntw; x++)
@@ -62,47 +75,59 @@ bool sp_band_loop(sp_slide *s, int threads, const uint8_t bg[3],
         sp_error_set(err, SP_ERR_NOMEM, sp_slide_path(s), "out of memory");
         goto out;
     }
-    for (int64_t y0 = 0; y0 < H; y0 += B) {
-        int64_t rows = H - y0 < B ? H - y0 : B;
-        _Atomic bool failed = false;
+    for (int si = 0; si < nstripes; si++) {
+        const int64_t sx0 = stripes[si].x0, sx1 = stripes[si].x1;
+        const int64_t bs = (sx1 - sx0) * 3; /* band stride */
+        /* work items: the native tiles (their part inside the stripe),
+         * read straight into the band: no copy, none decoded twice */
+        const int64_t tc0 = sx0 / ntw, tcols = (sx1 - 1) / ntw - tc0 + 1;
+        const int64_t trows = B / nth, nitems = tcols * trows;
+        for (int64_t y0 = 0; y0 < H; y0 += B) {
+            int64_t rows = H - y0 < B ? H - y0 : B;
+            _Atomic bool failed = false;
 #pragma omp parallel num_threads(P)
-        {
-            band_thread *me = &bt[omp_get_thread_num()];
-            if (!me->reader && !sp_error_is_set(&me->err))
-                me->reader =
-                    sp_reader_create(s, SP_READER_PRIVATE_HANDLE, bg, &me->err);
-            if (sp_error_is_set(&me->err))
-                atomic_store(&failed, true);
-#pragma omp for schedule(dynamic, 2)
-            for (int64_t i = 0; i < nitems; i++) {
-                if (atomic_load_explicit(&failed, memory_order_relaxed))
-                    continue;
-                int64_t x = (i % tcols) * ntw, y = (i / tcols) * nth;
-                int64_t w = W - x < ntw ? W - x : ntw;
-                int64_t h = rows - y < nth ? rows - y : nth;
-                if (h <= 0)
-                    continue;
-                uint8_t *dst = band + y * W * 3 + x * 3;
-                if (want && !want(user, x, y0 + y, w, h)) {
-                    fill_rect(dst, W * 3, w, h, bgrow);
-                    continue;
-                }
-                if (!sp_reader_read_stride(me->reader, 0, x, y0 + y, w, h, dst,
-                                           (size_t)(W * 3), &me->err))
+            {
+                band_thread *me = &bt[omp_get_thread_num()];
+                if (!me->reader && !sp_error_is_set(&me->err))
+                    me->reader = sp_reader_create(s, SP_READER_PRIVATE_HANDLE,
+                                                  bg, &me->err);
+                if (sp_error_is_set(&me->err))
                     atomic_store(&failed, true);
-            }
-        }
-        if (failed) {
-            for (int t = 0; t < P; t++)
-                if (sp_error_is_set(&bt[t].err)) {
-                    *err = bt[t].err;
-                    goto out;
+#pragma omp for schedule(dynamic, 2)
+                for (int64_t i = 0; i < nitems; i++) {
+                    if (atomic_load_explicit(&failed, memory_order_relaxed))
+                        continue;
+                    int64_t x = (tc0 + i % tcols) * ntw, y = (i / tcols) * nth;
+                    int64_t xe = x + ntw < sx1 ? x + ntw : sx1;
+                    if (x < sx0)
+                        x = sx0;
+                    int64_t w = xe - x;
+                    int64_t h = rows - y < nth ? rows - y : nth;
+                    if (h <= 0)
+                        continue;
+                    uint8_t *dst = band + y * bs + (x - sx0) * 3;
+                    if (want && !want(user, x, y0 + y, w, h)) {
+                        fill_rect(dst, bs, w, h, bgrow);
+                        continue;
+                    }
+                    if (!sp_reader_read_stride(me->reader, 0, x, y0 + y, w, h,
+                                               dst, (size_t)bs, &me->err))
+                        atomic_store(&failed, true);
                 }
-            sp_error_set(err, SP_ERR_INPUT, sp_slide_path(s), "read failed");
-            goto out;
+            }
+            if (failed) {
+                for (int t = 0; t < P; t++)
+                    if (sp_error_is_set(&bt[t].err)) {
+                        *err = bt[t].err;
+                        goto out;
+                    }
+                sp_error_set(err, SP_ERR_INPUT, sp_slide_path(s),
+                             "read failed");
+                goto out;
+            }
+            if (!fn(user, si, band, bs, y0, rows, err))
+                goto out;
         }
-        if (!fn(user, band, W * 3, y0, rows, err))
-            goto out;
     }
     ok = true;
 out:

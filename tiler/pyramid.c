@@ -6,7 +6,15 @@
  * odd, as libvips does) into the next level at once, so one read of level
  * 0 feeds every level. After each band, every tile that became complete in
  * any level is encoded and written by one OpenMP team (dynamic schedule),
- * each thread with its own codec and scratch, no lock on the path. */
+ * each thread with its own codec and scratch, no lock on the path.
+ *
+ * A wide image goes in column stripes (T * 2^k level-0 columns, ~16k):
+ * each stripe streams levels 0..k over its own columns (plus a margin of
+ * O * 2^k for the overlap), so the buffers are as wide as a stripe, not
+ * the image; the core columns of its level k go into `tail`, level k whole
+ * (1/4^k of the pixels), from which levels k+1.. are built at the end.
+ * Every level is the same 2x2 box of the level above as without stripes,
+ * so the tiles are byte-identical either way. */
 #include "tiler_private.h"
 
 #include <math.h>
@@ -68,6 +76,7 @@ static void pyramid_free(sp_pyramid *p) {
         free(p->pt);
     }
     free(p->bg_tile);
+    free(p->tail);
     free(p->output);
     free(p->final_main);
     free(p->src_path);
@@ -117,6 +126,92 @@ out:
         p->codec->destroy(st);
     free(px);
     return ok;
+}
+
+/* ---- stripes ----------------------------------------------------------- */
+
+/* Stripe cores are T * 2^k level-0 columns (the last one takes the rest):
+ * whole tile columns at every level 0..k. One stripe when the image is no
+ * wider than 1.5 cores or striping is off. */
+static void plan_stripes(sp_pyramid *p, int64_t wish) {
+    const int64_t W = p->prm.width, T = p->T;
+    p->k = p->nlevels - 1;
+    p->nstripes = 1;
+    if (wish < 0)
+        return;
+    if (wish == 0)
+        wish = SP_STRIPE_AUTO;
+    int k = 1;
+    while ((T << k) < wish && k < 40)
+        k++;
+    const int64_t core = T << k;
+    int64_t n = W / core;
+    if (W - n * core >= core / 2)
+        n++;
+    if (n <= 1 || k >= p->nlevels - 1)
+        return;
+    p->k = k;
+    p->nstripes = (int)n;
+}
+
+/* Tile columns [c0, c1) stripe `s` writes at level d <= k. */
+static void stripe_cols(const sp_pyramid *p, int s, int d, int64_t *c0,
+                        int64_t *c1) {
+    const int64_t per = (int64_t)1 << (p->k - d), cols = p->lv[d].cols;
+    *c0 = s * per;
+    *c1 = s == p->nstripes - 1 || (s + 1) * per > cols ? cols : (s + 1) * per;
+}
+
+/* Columns [a, b) of level d <= k that stripe `s` needs: its tiles (with
+ * their overlap) at level k, and at each level below twice the columns of
+ * the level above, which covers that level's own tiles as well. */
+static void stripe_window(const sp_pyramid *p, int s, int d, int64_t *a,
+                          int64_t *b) {
+    int64_t c0, c1;
+    stripe_cols(p, s, p->k, &c0, &c1);
+    int64_t x0 = c0 * p->T - p->O, x1 = c1 * p->T + p->O;
+    x0 = x0 < 0 ? 0 : x0;
+    x1 = x1 > p->lv[p->k].w ? p->lv[p->k].w : x1;
+    for (int e = p->k - 1; e >= d; e--) {
+        x0 *= 2;
+        x1 *= 2;
+        if (x1 > p->lv[e].w)
+            x1 = p->lv[e].w;
+    }
+    *a = x0;
+    *b = x1;
+}
+
+static void reset_level(sp_plevel *L) {
+    L->y0 = L->n = L->next_row = L->received = 0;
+    L->has_pending = false;
+}
+
+/* Start stripe s: levels 0..k get its windows. */
+static void begin_stripe(sp_pyramid *p, int s) {
+    p->stripe = s;
+    p->lo = 0;
+    p->hi = p->k;
+    p->pushed = 0;
+    for (int d = 0; d <= p->k; d++) {
+        sp_plevel *L = &p->lv[d];
+        int64_t a, b;
+        stripe_window(p, s, d, &a, &b);
+        L->x0 = a;
+        L->ww = b - a;
+        stripe_cols(p, s, d, &L->c0, &L->c1);
+        reset_level(L);
+    }
+}
+
+int sp_pyramid_stripes(const sp_pyramid *p) { return p->nstripes; }
+
+void sp_pyramid_stripe(const sp_pyramid *p, int i, sp_stripe *out) {
+    int64_t c0, c1;
+    stripe_window(p, i, 0, &out->x0, &out->x1);
+    stripe_cols(p, i, 0, &c0, &c1);
+    out->core0 = c0 * p->T;
+    out->core1 = c1 * p->T < p->prm.width ? c1 * p->T : p->prm.width;
 }
 
 sp_pyramid *sp_pyramid_create(const sp_pyramid_params *prm, sp_error *err) {
@@ -210,10 +305,8 @@ sp_pyramid *sp_pyramid_create(const sp_pyramid_params *prm, sp_error *err) {
         L->cols = (w + T - 1) / T;
         L->rows = (h + T - 1) / T;
         L->cap = in_max + T + 2 * O + 2;
-        L->buf = malloc((size_t)(L->cap * w * 3));
-        L->pending = malloc((size_t)(w * 3));
         L->manifest = calloc((size_t)(L->cols * L->rows), 1);
-        if (!L->buf || !L->pending || !L->manifest)
+        if (!L->manifest)
             goto oom;
         p->tiles_total += L->cols * L->rows;
         p->nlevels = d + 1;
@@ -221,15 +314,41 @@ sp_pyramid *sp_pyramid_create(const sp_pyramid_params *prm, sp_error *err) {
                                                       : (d + 1 >= n);
         if (last)
             break;
-        int64_t nw = (w + 1) / 2, nh = (h + 1) / 2;
         L->down_cap = in_max / 2 + 2;
-        L->down = malloc((size_t)(L->down_cap * nw * 3));
-        if (!L->down)
-            goto oom;
         in_max = L->down_cap;
-        w = nw;
-        h = nh;
+        w = (w + 1) / 2;
+        h = (h + 1) / 2;
     }
+    plan_stripes(p, o->stripe_width);
+    /* buffers as wide as the widest window any pass gives each level */
+    for (int s = 0; s < p->nstripes; s++)
+        for (int d = 0; d <= p->k; d++) {
+            int64_t a, b;
+            stripe_window(p, s, d, &a, &b);
+            if (b - a > p->lv[d].buf_w)
+                p->lv[d].buf_w = b - a;
+        }
+    for (int d = p->k + 1; d < p->nlevels; d++)
+        p->lv[d].buf_w = p->lv[d].w;
+    for (int d = 0; d < p->nlevels; d++) {
+        sp_plevel *L = &p->lv[d];
+        L->buf = malloc((size_t)(L->cap * L->buf_w * 3));
+        L->pending = malloc((size_t)(L->buf_w * 3));
+        if (!L->buf || !L->pending)
+            goto oom;
+        if (d + 1 < p->nlevels) {
+            L->down = malloc((size_t)(L->down_cap * p->lv[d + 1].buf_w * 3));
+            if (!L->down)
+                goto oom;
+        }
+    }
+    if (p->nstripes > 1) {
+        const sp_plevel *K = &p->lv[p->k];
+        p->tail = malloc((size_t)(K->w * K->h * 3));
+        if (!p->tail)
+            goto oom;
+    }
+    begin_stripe(p, 0);
     p->pt = calloc((size_t)p->threads, sizeof *p->pt);
     if (!p->pt)
         goto oom;
@@ -269,11 +388,13 @@ void sp__shrink_row(const uint8_t *restrict a, const uint8_t *restrict b,
     }
 }
 
-/* Append n rows to level d, shrinking them into level d + 1 first. */
+/* Append n rows (of the level's window) to level d, shrinking them into
+ * level d + 1 first; in a stripe with a tail, level k's rows go to the
+ * tail instead. */
 static bool feed(sp_pyramid *p, int d, const uint8_t *src, int64_t stride,
                  int64_t n, sp_error *err) {
     sp_plevel *L = &p->lv[d];
-    int64_t rs = L->w * 3;
+    int64_t rs = L->ww * 3;
     if (n <= 0)
         return true;
     if (L->received + n > L->h || L->n + n > L->cap)
@@ -286,7 +407,16 @@ static bool feed(sp_pyramid *p, int d, const uint8_t *src, int64_t stride,
         memcpy(dst + i * rs, src + i * stride, (size_t)rs);
     L->n += n;
     L->received += n;
-    if (d + 1 >= p->nlevels)
+    if (d == p->hi && p->tail && p->hi == p->k) {
+        /* the stripe's core columns of level k, kept for the tail */
+        int64_t c0 = L->c0 * p->T, c1 = L->c1 * p->T;
+        c1 = c1 < L->w ? c1 : L->w;
+        for (int64_t i = 0; i < n; i++)
+            memcpy(p->tail + ((L->received - n + i) * L->w + c0) * 3,
+                   dst + i * rs + (c0 - L->x0) * 3, (size_t)(c1 - c0) * 3);
+        return true;
+    }
+    if (d >= p->hi)
         return true;
 
     /* pair rows: the pending odd row (if any) comes first */
@@ -295,17 +425,17 @@ static bool feed(sp_pyramid *p, int d, const uint8_t *src, int64_t stride,
     bool at_end = L->received == L->h;
     int64_t m = avail / 2 + ((at_end && (avail & 1)) ? 1 : 0);
     sp_plevel *N = &p->lv[d + 1];
-    if (m > L->down_cap)
+    if (m > L->down_cap || N->x0 * 2 != L->x0 || (L->ww + 1) / 2 != N->ww)
         return sp_error_set(err, SP_ERR_INTERNAL, p->output,
                             "pyramid level %d overflow", d + 1);
-    int64_t ors = N->w * 3;
+    int64_t ors = N->ww * 3;
     bool bigd = m * rs > (1 << 19);
 #pragma omp parallel for num_threads(p->threads) if (bigd) schedule(static)
     for (int64_t k = 0; k < m; k++) {
         int64_t i0 = 2 * k - hp; /* index into the new rows; -1 = pending */
         const uint8_t *a = i0 < 0 ? L->pending : dst + i0 * rs;
         const uint8_t *b = i0 + 1 < n ? dst + (i0 + 1) * rs : a;
-        sp__shrink_row(a, b, L->w, L->down + k * ors);
+        sp__shrink_row(a, b, L->ww, L->down + k * ors);
     }
     if ((avail & 1) && !at_end) {
         memcpy(L->pending, dst + (n - 1) * rs, (size_t)rs);
@@ -373,8 +503,8 @@ static bool do_tile(sp_pyramid *p, sp_pthread *me, const tile_job *j,
         x1 = L->w;
     if (y1 > L->h)
         y1 = L->h;
-    int64_t rs = L->w * 3;
-    const uint8_t *px = L->buf + (y0 - L->y0) * rs + x0 * 3;
+    int64_t rs = L->ww * 3;
+    const uint8_t *px = L->buf + (y0 - L->y0) * rs + (x0 - L->x0) * 3;
     int64_t pitch = rs, tw = x1 - x0, th = y1 - y0;
     int64_t ow = tw, oh = th;
 
@@ -430,11 +560,11 @@ static int64_t row_needs(const sp_pyramid *p, const sp_plevel *L, int64_t r) {
 /* Encode every tile that became complete, then drop rows no longer used. */
 static bool emit_ready(sp_pyramid *p, sp_error *err) {
     int64_t njobs = 0;
-    for (int d = 0; d < p->nlevels; d++) {
+    for (int d = p->lo; d <= p->hi; d++) {
         sp_plevel *L = &p->lv[d];
         for (int64_t r = L->next_row;
              r < L->rows && L->received >= row_needs(p, L, r); r++)
-            njobs += L->cols;
+            njobs += L->c1 - L->c0;
     }
     if (njobs == 0)
         return true;
@@ -442,12 +572,12 @@ static bool emit_ready(sp_pyramid *p, sp_error *err) {
     if (!jobs)
         return sp_error_set(err, SP_ERR_NOMEM, p->output, "out of memory");
     int64_t k = 0;
-    for (int d = 0; d < p->nlevels; d++) {
+    for (int d = p->lo; d <= p->hi; d++) {
         sp_plevel *L = &p->lv[d];
         for (; L->next_row < L->rows &&
                L->received >= row_needs(p, L, L->next_row);
              L->next_row++)
-            for (int64_t c = 0; c < L->cols; c++)
+            for (int64_t c = L->c0; c < L->c1; c++)
                 jobs[k++] = (tile_job){d, L->next_row, c};
     }
 
@@ -486,7 +616,7 @@ static bool emit_ready(sp_pyramid *p, sp_error *err) {
     p->tiles_done += njobs;
 
     /* keep only rows from the next tile row's top (with overlap) */
-    for (int d = 0; d < p->nlevels; d++) {
+    for (int d = p->lo; d <= p->hi; d++) {
         sp_plevel *L = &p->lv[d];
         int64_t keep = L->next_row * p->T - (L->next_row > 0 ? p->O : 0);
         if (keep > L->received)
@@ -494,7 +624,7 @@ static bool emit_ready(sp_pyramid *p, sp_error *err) {
         int64_t drop = keep - L->y0;
         if (drop <= 0)
             continue;
-        int64_t rs = L->w * 3;
+        int64_t rs = L->ww * 3;
         int64_t left = L->n - drop;
         if (left > 0 && left <= drop && left * rs > (1 << 20)) {
             /* no overlap: copy the kept rows in parallel */
@@ -511,19 +641,34 @@ static bool emit_ready(sp_pyramid *p, sp_error *err) {
     return true;
 }
 
+/* Progress; false (and failed) when the callback cancels. */
+static bool report(sp_pyramid *p, sp_error *err) {
+    if (p->prm.opts.progress &&
+        !p->prm.opts.progress(p->prm.opts.progress_user, p->tiles_done,
+                              p->tiles_total)) {
+        p->failed = true;
+        return sp_error_set(err, SP_ERR_INTERNAL, p->output, "interrupted");
+    }
+    return true;
+}
+
 bool sp_pyramid_push_rows(sp_pyramid *p, const uint8_t *rgb, int64_t stride,
                           int64_t y0, int64_t rows, sp_error *err) {
     if (p->failed)
         return sp_error_set(err, SP_ERR_USAGE, p->output,
                             "pyramid already failed");
+    if (p->pushed == p->prm.height && y0 == 0 && rows > 0 &&
+        p->stripe + 1 < p->nstripes)
+        begin_stripe(p, p->stripe + 1);
     if (y0 != p->pushed || rows < 0 || y0 + rows > p->prm.height ||
-        stride < p->prm.width * 3) {
+        stride < p->lv[0].ww * 3) {
         p->failed = true;
         return sp_error_set(err, SP_ERR_USAGE, p->output,
                             "rows pushed out of order (%lld+%lld, expected "
-                            "row %lld of %lld)",
+                            "row %lld of %lld, stripe %d of %d)",
                             (long long)y0, (long long)rows,
-                            (long long)p->pushed, (long long)p->prm.height);
+                            (long long)p->pushed, (long long)p->prm.height,
+                            p->stripe + 1, p->nstripes);
     }
     int64_t B = p->lv[0].cap - p->T - 2 * p->O - 2;
     for (int64_t done = 0; done < rows;) {
@@ -535,11 +680,41 @@ bool sp_pyramid_push_rows(sp_pyramid *p, const uint8_t *rgb, int64_t stride,
         }
         done += n;
         p->pushed += n;
-        if (p->prm.opts.progress &&
-            !p->prm.opts.progress(p->prm.opts.progress_user, p->tiles_done,
-                                  p->tiles_total)) {
+        if (!report(p, err))
+            return false;
+    }
+    return true;
+}
+
+/* After the last stripe: levels k+1.. from the whole level k. */
+static bool build_tail(sp_pyramid *p, sp_error *err) {
+    const sp_plevel *K = &p->lv[p->k];
+    p->lo = p->hi = p->k + 1;
+    for (int d = p->k + 1; d < p->nlevels; d++) {
+        sp_plevel *L = &p->lv[d];
+        L->x0 = 0;
+        L->ww = L->w;
+        L->c0 = 0;
+        L->c1 = L->cols;
+        reset_level(L);
+        p->hi = d;
+    }
+    sp_plevel *N = &p->lv[p->k + 1];
+    const int64_t M = K->down_cap, rs = K->w * 3, ors = N->w * 3;
+    for (int64_t r = 0; r < N->h; r += M) {
+        int64_t m = N->h - r < M ? N->h - r : M;
+        uint8_t *down = p->lv[p->k].down;
+#pragma omp parallel for num_threads(p->threads) schedule(static)
+        for (int64_t i = 0; i < m; i++) {
+            int64_t y = 2 * (r + i);
+            const uint8_t *a = p->tail + y * rs;
+            const uint8_t *b = y + 1 < K->h ? a + rs : a;
+            sp__shrink_row(a, b, K->w, down + i * ors);
+        }
+        if (!feed(p, p->k + 1, down, ors, m, err) || !emit_ready(p, err) ||
+            !report(p, err)) {
             p->failed = true;
-            return sp_error_set(err, SP_ERR_INTERNAL, p->output, "interrupted");
+            return false;
         }
     }
     return true;
@@ -653,11 +828,17 @@ bool sp_pyramid_finish(sp_pyramid *p, sp_tile_stats *stats, sp_error *err) {
         sp_error_set(err, SP_ERR_USAGE, p->output, "pyramid already failed");
         goto out;
     }
-    if (p->pushed != p->prm.height || p->tiles_done != p->tiles_total) {
+    if (p->pushed == p->prm.height && p->stripe + 1 == p->nstripes && p->tail &&
+        !build_tail(p, err))
+        goto out;
+    if (p->pushed != p->prm.height || p->stripe + 1 != p->nstripes ||
+        p->tiles_done != p->tiles_total) {
         sp_error_set(err, SP_ERR_INTERNAL, p->output,
-                     "incomplete input: %lld of %lld rows, %lld of %lld tiles",
-                     (long long)p->pushed, (long long)p->prm.height,
-                     (long long)p->tiles_done, (long long)p->tiles_total);
+                     "incomplete input: stripe %d of %d, %lld of %lld rows, "
+                     "%lld of %lld tiles",
+                     p->stripe + 1, p->nstripes, (long long)p->pushed,
+                     (long long)p->prm.height, (long long)p->tiles_done,
+                     (long long)p->tiles_total);
         goto out;
     }
     write_sidecar(p, &b);
@@ -674,6 +855,7 @@ bool sp_pyramid_finish(sp_pyramid *p, sp_tile_stats *stats, sp_error *err) {
         stats->width = p->prm.width;
         stats->height = p->prm.height;
         stats->levels = p->nlevels;
+        stats->stripes = p->nstripes;
         stats->tiles_total = p->tiles_total;
         stats->tiles_written = p->tiles_written;
         stats->tiles_skipped = p->tiles_skipped;

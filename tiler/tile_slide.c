@@ -1,10 +1,12 @@
 /* sp_tile_slide: a slide's level 0, read once in bands, into a pyramid. */
 #include "tiler_private.h"
 
+#include <stdlib.h>
 #include <string.h>
 
-static bool push_band(void *user, const uint8_t *rgb, int64_t stride,
-                      int64_t y0, int64_t rows, sp_error *err) {
+static bool push_band(void *user, int stripe, const uint8_t *rgb,
+                      int64_t stride, int64_t y0, int64_t rows, sp_error *err) {
+    (void)stripe; /* the band loop reads exactly the pyramid's stripes */
     return sp_pyramid_push_rows(user, rgb, stride, y0, rows, err);
 }
 
@@ -34,8 +36,21 @@ bool sp_tile_slide(sp_slide *s, const char *out, const sp_tile_opts *opts,
     sp_pyramid *p = sp_pyramid_create(&prm, err);
     if (!p)
         return false;
-    if (!sp_band_loop(s, prm.opts.threads, opts->background, prm.band_rows,
-                      NULL, push_band, p, err)) {
+    int n = sp_pyramid_stripes(p);
+    sp_col_span *cols = malloc((size_t)n * sizeof *cols);
+    if (!cols) {
+        sp_pyramid_abort(p);
+        return sp_error_set(err, SP_ERR_NOMEM, out, "out of memory");
+    }
+    for (int i = 0; i < n; i++) {
+        sp_stripe st;
+        sp_pyramid_stripe(p, i, &st);
+        cols[i] = (sp_col_span){st.x0, st.x1};
+    }
+    bool ok = sp_band_loop(s, prm.opts.threads, opts->background, prm.band_rows,
+                           cols, n, NULL, push_band, p, err);
+    free(cols);
+    if (!ok) {
         sp_pyramid_abort(p);
         return false;
     }

@@ -7,6 +7,8 @@
  *                 shrinks each 2x2 into the next, encodes every finished
  *                 tile on an OpenMP team and writes it under a temporary
  *                 name; sp_pyramid_finish renames the result into place.
+ *                 A wide image is built in column stripes (see
+ *                 sp_pyramid_stripe), so memory does not grow with width.
  *   sp_band_loop  read a slide's level 0 in bands aligned to its native
  *                 tiles, one reader per thread, and hand each band to a
  *                 callback (the pyramid, or anything else that wants the
@@ -101,6 +103,10 @@ typedef struct {
     void *tissue_user;
     sp_tile_progress_fn progress; /* optional */
     void *progress_user;
+    /* Level-0 columns per stripe (see sp_stripe): 0 picks about 16k
+     * (SP_STRIPE_AUTO); < 0 builds the whole width at once. Rounded up to
+     * T * 2^k, k >= 1. The tiles are the same whatever the width. */
+    int64_t stripe_width;
 } sp_tile_opts;
 
 /* Fill `o` with the defaults above. */
@@ -109,6 +115,7 @@ void sp_tile_opts_default(sp_tile_opts *o);
 typedef struct {
     int64_t width, height; /* level 0 */
     int levels;
+    int stripes; /* column stripes it was built in (1: whole width) */
     int64_t tiles_total;
     int64_t tiles_written;
     int64_t tiles_skipped; /* background tiles not written */
@@ -134,17 +141,39 @@ typedef struct {
     int64_t band_rows; /* most rows one push holds; 0: 256 */
 } sp_pyramid_params;
 
+/* The default stripe width wish: T * 2^k is the first multiple at or
+ * above it (16256 for T = 254, 16384 for T = 256). */
+#define SP_STRIPE_AUTO 12288
+
+/* One column stripe. Stripes are built one after the other, each top to
+ * bottom: levels 0..k of a stripe from its own level-0 columns, and the
+ * smaller levels at the end from level k, kept whole (1/4^k of level 0).
+ * The cores of the stripes partition [0, width); a stripe reads its core
+ * plus a margin of overlap * 2^k on each side, so the pixels of those
+ * margins are decoded by both neighbours (about 1% of level 0). An
+ * image no wider than 1.5 stripes is one stripe of the full width. */
+typedef struct {
+    int64_t x0, x1;       /* the level-0 columns the stripe needs */
+    int64_t core0, core1; /* the columns whose tiles it writes */
+} sp_stripe;
+
 typedef struct sp_pyramid sp_pyramid;
 
 /* Validate the parameters, refuse an existing output (unless force),
  * create the temporary output. NULL with `err` set on failure. */
 sp_pyramid *sp_pyramid_create(const sp_pyramid_params *params, sp_error *err);
-/* Feed `rows` level-0 rows starting at row `y0` (rows come in order, each
- * exactly once; y0 must equal the number of rows pushed so far). `rgb`
- * holds packed RGB rows `stride` bytes apart, `width` pixels each. Tiles
- * that become complete are encoded and written before this returns.
- * False with `err` set on failure; the pyramid is then only good for
- * sp_pyramid_abort. */
+/* How many stripes the pyramid is built in (1 for most slides), and the
+ * columns of stripe `i` (0 <= i < count). */
+int sp_pyramid_stripes(const sp_pyramid *p);
+void sp_pyramid_stripe(const sp_pyramid *p, int i, sp_stripe *out);
+/* Feed `rows` level-0 rows of the current stripe starting at row `y0`:
+ * stripe 0 first, each stripe's rows 0..height-1 in order, each exactly
+ * once (y0 must equal the rows pushed so far in the stripe; y0 = 0 after
+ * a complete stripe starts the next). `rgb` holds packed RGB rows
+ * `stride` bytes apart, starting at the stripe's column x0 and x1 - x0
+ * pixels wide. Tiles that become complete are encoded and written before
+ * this returns. False with `err` set on failure; the pyramid is then only
+ * good for sp_pyramid_abort. */
 bool sp_pyramid_push_rows(sp_pyramid *p, const uint8_t *rgb, int64_t stride,
                           int64_t y0, int64_t rows, sp_error *err);
 /* After the last row: flush, write metadata, rename into place and free.
@@ -156,10 +185,17 @@ void sp_pyramid_abort(sp_pyramid *p);
 
 /* ---- reading level 0 in bands ------------------------------------------ */
 
-/* Receives each band: `rows` rows from `y0`, full level-0 width, packed
- * RGB `stride` bytes apart. Return false (with `err` set) to stop. */
-typedef bool (*sp_band_fn)(void *user, const uint8_t *rgb, int64_t stride,
-                           int64_t y0, int64_t rows, sp_error *err);
+/* Level-0 columns [x0, x1). */
+typedef struct {
+    int64_t x0, x1;
+} sp_col_span;
+
+/* Receives each band of stripe `stripe`: `rows` rows from `y0`, the
+ * stripe's columns (x0 first), packed RGB `stride` bytes apart. Return
+ * false (with `err` set) to stop. */
+typedef bool (*sp_band_fn)(void *user, int stripe, const uint8_t *rgb,
+                           int64_t stride, int64_t y0, int64_t rows,
+                           sp_error *err);
 
 /* Optional: whether the level-0 rectangle (x, y, w, h), one native tile,
  * is needed at all; a tile not needed is not decoded and comes back as the
@@ -167,16 +203,19 @@ typedef bool (*sp_band_fn)(void *user, const uint8_t *rgb, int64_t stride,
 typedef bool (*sp_band_want_fn)(void *user, int64_t x, int64_t y, int64_t w,
                                 int64_t h);
 
-/* Read level 0 of `s` top to bottom in bands whose height is a multiple
- * of the native tile height (about `band_rows`; 0: 256), each band read by
- * `threads` readers (private OpenSlide handles), one native tile at a
- * time straight into the band, so no source tile is decoded twice;
- * `want` (may be NULL) skips native tiles nobody needs. `bg` fills areas
- * outside the scan (NULL: white). Returns false on a read failure or when
+/* Read level 0 of `s`, stripe after stripe (`stripes`, `nstripes`; NULL
+ * or 0: one stripe of the full width), each top to bottom in bands whose
+ * height is a multiple of the native tile height (about `band_rows`; 0:
+ * 256), each band read by `threads` readers (private OpenSlide handles),
+ * one native tile at a time straight into the band, so within a stripe no
+ * source tile is decoded twice; `want` (may be NULL) skips native tiles
+ * nobody needs. `bg` fills areas outside the scan (NULL: white). Memory:
+ * one band of the widest stripe. Returns false on a read failure or when
  * `fn` returns false. */
 bool sp_band_loop(sp_slide *s, int threads, const uint8_t bg[3],
-                  int64_t band_rows, sp_band_want_fn want, sp_band_fn fn,
-                  void *user, sp_error *err);
+                  int64_t band_rows, const sp_col_span *stripes, int nstripes,
+                  sp_band_want_fn want, sp_band_fn fn, void *user,
+                  sp_error *err);
 /* The band height sp_band_loop uses for `s` and a wish of `band_rows`. */
 int64_t sp_band_rows_for(const sp_slide *s, int64_t band_rows);
 

@@ -60,14 +60,18 @@ extern const sp_writer_ops sp__tiff_writer;
 /* ---- the pyramid ------------------------------------------------------- */
 typedef struct {
     int64_t w, h, cols, rows;
-    uint8_t *buf;     /* rows [y0, y0 + n) of this level, stride w*3 */
+    /* the window of the current pass: columns [x0, x0 + ww), whose tile
+     * columns [c0, c1) it writes */
+    int64_t x0, ww, c0, c1;
+    int64_t buf_w;    /* widest window: the width of buf and pending */
+    uint8_t *buf;     /* rows [y0, y0 + n) of this level, stride ww*3 */
     int64_t cap;      /* rows */
     int64_t y0, n;    /* buffered rows */
     int64_t next_row; /* first tile row not yet emitted */
     int64_t received; /* rows received so far */
     uint8_t *pending; /* an odd row waiting for its pair (w*3) */
     bool has_pending;
-    uint8_t *down;     /* output rows for the next level */
+    uint8_t *down;     /* output rows for the next level (its buf_w) */
     int64_t down_cap;  /* rows */
     uint8_t *manifest; /* cols*rows: 1 written, 0 skipped */
 } sp_plevel;
@@ -86,6 +90,11 @@ struct sp_pyramid {
     bool pad_edges; /* TIFF: edge tiles are T x T, padded */
     int nlevels;
     sp_plevel lv[SP_TILER_MAX_LEVELS];
+    /* stripes: levels 0..k per stripe; with more than one stripe, level
+     * k's core columns go to `tail` and levels k+1.. are built from it */
+    int k, nstripes, stripe;
+    int lo, hi;    /* levels of the current pass */
+    uint8_t *tail; /* level k, whole: lv[k].w x lv[k].h */
     int threads;
     sp_pthread *pt; /* one slot per thread, used only by that thread */
     const sp_codec_ops *codec;
