@@ -306,6 +306,15 @@ static bool on_band(void *user, int stripe, const uint8_t *rgb, int64_t stride,
 /* Stripe cores of analysis alone: whole analysis tiles, about 16k px. */
 static int64_t analysis_core(int64_t T) { return (16384 + T - 1) / T * T; }
 
+/* With a pyramid, bands are read straight into its level-0 rows. */
+static uint8_t *band_dest(void *user, int stripe, int64_t y0, int64_t rows,
+                          int64_t width, int64_t *stride) {
+    band_ctx *c = user;
+    (void)stripe;
+    (void)y0;
+    return sp_pyramid_input(c->pyr, rows, width, stride);
+}
+
 /* The stripes of the band loop: the pyramid's (each widened to the right
  * edge of the analysis tiles that start in its core), or with no pyramid
  * cores of whole analysis tiles (analysis_core). */
@@ -610,6 +619,8 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
         pp.opts.force = o->force || o->tile.force;
         pp.opts.progress = NULL;
         pp.band_rows = sp_band_rows_for(s, 0);
+        /* analysis tiles may reach past a stripe: read them in place too */
+        pp.input_extra = feat_in_bands ? ar.tile_size : 0;
         if (o->tile.skip_background && o->mask_for_background) {
             /* analysis/'s per-pixel decision (saturation above the
              * slide's Otsu threshold), on each tile's own pixels */
@@ -686,9 +697,12 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
         goto out;
     }
     if (want_tiles || feat_in_bands) {
+        sp_band_hooks hooks = {.fn = on_band,
+                               .want = bc.need ? want_native : NULL,
+                               .dest = pyr ? band_dest : NULL,
+                               .user = &bc};
         if (!sp_band_loop(s, threads, o->tile.background, 0, bc.spans,
-                          bc.nstripes, bc.need ? want_native : NULL, on_band,
-                          &bc, err))
+                          bc.nstripes, &hooks, err))
             goto out;
         res->megapixels = (double)bc.W * (double)bc.H / 1e6;
         if (bc.th.sum && !thumb_finish(&bc.th)) {

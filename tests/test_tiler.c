@@ -97,8 +97,8 @@ static sp_pyramid_params png_params(const char *out, int T, int O) {
 
 /* Push the image `chunk` rows at a time, stripe by stripe; check that
  * the stripes' cores partition the width and their windows hold them. */
-static bool build(const sp_pyramid_params *prm, const uint8_t *img, int chunk,
-                  sp_tile_stats *st, sp_error *e) {
+static bool build_in(const sp_pyramid_params *prm, const uint8_t *img,
+                     int chunk, bool in_place, sp_tile_stats *st, sp_error *e) {
     sp_pyramid *p = sp_pyramid_create(prm, e);
     if (!p)
         return false;
@@ -112,8 +112,20 @@ static bool build(const sp_pyramid_params *prm, const uint8_t *img, int chunk,
         next = sp.core1;
         for (int y = 0; y < IH; y += chunk) {
             int n = IH - y < chunk ? IH - y : chunk;
-            if (!sp_pyramid_push_rows(p, img + ((size_t)y * IW + sp.x0) * 3,
-                                      IW * 3, y, n, e)) {
+            const uint8_t *src = img + ((size_t)y * IW + sp.x0) * 3;
+            int64_t stride = IW * 3, w = sp.x1 - sp.x0;
+            uint8_t *in = in_place ? sp_pyramid_input(p, n, w, &stride) : NULL;
+            if (in_place)
+                CU_ASSERT_PTR_NOT_NULL(in);
+            if (in) { /* write the rows where the pyramid keeps them */
+                for (int r = 0; r < n; r++)
+                    memcpy(in + r * stride, src + (size_t)r * IW * 3,
+                           (size_t)w * 3);
+                src = in;
+            } else {
+                stride = IW * 3;
+            }
+            if (!sp_pyramid_push_rows(p, src, stride, y, n, e)) {
                 sp_pyramid_abort(p);
                 return false;
             }
@@ -123,10 +135,15 @@ static bool build(const sp_pyramid_params *prm, const uint8_t *img, int chunk,
     return sp_pyramid_finish(p, st, e);
 }
 
+static bool build(const sp_pyramid_params *prm, const uint8_t *img, int chunk,
+                  sp_tile_stats *st, sp_error *e) {
+    return build_in(prm, img, chunk, false, st, e);
+}
+
 /* Every tile of every level equals the reference crop exactly, built in
  * one piece or in column stripes. */
 static void check_reference(int T, int O, int64_t stripe_width,
-                            int want_stripes) {
+                            int want_stripes, bool in_place) {
     uint8_t *img = make_image();
     char out[512];
     snprintf(out, sizeof out, "%s/ref%d_%d_%lld", sp_test_tmpdir(), T, O,
@@ -135,7 +152,7 @@ static void check_reference(int T, int O, int64_t stripe_width,
     prm.opts.stripe_width = stripe_width;
     sp_tile_stats st;
     sp_error e = {0};
-    CU_ASSERT_TRUE_FATAL(build(&prm, img, 37, &st, &e));
+    CU_ASSERT_TRUE_FATAL(build_in(&prm, img, 37, in_place, &st, &e));
     CU_ASSERT_EQUAL(st.levels, 11); /* ceil(log2(1000)) + 1 */
     CU_ASSERT_EQUAL(st.stripes, want_stripes);
     CU_ASSERT_EQUAL(st.tiles_written, st.tiles_total);
@@ -188,13 +205,14 @@ static void check_reference(int T, int O, int64_t stripe_width,
 }
 
 static void test_levels_match_reference(void) {
-    check_reference(128, 2, -1, 1);  /* the whole width at once */
-    check_reference(128, 2, 0, 1);   /* auto: too narrow to stripe */
-    check_reference(128, 2, 256, 4); /* k = 1, last stripe 232 px */
-    check_reference(128, 2, 384, 2); /* k = 2: 512 + 488 */
-    check_reference(120, 1, 240, 4); /* the last 40 px join stripe 4 */
-    check_reference(150, 3, 600, 2); /* overlap 3: margins of 12 px */
-    check_reference(100, 0, 200, 5); /* no overlap, 5 equal stripes */
+    /* T, O, stripe width, stripes expected, rows read in place */
+    check_reference(128, 2, -1, 1, false);  /* the whole width at once */
+    check_reference(128, 2, 0, 1, true);    /* auto: too narrow to stripe */
+    check_reference(128, 2, 256, 4, false); /* k = 1, last stripe 232 px */
+    check_reference(128, 2, 384, 2, true);  /* k = 2: 512 + 488 */
+    check_reference(120, 1, 240, 4, true);  /* last 40 px join stripe 4 */
+    check_reference(150, 3, 600, 2, false); /* overlap 3: margins of 12 */
+    check_reference(100, 0, 200, 5, true);  /* no overlap, 5 stripes */
 }
 
 static uint64_t tree_hash(const char *files, int levels) {

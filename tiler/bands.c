@@ -37,8 +37,9 @@ static void fill_rect(uint8_t *p, int64_t stride, int64_t w, int64_t h,
 
 bool sp_band_loop(sp_slide *s, int threads, const uint8_t bg[3],
                   int64_t band_rows, const sp_col_span *stripes, int nstripes,
-                  sp_band_want_fn want, sp_band_fn fn, void *user,
-                  sp_error *err) {
+                  const sp_band_hooks *hooks, sp_error *err) {
+    sp_band_want_fn want = hooks->want;
+    void *user = hooks->user;
     static const uint8_t white[3] = {255, 255, 255};
     if (!bg)
         bg = white;
@@ -66,24 +67,36 @@ bool sp_band_loop(sp_slide *s, int threads, const uint8_t bg[3],
     const int64_t B = sp_band_rows_for(s, band_rows);
 
     bool ok = false;
-    uint8_t *band = malloc((size_t)(maxw * 3 * B));
+    uint8_t *own = NULL; /* our band buffer, made when first needed */
     band_thread *bt = calloc((size_t)P, sizeof *bt);
     uint8_t *bgrow = want ? malloc((size_t)(ntw * 3)) : NULL;
     for (int64_t x = 0; bgrow && x < ntw; x++)
         memcpy(bgrow + 3 * x, bg, 3);
-    if (!band || !bt || (want && !bgrow)) {
+    if (!bt || (want && !bgrow)) {
         sp_error_set(err, SP_ERR_NOMEM, sp_slide_path(s), "out of memory");
         goto out;
     }
     for (int si = 0; si < nstripes; si++) {
         const int64_t sx0 = stripes[si].x0, sx1 = stripes[si].x1;
-        const int64_t bs = (sx1 - sx0) * 3; /* band stride */
+        const int64_t sw = sx1 - sx0;
         /* work items: the native tiles (their part inside the stripe),
          * read straight into the band: no copy, none decoded twice */
         const int64_t tc0 = sx0 / ntw, tcols = (sx1 - 1) / ntw - tc0 + 1;
         const int64_t trows = B / nth, nitems = tcols * trows;
         for (int64_t y0 = 0; y0 < H; y0 += B) {
             int64_t rows = H - y0 < B ? H - y0 : B;
+            int64_t bs = 0; /* band stride */
+            uint8_t *band =
+                hooks->dest ? hooks->dest(user, si, y0, rows, sw, &bs) : NULL;
+            if (!band) {
+                if (!own && !(own = malloc((size_t)(maxw * 3 * B)))) {
+                    sp_error_set(err, SP_ERR_NOMEM, sp_slide_path(s),
+                                 "out of memory");
+                    goto out;
+                }
+                band = own;
+                bs = sw * 3;
+            }
             _Atomic bool failed = false;
 #pragma omp parallel num_threads(P)
             {
@@ -125,7 +138,7 @@ bool sp_band_loop(sp_slide *s, int threads, const uint8_t bg[3],
                              "read failed");
                 goto out;
             }
-            if (!fn(user, si, band, bs, y0, rows, err))
+            if (!hooks->fn(user, si, band, bs, y0, rows, err))
                 goto out;
         }
     }
@@ -136,6 +149,6 @@ out:
             sp_reader_free(bt[t].reader);
     free(bt);
     free(bgrow);
-    free(band);
+    free(own);
     return ok;
 }

@@ -183,7 +183,7 @@ static void stripe_window(const sp_pyramid *p, int s, int d, int64_t *a,
 }
 
 static void reset_level(sp_plevel *L) {
-    L->y0 = L->n = L->next_row = L->received = 0;
+    L->y0 = L->n = L->start = L->next_row = L->received = 0;
     L->has_pending = false;
 }
 
@@ -199,6 +199,7 @@ static void begin_stripe(sp_pyramid *p, int s) {
         stripe_window(p, s, d, &a, &b);
         L->x0 = a;
         L->ww = b - a;
+        L->rs = L->ww * 3;
         stripe_cols(p, s, d, &L->c0, &L->c1);
         reset_level(L);
     }
@@ -304,7 +305,8 @@ sp_pyramid *sp_pyramid_create(const sp_pyramid_params *prm, sp_error *err) {
         L->h = h;
         L->cols = (w + T - 1) / T;
         L->rows = (h + T - 1) / T;
-        L->cap = in_max + T + 2 * O + 2;
+        /* room for two pushes: the kept rows move down every other one */
+        L->cap = 2 * in_max + T + 2 * O + 2;
         L->manifest = calloc((size_t)(L->cols * L->rows), 1);
         if (!L->manifest)
             goto oom;
@@ -330,6 +332,8 @@ sp_pyramid *sp_pyramid_create(const sp_pyramid_params *prm, sp_error *err) {
         }
     for (int d = p->k + 1; d < p->nlevels; d++)
         p->lv[d].buf_w = p->lv[d].w;
+    if (prm->input_extra > 0) /* wider bands read in place (pyramid_input) */
+        p->lv[0].buf_w += prm->input_extra;
     for (int d = 0; d < p->nlevels; d++) {
         sp_plevel *L = &p->lv[d];
         L->buf = malloc((size_t)(L->cap * L->buf_w * 3));
@@ -369,11 +373,11 @@ fail:
 /* ---- shrinking --------------------------------------------------------- */
 
 /* One output row from input rows a and b (b may equal a), w input pixels;
- * an odd last column is paired with itself. */
-void sp__shrink_row(const uint8_t *restrict a, const uint8_t *restrict b,
-                    int64_t w, uint8_t *restrict out) {
+ * an odd last column is paired with itself. Scalar, from pixel pair j0. */
+static void shrink_scalar(const uint8_t *restrict a, const uint8_t *restrict b,
+                          int64_t w, int64_t j0, uint8_t *restrict out) {
     int64_t pairs = w / 2;
-    for (int64_t j = 0; j < pairs; j++) {
+    for (int64_t j = j0; j < pairs; j++) {
         const uint8_t *pa = a + 6 * j, *pb = b + 6 * j;
         uint8_t *o = out + 3 * j;
         o[0] = (uint8_t)((pa[0] + pa[3] + pb[0] + pb[3] + 2) >> 2);
@@ -388,23 +392,118 @@ void sp__shrink_row(const uint8_t *restrict a, const uint8_t *restrict b,
     }
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define SP_HAVE_SSSE3_SHRINK 1
+
+/* 8 output pixels at a time: 16-bit vertical sums S of 48 input bytes,
+ * T[i] = S[i] + S[i + 3] (the horizontal pair), (T + 2) >> 2, packed to
+ * bytes, and the bytes i with i % 6 < 3 gathered with pshufb. Exactly
+ * the scalar arithmetic. */
+__attribute__((target("ssse3"))) static void
+shrink_ssse3(const uint8_t *restrict a, const uint8_t *restrict b, int64_t w,
+             uint8_t *restrict out) {
+    const int64_t pairs = w / 2;
+    const __m128i z = _mm_setzero_si128(), two = _mm_set1_epi16(2);
+    const __m128i m00 =
+        _mm_setr_epi8(0, 1, 2, 6, 7, 8, 12, 13, 14, -1, -1, -1, -1, -1, -1, -1);
+    const __m128i m10 = _mm_setr_epi8(-1, -1, -1, -1, -1, -1, -1, -1, -1, 2, 3,
+                                      4, 8, 9, 10, 14);
+    const __m128i m11 = _mm_setr_epi8(15, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                      -1, -1, -1, -1, -1, -1);
+    const __m128i m21 = _mm_setr_epi8(-1, 0, 4, 5, 6, 10, 11, 12, -1, -1, -1,
+                                      -1, -1, -1, -1, -1);
+    int64_t j = 0;
+    for (; j + 8 <= pairs; j += 8) {
+        const uint8_t *pa = a + 6 * j, *pb = b + 6 * j;
+        __m128i S[7], T[6];
+        for (int n = 0; n < 3; n++) {
+            __m128i va = _mm_loadu_si128((const __m128i *)(pa + 16 * n));
+            __m128i vb = _mm_loadu_si128((const __m128i *)(pb + 16 * n));
+            S[2 * n] = _mm_add_epi16(_mm_unpacklo_epi8(va, z),
+                                     _mm_unpacklo_epi8(vb, z));
+            S[2 * n + 1] = _mm_add_epi16(_mm_unpackhi_epi8(va, z),
+                                         _mm_unpackhi_epi8(vb, z));
+        }
+        S[6] = z;
+        for (int n = 0; n < 6; n++)
+            T[n] = _mm_srli_epi16(
+                _mm_add_epi16(
+                    _mm_add_epi16(S[n], _mm_alignr_epi8(S[n + 1], S[n], 6)),
+                    two),
+                2);
+        __m128i P0 = _mm_packus_epi16(T[0], T[1]);
+        __m128i P1 = _mm_packus_epi16(T[2], T[3]);
+        __m128i P2 = _mm_packus_epi16(T[4], T[5]);
+        __m128i y0 =
+            _mm_or_si128(_mm_shuffle_epi8(P0, m00), _mm_shuffle_epi8(P1, m10));
+        __m128i y1 =
+            _mm_or_si128(_mm_shuffle_epi8(P1, m11), _mm_shuffle_epi8(P2, m21));
+        _mm_storeu_si128((__m128i *)(out + 3 * j), y0);
+        _mm_storel_epi64((__m128i *)(out + 3 * j + 16), y1);
+    }
+    shrink_scalar(a, b, w, j, out);
+}
+#endif
+
+void sp__shrink_row(const uint8_t *restrict a, const uint8_t *restrict b,
+                    int64_t w, uint8_t *restrict out) {
+#ifdef SP_HAVE_SSSE3_SHRINK
+    /* -1 unknown; every thread that races here computes the same */
+    static _Atomic int have = -1;
+    int h = atomic_load_explicit(&have, memory_order_relaxed);
+    if (h < 0) {
+        h = __builtin_cpu_supports("ssse3") && !getenv("SP_NO_SIMD");
+        atomic_store_explicit(&have, h, memory_order_relaxed);
+    }
+    if (h) {
+        shrink_ssse3(a, b, w, out);
+        return;
+    }
+#endif
+    shrink_scalar(a, b, w, 0, out);
+}
+
+/* Make room for n more rows after the buffered ones: move the buffered
+ * rows to the top of the buffer when the end is reached (every other push
+ * with the capacity above), in parallel when the ranges do not overlap. */
+static void make_room(sp_pyramid *p, sp_plevel *L, int64_t n) {
+    if (L->start + L->n + n <= L->cap || L->start == 0)
+        return;
+    const int64_t rs = L->rs, left = L->n;
+    uint8_t *buf = L->buf;
+    const uint8_t *from = buf + L->start * rs;
+    if (left > 0 && left <= L->start && left * rs > (1 << 20)) {
+#pragma omp parallel for num_threads(p->threads) schedule(static)
+        for (int64_t i = 0; i < left; i++)
+            memcpy(buf + i * rs, from + i * rs, (size_t)rs);
+    } else if (left > 0) {
+        memmove(buf, from, (size_t)(left * rs));
+    }
+    L->start = 0;
+}
+
 /* Append n rows (of the level's window) to level d, shrinking them into
  * level d + 1 first; in a stripe with a tail, level k's rows go to the
  * tail instead. */
 static bool feed(sp_pyramid *p, int d, const uint8_t *src, int64_t stride,
                  int64_t n, sp_error *err) {
     sp_plevel *L = &p->lv[d];
-    int64_t rs = L->ww * 3;
+    const int64_t rs = L->rs;
     if (n <= 0)
         return true;
     if (L->received + n > L->h || L->n + n > L->cap)
         return sp_error_set(err, SP_ERR_INTERNAL, p->output,
                             "pyramid level %d overflow", d);
-    uint8_t *dst = L->buf + L->n * rs;
-    bool big = n * rs > (1 << 20);
+    make_room(p, L, n);
+    uint8_t *dst = L->buf + (L->start + L->n) * rs;
+    if (src != dst) { /* else read in place (sp_pyramid_input) */
+        bool big = n * rs > (1 << 20);
+        const size_t row = (size_t)L->ww * 3;
 #pragma omp parallel for num_threads(p->threads) if (big) schedule(static)
-    for (int64_t i = 0; i < n; i++)
-        memcpy(dst + i * rs, src + i * stride, (size_t)rs);
+        for (int64_t i = 0; i < n; i++)
+            memcpy(dst + i * rs, src + i * stride, row);
+    }
     L->n += n;
     L->received += n;
     if (d == p->hi && p->tail && p->hi == p->k) {
@@ -503,8 +602,9 @@ static bool do_tile(sp_pyramid *p, sp_pthread *me, const tile_job *j,
         x1 = L->w;
     if (y1 > L->h)
         y1 = L->h;
-    int64_t rs = L->ww * 3;
-    const uint8_t *px = L->buf + (y0 - L->y0) * rs + (x0 - L->x0) * 3;
+    int64_t rs = L->rs;
+    const uint8_t *px =
+        L->buf + (L->start + y0 - L->y0) * rs + (x0 - L->x0) * 3;
     int64_t pitch = rs, tw = x1 - x0, th = y1 - y0;
     int64_t ow = tw, oh = th;
 
@@ -624,21 +724,30 @@ static bool emit_ready(sp_pyramid *p, sp_error *err) {
         int64_t drop = keep - L->y0;
         if (drop <= 0)
             continue;
-        int64_t rs = L->ww * 3;
-        int64_t left = L->n - drop;
-        if (left > 0 && left <= drop && left * rs > (1 << 20)) {
-            /* no overlap: copy the kept rows in parallel */
-            uint8_t *buf = L->buf;
-#pragma omp parallel for num_threads(p->threads) schedule(static)
-            for (int64_t i = 0; i < left; i++)
-                memcpy(buf + i * rs, buf + (drop + i) * rs, (size_t)rs);
-        } else if (left > 0) {
-            memmove(L->buf, L->buf + drop * rs, (size_t)(left * rs));
-        }
         L->n -= drop;
         L->y0 += drop;
+        L->start = L->n ? L->start + drop : 0;
     }
     return true;
+}
+
+uint8_t *sp_pyramid_input(sp_pyramid *p, int64_t rows, int64_t width,
+                          int64_t *stride) {
+    if (p->failed)
+        return NULL;
+    if (p->pushed == p->prm.height && p->stripe + 1 < p->nstripes)
+        begin_stripe(p, p->stripe + 1);
+    sp_plevel *L = &p->lv[0];
+    int64_t push_max = (L->cap - p->T - 2 * p->O - 2) / 2;
+    if (rows <= 0 || rows > push_max || width < L->ww || width > L->buf_w)
+        return NULL;
+    if (L->received == 0 && L->n == 0)
+        L->rs = width * 3; /* a stripe's first band sets the layout */
+    else if (width * 3 > L->rs)
+        return NULL;
+    make_room(p, L, rows);
+    *stride = L->rs;
+    return L->buf + (L->start + L->n) * L->rs;
 }
 
 /* Progress; false (and failed) when the callback cancels. */
@@ -670,7 +779,7 @@ bool sp_pyramid_push_rows(sp_pyramid *p, const uint8_t *rgb, int64_t stride,
                             (long long)p->pushed, (long long)p->prm.height,
                             p->stripe + 1, p->nstripes);
     }
-    int64_t B = p->lv[0].cap - p->T - 2 * p->O - 2;
+    int64_t B = (p->lv[0].cap - p->T - 2 * p->O - 2) / 2;
     for (int64_t done = 0; done < rows;) {
         int64_t n = rows - done < B ? rows - done : B;
         if (!feed(p, 0, rgb + done * stride, stride, n, err) ||
@@ -694,6 +803,7 @@ static bool build_tail(sp_pyramid *p, sp_error *err) {
         sp_plevel *L = &p->lv[d];
         L->x0 = 0;
         L->ww = L->w;
+        L->rs = L->ww * 3;
         L->c0 = 0;
         L->c1 = L->cols;
         reset_level(L);

@@ -10,6 +10,14 @@ static bool push_band(void *user, int stripe, const uint8_t *rgb,
     return sp_pyramid_push_rows(user, rgb, stride, y0, rows, err);
 }
 
+/* Bands are read straight into the pyramid's level-0 rows. */
+static uint8_t *pyramid_dest(void *user, int stripe, int64_t y0, int64_t rows,
+                             int64_t width, int64_t *stride) {
+    (void)stripe;
+    (void)y0;
+    return sp_pyramid_input(user, rows, width, stride);
+}
+
 bool sp_tile_slide(sp_slide *s, const char *out, const sp_tile_opts *opts,
                    sp_tile_stats *stats, sp_error *err) {
     const sp_level *l0 = sp_slide_level(s, 0);
@@ -47,8 +55,9 @@ bool sp_tile_slide(sp_slide *s, const char *out, const sp_tile_opts *opts,
         sp_pyramid_stripe(p, i, &st);
         cols[i] = (sp_col_span){st.x0, st.x1};
     }
+    sp_band_hooks hooks = {.fn = push_band, .dest = pyramid_dest, .user = p};
     bool ok = sp_band_loop(s, prm.opts.threads, opts->background, prm.band_rows,
-                           cols, n, NULL, push_band, p, err);
+                           cols, n, &hooks, err);
     free(cols);
     if (!ok) {
         sp_pyramid_abort(p);

@@ -139,6 +139,9 @@ typedef struct {
     sp_tile_opts opts;
     sp_source_info source;
     int64_t band_rows; /* most rows one push holds; 0: 256 */
+    /* Columns past a stripe's x1 that a caller may read in place along
+     * with it (sp_pyramid_input); 0: none. */
+    int64_t input_extra;
 } sp_pyramid_params;
 
 /* The default stripe width wish: T * 2^k is the first multiple at or
@@ -176,6 +179,15 @@ void sp_pyramid_stripe(const sp_pyramid *p, int i, sp_stripe *out);
  * good for sp_pyramid_abort. */
 bool sp_pyramid_push_rows(sp_pyramid *p, const uint8_t *rgb, int64_t stride,
                           int64_t y0, int64_t rows, sp_error *err);
+/* Optional, to save a copy: where the next `rows` level-0 rows of the
+ * current stripe (of the next one when it is complete) may be written,
+ * `width` >= x1 - x0 pixels from the stripe's x0, rows `*stride` bytes
+ * apart. Rows written there and then pushed from that very address are
+ * not copied. NULL when `rows` is more than one push holds or `width`
+ * more than x1 - x0 + input_extra (or, within a stripe, wider than its
+ * first band); the caller then pushes from its own buffer. */
+uint8_t *sp_pyramid_input(sp_pyramid *p, int64_t rows, int64_t width,
+                          int64_t *stride);
 /* After the last row: flush, write metadata, rename into place and free.
  * `stats` may be NULL. On failure nothing is left at the final path and
  * the pyramid is freed as well. */
@@ -197,6 +209,13 @@ typedef bool (*sp_band_fn)(void *user, int stripe, const uint8_t *rgb,
                            int64_t stride, int64_t y0, int64_t rows,
                            sp_error *err);
 
+/* Optional: where to read the next band of stripe `stripe` (`rows` rows
+ * from `y0`, the stripe's width): a buffer and its row stride, or NULL for
+ * the loop's own band buffer. */
+typedef uint8_t *(*sp_band_dest_fn)(void *user, int stripe, int64_t y0,
+                                    int64_t rows, int64_t width,
+                                    int64_t *stride);
+
 /* Optional: whether the level-0 rectangle (x, y, w, h), one native tile,
  * is needed at all; a tile not needed is not decoded and comes back as the
  * background colour. Called from the reading threads at once. */
@@ -208,14 +227,21 @@ typedef bool (*sp_band_want_fn)(void *user, int64_t x, int64_t y, int64_t w,
  * height is a multiple of the native tile height (about `band_rows`; 0:
  * 256), each band read by `threads` readers (private OpenSlide handles),
  * one native tile at a time straight into the band, so within a stripe no
- * source tile is decoded twice; `want` (may be NULL) skips native tiles
- * nobody needs. `bg` fills areas outside the scan (NULL: white). Memory:
- * one band of the widest stripe. Returns false on a read failure or when
- * `fn` returns false. */
+ * source tile is decoded twice; `want` skips native tiles nobody needs;
+ * `dest` picks where a band is read (e.g. straight into the pyramid).
+ * `bg` fills areas outside the scan (NULL: white). Memory: one band of
+ * the widest stripe unless `dest` always gives one. Returns false on a
+ * read failure or when `fn` returns false. */
+typedef struct {
+    sp_band_fn fn;        /* required */
+    sp_band_want_fn want; /* optional */
+    sp_band_dest_fn dest; /* optional */
+    void *user;
+} sp_band_hooks;
+
 bool sp_band_loop(sp_slide *s, int threads, const uint8_t bg[3],
                   int64_t band_rows, const sp_col_span *stripes, int nstripes,
-                  sp_band_want_fn want, sp_band_fn fn, void *user,
-                  sp_error *err);
+                  const sp_band_hooks *hooks, sp_error *err);
 /* The band height sp_band_loop uses for `s` and a wish of `band_rows`. */
 int64_t sp_band_rows_for(const sp_slide *s, int64_t band_rows);
 

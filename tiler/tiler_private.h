@@ -63,13 +63,16 @@ typedef struct {
     /* the window of the current pass: columns [x0, x0 + ww), whose tile
      * columns [c0, c1) it writes */
     int64_t x0, ww, c0, c1;
-    int64_t buf_w;    /* widest window: the width of buf and pending */
-    uint8_t *buf;     /* rows [y0, y0 + n) of this level, stride ww*3 */
-    int64_t cap;      /* rows */
-    int64_t y0, n;    /* buffered rows */
-    int64_t next_row; /* first tile row not yet emitted */
-    int64_t received; /* rows received so far */
-    uint8_t *pending; /* an odd row waiting for its pair (w*3) */
+    int64_t buf_w;        /* widest window: the width of buf and pending */
+    int64_t rs;           /* row stride of buf in bytes: ww*3 (level 0: more
+                             when the caller reads a wider band into it) */
+    uint8_t *buf;         /* rows [y0, y0 + n) of this level at rows
+                             [start, start + n) of buf */
+    int64_t cap;          /* rows */
+    int64_t y0, n, start; /* buffered rows; compacted only when full */
+    int64_t next_row;     /* first tile row not yet emitted */
+    int64_t received;     /* rows received so far */
+    uint8_t *pending;     /* an odd row waiting for its pair (w*3) */
     bool has_pending;
     uint8_t *down;     /* output rows for the next level (its buf_w) */
     int64_t down_cap;  /* rows */
