@@ -4,12 +4,24 @@
 
 #include "analysis.h"
 
+/* Fixed-point scale of the per-pixel H and E densities: 2^28 units per
+ * OD. A table entry is within 0.5 unit of od * hed * 2^28, so a pixel's H
+ * or E density is within 1.5 units (< 6e-9 OD) of the double sum. A sum of
+ * three entries is below 2.41 OD (the largest od) x 2.63 (the largest sum
+ * of |hed| down a column) = 6.4 OD = 1.72e9 units whatever the signs, so
+ * it fits an int32. */
+#define SP__OD_FIX_SHIFT 28
+#define SP__OD_FIX_ONE ((double)(1 << SP__OD_FIX_SHIFT))
+
 typedef struct {
     double od[256];   /* -log10(max(v, 1) / 255) */
     double hed[3][3]; /* inverse of sp_ruifrok_rgb_from_hed: OD row x hed
                          gives (H, E, DAB) */
     double h[3][256]; /* od[v] * hed[c][0], per channel c */
     double e[3][256]; /* od[v] * hed[c][1] */
+    /* {h, e}[c][v] * SP__OD_FIX_ONE rounded: one 8-byte {H, E} pair per
+     * value, so one 64-bit load (or gather) fetches both */
+    int32_t he_fix[3][256][2];
 } sp__stain_tables;
 
 /* The tables, built once (thread-safe) on first use. Never NULL. */
@@ -34,5 +46,22 @@ static inline bool sp__is_pen(int r, int g, int b) {
     int black = (mx < 40) & (mx - mn < 25);
     return (chroma | blue | black) != 0;
 }
+
+/* Implementations of sp_features_compute (sp__features_compute_impl). */
+typedef enum {
+    SP__FEATURES_AUTO,   /* the fastest the CPU supports */
+    SP__FEATURES_SCALAR, /* portable C */
+    SP__FEATURES_AVX2,   /* x86 AVX2; refused where the CPU lacks it */
+} sp__features_impl;
+
+/* True when the AVX2 implementation is built in and the CPU supports it. */
+bool sp__features_have_avx2(void);
+
+/* sp_features_compute with a chosen implementation (tests, benchmarks).
+ * Every implementation gives the same bytes. Asking for one the CPU lacks
+ * returns false (SP_ERR_USAGE). */
+bool sp__features_compute_impl(const uint8_t *rgb, int w, int h, size_t stride,
+                               const sp_feature_params *p, float *out,
+                               sp_error *err, sp__features_impl impl);
 
 #endif

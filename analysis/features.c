@@ -1,11 +1,20 @@
 /* Per-tile features of a plain RGB buffer, in one pass over the pixels
- * (the Laplacian trails one row behind the colour statistics). */
+ * (the Laplacian trails one row behind the colour statistics). The row
+ * kernels come in portable C and in x86 AVX2, chosen once at run time;
+ * both give the same bytes, as every sum is an exact integer (H and E in
+ * fixed point, analysis_private.h). */
 #include "analysis.h"
 #include "analysis_private.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#define SP_FEATURES_X86 1
+#include <immintrin.h>
+#endif
 
 static const sp_feature_info feature_table[SP_N_FEATURES] = {
     [SP_F_TISSUE_FRACTION] = {"tissue_fraction", "fraction",
@@ -50,24 +59,67 @@ static inline unsigned luma(unsigned r, unsigned g, unsigned b) {
     return (r * 19595u + g * 38470u + b * 7471u + 0x8000u) >> 16;
 }
 
+/* Sums of one tile, all exact integers. The histograms are split four ways
+ * by column (x % 4) so that runs of equal values do not queue on one
+ * counter; the four are added at the end. */
 typedef struct {
     uint64_t sum[3], sq[3]; /* R, G, B: sums and sums of squares */
-    uint32_t hist[4][256];  /* luma in hist[3] (0-2 unused) */
-    uint64_t satd[256];     /* sum of (max - min) per max */
-    double sum_h, sum_e;
+    uint32_t hist[4][256];  /* luma */
+    uint64_t satd[4][256];  /* sum of (max - min) per max */
+    int64_t sum_h, sum_e;   /* densities clipped at 0, SP__OD_FIX_ONE units */
     uint64_t tissue, pen, cell;
     int64_t lap_sum;
     uint64_t lap_sq;
 } acc;
 
-/* Colour statistics of one row; writes the row's luma into `grey`. */
-static void colour_row(const uint8_t *px, int w, const sp__stain_tables *T,
-                       unsigned thr1, double cell_od, acc *a, uint8_t *grey) {
-    double sh = 0, se = 0;
-    unsigned tissue = 0, pen = 0, cell = 0;
+/* Constants of the row kernels for one call. */
+typedef struct {
+    const sp__stain_tables *T;
+    unsigned thr1; /* tissue threshold + 1 */
+    double cell_od;
+    /* A fixed-point H density above cell_hi is cellular, one at or below
+     * cell_lo is not; in between (a few 2^-28 OD around cell_od) the pixel
+     * is decided in double, so the count is that of the double definition. */
+    int32_t cell_lo, cell_hi;
+} row_ctx;
+
+/* cell_lo and cell_hi for `cell_od` (finite). A fixed-point density hf is
+ * within 1.5 units of the double one times 2^28 (analysis_private.h). */
+static void cell_bounds(double cell_od, int32_t *lo, int32_t *hi) {
+    double c = cell_od * SP__OD_FIX_ONE;
+    if (c < 0) { /* a clipped density, >= 0, is always above */
+        *lo = *hi = INT32_MIN;
+    } else if (c > 2e9) { /* above any density (|hf| < 1.71e9) */
+        *lo = *hi = INT32_MAX;
+    } else {
+        *hi = (int32_t)ceil(c) + 3;  /* hf > hi: hf >= c + 4 */
+        *lo = (int32_t)floor(c) - 4; /* hf <= lo: hf <= c - 4 */
+    }
+}
+
+/* A pixel's cellularity in double, as FEATURES.md defines it. */
+static unsigned cell_exact(const row_ctx *c, unsigned r, unsigned g,
+                           unsigned b) {
+    const sp__stain_tables *T = c->T;
+    double hv = T->h[0][r] + T->h[1][g] + T->h[2][b];
+    hv = hv > 0.0 ? hv : 0.0;
+    return hv > c->cell_od;
+}
+
+/* Colour statistics of pixels x0 .. w-1 of a row (`px` points at pixel 0);
+ * writes their luma into grey[x0 .. w-1]. The portable kernel, and the
+ * tail of the vector one. */
+static void colour_span(const uint8_t *px, int x0, int w, const row_ctx *c,
+                        acc *a, uint8_t *grey) {
+    const int32_t(*F)[256][2] = c->T->he_fix;
+    const unsigned thr1 = c->thr1;
+    const int32_t cell_lo = c->cell_lo, cell_hi = c->cell_hi;
+    int64_t sh = 0, se = 0;
+    uint64_t tissue = 0, pen = 0, cell = 0;
     uint64_t s0 = 0, s1 = 0, s2 = 0;
     uint64_t q0 = 0, q1 = 0, q2 = 0;
-    for (int x = 0; x < w; x++, px += 3) {
+    px += 3 * (size_t)x0;
+    for (int x = x0; x < w; x++, px += 3) {
         unsigned r = px[0], g = px[1], b = px[2];
         s0 += r;
         s1 += g;
@@ -77,21 +129,21 @@ static void colour_row(const uint8_t *px, int w, const sp__stain_tables *T,
         q2 += b * b;
         unsigned y = luma(r, g, b);
         grey[x] = (uint8_t)y;
-        a->hist[3][y]++;
+        a->hist[x & 3][y]++;
         unsigned mx = r > g ? r : g, mn = r < g ? r : g;
         mx = mx > b ? mx : b;
         mn = mn < b ? mn : b;
         unsigned d = mx - mn;
-        a->satd[mx] += d;
+        a->satd[x & 3][mx] += d;
         /* floor(255 d / mx) > thr  <=>  255 d >= (thr + 1) mx, d > 0 */
         tissue += (unsigned)(d * 255u >= thr1 * mx) & (unsigned)(d > 0);
-        double hv = T->h[0][r] + T->h[1][g] + T->h[2][b];
-        double ev = T->e[0][r] + T->e[1][g] + T->e[2][b];
-        hv = hv > 0.0 ? hv : 0.0; /* maxsd, no branch */
-        ev = ev > 0.0 ? ev : 0.0;
-        sh += hv;
-        se += ev;
-        cell += hv > cell_od;
+        int32_t hv = F[0][r][0] + F[1][g][0] + F[2][b][0];
+        int32_t ev = F[0][r][1] + F[1][g][1] + F[2][b][1];
+        cell += hv > cell_hi;
+        if (hv > cell_lo && hv <= cell_hi) /* too close to call: rare */
+            cell += cell_exact(c, r, g, b);
+        sh += hv > 0 ? hv : 0; /* maxsd, no branch */
+        se += ev > 0 ? ev : 0;
         pen += sp__is_pen((int)r, (int)g, (int)b);
     }
     a->sum[0] += s0;
@@ -107,35 +159,371 @@ static void colour_row(const uint8_t *px, int w, const sp__stain_tables *T,
     a->cell += cell;
 }
 
+/* Colour statistics of one row; writes the row's luma into `grey`. */
+static void colour_row(const uint8_t *px, int w, const row_ctx *c, acc *a,
+                       uint8_t *grey) {
+    colour_span(px, 0, w, c, a, grey);
+}
+
+/* Laplacians of the interior pixels x0 .. x1-1 of row `c`, added to *s and
+ * *q. */
+static void laplace_span(const uint8_t *u, const uint8_t *c, const uint8_t *d,
+                         int x0, int x1, int64_t *s, uint64_t *q) {
+    int64_t ls = 0;
+    uint64_t lq = 0;
+    for (int x = x0; x < x1; x++) {
+        int l = 4 * c[x] - c[x - 1] - c[x + 1] - u[x] - d[x];
+        ls += l;
+        lq += (uint64_t)(l * l);
+    }
+    *s += ls;
+    *q += lq;
+}
+
+/* The two edge pixels of row `c` (w >= 2), added to *s and *q. */
+static void laplace_edges(const uint8_t *u, const uint8_t *c, const uint8_t *d,
+                          int w, int64_t *s, uint64_t *q) {
+    int l = 3 * c[0] - c[1] - u[0] - d[0];
+    *s += l;
+    *q += (uint64_t)(l * l);
+    l = 3 * c[w - 1] - c[w - 2] - u[w - 1] - d[w - 1];
+    *s += l;
+    *q += (uint64_t)(l * l);
+}
+
 /* Laplacian of row `c` given its neighbours (scipy "reflect": the edge
  * pixel stands in for the missing neighbour). */
 static void laplace_row(const uint8_t *u, const uint8_t *c, const uint8_t *d,
                         int w, acc *a) {
-    int64_t s = 0;
-    uint64_t q = 0;
     if (w == 1) {
         int l = 2 * c[0] - u[0] - d[0];
         a->lap_sum += l;
         a->lap_sq += (uint64_t)(l * l);
         return;
     }
-    {
-        int l = 3 * c[0] - c[1] - u[0] - d[0];
-        s += l;
-        q += (uint64_t)(l * l);
+    laplace_edges(u, c, d, w, &a->lap_sum, &a->lap_sq);
+    laplace_span(u, c, d, 1, w - 1, &a->lap_sum, &a->lap_sq);
+}
+
+typedef void (*colour_fn)(const uint8_t *px, int w, const row_ctx *c, acc *a,
+                          uint8_t *grey);
+typedef void (*laplace_fn)(const uint8_t *u, const uint8_t *c, const uint8_t *d,
+                           int w, acc *a);
+
+/* ---- x86 AVX2 kernels ------------------------------------------------- */
+#ifdef SP_FEATURES_X86
+#define SP_AVX2 __attribute__((target("avx2,popcnt")))
+
+/* Per-row vector loops run in blocks short enough that no 32-bit lane of
+ * their partial sums can overflow. */
+#define COLOUR_BLOCK 4096 /* 32-pixel steps: squares < 4096 * 4 * 255^2 */
+#define LAPLACE_BLOCK 512 /* 16-pixel steps: squares < 512 * 2 * 1020^2 */
+
+/* pshufb controls picking channel k of 16 pixels out of each 16-byte third
+ * t of their 48 bytes (-1: none), the same in both 128-bit lanes. */
+#define SEL_R0 0, 3, 6, 9, 12, 15, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1
+#define SEL_R1 -1, -1, -1, -1, -1, -1, 2, 5, 8, 11, 14, -1, -1, -1, -1, -1
+#define SEL_R2 -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 1, 4, 7, 10, 13
+#define SEL_G0 1, 4, 7, 10, 13, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1
+#define SEL_G1 -1, -1, -1, -1, -1, 0, 3, 6, 9, 12, 15, -1, -1, -1, -1, -1
+#define SEL_G2 -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 2, 5, 8, 11, 14
+#define SEL_B0 2, 5, 8, 11, 14, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1
+#define SEL_B1 -1, -1, -1, -1, -1, 1, 4, 7, 10, 13, -1, -1, -1, -1, -1, -1
+#define SEL_B2 -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 3, 6, 9, 12, 15
+static const _Alignas(32) int8_t deinterleave[3][3][32] = {
+    {{SEL_R0, SEL_R0}, {SEL_R1, SEL_R1}, {SEL_R2, SEL_R2}},
+    {{SEL_G0, SEL_G0}, {SEL_G1, SEL_G1}, {SEL_G2, SEL_G2}},
+    {{SEL_B0, SEL_B0}, {SEL_B1, SEL_B1}, {SEL_B2, SEL_B2}},
+};
+
+SP_AVX2 static inline __m256i load_2x128(const uint8_t *lo, const uint8_t *hi) {
+    return _mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)lo)),
+        _mm_loadu_si128((const __m128i *)hi), 1);
+}
+
+/* Channel k of the 32 pixels whose 96 bytes are in t0 .. t2 (load_2x128
+ * of bytes 0, 16, 32 with 48, 64, 80). */
+SP_AVX2 static inline __m256i channel(__m256i t0, __m256i t1, __m256i t2,
+                                      int k) {
+    const __m256i *s = (const __m256i *)(const void *)deinterleave[k];
+    return _mm256_or_si256(
+        _mm256_or_si256(_mm256_shuffle_epi8(t0, _mm256_load_si256(s)),
+                        _mm256_shuffle_epi8(t1, _mm256_load_si256(s + 1))),
+        _mm256_shuffle_epi8(t2, _mm256_load_si256(s + 2)));
+}
+
+/* Adds the bytes of channel v to *sum (64-bit lanes) and their squares to
+ * *sq (32-bit lanes); returns its zero-extended 16-bit halves in *lo, *hi
+ * (bytes 0-7 and 8-15 of each 128-bit lane). */
+SP_AVX2 static inline void channel_sums(__m256i v, __m256i *sum, __m256i *sq,
+                                        __m256i *lo, __m256i *hi) {
+    const __m256i z = _mm256_setzero_si256();
+    *sum = _mm256_add_epi64(*sum, _mm256_sad_epu8(v, z));
+    *lo = _mm256_unpacklo_epi8(v, z);
+    *hi = _mm256_unpackhi_epi8(v, z);
+    *sq = _mm256_add_epi32(*sq, _mm256_add_epi32(_mm256_madd_epi16(*lo, *lo),
+                                                 _mm256_madd_epi16(*hi, *hi)));
+}
+
+SP_AVX2 static inline uint64_t hsum_epi64(__m256i v) {
+    __m128i s = _mm_add_epi64(_mm256_castsi256_si128(v),
+                              _mm256_extracti128_si256(v, 1));
+    return (uint64_t)_mm_cvtsi128_si64(s) + (uint64_t)_mm_extract_epi64(s, 1);
+}
+
+/* 32-bit lanes, zero-extended, added into 64-bit lanes of `acc`. */
+SP_AVX2 static inline __m256i widen_u32(__m256i acc, __m256i v) {
+    acc =
+        _mm256_add_epi64(acc, _mm256_cvtepu32_epi64(_mm256_castsi256_si128(v)));
+    return _mm256_add_epi64(
+        acc, _mm256_cvtepu32_epi64(_mm256_extracti128_si256(v, 1)));
+}
+
+/* Luma of the 16 pixels whose R, G, B are the zero-extended 16-bit lanes
+ * r, g, b, in the same lanes: 38470 G is 2 x 19235 G, so every factor of
+ * vpmaddwd fits a signed 16-bit word. */
+SP_AVX2 static inline __m256i luma_x16(__m256i r, __m256i g, __m256i b) {
+    const __m256i crg = _mm256_set1_epi32(19595 | 19235 << 16);
+    const __m256i cgb = _mm256_set1_epi32(19235 | 7471 << 16);
+    const __m256i half = _mm256_set1_epi32(0x8000);
+    __m256i lo =
+        _mm256_add_epi32(_mm256_madd_epi16(_mm256_unpacklo_epi16(r, g), crg),
+                         _mm256_madd_epi16(_mm256_unpacklo_epi16(g, b), cgb));
+    __m256i hi =
+        _mm256_add_epi32(_mm256_madd_epi16(_mm256_unpackhi_epi16(r, g), crg),
+                         _mm256_madd_epi16(_mm256_unpackhi_epi16(g, b), cgb));
+    lo = _mm256_srli_epi32(_mm256_add_epi32(lo, half), 16);
+    hi = _mm256_srli_epi32(_mm256_add_epi32(hi, half), 16);
+    return _mm256_packus_epi32(lo, hi);
+}
+
+/* Tissue mask of 16 pixels (max and max - min in 16-bit lanes):
+ * 255 d >= thr1 mx and d > 0, i.e. max(thr1 mx, 1) -sat 255 d == 0. */
+SP_AVX2 static inline __m256i tissue_x16(__m256i mx, __m256i d, __m256i thr1) {
+    __m256i t =
+        _mm256_max_epu16(_mm256_mullo_epi16(mx, thr1), _mm256_set1_epi16(1));
+    __m256i d255 = _mm256_sub_epi16(_mm256_slli_epi16(d, 8), d);
+    return _mm256_cmpeq_epi16(_mm256_subs_epu16(t, d255),
+                              _mm256_setzero_si256());
+}
+
+/* x >= k and x <= k for unsigned bytes */
+SP_AVX2 static inline __m256i ge_u8(__m256i x, __m256i k) {
+    return _mm256_cmpeq_epi8(_mm256_max_epu8(x, k), x);
+}
+SP_AVX2 static inline __m256i le_u8(__m256i x, __m256i k) {
+    return _mm256_cmpeq_epi8(_mm256_min_epu8(x, k), x);
+}
+
+/* sp__is_pen on 32 pixels, with saturating differences: g -sat r >= 30 is
+ * g - r >= 30, r -sat g <= 5 is g + 5 >= r. */
+SP_AVX2 static inline __m256i pen_x32(__m256i r, __m256i g, __m256i b,
+                                      __m256i mx, __m256i mn, __m256i d) {
+    __m256i chroma = _mm256_and_si256(
+        le_u8(mn, _mm256_set1_epi8((char)200)),
+        ge_u8(_mm256_max_epu8(_mm256_subs_epu8(g, r), _mm256_subs_epu8(g, b)),
+              _mm256_set1_epi8(30)));
+    __m256i blue = _mm256_and_si256(
+        ge_u8(_mm256_min_epu8(_mm256_subs_epu8(b, r), _mm256_subs_epu8(b, g)),
+              _mm256_set1_epi8(60)),
+        le_u8(_mm256_subs_epu8(r, g), _mm256_set1_epi8(5)));
+    __m256i black = _mm256_and_si256(le_u8(mx, _mm256_set1_epi8(39)),
+                                     le_u8(d, _mm256_set1_epi8(24)));
+    return _mm256_or_si256(_mm256_or_si256(chroma, blue), black);
+}
+
+/* Running H and E sums of a row in colour_row_avx2. */
+typedef struct {
+    const long long *F[3]; /* he_fix[c] as 8-byte {H, E} pairs */
+    __m256i hi, lo;        /* cell_hi / cell_lo in H lanes, never in E */
+    __m256i sh, se;        /* 64-bit sums of clipped H and E */
+    __m256i cell, near;    /* 32-bit counts of H > cell_hi, H > cell_lo */
+} he_state;
+
+/* Adds the 8 pixels whose R, G, B are the 32-bit lanes of ir, ig, ib. */
+SP_AVX2 static inline void he_x8(he_state *s, __m256i ir, __m256i ig,
+                                 __m256i ib) {
+    const __m256i lo32 = _mm256_set1_epi64x(0xffffffff);
+    for (int half = 0; half < 2; half++) {
+        __m128i xr =
+            half ? _mm256_extracti128_si256(ir, 1) : _mm256_castsi256_si128(ir);
+        __m128i xg =
+            half ? _mm256_extracti128_si256(ig, 1) : _mm256_castsi256_si128(ig);
+        __m128i xb =
+            half ? _mm256_extracti128_si256(ib, 1) : _mm256_castsi256_si128(ib);
+        __m256i v = _mm256_add_epi32(
+            _mm256_add_epi32(_mm256_i32gather_epi64(s->F[0], xr, 8),
+                             _mm256_i32gather_epi64(s->F[1], xg, 8)),
+            _mm256_i32gather_epi64(s->F[2], xb, 8));
+        __m256i gh = _mm256_cmpgt_epi32(v, s->hi);
+        __m256i gl = _mm256_cmpgt_epi32(v, s->lo);
+        s->cell = _mm256_sub_epi32(s->cell, gh);
+        s->near = _mm256_sub_epi32(s->near, gl);
+        v = _mm256_max_epi32(v, _mm256_setzero_si256());
+        s->sh = _mm256_add_epi64(s->sh, _mm256_and_si256(v, lo32));
+        s->se = _mm256_add_epi64(s->se, _mm256_srli_epi64(v, 32));
     }
-    for (int x = 1; x < w - 1; x++) {
-        int l = 4 * c[x] - c[x - 1] - c[x + 1] - u[x] - d[x];
-        s += l;
-        q += (uint64_t)(l * l);
+}
+
+/* colour_row with AVX2, 32 pixels a step; the tail in colour_span. */
+SP_AVX2 static void colour_row_avx2(const uint8_t *px, int w, const row_ctx *c,
+                                    acc *a, uint8_t *grey) {
+    const __m256i z = _mm256_setzero_si256();
+    const __m256i thr1 = _mm256_set1_epi16((short)c->thr1);
+    he_state hs;
+    for (int k = 0; k < 3; k++)
+        hs.F[k] = (const long long *)(const void *)c->T->he_fix[k];
+    hs.hi = _mm256_set_epi32(INT32_MAX, c->cell_hi, INT32_MAX, c->cell_hi,
+                             INT32_MAX, c->cell_hi, INT32_MAX, c->cell_hi);
+    hs.lo = _mm256_set_epi32(INT32_MAX, c->cell_lo, INT32_MAX, c->cell_lo,
+                             INT32_MAX, c->cell_lo, INT32_MAX, c->cell_lo);
+    hs.sh = hs.se = z;
+    __m256i sum_r = z, sum_g = z, sum_b = z, sq_r = z, sq_g = z, sq_b = z;
+    __m256i cell = z, near = z;
+    uint64_t tissue = 0, pen = 0;
+    _Alignas(32) uint16_t md[32]; /* max | (max - min) << 8 */
+    int x = 0;
+    while (w - x >= 32) {
+        int n = (w - x) / 32;
+        n = n < COLOUR_BLOCK ? n : COLOUR_BLOCK;
+        __m256i q_r = z, q_g = z, q_b = z;
+        hs.cell = hs.near = z;
+        for (int i = 0; i < n; i++, x += 32) {
+            const uint8_t *p = px + 3 * (size_t)x;
+            __m256i t0 = load_2x128(p, p + 48);
+            __m256i t1 = load_2x128(p + 16, p + 64);
+            __m256i t2 = load_2x128(p + 32, p + 80);
+            __m256i r = channel(t0, t1, t2, 0), g = channel(t0, t1, t2, 1),
+                    b = channel(t0, t1, t2, 2);
+            __m256i rl, rh, gl, gh, bl, bh;
+            channel_sums(r, &sum_r, &q_r, &rl, &rh);
+            channel_sums(g, &sum_g, &q_g, &gl, &gh);
+            channel_sums(b, &sum_b, &q_b, &bl, &bh);
+            __m256i y =
+                _mm256_packus_epi16(luma_x16(rl, gl, bl), luma_x16(rh, gh, bh));
+            _mm256_storeu_si256((__m256i *)(grey + x), y);
+            __m256i mx = _mm256_max_epu8(_mm256_max_epu8(r, g), b);
+            __m256i mn = _mm256_min_epu8(_mm256_min_epu8(r, g), b);
+            __m256i d = _mm256_sub_epi8(mx, mn);
+            _mm256_store_si256((__m256i *)md, _mm256_unpacklo_epi8(mx, d));
+            _mm256_store_si256((__m256i *)(md + 16),
+                               _mm256_unpackhi_epi8(mx, d));
+            __m256i tis = _mm256_packs_epi16(
+                tissue_x16(_mm256_unpacklo_epi8(mx, z),
+                           _mm256_unpacklo_epi8(d, z), thr1),
+                tissue_x16(_mm256_unpackhi_epi8(mx, z),
+                           _mm256_unpackhi_epi8(d, z), thr1));
+            tissue +=
+                (unsigned)_mm_popcnt_u32((unsigned)_mm256_movemask_epi8(tis));
+            pen += (unsigned)_mm_popcnt_u32(
+                (unsigned)_mm256_movemask_epi8(pen_x32(r, g, b, mx, mn, d)));
+            he_x8(&hs, _mm256_unpacklo_epi16(rl, z),
+                  _mm256_unpacklo_epi16(gl, z), _mm256_unpacklo_epi16(bl, z));
+            he_x8(&hs, _mm256_unpackhi_epi16(rl, z),
+                  _mm256_unpackhi_epi16(gl, z), _mm256_unpackhi_epi16(bl, z));
+            he_x8(&hs, _mm256_unpacklo_epi16(rh, z),
+                  _mm256_unpacklo_epi16(gh, z), _mm256_unpacklo_epi16(bh, z));
+            he_x8(&hs, _mm256_unpackhi_epi16(rh, z),
+                  _mm256_unpackhi_epi16(gh, z), _mm256_unpackhi_epi16(bh, z));
+            const uint8_t *gy = grey + x;
+            for (int j = 0; j < 32; j += 4) {
+                a->hist[0][gy[j]]++;
+                a->hist[1][gy[j + 1]]++;
+                a->hist[2][gy[j + 2]]++;
+                a->hist[3][gy[j + 3]]++;
+                a->satd[0][md[j] & 255] += md[j] >> 8;
+                a->satd[1][md[j + 1] & 255] += md[j + 1] >> 8;
+                a->satd[2][md[j + 2] & 255] += md[j + 2] >> 8;
+                a->satd[3][md[j + 3] & 255] += md[j + 3] >> 8;
+            }
+        }
+        sq_r = widen_u32(sq_r, q_r);
+        sq_g = widen_u32(sq_g, q_g);
+        sq_b = widen_u32(sq_b, q_b);
+        cell = widen_u32(cell, hs.cell);
+        near = widen_u32(near, hs.near);
     }
-    {
-        int l = 3 * c[w - 1] - c[w - 2] - u[w - 1] - d[w - 1];
-        s += l;
-        q += (uint64_t)(l * l);
+    a->sum[0] += hsum_epi64(sum_r);
+    a->sum[1] += hsum_epi64(sum_g);
+    a->sum[2] += hsum_epi64(sum_b);
+    a->sq[0] += hsum_epi64(sq_r);
+    a->sq[1] += hsum_epi64(sq_g);
+    a->sq[2] += hsum_epi64(sq_b);
+    a->sum_h += (int64_t)hsum_epi64(hs.sh);
+    a->sum_e += (int64_t)hsum_epi64(hs.se);
+    a->tissue += tissue;
+    a->pen += pen;
+    uint64_t ncell = hsum_epi64(cell), nnear = hsum_epi64(near);
+    _mm256_zeroupper();   /* the caller's SSE code would pay for dirty uppers */
+    if (nnear != ncell) { /* some pixels too close to call (rare) */
+        const int32_t(*F)[256][2] = c->T->he_fix;
+        for (int j = 0; j < x; j++) {
+            const uint8_t *q = px + 3 * (size_t)j;
+            unsigned r = q[0], g = q[1], b = q[2];
+            int32_t hv = F[0][r][0] + F[1][g][0] + F[2][b][0];
+            if (hv > c->cell_lo && hv <= c->cell_hi)
+                ncell += cell_exact(c, r, g, b);
+        }
     }
-    a->lap_sum += s;
-    a->lap_sq += q;
+    a->cell += ncell;
+    if (x < w)
+        colour_span(px, x, w, c, a, grey);
+}
+
+/* laplace_row with AVX2, 16 interior pixels a step. */
+SP_AVX2 static void laplace_row_avx2(const uint8_t *u, const uint8_t *c,
+                                     const uint8_t *d, int w, acc *a) {
+    if (w < 18) {
+        laplace_row(u, c, d, w, a);
+        return;
+    }
+    laplace_edges(u, c, d, w, &a->lap_sum, &a->lap_sq);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i s64 = _mm256_setzero_si256(), q64 = _mm256_setzero_si256();
+    int x = 1;
+    while (w - 1 - x >= 16) {
+        int n = (w - 1 - x) / 16;
+        n = n < LAPLACE_BLOCK ? n : LAPLACE_BLOCK;
+        __m256i s = _mm256_setzero_si256(), q = _mm256_setzero_si256();
+        for (int i = 0; i < n; i++, x += 16) {
+#define LOAD16(p) _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(p)))
+            __m256i l = _mm256_sub_epi16(
+                _mm256_slli_epi16(LOAD16(c + x), 2),
+                _mm256_add_epi16(
+                    _mm256_add_epi16(LOAD16(c + x - 1), LOAD16(c + x + 1)),
+                    _mm256_add_epi16(LOAD16(u + x), LOAD16(d + x))));
+#undef LOAD16
+            s = _mm256_add_epi32(s, _mm256_madd_epi16(l, ones));
+            q = _mm256_add_epi32(q, _mm256_madd_epi16(l, l));
+        }
+        s64 = _mm256_add_epi64(
+            s64, _mm256_cvtepi32_epi64(_mm256_castsi256_si128(s)));
+        s64 = _mm256_add_epi64(
+            s64, _mm256_cvtepi32_epi64(_mm256_extracti128_si256(s, 1)));
+        q64 = widen_u32(q64, q);
+    }
+    a->lap_sum += (int64_t)hsum_epi64(s64);
+    a->lap_sq += hsum_epi64(q64);
+    _mm256_zeroupper(); /* the caller's SSE code would pay for dirty uppers */
+    laplace_span(u, c, d, x, w - 1, &a->lap_sum, &a->lap_sq);
+}
+#endif /* SP_FEATURES_X86 */
+
+static bool cpu_avx2;
+static pthread_once_t cpu_once = PTHREAD_ONCE_INIT;
+
+static void cpu_detect(void) {
+#ifdef SP_FEATURES_X86
+    __builtin_cpu_init();
+    cpu_avx2 =
+        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+#endif
+}
+
+bool sp__features_have_avx2(void) {
+    pthread_once(&cpu_once, cpu_detect);
+    return cpu_avx2;
 }
 
 static void mean_std(const uint32_t *hist, double n, double *mean, double *sd) {
@@ -152,9 +540,9 @@ static void mean_std(const uint32_t *hist, double n, double *mean, double *sd) {
 
 #define STACK_W 4096
 
-bool sp_features_compute(const uint8_t *rgb, int w, int h, size_t stride,
-                         const sp_feature_params *p, float *out,
-                         sp_error *err) {
+bool sp__features_compute_impl(const uint8_t *rgb, int w, int h, size_t stride,
+                               const sp_feature_params *p, float *out,
+                               sp_error *err, sp__features_impl impl) {
     sp_feature_params def;
     if (!p) {
         sp_feature_params_default(&def);
@@ -171,7 +559,23 @@ bool sp_features_compute(const uint8_t *rgb, int w, int h, size_t stride,
                             "features: bad parameters (tissue threshold %d, "
                             "cellularity OD %g)",
                             p->tissue_threshold, p->cellularity_od);
-    const sp__stain_tables *T = sp__stain_tables_get();
+    bool simd = impl == SP__FEATURES_AVX2 ||
+                (impl == SP__FEATURES_AUTO && sp__features_have_avx2());
+    if (simd && !sp__features_have_avx2())
+        return sp_error_set(err, SP_ERR_USAGE, NULL,
+                            "features: this CPU has no AVX2");
+    colour_fn colour = colour_row;
+    laplace_fn laplace = laplace_row;
+#ifdef SP_FEATURES_X86
+    if (simd) {
+        colour = colour_row_avx2;
+        laplace = laplace_row_avx2;
+    }
+#endif
+    row_ctx ctx = {.T = sp__stain_tables_get(),
+                   .thr1 = (unsigned)p->tissue_threshold + 1,
+                   .cell_od = p->cellularity_od};
+    cell_bounds(p->cellularity_od, &ctx.cell_lo, &ctx.cell_hi);
     uint8_t stack_rows[3][STACK_W];
     uint8_t *heap = NULL, *rows[3];
     if (w > STACK_W) {
@@ -187,20 +591,27 @@ bool sp_features_compute(const uint8_t *rgb, int w, int h, size_t stride,
     }
     acc accum, *a = &accum;
     memset(a, 0, sizeof *a);
-    const unsigned thr1 = (unsigned)p->tissue_threshold + 1;
     /* rows[k % 3] holds the luma of row k */
-    colour_row(rgb, w, T, thr1, p->cellularity_od, a, rows[0]);
+    colour(rgb, w, &ctx, a, rows[0]);
     for (int y = 1; y < h; y++) {
-        colour_row(rgb + (size_t)y * stride, w, T, thr1, p->cellularity_od, a,
-                   rows[y % 3]);
+        colour(rgb + (size_t)y * stride, w, &ctx, a, rows[y % 3]);
         const uint8_t *c = rows[(y - 1) % 3];
         const uint8_t *u = y >= 2 ? rows[(y - 2) % 3] : c;
-        laplace_row(u, c, rows[y % 3], w, a);
+        laplace(u, c, rows[y % 3], w, a);
     }
     {
         const uint8_t *c = rows[(h - 1) % 3];
         const uint8_t *u = h >= 2 ? rows[(h - 2) % 3] : c;
-        laplace_row(u, c, c, w, a);
+        laplace(u, c, c, w, a);
+    }
+    uint32_t hist[256];
+    double sat = 0;
+    for (int v = 0; v < 256; v++) {
+        hist[v] = a->hist[0][v] + a->hist[1][v] + a->hist[2][v] + a->hist[3][v];
+        uint64_t sd =
+            a->satd[0][v] + a->satd[1][v] + a->satd[2][v] + a->satd[3][v];
+        if (v > 0 && sd)
+            sat += (double)sd / v;
     }
 
     const double n = (double)w * h;
@@ -210,15 +621,11 @@ bool sp_features_compute(const uint8_t *rgb, int w, int h, size_t stride,
         double var = (double)a->sq[c] / n - mean[c] * mean[c];
         sd[c] = sqrt(var > 0 ? var : 0);
     }
-    mean_std(a->hist[3], n, &mean[3], &sd[3]);
-    double sat = 0;
-    for (int m = 1; m < 256; m++)
-        if (a->satd[m])
-            sat += (double)a->satd[m] / m;
+    mean_std(hist, n, &mean[3], &sd[3]);
     double ent = 0;
     for (int v = 0; v < 256; v++)
-        if (a->hist[3][v]) {
-            double q = a->hist[3][v] / n;
+        if (hist[v]) {
+            double q = hist[v] / n;
             ent -= q * log2(q);
         }
     double lm = (double)a->lap_sum / n;
@@ -232,14 +639,21 @@ bool sp_features_compute(const uint8_t *rgb, int w, int h, size_t stride,
     out[SP_F_SATURATION] = (float)(sat / n);
     out[SP_F_BRIGHTNESS] = (float)(mean[3] / 255.0);
     out[SP_F_CONTRAST] = (float)(sd[3] / 255.0);
-    out[SP_F_OD_H] = (float)(a->sum_h / n);
-    out[SP_F_OD_E] = (float)(a->sum_e / n);
+    out[SP_F_OD_H] = (float)((double)a->sum_h / SP__OD_FIX_ONE / n);
+    out[SP_F_OD_E] = (float)((double)a->sum_e / SP__OD_FIX_ONE / n);
     out[SP_F_BLUR] = (float)(lv > 0 ? lv : 0);
     out[SP_F_PEN_FRACTION] = (float)(a->pen / n);
     out[SP_F_CELLULARITY] = (float)(a->cell / n);
     out[SP_F_ENTROPY] = (float)(ent > 0 ? ent : 0);
     free(heap);
     return true;
+}
+
+bool sp_features_compute(const uint8_t *rgb, int w, int h, size_t stride,
+                         const sp_feature_params *p, float *out,
+                         sp_error *err) {
+    return sp__features_compute_impl(rgb, w, h, stride, p, out, err,
+                                     SP__FEATURES_AUTO);
 }
 
 int64_t sp_tissue_pixels(const uint8_t *rgb, int w, int h, size_t stride,

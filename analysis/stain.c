@@ -42,6 +42,10 @@ static void build_tables(void) {
         for (int v = 0; v < 256; v++) {
             tables.h[c][v] = tables.od[v] * tables.hed[c][0];
             tables.e[c][v] = tables.od[v] * tables.hed[c][1];
+            tables.he_fix[c][v][0] =
+                (int32_t)lround(tables.h[c][v] * SP__OD_FIX_ONE);
+            tables.he_fix[c][v][1] =
+                (int32_t)lround(tables.e[c][v] * SP__OD_FIX_ONE);
         }
 }
 

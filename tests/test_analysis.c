@@ -1,8 +1,9 @@
 /* analysis: hand-checkable features on synthetic buffers, Otsu and OD
  * against values computed with scikit-image, Macenko on synthetic stain
- * mixtures, parameter checks, and the 1-thread / N-thread identity of a
- * whole-slide analysis. (tests/test_features_ref.py compares real tiles
- * with scikit-image.) */
+ * mixtures, parameter checks, the vector (AVX2) and portable feature kernels
+ * against each other and against the per-pixel definitions, and the
+ * 1-thread / N-thread identity of a whole-slide analysis.
+ * (tests/test_features_ref.py compares real tiles with scikit-image.) */
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 
 #include "analysis.h"
+#include "analysis_private.h"
 #include "testutil.h"
 
 static void fill(uint8_t *buf, int w, int h, size_t stride, uint8_t r,
@@ -155,6 +157,204 @@ static void test_stride(void) {
     CU_ASSERT_EQUAL(memcmp(fa, fb, sizeof fa), 0);
     free(a);
     free(b);
+}
+
+/* Per-pixel parts of the features straight from FEATURES.md's definitions
+ * in double (sp__sat8's division, the double OD tables, no fixed point). */
+typedef struct {
+    double od_h, od_e;
+    uint64_t tissue, pen, cell;
+} pixel_ref;
+
+static pixel_ref pixel_reference(const uint8_t *buf, int w, int h,
+                                 size_t stride, const sp_feature_params *fp) {
+    const sp__stain_tables *T = sp__stain_tables_get();
+    pixel_ref r = {0};
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            const uint8_t *p = buf + (size_t)y * stride + 3 * (size_t)x;
+            double hv = T->h[0][p[0]] + T->h[1][p[1]] + T->h[2][p[2]];
+            double ev = T->e[0][p[0]] + T->e[1][p[1]] + T->e[2][p[2]];
+            hv = hv > 0 ? hv : 0;
+            ev = ev > 0 ? ev : 0;
+            r.od_h += hv;
+            r.od_e += ev;
+            r.cell += hv > fp->cellularity_od;
+            r.tissue +=
+                sp__sat8(p[0], p[1], p[2]) > (unsigned)fp->tissue_threshold;
+            r.pen += sp__is_pen(p[0], p[1], p[2]);
+        }
+    r.od_h /= (double)w * h;
+    r.od_e /= (double)w * h;
+    return r;
+}
+
+static int impl_failures;
+
+/* The portable kernel agrees with the per-pixel definitions (counts
+ * exactly, H and E means to the fixed point's 6e-9 OD), and the AVX2 kernel
+ * (where the CPU has it) gives the portable kernel's bytes. */
+static void check_impls(const uint8_t *buf, int w, int h, size_t stride,
+                        const sp_feature_params *fp, const char *what) {
+    float fs[SP_N_FEATURES], fv[SP_N_FEATURES], fa[SP_N_FEATURES];
+    sp_error e = {0};
+    CU_ASSERT_TRUE_FATAL(sp__features_compute_impl(buf, w, h, stride, fp, fs,
+                                                   &e, SP__FEATURES_SCALAR));
+    pixel_ref r = pixel_reference(buf, w, h, stride, fp);
+    const double n = (double)w * h;
+    bool ok = fs[SP_F_TISSUE_FRACTION] == (float)(r.tissue / n) &&
+              fs[SP_F_PEN_FRACTION] == (float)(r.pen / n) &&
+              fs[SP_F_CELLULARITY] == (float)(r.cell / n) &&
+              fabs(fs[SP_F_OD_H] - r.od_h) <= 1e-6 * r.od_h + 1e-7 &&
+              fabs(fs[SP_F_OD_E] - r.od_e) <= 1e-6 * r.od_e + 1e-7;
+    if (!ok && impl_failures++ < 5)
+        fprintf(stderr,
+                "%s %dx%d thr %d cell %.17g: scalar tissue %g pen %g cell %g "
+                "od %.9g %.9g, reference %g %g %g %.9g %.9g\n",
+                what, w, h, fp->tissue_threshold, fp->cellularity_od,
+                fs[SP_F_TISSUE_FRACTION], fs[SP_F_PEN_FRACTION],
+                fs[SP_F_CELLULARITY], fs[SP_F_OD_H], fs[SP_F_OD_E],
+                r.tissue / n, r.pen / n, r.cell / n, r.od_h, r.od_e);
+    CU_ASSERT_TRUE(ok);
+    CU_ASSERT_TRUE_FATAL(sp__features_compute_impl(buf, w, h, stride, fp, fa,
+                                                   &e, SP__FEATURES_AUTO));
+    if (!sp__features_have_avx2()) {
+        CU_ASSERT_EQUAL(memcmp(fs, fa, sizeof fs), 0);
+        CU_ASSERT_FALSE(sp__features_compute_impl(buf, w, h, stride, fp, fv, &e,
+                                                  SP__FEATURES_AVX2));
+        return;
+    }
+    CU_ASSERT_TRUE_FATAL(sp__features_compute_impl(buf, w, h, stride, fp, fv,
+                                                   &e, SP__FEATURES_AVX2));
+    for (int k = 0; k < SP_N_FEATURES; k++)
+        if (memcmp(&fs[k], &fv[k], sizeof fs[k]) != 0 && impl_failures++ < 5)
+            fprintf(stderr, "%s %dx%d: %s scalar %.9g avx2 %.9g\n", what, w, h,
+                    sp_feature_table()[k].name, fs[k], fv[k]);
+    CU_ASSERT_EQUAL(memcmp(fs, fv, sizeof fs), 0);
+    CU_ASSERT_EQUAL(memcmp(fv, fa, sizeof fs), 0);
+}
+
+/* Buffer kinds for test_kernels. */
+enum { PX_RANDOM, PX_STAINED, PX_EDGES, PX_KINDS };
+
+/* Fill a w x h buffer: uniform random bytes; H&E-like stain mixtures on
+ * glass with a few pen strokes, black specks and dust; or the corner cases
+ * of every rule (0, 1, 254, 255, the pen rule's margins, luma ties). */
+static void fill_kind(uint8_t *buf, int w, int h, size_t stride, int kind,
+                      unsigned *seed) {
+    /* the last three: luma exactly halfway before rounding */
+    static const uint8_t edges[][3] = {
+        {0, 0, 0},       {255, 255, 255}, {1, 0, 0},       {0, 0, 255},
+        {255, 0, 0},     {0, 255, 0},     {100, 130, 100}, {100, 129, 100},
+        {201, 240, 201}, {200, 240, 200}, {50, 60, 120},   {55, 60, 120},
+        {56, 60, 120},   {39, 20, 30},    {40, 20, 30},    {39, 15, 30},
+        {254, 254, 253}, {230, 150, 200}, {100, 50, 150},  {128, 128, 0},
+        {0, 52, 184},    {210, 37, 228},  {255, 203, 71},
+    };
+    const double H[3] = {0.65, 0.70, 0.29}, E[3] = {0.07, 0.99, 0.11};
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            uint8_t *p = buf + (size_t)y * stride + 3 * (size_t)x;
+            *seed = *seed * 1103515245u + 12345u;
+            unsigned v = *seed >> 8;
+            if (kind == PX_RANDOM) {
+                for (int c = 0; c < 3; c++)
+                    p[c] = (uint8_t)(v >> (5 * c));
+            } else if (kind == PX_EDGES) {
+                memcpy(p, edges[v % (sizeof edges / sizeof edges[0])], 3);
+            } else if (v % 100 < 25) { /* glass */
+                for (int c = 0; c < 3; c++)
+                    p[c] = (uint8_t)(235 + (v >> (4 * c + 8)) % 21);
+            } else if (v % 100 < 28) { /* pen: green, blue, black */
+                static const uint8_t ink[3][3] = {
+                    {60, 140, 90}, {40, 50, 160}, {20, 22, 25}};
+                memcpy(p, ink[(v >> 8) % 3], 3);
+            } else {
+                double ch = ((v >> 8) & 0xff) / 255.0 * 1.6;
+                double ce = ((v >> 16) & 0xff) / 255.0 * 1.2;
+                for (int c = 0; c < 3; c++) {
+                    double od = ch * H[c] + ce * E[c] + 0.05;
+                    p[c] = (uint8_t)(255.0 * pow(10.0, -od) + 0.5);
+                }
+            }
+        }
+}
+
+/* The AVX2 and portable kernels on random, stained and corner-case pixels
+ * and on real tissue, at widths around the vector lengths (32 pixels for
+ * the colour statistics, 16 for the Laplacian) and with thresholds that put
+ * pixels exactly on the cellularity boundary. */
+static void test_kernels(void) {
+    const int widths[] = {1, 2, 7, 16, 17, 18, 19, 31, 32, 33, 63, 255, 256};
+    const int heights[] = {1, 2, 5};
+    const sp__stain_tables *T = sp__stain_tables_get();
+    /* H of {100, 50, 150} (an edge colour) as the definition computes it:
+     * those pixels sit exactly on the threshold (not above it) */
+    const double on = T->h[0][100] + T->h[1][50] + T->h[2][150];
+    const double cells[] = {0.4, 0, -1, on, nextafter(on, 0), 1e6};
+    const int thrs[] = {20, 0, 254};
+    unsigned seed = 2024;
+    for (int kind = 0; kind < PX_KINDS; kind++)
+        for (size_t wi = 0; wi < sizeof widths / sizeof widths[0]; wi++)
+            for (size_t hi = 0; hi < sizeof heights / sizeof heights[0]; hi++) {
+                int w = widths[wi], h = heights[hi];
+                size_t stride = 3 * (size_t)w + 5;
+                uint8_t *buf = malloc(stride * h);
+                CU_ASSERT_PTR_NOT_NULL_FATAL(buf);
+                fill_kind(buf, w, h, stride, kind, &seed);
+                for (size_t k = 0; k < sizeof cells / sizeof cells[0]; k++) {
+                    sp_feature_params fp = {.tissue_threshold = thrs[k % 3],
+                                            .cellularity_od = cells[k]};
+                    check_impls(buf, w, h, stride, &fp,
+                                kind == PX_RANDOM    ? "random"
+                                : kind == PX_STAINED ? "stained"
+                                                     : "edges");
+                }
+                free(buf);
+            }
+    /* a wide row: several vector blocks and the heap row buffers */
+    {
+        int w = 5000, h = 3;
+        uint8_t *buf = malloc((size_t)w * h * 3);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(buf);
+        fill_kind(buf, w, h, (size_t)w * 3, PX_STAINED, &seed);
+        sp_feature_params fp;
+        sp_feature_params_default(&fp);
+        check_impls(buf, w, h, (size_t)w * 3, &fp, "wide");
+        free(buf);
+    }
+    /* real tissue: CMU-1 level 0, whole 256 px tiles and odd pieces */
+    char *path = sp_test_path("CMU-1-Small-Region.svs");
+    sp_slide *s = NULL;
+    sp_reader *r = NULL;
+    sp_error e = {0};
+    const int side = 512;
+    uint8_t *img = malloc((size_t)side * side * 3);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(img);
+    CU_ASSERT_TRUE_FATAL(sp_slide_open(path, false, &s, &e));
+    r = sp_reader_create(s, 0, NULL, &e);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_TRUE_FATAL(sp_reader_read(r, 0, 900, 1300, side, side, img, &e));
+    sp_feature_params fp;
+    sp_feature_params_default(&fp);
+    const size_t stride = (size_t)side * 3;
+    for (int ty = 0; ty < 2; ty++)
+        for (int tx = 0; tx < 2; tx++)
+            check_impls(img + (size_t)ty * 256 * stride + (size_t)tx * 768, 256,
+                        256, stride, &fp, "CMU-1");
+    for (size_t wi = 0; wi < sizeof widths / sizeof widths[0]; wi++)
+        check_impls(img + 3 * (size_t)wi, widths[wi], 97, stride, &fp,
+                    "CMU-1 piece");
+    /* real pixels with every pixel's own H as the threshold, in turn */
+    for (int i = 0; i < 8; i++) {
+        const uint8_t *p = img + 3 * (size_t)(i * 7919 % (side * side));
+        fp.cellularity_od = T->h[0][p[0]] + T->h[1][p[1]] + T->h[2][p[2]];
+        check_impls(img, 256, 64, stride, &fp, "CMU-1 on threshold");
+    }
+    sp_reader_free(r);
+    sp_slide_close(s);
+    free(img);
+    free(path);
 }
 
 static void test_otsu(void) {
@@ -476,6 +676,7 @@ int main(void) {
     CU_ADD_TEST(s, test_uniform);
     CU_ADD_TEST(s, test_checkerboard);
     CU_ADD_TEST(s, test_stride);
+    CU_ADD_TEST(s, test_kernels);
     CU_ADD_TEST(s, test_otsu);
     CU_ADD_TEST(s, test_macenko_synthetic);
     CU_ADD_TEST(s, test_bad_parameters);
