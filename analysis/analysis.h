@@ -3,12 +3,16 @@
  *
  * Layers (docs/FEATURES.md defines every number exactly):
  *   1. sp_features_compute   features of one plain RGB buffer (a tile, or a
- *                            band another module already decoded);
+ *                            band another module already decoded), or of
+ *                            one whose rows arrive in chunks
+ *                            (sp_features_begin/rows/end);
  *   2. sp_stain_sample, sp_stain_macenko
  *                            Macenko stain vectors from sampled pixels;
  *   3. sp_mask_*             the low-resolution tissue mask of a slide;
  *   4. sp_analyze_slide      the whole per-slide driver: mask, analysis grid,
- *                            features of every tissue tile, slide summary.
+ *                            features of every tissue tile, slide summary;
+ *                            its steps for a caller that has the pixels,
+ *                            whole tiles or row chunks (sp_analysis_stream_*).
  *
  * Thread rules
  *   Every function here is reentrant and takes no lock of ours: layer 1-3
@@ -92,6 +96,29 @@ void sp_feature_params_default(sp_feature_params *p);
  * is then untouched. Reentrant; allocates nothing for w <= 4096. */
 bool sp_features_compute(const uint8_t *rgb, int w, int h, size_t stride,
                          const sp_feature_params *p, float *out, sp_error *err);
+
+/* Streaming form of sp_features_compute, for a w x h buffer whose rows
+ * arrive in order, in chunks of any sizes that add up to h:
+ *   sp_features_begin  starts a stream in `state`, caller-owned memory of
+ *                      sp_features_stream_size(w) bytes aligned for any type
+ *                      (malloc's), about 12.3 KB + 3 w;
+ *   sp_features_rows   adds the next `rows` rows (0 or more), row 0 of the
+ *                      chunk at `rgb`, rows `stride` >= 3 w bytes apart;
+ *   sp_features_end    after the last row: the features into
+ *                      out[SP_N_FEATURES], bit for bit those of
+ *                      sp_features_compute on the whole buffer, whatever
+ *                      the chunking. The state may then be begun again.
+ * Each returns false with SP_ERR_USAGE on bad sizes, parameters or buffer,
+ * on a state not begun, on more rows than are left, and (end) before the
+ * last row; the stream is then as it was. The state holds no pointer to
+ * the pixels or into itself, so chunks may come from different buffers.
+ * No allocation. One state per stream; distinct states on any threads. */
+size_t sp_features_stream_size(int w);
+bool sp_features_begin(void *state, int w, int h, const sp_feature_params *p,
+                       sp_error *err);
+bool sp_features_rows(void *state, const uint8_t *rgb, size_t stride, int rows,
+                      sp_error *err);
+bool sp_features_end(void *state, float *out, sp_error *err);
 
 /* Pixels of a w x h RGB buffer (rows `stride` bytes apart) whose 8-bit
  * saturation is above `threshold`: the per-pixel tissue decision behind
@@ -270,6 +297,36 @@ bool sp_analysis_tile(sp_analysis_result *r, size_t k, const uint8_t *rgb,
                       size_t stride, sp_error *err);
 bool sp_analysis_finish(sp_slide *s, const sp_analysis_params *p,
                         sp_analysis_result *r, sp_error *err);
+/* Streaming analysis of tile k (between prepare and finish), for a caller
+ * whose pixels arrive in bands: the tile's rows come in order, in chunks of
+ * any sizes that add up to its height size[2k+1].
+ *   sp_analysis_stream_size   bytes of a state (about 29 KB, whatever the
+ *                             tile size);
+ *   sp_analysis_stream_begin  starts tile k in `state`: caller-owned memory
+ *                             of that size, aligned for any type (malloc's),
+ *                             reusable once the tile is complete, so one
+ *                             per tile of an analysis row will do. It only
+ *                             records k: a bad k is reported by the first
+ *                             sp_analysis_stream_rows;
+ *   sp_analysis_stream_rows   adds the next `rows` rows (0 or more): `rgb`
+ *                             points at the tile's left column of the
+ *                             chunk's first row, rows `stride` bytes apart.
+ *                             With the last row, the tile's features (and,
+ *                             for a tissue tile, its stain samples) are
+ *                             stored exactly as sp_analysis_tile stores
+ *                             them, bit for bit, whatever the chunking, and
+ *                             the state is free again.
+ * sp_analysis_stream_rows returns false with SP_ERR_USAGE for k out of
+ * range, more rows than are left, a bad buffer, a state not begun or
+ * already complete; the stream is then as it was. It writes only tile k's
+ * slots of `r`, so threads may stream distinct tiles at once (one state
+ * each). No allocation; a stream may be dropped part way (begin again). */
+size_t sp_analysis_stream_size(void);
+void sp_analysis_stream_begin(const sp_analysis_result *r, size_t k,
+                              void *state);
+bool sp_analysis_stream_rows(sp_analysis_result *r, void *state,
+                             const uint8_t *rgb, size_t stride, int rows,
+                             sp_error *err);
 /* Between prepare and finish, for a caller without the pixels: read each
  * chosen tile (only those: background is never decoded) on an OpenMP team
  * of p->threads, one reader per thread, and call sp_analysis_tile. */

@@ -57,6 +57,33 @@ typedef enum {
 /* True when the AVX2 implementation is built in and the CPU supports it. */
 bool sp__features_have_avx2(void);
 
+/* Largest analysis tile side (sp_analysis_params.tile_size). */
+#define SP__TILE_SIZE_MAX 8192
+
+/* Memory of a streaming feature state (features.c): its sums and
+ * bookkeeping in the first SP__FEATURES_STREAM_HEAD bytes, then `nrows`
+ * luma rows of w bytes. With nrows 3 the state holds every row buffer the
+ * Laplacian needs; with nrows 2 (w <= SP__TILE_SIZE_MAX) a row on the
+ * stack of sp_features_rows stands in for the third, and the last two
+ * rows are moved into the state at the end of each chunk. Any memory
+ * aligned for any type will do; the state holds no pointer into itself. */
+#define SP__FEATURES_STREAM_HEAD 12544
+#define SP__FEATURES_STREAM_BYTES(w, nrows)                                    \
+    (SP__FEATURES_STREAM_HEAD + (size_t)(nrows) * (size_t)(w))
+
+/* sp_features_begin with a chosen implementation and number of rows kept
+ * (2 or 3, as above). */
+bool sp__features_begin(void *state, int w, int h, const sp_feature_params *p,
+                        int nrows, sp__features_impl impl, sp_error *err);
+
+/* Rows a begun stream has had so far. */
+int sp__features_rows_done(const void *state);
+
+/* sp_stain_sample of a w x h buffer whose rows y0 .. y0+rows-1 are at
+ * `rgb` (row y0 first): copies the lattice pixels that lie in them. */
+void sp__stain_sample_rows(const uint8_t *rgb, int w, int h, size_t stride,
+                           int y0, int rows, uint8_t *out);
+
 /* sp_features_compute with a chosen implementation (tests, benchmarks).
  * Every implementation gives the same bytes. Asking for one the CPU lacks
  * returns false (SP_ERR_USAGE). */

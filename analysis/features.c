@@ -538,72 +538,8 @@ static void mean_std(const uint32_t *hist, double n, double *mean, double *sd) {
     *sd = sqrt(q / n);
 }
 
-#define STACK_W 4096
-
-bool sp__features_compute_impl(const uint8_t *rgb, int w, int h, size_t stride,
-                               const sp_feature_params *p, float *out,
-                               sp_error *err, sp__features_impl impl) {
-    sp_feature_params def;
-    if (!p) {
-        sp_feature_params_default(&def);
-        p = &def;
-    }
-    if (!rgb || !out || w <= 0 || h <= 0 || stride < (size_t)w * 3 ||
-        (int64_t)w * h > UINT32_MAX)
-        return sp_error_set(err, SP_ERR_USAGE, NULL,
-                            "features: bad buffer (%d x %d, stride %zu)", w, h,
-                            stride);
-    if (p->tissue_threshold < 0 || p->tissue_threshold > 254 ||
-        !isfinite(p->cellularity_od))
-        return sp_error_set(err, SP_ERR_USAGE, NULL,
-                            "features: bad parameters (tissue threshold %d, "
-                            "cellularity OD %g)",
-                            p->tissue_threshold, p->cellularity_od);
-    bool simd = impl == SP__FEATURES_AVX2 ||
-                (impl == SP__FEATURES_AUTO && sp__features_have_avx2());
-    if (simd && !sp__features_have_avx2())
-        return sp_error_set(err, SP_ERR_USAGE, NULL,
-                            "features: this CPU has no AVX2");
-    colour_fn colour = colour_row;
-    laplace_fn laplace = laplace_row;
-#ifdef SP_FEATURES_X86
-    if (simd) {
-        colour = colour_row_avx2;
-        laplace = laplace_row_avx2;
-    }
-#endif
-    row_ctx ctx = {.T = sp__stain_tables_get(),
-                   .thr1 = (unsigned)p->tissue_threshold + 1,
-                   .cell_od = p->cellularity_od};
-    cell_bounds(p->cellularity_od, &ctx.cell_lo, &ctx.cell_hi);
-    uint8_t stack_rows[3][STACK_W];
-    uint8_t *heap = NULL, *rows[3];
-    if (w > STACK_W) {
-        heap = malloc((size_t)w * 3);
-        if (!heap)
-            return sp_error_set(err, SP_ERR_NOMEM, NULL,
-                                "features: out of memory");
-        for (int i = 0; i < 3; i++)
-            rows[i] = heap + (size_t)i * w;
-    } else {
-        for (int i = 0; i < 3; i++)
-            rows[i] = stack_rows[i];
-    }
-    acc accum, *a = &accum;
-    memset(a, 0, sizeof *a);
-    /* rows[k % 3] holds the luma of row k */
-    colour(rgb, w, &ctx, a, rows[0]);
-    for (int y = 1; y < h; y++) {
-        colour(rgb + (size_t)y * stride, w, &ctx, a, rows[y % 3]);
-        const uint8_t *c = rows[(y - 1) % 3];
-        const uint8_t *u = y >= 2 ? rows[(y - 2) % 3] : c;
-        laplace(u, c, rows[y % 3], w, a);
-    }
-    {
-        const uint8_t *c = rows[(h - 1) % 3];
-        const uint8_t *u = h >= 2 ? rows[(h - 2) % 3] : c;
-        laplace(u, c, c, w, a);
-    }
+/* The features of `a`, the sums of a w x h buffer, into out[]. */
+static void features_of(const acc *a, int w, int h, float *out) {
     uint32_t hist[256];
     double sat = 0;
     for (int v = 0; v < 256; v++) {
@@ -645,8 +581,222 @@ bool sp__features_compute_impl(const uint8_t *rgb, int w, int h, size_t stride,
     out[SP_F_PEN_FRACTION] = (float)(a->pen / n);
     out[SP_F_CELLULARITY] = (float)(a->cell / n);
     out[SP_F_ENTROPY] = (float)(ent > 0 ? ent : 0);
-    free(heap);
+}
+
+/* ---- streaming -------------------------------------------------------- */
+
+/* magic of a stream that takes rows, and of one that has had all of them;
+ * anything else is a state not begun, or ended */
+#define STREAM_OPEN 0x53504631u
+#define STREAM_FULL 0x53504632u
+
+/* A streaming state: the sums so far, the kernels' constants, and which
+ * of the row buffers (analysis_private.h: 0 and 1 in the state, 2 in the
+ * state or on the stack) hold the luma of rows y-1 and y-2. */
+typedef struct {
+    acc a;
+    row_ctx ctx;
+    uint32_t magic;
+    int w, h, y; /* y: rows had so far */
+    int nrows;   /* luma rows kept in the state, 2 or 3 */
+    int i1, i2;  /* buffers of rows y-1 and y-2, distinct, 0..2 */
+    bool simd;
+} fstream;
+
+_Static_assert(sizeof(fstream) <= SP__FEATURES_STREAM_HEAD,
+               "SP__FEATURES_STREAM_HEAD is too small");
+_Static_assert(_Alignof(fstream) <= _Alignof(max_align_t),
+               "a streaming state needs more than malloc's alignment");
+
+static bool check_args(int w, int h, const sp_feature_params *p,
+                       sp__features_impl impl, sp_error *err) {
+    if (w <= 0 || h <= 0 || (int64_t)w * h > UINT32_MAX)
+        return sp_error_set(err, SP_ERR_USAGE, NULL,
+                            "features: bad buffer size (%d x %d)", w, h);
+    if (p->tissue_threshold < 0 || p->tissue_threshold > 254 ||
+        !isfinite(p->cellularity_od))
+        return sp_error_set(err, SP_ERR_USAGE, NULL,
+                            "features: bad parameters (tissue threshold %d, "
+                            "cellularity OD %g)",
+                            p->tissue_threshold, p->cellularity_od);
+    if (impl == SP__FEATURES_AVX2 && !sp__features_have_avx2())
+        return sp_error_set(err, SP_ERR_USAGE, NULL,
+                            "features: this CPU has no AVX2");
     return true;
+}
+
+bool sp__features_begin(void *state, int w, int h, const sp_feature_params *p,
+                        int nrows, sp__features_impl impl, sp_error *err) {
+    sp_feature_params def;
+    if (!p) {
+        sp_feature_params_default(&def);
+        p = &def;
+    }
+    if (!state || (nrows != 2 && nrows != 3) ||
+        (nrows == 2 && w > SP__TILE_SIZE_MAX))
+        return sp_error_set(err, SP_ERR_USAGE, NULL,
+                            "features: no state for a stream %d px wide", w);
+    if (!check_args(w, h, p, impl, err))
+        return false;
+    fstream *st = state;
+    memset(&st->a, 0, sizeof st->a);
+    st->ctx = (row_ctx){.T = sp__stain_tables_get(),
+                        .thr1 = (unsigned)p->tissue_threshold + 1,
+                        .cell_od = p->cellularity_od};
+    cell_bounds(p->cellularity_od, &st->ctx.cell_lo, &st->ctx.cell_hi);
+    st->simd = impl == SP__FEATURES_AVX2 ||
+               (impl == SP__FEATURES_AUTO && sp__features_have_avx2());
+    st->w = w;
+    st->h = h;
+    st->y = 0;
+    st->nrows = nrows;
+    st->i1 = 0;
+    st->i2 = 1;
+    st->magic = STREAM_OPEN;
+    return true;
+}
+
+size_t sp_features_stream_size(int w) {
+    return w > 0 ? SP__FEATURES_STREAM_BYTES(w, 3) : 0;
+}
+
+bool sp_features_begin(void *state, int w, int h, const sp_feature_params *p,
+                       sp_error *err) {
+    return sp__features_begin(state, w, h, p, 3, SP__FEATURES_AUTO, err);
+}
+
+int sp__features_rows_done(const void *state) {
+    return ((const fstream *)state)->y;
+}
+
+/* The next n rows of an open stream (at most those left). The Laplacian
+ * trails one row behind: row y's is added when row y+1 arrives, the last
+ * row's (its own reflection below) when it does. `scratch` is row buffer 2
+ * when the state keeps 2 rows (w bytes). */
+static void feed(fstream *st, const uint8_t *rgb, size_t stride, int n,
+                 uint8_t *scratch) {
+    const int w = st->w, h = st->h;
+    uint8_t *base = (uint8_t *)st + SP__FEATURES_STREAM_HEAD;
+    uint8_t *b[3] = {base, base + w,
+                     st->nrows == 3 ? base + 2 * (size_t)w : scratch};
+    colour_fn colour = colour_row;
+    laplace_fn laplace = laplace_row;
+#ifdef SP_FEATURES_X86
+    if (st->simd) {
+        colour = colour_row_avx2;
+        laplace = laplace_row_avx2;
+    }
+#endif
+    acc *a = &st->a;
+    int y = st->y, i1 = st->i1, i2 = st->i2;
+    for (int i = 0; i < n; i++, y++) {
+        const int f = 3 - i1 - i2; /* the buffer holding neither */
+        colour(rgb + (size_t)i * stride, w, &st->ctx, a, b[f]);
+        if (y >= 1)
+            laplace(b[y >= 2 ? i2 : i1], b[i1], b[f], w, a);
+        i2 = i1;
+        i1 = f;
+    }
+    if (y == h) {
+        laplace(b[h >= 2 ? i2 : i1], b[i1], b[i1], w, a);
+        st->magic = STREAM_FULL;
+    } else if (st->nrows == 2) { /* keep rows y-1 and y-2 in the state */
+        if (i1 == 2) {
+            i1 = 1 - i2;
+            memcpy(b[i1], scratch, (size_t)w);
+        } else if (i2 == 2) {
+            i2 = 1 - i1;
+            if (y >= 2)
+                memcpy(b[i2], scratch, (size_t)w);
+        }
+    }
+    st->y = y;
+    st->i1 = i1;
+    st->i2 = i2;
+}
+
+/* feed for a state that keeps 2 rows, with the third on this stack. */
+static void feed_2rows(fstream *st, const uint8_t *rgb, size_t stride, int n) {
+    uint8_t scratch[SP__TILE_SIZE_MAX];
+    feed(st, rgb, stride, n, scratch);
+}
+
+bool sp_features_rows(void *state, const uint8_t *rgb, size_t stride, int rows,
+                      sp_error *err) {
+    fstream *st = state;
+    if (!st || (st->magic != STREAM_OPEN && st->magic != STREAM_FULL))
+        return sp_error_set(err, SP_ERR_USAGE, NULL,
+                            "features: stream not begun");
+    if (rows < 0 || rows > st->h - st->y)
+        return sp_error_set(err, SP_ERR_USAGE, NULL,
+                            "features: %d rows given, %d of %d left", rows,
+                            st->h - st->y, st->h);
+    if (rows == 0)
+        return true;
+    if (!rgb || stride < (size_t)st->w * 3)
+        return sp_error_set(err, SP_ERR_USAGE, NULL,
+                            "features: bad buffer (width %d, stride %zu)",
+                            st->w, stride);
+    if (st->nrows == 2)
+        feed_2rows(st, rgb, stride, rows);
+    else
+        feed(st, rgb, stride, rows, NULL);
+    return true;
+}
+
+bool sp_features_end(void *state, float *out, sp_error *err) {
+    fstream *st = state;
+    if (!st || (st->magic != STREAM_OPEN && st->magic != STREAM_FULL))
+        return sp_error_set(err, SP_ERR_USAGE, NULL,
+                            "features: stream not begun");
+    if (st->magic != STREAM_FULL)
+        return sp_error_set(err, SP_ERR_USAGE, NULL,
+                            "features: %d of %d rows given", st->y, st->h);
+    if (!out)
+        return sp_error_set(err, SP_ERR_USAGE, NULL, "features: no output");
+    features_of(&st->a, st->w, st->h, out);
+    st->magic = 0;
+    return true;
+}
+
+/* ---- one buffer ------------------------------------------------------- */
+
+/* Widest buffer whose stream lives on the stack of sp_features_compute. */
+#define STACK_W 4096
+
+bool sp__features_compute_impl(const uint8_t *rgb, int w, int h, size_t stride,
+                               const sp_feature_params *p, float *out,
+                               sp_error *err, sp__features_impl impl) {
+    if (!rgb || !out || w <= 0 || h <= 0 || stride < (size_t)w * 3 ||
+        (int64_t)w * h > UINT32_MAX)
+        return sp_error_set(err, SP_ERR_USAGE, NULL,
+                            "features: bad buffer (%d x %d, stride %zu)", w, h,
+                            stride);
+    sp_feature_params def;
+    if (!p) {
+        sp_feature_params_default(&def);
+        p = &def;
+    }
+    if (!check_args(w, h, p, impl, err))
+        return false;
+    union {
+        fstream st;
+        uint8_t bytes[SP__FEATURES_STREAM_BYTES(STACK_W, 3)];
+    } local;
+    void *heap = NULL, *state = &local;
+    if (w > STACK_W) {
+        state = heap = malloc(SP__FEATURES_STREAM_BYTES(w, 3));
+        if (!heap)
+            return sp_error_set(err, SP_ERR_NOMEM, NULL,
+                                "features: out of memory");
+    }
+    bool ok = sp__features_begin(state, w, h, p, 3, impl, err);
+    if (ok) {
+        feed(state, rgb, stride, h, NULL);
+        ok = sp_features_end(state, out, err);
+    }
+    free(heap);
+    return ok;
 }
 
 bool sp_features_compute(const uint8_t *rgb, int w, int h, size_t stride,

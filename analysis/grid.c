@@ -103,10 +103,10 @@ static void shrink(const uint8_t *src, int sw, int sh, double r, uint8_t *dst,
 
 static bool check_params(const sp_analysis_params *p, const char *path,
                          sp_error *err) {
-    if (p->tile_size < 8 || p->tile_size > 8192)
+    if (p->tile_size < 8 || p->tile_size > SP__TILE_SIZE_MAX)
         return sp_error_set(err, SP_ERR_USAGE, path,
-                            "analysis: tile size %d is outside 8..8192",
-                            p->tile_size);
+                            "analysis: tile size %d is outside 8..%d",
+                            p->tile_size, SP__TILE_SIZE_MAX);
     if (p->mpp < 0 || !isfinite(p->mpp) || p->magnification < 0 ||
         !isfinite(p->magnification))
         return sp_error_set(
@@ -274,19 +274,78 @@ out:
     return ok;
 }
 
+/* magic of a begun stream whose features are not yet begun, and of one
+ * that takes rows; anything else: not begun, or complete */
+#define STREAM_BEGUN 0x53504131u
+#define STREAM_OPEN 0x53504132u
+
+/* The state of sp_analysis_stream_*: the tile, its stain samples so far,
+ * and a streaming feature state keeping 2 luma rows (analysis_private.h). */
+typedef struct {
+    uint32_t magic;
+    size_t k;
+    uint8_t samples[3 * SP_STAIN_SAMPLE_N];
+    _Alignas(max_align_t)
+        uint8_t features[SP__FEATURES_STREAM_BYTES(SP__TILE_SIZE_MAX, 2)];
+} stream_state;
+
+size_t sp_analysis_stream_size(void) { return sizeof(stream_state); }
+
+void sp_analysis_stream_begin(const sp_analysis_result *r, size_t k,
+                              void *state) {
+    (void)r; /* checked by the first sp_analysis_stream_rows */
+    stream_state *st = state;
+    st->magic = STREAM_BEGUN;
+    st->k = k;
+}
+
+bool sp_analysis_stream_rows(sp_analysis_result *r, void *state,
+                             const uint8_t *rgb, size_t stride, int rows,
+                             sp_error *err) {
+    stream_state *st = state;
+    if (!r || !st || (st->magic != STREAM_BEGUN && st->magic != STREAM_OPEN))
+        return sp_error_set(err, SP_ERR_USAGE, NULL,
+                            "analysis: stream not begun, or its tile "
+                            "already complete");
+    const size_t k = st->k;
+    if (k >= r->n)
+        return sp_error_set(err, SP_ERR_USAGE, NULL,
+                            "analysis: tile %zu out of range", k);
+    const int w = r->size[2 * k], h = r->size[2 * k + 1];
+    if (st->magic == STREAM_BEGUN) {
+        if (!sp__features_begin(st->features, w, h, &r->feature_params, 2,
+                                SP__FEATURES_AUTO, err))
+            return false;
+        st->magic = STREAM_OPEN;
+    }
+    const int y0 = sp__features_rows_done(st->features);
+    if (rows < 0 || rows > h - y0)
+        return sp_error_set(err, SP_ERR_USAGE, NULL,
+                            "analysis: tile %zu: %d rows given, %d of %d left",
+                            k, rows, h - y0, h);
+    if (!sp_features_rows(st->features, rgb, stride, rows, err))
+        return false;
+    if (r->is_tissue[k])
+        sp__stain_sample_rows(rgb, w, h, stride, y0, rows, st->samples);
+    if (y0 + rows == h) { /* complete: cannot fail */
+        sp_features_end(st->features, r->features + k * SP_N_FEATURES, NULL);
+        if (r->is_tissue[k])
+            memcpy(r->samples + k * 3 * SP_STAIN_SAMPLE_N, st->samples,
+                   sizeof st->samples);
+        st->magic = 0;
+    }
+    return true;
+}
+
 bool sp_analysis_tile(sp_analysis_result *r, size_t k, const uint8_t *rgb,
                       size_t stride, sp_error *err) {
     if (k >= r->n)
         return sp_error_set(err, SP_ERR_USAGE, NULL,
                             "analysis: tile %zu out of range", k);
-    int w = r->size[2 * k], h = r->size[2 * k + 1];
-    if (!sp_features_compute(rgb, w, h, stride, &r->feature_params,
-                             r->features + k * SP_N_FEATURES, err))
-        return false;
-    if (r->is_tissue[k])
-        sp_stain_sample(rgb, w, h, stride,
-                        r->samples + k * 3 * SP_STAIN_SAMPLE_N);
-    return true;
+    stream_state st;
+    sp_analysis_stream_begin(r, k, &st);
+    return sp_analysis_stream_rows(r, &st, rgb, stride, r->size[2 * k + 1],
+                                   err);
 }
 
 bool sp_analysis_finish(sp_slide *s, const sp_analysis_params *p,

@@ -54,17 +54,24 @@ const sp__stain_tables *sp__stain_tables_get(void) {
     return &tables;
 }
 
-void sp_stain_sample(const uint8_t *rgb, int w, int h, size_t stride,
-                     uint8_t *out) {
+void sp__stain_sample_rows(const uint8_t *rgb, int w, int h, size_t stride,
+                           int y0, int rows, uint8_t *out) {
     const int n = SP_STAIN_SAMPLE_SIDE;
     for (int j = 0; j < n; j++) {
         int64_t y = ((int64_t)(2 * j + 1) * h) / (2 * n);
-        const uint8_t *row = rgb + (size_t)y * stride;
+        if (y < y0 || y >= (int64_t)y0 + rows)
+            continue;
+        const uint8_t *row = rgb + (size_t)(y - y0) * stride;
         for (int i = 0; i < n; i++) {
             int64_t x = ((int64_t)(2 * i + 1) * w) / (2 * n);
             memcpy(out + 3 * (size_t)(j * n + i), row + 3 * x, 3);
         }
     }
+}
+
+void sp_stain_sample(const uint8_t *rgb, int w, int h, size_t stride,
+                     uint8_t *out) {
+    sp__stain_sample_rows(rgb, w, h, stride, 0, h, out);
 }
 
 void sp_macenko_params_default(sp_macenko_params *p) {

@@ -357,6 +357,495 @@ static void test_kernels(void) {
     free(path);
 }
 
+/* ---- streaming ------------------------------------------------------- */
+
+/* Chunkings of a stream: one chunk, one row at a time, and mixed sizes
+ * (empty chunks and whole remainders among them). */
+enum { CHUNK_ONE, CHUNK_ROWS, CHUNK_MIXED, CHUNK_KINDS };
+
+static int next_chunk(int mode, int left, unsigned *seed) {
+    if (mode == CHUNK_ONE)
+        return left;
+    if (mode == CHUNK_ROWS)
+        return 1;
+    *seed = *seed * 1103515245u + 12345u;
+    int v = (int)(*seed >> 16);
+    int n = v % 5 == 0   ? (v >> 3) % 3
+            : v % 5 == 1 ? left
+            : v % 5 == 2 ? 1 + (v >> 3) % 4
+                         : 1 + (v >> 3) % 40;
+    return n < left ? n : left;
+}
+
+/* Rows y .. y+n-1 of `buf` copied into a fresh buffer with a stride of its
+ * own, so that a stream keeping a pointer to an earlier chunk trips ASan. */
+static uint8_t *chunk_copy(const uint8_t *buf, size_t stride, int w, int y,
+                           int n, size_t *cstride) {
+    *cstride = 3 * (size_t)w + (size_t)(y % 7);
+    uint8_t *c = malloc(n > 0 ? *cstride * n : 1);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    for (int i = 0; i < n; i++)
+        memcpy(c + i * *cstride, buf + (size_t)(y + i) * stride, 3 * (size_t)w);
+    return c;
+}
+
+/* The features of a buffer streamed in chunks (`nrows` luma rows kept, as
+ * in analysis_private.h; 0: the public sp_features_begin). */
+static bool stream_features(const uint8_t *buf, int w, int h, size_t stride,
+                            const sp_feature_params *fp, int nrows,
+                            sp__features_impl impl, int mode, unsigned *seed,
+                            float *out) {
+    size_t size = nrows ? SP__FEATURES_STREAM_BYTES(w, nrows)
+                        : sp_features_stream_size(w);
+    void *st = malloc(size);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+    memset(st, 0xa5, size);
+    sp_error e = {0};
+    bool ok = nrows ? sp__features_begin(st, w, h, fp, nrows, impl, &e)
+                    : sp_features_begin(st, w, h, fp, &e);
+    for (int y = 0; ok && y < h;) {
+        int n = next_chunk(mode, h - y, seed);
+        size_t cs;
+        uint8_t *c = chunk_copy(buf, stride, w, y, n, &cs);
+        ok = sp_features_rows(st, c, cs, n, &e);
+        free(c);
+        y += n;
+    }
+    if (ok)
+        ok = sp_features_end(st, out, &e);
+    if (!ok)
+        fprintf(stderr, "stream %dx%d: %s\n", w, h, e.msg);
+    free(st);
+    return ok;
+}
+
+static int stream_failures;
+
+/* Every chunking, with 2 and 3 rows kept, on the portable and the AVX2
+ * path, gives sp_features_compute's bytes. */
+static void check_stream(const uint8_t *buf, int w, int h, size_t stride,
+                         const sp_feature_params *fp, unsigned *seed,
+                         const char *what) {
+    const sp__features_impl impls[] = {SP__FEATURES_SCALAR, SP__FEATURES_AUTO};
+    for (size_t i = 0; i < sizeof impls / sizeof impls[0]; i++) {
+        float one[SP_N_FEATURES], st[SP_N_FEATURES];
+        sp_error e = {0};
+        CU_ASSERT_TRUE_FATAL(sp__features_compute_impl(buf, w, h, stride, fp,
+                                                       one, &e, impls[i]));
+        for (int nrows = 0; nrows <= 3; nrows++) {
+            if (nrows == 1 || (nrows == 2 && w > SP__TILE_SIZE_MAX) ||
+                (nrows == 0 && impls[i] != SP__FEATURES_AUTO))
+                continue;
+            for (int mode = 0; mode < CHUNK_KINDS; mode++) {
+                memset(st, 0, sizeof st);
+                CU_ASSERT_TRUE_FATAL(stream_features(
+                    buf, w, h, stride, fp, nrows, impls[i], mode, seed, st));
+                bool same = memcmp(one, st, sizeof one) == 0;
+                if (!same && stream_failures++ < 5)
+                    fprintf(stderr,
+                            "%s %dx%d impl %d rows %d mode %d: stream "
+                            "differs\n",
+                            what, w, h, (int)impls[i], nrows, mode);
+                CU_ASSERT_TRUE(same);
+            }
+        }
+    }
+}
+
+/* sp_features_begin/rows/end against sp_features_compute, on synthetic
+ * buffers of odd sizes (heights of 1, 2, 3 too) and on real tissue. */
+static void test_features_stream(void) {
+    const int widths[] = {1, 2, 3, 17, 33, 97, 256};
+    const int heights[] = {1, 2, 3, 5, 37};
+    unsigned seed = 99;
+    sp_feature_params fp;
+    sp_feature_params_default(&fp);
+    for (int kind = 0; kind < PX_KINDS; kind++)
+        for (size_t wi = 0; wi < sizeof widths / sizeof widths[0]; wi++)
+            for (size_t hi = 0; hi < sizeof heights / sizeof heights[0]; hi++) {
+                int w = widths[wi], h = heights[hi];
+                size_t stride = 3 * (size_t)w + 3;
+                uint8_t *buf = malloc(stride * h);
+                CU_ASSERT_PTR_NOT_NULL_FATAL(buf);
+                fill_kind(buf, w, h, stride, kind, &seed);
+                check_stream(buf, w, h, stride, &fp, &seed, "synthetic");
+                free(buf);
+            }
+    { /* wider than the stack rows of sp_features_compute and than a tile */
+        int w = 8200, h = 4;
+        uint8_t *buf = malloc((size_t)w * h * 3);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(buf);
+        fill_kind(buf, w, h, (size_t)w * 3, PX_STAINED, &seed);
+        check_stream(buf, w, h, (size_t)w * 3, &fp, &seed, "wide");
+        free(buf);
+    }
+    char *path = sp_test_path("CMU-1-Small-Region.svs");
+    sp_slide *s = NULL;
+    sp_error e = {0};
+    const int side = 512;
+    uint8_t *img = malloc((size_t)side * side * 3);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(img);
+    CU_ASSERT_TRUE_FATAL(sp_slide_open(path, false, &s, &e));
+    sp_reader *r = sp_reader_create(s, 0, NULL, &e);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_TRUE_FATAL(sp_reader_read(r, 0, 900, 1300, side, side, img, &e));
+    const size_t stride = (size_t)side * 3;
+    check_stream(img, 256, 256, stride, &fp, &seed, "CMU-1");
+    check_stream(img + 256 * stride + 3 * 200, 255, 97, stride, &fp, &seed,
+                 "CMU-1 piece");
+    check_stream(img + 3 * 7, 500, 3, stride, &fp, &seed, "CMU-1 strip");
+    fp.tissue_threshold = 40;
+    fp.cellularity_od = 0.7;
+    check_stream(img, side, side, stride, &fp, &seed, "CMU-1 whole");
+    sp_reader_free(r);
+    sp_slide_close(s);
+    free(img);
+    free(path);
+}
+
+/* A hand-made analysis result over `img` (side x side): tiles of odd sizes
+ * at odd places, every other one a tissue tile. */
+typedef struct {
+    int x, y, w, h;
+} tile_box;
+
+static const tile_box stream_tiles[] = {
+    {0, 0, 256, 256}, {256, 0, 255, 97}, {10, 300, 200, 167}, {5, 480, 33, 1},
+    {40, 470, 17, 2}, {511, 100, 1, 3},  {60, 500, 300, 3},   {300, 300, 1, 1},
+    {70, 80, 64, 31}, {0, 0, 512, 512},  {128, 256, 32, 2},   {1, 2, 31, 33},
+};
+#define N_STREAM_TILES (sizeof stream_tiles / sizeof stream_tiles[0])
+
+static void fake_result(sp_analysis_result *r, int tissue_threshold) {
+    memset(r, 0, sizeof *r);
+    size_t n = N_STREAM_TILES;
+    r->n = n;
+    r->size = malloc(n * 2 * sizeof *r->size);
+    r->features = malloc(n * SP_N_FEATURES * sizeof *r->features);
+    r->samples = malloc(n * 3 * SP_STAIN_SAMPLE_N);
+    r->is_tissue = malloc(n);
+    CU_ASSERT_FATAL(r->size && r->features && r->samples && r->is_tissue);
+    for (size_t k = 0; k < n; k++) {
+        r->size[2 * k] = stream_tiles[k].w;
+        r->size[2 * k + 1] = stream_tiles[k].h;
+        r->is_tissue[k] = k % 2 == 0;
+    }
+    memset(r->features, 0x5a, n * SP_N_FEATURES * sizeof *r->features);
+    memset(r->samples, 0x5a, n * 3 * SP_STAIN_SAMPLE_N);
+    sp_feature_params_default(&r->feature_params);
+    r->feature_params.tissue_threshold = tissue_threshold;
+}
+
+static bool same_tiles(const sp_analysis_result *a,
+                       const sp_analysis_result *b) {
+    return memcmp(a->features, b->features,
+                  a->n * SP_N_FEATURES * sizeof *a->features) == 0 &&
+           memcmp(a->samples, b->samples, a->n * 3 * SP_STAIN_SAMPLE_N) == 0;
+}
+
+/* sp_analysis_stream_* against sp_analysis_tile on real pixels: tiles of
+ * odd sizes (heights 1, 2, 3 among them), tissue and not, every chunking,
+ * the streams of all tiles interleaved (one state each), each chunk in a
+ * buffer of its own. */
+static void test_analysis_stream(void) {
+    char *path = sp_test_path("CMU-1-Small-Region.svs");
+    sp_slide *s = NULL;
+    sp_error e = {0};
+    const int side = 512;
+    uint8_t *img = malloc((size_t)side * side * 3);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(img);
+    CU_ASSERT_TRUE_FATAL(sp_slide_open(path, false, &s, &e));
+    sp_reader *rd = sp_reader_create(s, 0, NULL, &e);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rd);
+    CU_ASSERT_TRUE_FATAL(sp_reader_read(rd, 0, 900, 1300, side, side, img, &e));
+    const size_t stride = (size_t)side * 3;
+    const size_t n = N_STREAM_TILES;
+    sp_analysis_result one, st;
+    fake_result(&one, 20);
+    for (size_t k = 0; k < n; k++) {
+        const tile_box *t = &stream_tiles[k];
+        CU_ASSERT_TRUE_FATAL(sp_analysis_tile(
+            &one, k, img + t->y * stride + 3 * (size_t)t->x, stride, &e));
+    }
+    /* the one-shot path is sp_features_compute and sp_stain_sample */
+    for (size_t k = 0; k < n; k++) {
+        const tile_box *t = &stream_tiles[k];
+        const uint8_t *p = img + t->y * stride + 3 * (size_t)t->x;
+        float f[SP_N_FEATURES];
+        uint8_t smp[3 * SP_STAIN_SAMPLE_N];
+        CU_ASSERT_TRUE(sp_features_compute(p, t->w, t->h, stride,
+                                           &one.feature_params, f, &e));
+        CU_ASSERT_EQUAL(memcmp(f, one.features + k * SP_N_FEATURES, sizeof f),
+                        0);
+        sp_stain_sample(p, t->w, t->h, stride, smp);
+        const uint8_t *got = one.samples + k * sizeof smp;
+        if (one.is_tissue[k]) {
+            CU_ASSERT_EQUAL(memcmp(smp, got, sizeof smp), 0);
+        } else {
+            CU_ASSERT_TRUE(got[0] == 0x5a && got[sizeof smp - 1] == 0x5a);
+        }
+    }
+    void *states[N_STREAM_TILES];
+    for (size_t k = 0; k < n; k++) {
+        states[k] = malloc(sp_analysis_stream_size());
+        CU_ASSERT_PTR_NOT_NULL_FATAL(states[k]);
+    }
+    unsigned seed = 4242;
+    for (int mode = 0; mode < CHUNK_KINDS; mode++) {
+        fake_result(&st, 20);
+        int done[N_STREAM_TILES] = {0};
+        for (size_t k = 0; k < n; k++)
+            sp_analysis_stream_begin(&st, k, states[k]);
+        for (bool more = true; more;) {
+            more = false;
+            for (size_t k = 0; k < n; k++) {
+                const tile_box *t = &stream_tiles[k];
+                if (done[k] == t->h)
+                    continue;
+                int m = next_chunk(mode, t->h - done[k], &seed);
+                size_t cs;
+                uint8_t *c = chunk_copy(img + 3 * (size_t)t->x, stride, t->w,
+                                        t->y + done[k], m, &cs);
+                CU_ASSERT_TRUE_FATAL(
+                    sp_analysis_stream_rows(&st, states[k], c, cs, m, &e));
+                free(c);
+                done[k] += m;
+                more = true;
+            }
+        }
+        bool same = same_tiles(&one, &st);
+        if (!same)
+            fprintf(stderr, "analysis stream mode %d differs\n", mode);
+        CU_ASSERT_TRUE(same);
+        sp_analysis_result_free(&st);
+    }
+    for (size_t k = 0; k < n; k++)
+        free(states[k]);
+    sp_analysis_result_free(&one);
+    sp_reader_free(rd);
+    sp_slide_close(s);
+    free(img);
+    free(path);
+}
+
+/* The fused pass's use: a real analysis grid (tile 228: the right column
+ * 168 px wide, the bottom row 3 px high; tissue and glass tiles), level 0
+ * arriving in bands of 240 rows (and of 97), one state per tile of an
+ * analysis row, reused row after row. */
+static void test_analysis_stream_bands(void) {
+    char *path = sp_test_path("CMU-1-Small-Region.svs");
+    sp_slide *s = NULL;
+    sp_error e = {0};
+    CU_ASSERT_TRUE_FATAL(sp_slide_open(path, false, &s, &e));
+    sp_analysis_params ap;
+    sp_analysis_params_default(&ap);
+    ap.tile_size = 228;
+    ap.all_tiles = true;
+    ap.threads = 2;
+    sp_analysis_result r;
+    CU_ASSERT_TRUE_FATAL(sp_analysis_prepare(s, &ap, &r, &e));
+    CU_ASSERT_EQUAL_FATAL(r.read_ratio, 1.0);
+    CU_ASSERT_EQUAL_FATAL(r.n, (size_t)r.cols * r.rows);
+    CU_ASSERT_EQUAL(r.size[2 * r.n - 1], 3);
+    CU_ASSERT_EQUAL(r.size[2 * r.n - 2], 168);
+    size_t tissue = 0;
+    for (size_t k = 0; k < r.n; k++)
+        tissue += r.is_tissue[k];
+    CU_ASSERT_TRUE(tissue > 0 && tissue < r.n);
+    const int W = (int)r.width, H = (int)r.height;
+    uint8_t *img = malloc((size_t)W * H * 3);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(img);
+    sp_reader *rd = sp_reader_create(s, 0, NULL, &e);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rd);
+    CU_ASSERT_TRUE_FATAL(sp_reader_read(rd, 0, 0, 0, W, H, img, &e));
+    const size_t stride = (size_t)W * 3;
+    const size_t nf = r.n * SP_N_FEATURES * sizeof *r.features;
+    const size_t ns = r.n * 3 * SP_STAIN_SAMPLE_N;
+    memset(r.features, 0, nf);
+    memset(r.samples, 0, ns);
+    for (size_t k = 0; k < r.n; k++)
+        CU_ASSERT_TRUE_FATAL(sp_analysis_tile(
+            &r, k, img + r.coords[2 * k + 1] * stride + 3 * r.coords[2 * k],
+            stride, &e));
+    float *f1 = malloc(nf);
+    uint8_t *s1 = malloc(ns);
+    CU_ASSERT_FATAL(f1 && s1);
+    memcpy(f1, r.features, nf);
+    memcpy(s1, r.samples, ns);
+    void **states = calloc((size_t)r.cols, sizeof *states);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(states);
+    for (int i = 0; i < r.cols; i++) {
+        states[i] = malloc(sp_analysis_stream_size());
+        CU_ASSERT_PTR_NOT_NULL_FATAL(states[i]);
+    }
+    const int bands[] = {240, 97};
+    for (size_t bi = 0; bi < sizeof bands / sizeof bands[0]; bi++) {
+        memset(r.features, 0, nf);
+        memset(r.samples, 0, ns);
+        for (int b0 = 0; b0 < H; b0 += bands[bi]) {
+            int b1 = b0 + bands[bi] < H ? b0 + bands[bi] : H;
+            size_t bs;
+            uint8_t *band = chunk_copy(img, stride, W, b0, b1 - b0, &bs);
+            for (size_t k = 0; k < r.n; k++) {
+                int ty = (int)r.coords[2 * k + 1], th = r.size[2 * k + 1];
+                int y0 = ty > b0 ? ty : b0;
+                int y1 = ty + th < b1 ? ty + th : b1;
+                if (y0 >= y1)
+                    continue;
+                void *state = states[k % (size_t)r.cols];
+                if (y0 == ty)
+                    sp_analysis_stream_begin(&r, k, state);
+                const uint8_t *p =
+                    band + (size_t)(y0 - b0) * bs + 3 * r.coords[2 * k];
+                CU_ASSERT_TRUE_FATAL(
+                    sp_analysis_stream_rows(&r, state, p, bs, y1 - y0, &e));
+            }
+            free(band);
+        }
+        CU_ASSERT_EQUAL(memcmp(f1, r.features, nf), 0);
+        CU_ASSERT_EQUAL(memcmp(s1, r.samples, ns), 0);
+    }
+    for (int i = 0; i < r.cols; i++)
+        free(states[i]);
+    free(states);
+    free(f1);
+    free(s1);
+    free(img);
+    sp_reader_free(rd);
+    sp_analysis_result_free(&r);
+    sp_slide_close(s);
+    free(path);
+}
+
+/* Misuse of the streams: SP_ERR_USAGE, and the stream goes on unharmed. */
+static void test_stream_misuse(void) {
+    const int w = 40, h = 9;
+    uint8_t *buf = malloc((size_t)w * h * 3);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(buf);
+    unsigned seed = 5;
+    fill_kind(buf, w, h, (size_t)w * 3, PX_STAINED, &seed);
+    const size_t stride = (size_t)w * 3;
+    float want[SP_N_FEATURES], f[SP_N_FEATURES];
+    sp_error e = {0};
+    CU_ASSERT_TRUE_FATAL(
+        sp_features_compute(buf, w, h, stride, NULL, want, &e));
+
+    /* features */
+    CU_ASSERT_EQUAL(sp_features_stream_size(0), 0);
+    void *fs = malloc(sp_features_stream_size(w));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(fs);
+    memset(fs, 0, sp_features_stream_size(w));
+    CU_ASSERT_FALSE(sp_features_rows(fs, buf, stride, 1, &e)); /* not begun */
+    CU_ASSERT_EQUAL(e.code, SP_ERR_USAGE);
+    sp_error_clear(&e);
+    CU_ASSERT_FALSE(sp_features_begin(fs, w, 0, NULL, &e));
+    CU_ASSERT_EQUAL(e.code, SP_ERR_USAGE);
+    sp_error_clear(&e);
+    sp_feature_params bad;
+    sp_feature_params_default(&bad);
+    bad.tissue_threshold = 255;
+    CU_ASSERT_FALSE(sp_features_begin(fs, w, h, &bad, &e));
+    CU_ASSERT_EQUAL(e.code, SP_ERR_USAGE);
+    sp_error_clear(&e);
+    CU_ASSERT_TRUE_FATAL(sp_features_begin(fs, w, h, NULL, &e));
+    CU_ASSERT_TRUE(sp_features_rows(fs, buf, stride, 4, &e));
+    CU_ASSERT_FALSE(sp_features_end(fs, f, &e)); /* 4 of 9 rows */
+    CU_ASSERT_EQUAL(e.code, SP_ERR_USAGE);
+    sp_error_clear(&e);
+    CU_ASSERT_FALSE(sp_features_rows(fs, buf + 4 * stride, stride, 6, &e));
+    CU_ASSERT_EQUAL(e.code, SP_ERR_USAGE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "5 of 9 left"));
+    sp_error_clear(&e);
+    CU_ASSERT_FALSE(sp_features_rows(fs, buf + 4 * stride, stride, -1, &e));
+    CU_ASSERT_EQUAL(e.code, SP_ERR_USAGE);
+    sp_error_clear(&e);
+    CU_ASSERT_FALSE(sp_features_rows(fs, buf + 4 * stride, 3, 2, &e));
+    CU_ASSERT_EQUAL(e.code, SP_ERR_USAGE);
+    sp_error_clear(&e);
+    CU_ASSERT_TRUE(sp_features_rows(fs, NULL, 0, 0, &e));
+    CU_ASSERT_TRUE(sp_features_rows(fs, buf + 4 * stride, stride, 5, &e));
+    CU_ASSERT_FALSE(sp_features_rows(fs, buf, stride, 1, &e)); /* all in */
+    CU_ASSERT_EQUAL(e.code, SP_ERR_USAGE);
+    sp_error_clear(&e);
+    CU_ASSERT_TRUE(sp_features_end(fs, f, &e));
+    CU_ASSERT_EQUAL(memcmp(f, want, sizeof f), 0);
+    CU_ASSERT_FALSE(sp_features_end(fs, f, &e)); /* ended */
+    CU_ASSERT_EQUAL(e.code, SP_ERR_USAGE);
+    sp_error_clear(&e);
+    free(fs);
+
+    /* analysis */
+    sp_analysis_result r, one;
+    fake_result(&r, 20);
+    fake_result(&one, 20);
+    const size_t k = 4;  /* 17 x 2 at (40, 470): a tissue tile */
+    const size_t k2 = 3; /* 33 x 1: not a tissue tile */
+    const int side = 600;
+    uint8_t *img = malloc((size_t)side * side * 3);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(img);
+    fill_kind(img, side, side, (size_t)side * 3, PX_STAINED, &seed);
+    const size_t is = (size_t)side * 3;
+    const tile_box *t = &stream_tiles[k];
+    const uint8_t *p = img + t->y * is + 3 * (size_t)t->x;
+    CU_ASSERT_TRUE_FATAL(sp_analysis_tile(&one, k, p, is, &e));
+    void *st = malloc(sp_analysis_stream_size());
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+    memset(st, 0, sp_analysis_stream_size());
+    CU_ASSERT_FALSE(sp_analysis_stream_rows(&r, st, p, is, 1, &e));
+    CU_ASSERT_EQUAL(e.code, SP_ERR_USAGE); /* not begun */
+    sp_error_clear(&e);
+    sp_analysis_stream_begin(&r, r.n, st);
+    CU_ASSERT_FALSE(sp_analysis_stream_rows(&r, st, p, is, 1, &e));
+    CU_ASSERT_EQUAL(e.code, SP_ERR_USAGE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "out of range"));
+    sp_error_clear(&e);
+    CU_ASSERT_FALSE(sp_analysis_tile(&r, r.n, p, is, &e));
+    CU_ASSERT_EQUAL(e.code, SP_ERR_USAGE);
+    sp_error_clear(&e);
+    sp_analysis_stream_begin(&r, k, st);
+    CU_ASSERT_FALSE(sp_analysis_stream_rows(&r, st, p, is, 3, &e));
+    CU_ASSERT_EQUAL(e.code, SP_ERR_USAGE); /* 3 rows of a 2-row tile */
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "2 of 2 left"));
+    sp_error_clear(&e);
+    CU_ASSERT_TRUE(sp_analysis_stream_rows(&r, st, p, is, 1, &e));
+    CU_ASSERT_FALSE(sp_analysis_stream_rows(&r, st, p + is, is, 2, &e));
+    CU_ASSERT_EQUAL(e.code, SP_ERR_USAGE);
+    sp_error_clear(&e);
+    CU_ASSERT_FALSE(sp_analysis_stream_rows(&r, st, NULL, is, 1, &e));
+    CU_ASSERT_EQUAL(e.code, SP_ERR_USAGE);
+    sp_error_clear(&e);
+    /* nothing stored before the last row */
+    CU_ASSERT_EQUAL(((const uint8_t *)(r.features + k * SP_N_FEATURES))[0],
+                    0x5a);
+    CU_ASSERT_TRUE(sp_analysis_stream_rows(&r, st, p + is, is, 1, &e));
+    CU_ASSERT_EQUAL(memcmp(r.features + k * SP_N_FEATURES,
+                           one.features + k * SP_N_FEATURES,
+                           SP_N_FEATURES * sizeof *r.features),
+                    0);
+    CU_ASSERT_EQUAL(memcmp(r.samples + k * 3 * SP_STAIN_SAMPLE_N,
+                           one.samples + k * 3 * SP_STAIN_SAMPLE_N,
+                           3 * SP_STAIN_SAMPLE_N),
+                    0);
+    CU_ASSERT_FALSE(sp_analysis_stream_rows(&r, st, p, is, 1, &e));
+    CU_ASSERT_EQUAL(e.code, SP_ERR_USAGE); /* complete */
+    sp_error_clear(&e);
+    /* the state is free again: a glass tile, dropped part way first */
+    t = &stream_tiles[k2];
+    p = img + t->y * is + 3 * (size_t)t->x;
+    CU_ASSERT_TRUE_FATAL(sp_analysis_tile(&one, k2, p, is, &e));
+    sp_analysis_stream_begin(&r, k, st);
+    CU_ASSERT_TRUE(sp_analysis_stream_rows(&r, st, img, is, 1, &e));
+    sp_analysis_stream_begin(&r, k2, st);
+    CU_ASSERT_TRUE(sp_analysis_stream_rows(&r, st, p, is, 0, &e));
+    CU_ASSERT_TRUE(sp_analysis_stream_rows(&r, st, p, is, 1, &e));
+    CU_ASSERT_TRUE(same_tiles(&r, &one));
+    free(st);
+    free(img);
+    sp_analysis_result_free(&r);
+    sp_analysis_result_free(&one);
+    free(buf);
+}
+
 static void test_otsu(void) {
     uint64_t h[256] = {0};
     h[50] = 100;
@@ -677,6 +1166,10 @@ int main(void) {
     CU_ADD_TEST(s, test_checkerboard);
     CU_ADD_TEST(s, test_stride);
     CU_ADD_TEST(s, test_kernels);
+    CU_ADD_TEST(s, test_features_stream);
+    CU_ADD_TEST(s, test_analysis_stream);
+    CU_ADD_TEST(s, test_analysis_stream_bands);
+    CU_ADD_TEST(s, test_stream_misuse);
     CU_ADD_TEST(s, test_otsu);
     CU_ADD_TEST(s, test_macenko_synthetic);
     CU_ADD_TEST(s, test_bad_parameters);
