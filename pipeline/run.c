@@ -157,7 +157,7 @@ typedef struct {
     sp_pyramid *pyr;         /* or NULL */
     sp_analysis_result *ar;  /* features in the band loop, or NULL */
     size_t *row_first;       /* ar->rows + 1: first tile of each row */
-    uint8_t *rowbuf;         /* one analysis row of the widest stripe */
+    uint8_t *streams;        /* a feature stream per tile of a row */
     uint8_t *need;           /* native tiles to decode, or NULL: all */
     int64_t ntw, nth, ncols; /* native tile size, tiles per row */
     sp_col_span *spans;      /* the columns each stripe reads */
@@ -182,22 +182,31 @@ static void row_tiles(const band_ctx *c, int64_t r, int64_t c0, int64_t c1,
     *k1 = e;
 }
 
-/* Features of the current stripe's tiles of analysis row `c->arow`, whose
- * level-0 rows start at `base` (column `bx0`, rows `stride` bytes
- * apart). */
-static bool features_row(band_ctx *c, const uint8_t *base, int64_t bx0,
-                         int64_t stride, sp_error *err) {
+/* Rows [a, b) of analysis row `c->arow` (the level-0 rows of the band
+ * start at `base`, column `bx0`, `stride` bytes apart): each tile of the
+ * row in the current stripe's core takes them into its stream; the
+ * features are stored when its last row is in. */
+static bool features_rows(band_ctx *c, const uint8_t *base, int64_t bx0,
+                          int64_t stride, int64_t y0, int64_t a, int64_t b,
+                          sp_error *err) {
     sp_analysis_result *ar = c->ar;
     const sp_col_span *core = &c->cores[c->stripe];
+    const int64_t rs = c->arow * ar->tile_size;
     size_t k0, k1;
     row_tiles(c, c->arow, core->x0, core->x1, &k0, &k1);
+    const size_t sz = sp_analysis_stream_size();
     int failed = 0;
     sp_error first = {0};
 #pragma omp parallel for num_threads(c->threads) schedule(dynamic, 1)
     for (size_t k = k0; k < k1; k++) {
         sp_error e = {0};
-        const uint8_t *p = base + (ar->coords[2 * k] - bx0) * 3;
-        if (!sp_analysis_tile(ar, k, p, (size_t)stride, &e)) {
+        void *st = c->streams + (k - k0) * sz;
+        if (a == rs)
+            sp_analysis_stream_begin(ar, k, st);
+        const uint8_t *p =
+            base + (a - y0) * stride + (ar->coords[2 * k] - bx0) * 3;
+        if (!sp_analysis_stream_rows(ar, st, p, (size_t)stride, (int)(b - a),
+                                     &e)) {
 #pragma omp critical(sp_run_err)
             if (!failed) {
                 failed = 1;
@@ -210,7 +219,6 @@ static bool features_row(band_ctx *c, const uint8_t *base, int64_t bx0,
             *err = first;
         return false;
     }
-    c->arow++;
     return true;
 }
 
@@ -264,33 +272,17 @@ static bool on_band(void *user, int stripe, const uint8_t *rgb, int64_t stride,
                                   y0, rows, err))
             return false;
     }
-    if (c->ar) {
-        const int64_t T = c->ar->tile_size, bw = span->x1 - span->x0;
+    if (c->ar) { /* analysis rows stream through the bands */
+        const int64_t T = c->ar->tile_size;
         int64_t pos = y0, end = y0 + rows;
         while (pos < end && c->arow < c->ar->rows) {
             int64_t rs = c->arow * T, re = rs + T < c->H ? rs + T : c->H;
-            if (rs >= pos && re <= end) { /* whole row inside this band */
-                if (!features_row(c, rgb + (rs - y0) * stride, span->x0, stride,
-                                  err))
-                    return false;
-                pos = re;
-                continue;
-            }
             int64_t a = pos > rs ? pos : rs, b = end < re ? end : re;
-            /* keep rows [a, b) of the tiles chosen in this analysis row */
-            const sp_analysis_result *ar = c->ar;
-            size_t k0, k1;
-            row_tiles(c, c->arow, core->x0, core->x1, &k0, &k1);
-            for (size_t k = k0; k < k1; k++) {
-                size_t x3 = (size_t)(ar->coords[2 * k] - span->x0) * 3;
-                size_t w3 = (size_t)ar->size[2 * k] * 3;
-                for (int64_t r = a; r < b; r++)
-                    memcpy(c->rowbuf + (r - rs) * bw * 3 + x3,
-                           rgb + (r - y0) * stride + x3, w3);
-            }
-            pos = b;
-            if (b == re && !features_row(c, c->rowbuf, span->x0, bw * 3, err))
+            if (!features_rows(c, rgb, span->x0, stride, y0, a, b, err))
                 return false;
+            pos = b;
+            if (b == re)
+                c->arow++;
         }
     }
     if (c->th.sum)
@@ -682,12 +674,8 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
         goto out;
     }
     if (feat_in_bands) {
-        int64_t widest = 0;
-        for (int i = 0; i < bc.nstripes; i++)
-            if (bc.spans[i].x1 - bc.spans[i].x0 > widest)
-                widest = bc.spans[i].x1 - bc.spans[i].x0;
-        bc.rowbuf = malloc((size_t)(widest * 3 * ar.tile_size));
-        if (!bc.rowbuf) {
+        bc.streams = malloc((size_t)ar.cols * sp_analysis_stream_size());
+        if (!bc.streams) {
             sp_error_set(err, SP_ERR_NOMEM, slide_path, "out of memory");
             goto out;
         }
@@ -751,7 +739,7 @@ out:
         if (have_pyramid)
             remove_pyramid(&tstats);
     }
-    free(bc.rowbuf);
+    free(bc.streams);
     free(bc.row_first);
     free(bc.spans);
     free(bc.cores);

@@ -28,13 +28,6 @@ typedef struct {
     sp_error err;
 } band_thread;
 
-/* Fill a w x h rectangle with `bgrow`, a row of at least w pixels. */
-static void fill_rect(uint8_t *p, int64_t stride, int64_t w, int64_t h,
-                      const uint8_t *bgrow) {
-    for (int64_t y = 0; y < h; y++)
-        memcpy(p + y * stride, bgrow, (size_t)(w * 3));
-}
-
 bool sp_band_loop(sp_slide *s, int threads, const uint8_t bg[3],
                   int64_t band_rows, const sp_col_span *stripes, int nstripes,
                   const sp_band_hooks *hooks, sp_error *err) {
@@ -69,10 +62,7 @@ bool sp_band_loop(sp_slide *s, int threads, const uint8_t bg[3],
     bool ok = false;
     uint8_t *own = NULL; /* our band buffer, made when first needed */
     band_thread *bt = calloc((size_t)P, sizeof *bt);
-    uint8_t *bgrow = want ? malloc((size_t)(ntw * 3)) : NULL;
-    for (int64_t x = 0; bgrow && x < ntw; x++)
-        memcpy(bgrow + 3 * x, bg, 3);
-    if (!bt || (want && !bgrow)) {
+    if (!bt) {
         sp_error_set(err, SP_ERR_NOMEM, sp_slide_path(s), "out of memory");
         goto out;
     }
@@ -119,10 +109,8 @@ bool sp_band_loop(sp_slide *s, int threads, const uint8_t bg[3],
                     if (h <= 0)
                         continue;
                     uint8_t *dst = band + y * bs + (x - sx0) * 3;
-                    if (want && !want(user, x, y0 + y, w, h)) {
-                        fill_rect(dst, bs, w, h, bgrow);
-                        continue;
-                    }
+                    if (want && !want(user, x, y0 + y, w, h))
+                        continue; /* nobody reads it: left as it is */
                     if (!sp_reader_read_stride(me->reader, 0, x, y0 + y, w, h,
                                                dst, (size_t)bs, &me->err))
                         atomic_store(&failed, true);
@@ -148,7 +136,6 @@ out:
         for (int t = 0; t < P; t++)
             sp_reader_free(bt[t].reader);
     free(bt);
-    free(bgrow);
     free(own);
     return ok;
 }

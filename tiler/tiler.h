@@ -217,8 +217,9 @@ typedef uint8_t *(*sp_band_dest_fn)(void *user, int stripe, int64_t y0,
                                     int64_t *stride);
 
 /* Optional: whether the level-0 rectangle (x, y, w, h), one native tile,
- * is needed at all; a tile not needed is not decoded and comes back as the
- * background colour. Called from the reading threads at once. */
+ * is needed at all; a tile not needed is not decoded and its pixels in the
+ * band are left as they are (undefined: the caller must not read them).
+ * Called from the reading threads at once. */
 typedef bool (*sp_band_want_fn)(void *user, int64_t x, int64_t y, int64_t w,
                                 int64_t h);
 
