@@ -185,6 +185,10 @@ typedef struct {
     int otsu;          /* Otsu threshold of the thumbnail's saturation */
     int threshold;     /* the threshold applied (saturation > threshold) */
     double mask_um2_per_px; /* area of a mask px in um^2, 0 if no mpp */
+    /* The level's own pixels the mask was made from (width*height*3 RGB)
+     * when it was read whole (factor 1, at most 4096 px a side), so a
+     * caller can reuse them; else NULL. */
+    uint8_t *rgb;
 } sp_mask;
 
 /* Compute the tissue mask of `s` (FEATURES.md, "Tissue mask"), reading with

@@ -23,7 +23,9 @@ void sp_mask_free(sp_mask *m) {
     if (!m)
         return;
     free(m->data);
+    free(m->rgb);
     m->data = NULL;
+    m->rgb = NULL;
 }
 
 int sp_otsu_u8(const uint64_t hist[256]) {
@@ -279,6 +281,10 @@ bool sp_mask_compute(sp_slide *s, const sp_mask_params *p, int threads,
     out->factor = f;
     out->data = m;
     m = NULL;
+    if (f == 1 && mw <= 4096 && mh <= 4096) { /* the level itself */
+        out->rgb = thumb;
+        thumb = NULL;
+    }
     ok = true;
 out:
     free(stack);

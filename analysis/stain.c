@@ -4,6 +4,7 @@
 #include "analysis_private.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,13 +141,58 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 /* numpy.percentile(..., method="linear") of sorted values. */
-static double percentile_sorted(const double *s, size_t n, double q) {
+/* Reorder a[0..n) so that a[k] is the value a sorted array would hold
+ * there, with nothing larger before it and nothing smaller after it
+ * (quickselect, median-of-three pivots; falls back to sorting the range
+ * left after 64 rounds, so it is never quadratic). */
+static void select_kth(double *a, size_t n, size_t k) {
+    ptrdiff_t lo = 0, hi = (ptrdiff_t)n - 1, kk = (ptrdiff_t)k;
+    for (int round = 0; lo < hi; round++) {
+        if (round == 64) {
+            qsort(a + lo, (size_t)(hi - lo + 1), sizeof *a, cmp_double);
+            return;
+        }
+        ptrdiff_t mid = lo + (hi - lo) / 2;
+        double x = a[lo], y = a[mid], z = a[hi];
+        double pivot = x < y ? (y < z ? y : (x < z ? z : x))
+                             : (x < z ? x : (y < z ? z : y));
+        ptrdiff_t i = lo, j = hi;
+        while (i <= j) { /* Hoare: the pivot's value stops both scans */
+            while (a[i] < pivot)
+                i++;
+            while (a[j] > pivot)
+                j--;
+            if (i <= j) {
+                double t = a[i];
+                a[i++] = a[j];
+                a[j--] = t;
+            }
+        }
+        /* a[lo..j] <= pivot, a[i..hi] >= pivot, a[j+1..i-1] == pivot */
+        if (kk <= j)
+            hi = j;
+        else if (kk >= i)
+            lo = i;
+        else
+            return;
+    }
+}
+
+/* The q-th percentile (linear interpolation, as numpy's default) of
+ * a[0..n), n >= 1; reorders a. Equals indexing the sorted array. */
+static double percentile_select(double *a, size_t n, double q) {
     double pos = q / 100.0 * (double)(n - 1);
     size_t lo = (size_t)floor(pos);
-    if (lo >= n - 1)
-        return s[n - 1];
+    if (lo >= n - 1) {
+        select_kth(a, n, n - 1);
+        return a[n - 1];
+    }
+    select_kth(a, n, lo);
+    double v0 = a[lo], v1 = a[lo + 1];
+    for (size_t i = lo + 2; i < n; i++) /* the next order statistic */
+        v1 = a[i] < v1 ? a[i] : v1;
     double t = pos - (double)lo;
-    return s[lo] + (s[lo + 1] - s[lo]) * t;
+    return v0 + (v1 - v0) * t;
 }
 
 bool sp_stain_macenko(const uint8_t *rgb, size_t n, const sp_macenko_params *p,
@@ -229,9 +275,8 @@ bool sp_stain_macenko(const uint8_t *rgb, size_t n, const sp_macenko_params *p,
         double y = o[0] * e2[0] + o[1] * e2[1] + o[2] * e2[2];
         phi[i] = atan2(y, x);
     }
-    qsort(phi, m, sizeof *phi, cmp_double);
-    double lo = percentile_sorted(phi, m, p->alpha);
-    double hi = percentile_sorted(phi, m, 100.0 - p->alpha);
+    double lo = percentile_select(phi, m, p->alpha);
+    double hi = percentile_select(phi, m, 100.0 - p->alpha);
     double vmin[3], vmax[3];
     for (int k = 0; k < 3; k++) {
         vmin[k] = e1[k] * cos(lo) + e2[k] * sin(lo);

@@ -110,9 +110,10 @@ static bool thumb_finish(thumb *t) {
 /* Without a pass over level 0: the thumbnail from the native level that is
  * nearest below THUMB_MAX on its longest side, box-averaged by a whole
  * factor. Skipped (no /thumbnail) when that level would exceed
- * THUMB_READ_MAX pixels, e.g. a huge single-level slide. */
-static bool thumb_from_level(sp_slide *s, thumb *t, int threads,
-                             sp_error *err) {
+ * THUMB_READ_MAX pixels, e.g. a huge single-level slide. The tissue
+ * mask's pixels stand in for the read when they are that level, whole. */
+static bool thumb_from_level(sp_slide *s, const sp_mask *m, thumb *t,
+                             int threads, sp_error *err) {
     const sp_level *l0 = sp_slide_level(s, 0);
     double want =
         (double)(l0->width > l0->height ? l0->width : l0->height) / THUMB_MAX;
@@ -120,21 +121,31 @@ static bool thumb_from_level(sp_slide *s, thumb *t, int threads,
     const sp_level *l = sp_slide_level(s, L);
     if ((double)l->width * (double)l->height > THUMB_READ_MAX)
         return true;
-    uint8_t *px = malloc((size_t)(l->width * l->height * 3));
-    sp_reader *r = px ? sp_reader_create(s, 0, NULL, err) : NULL;
+    /* the mask read the level row by row from level-0 offsets: the same
+     * pixels when the downsample is whole */
+    const bool reuse = m && m->rgb && m->level == L && m->factor == 1 &&
+                       m->width == l->width && m->height == l->height &&
+                       l->downsample == floor(l->downsample);
+    uint8_t *px = NULL;
+    sp_reader *r = NULL;
     bool ok = false;
-    if (!px || !r) {
-        sp_error_set(err, SP_ERR_NOMEM, sp_slide_path(s), "out of memory");
-        goto out;
+    if (!reuse) {
+        px = malloc((size_t)(l->width * l->height * 3));
+        r = px ? sp_reader_create(s, 0, NULL, err) : NULL;
+        if (!px || !r) {
+            sp_error_set(err, SP_ERR_NOMEM, sp_slide_path(s), "out of memory");
+            goto out;
+        }
+        if (!sp_reader_read(r, L, 0, 0, l->width, l->height, px, err))
+            goto out;
     }
-    if (!sp_reader_read(r, L, 0, 0, l->width, l->height, px, err))
-        goto out;
     if (!thumb_init(t, l->width, l->height)) {
         sp_error_set(err, SP_ERR_NOMEM, sp_slide_path(s), "out of memory");
         goto out;
     }
     /* thumb_init picks the whole factor from the level's own size */
-    thumb_add(t, px, l->width * 3, 0, l->width, 0, l->height, threads);
+    thumb_add(t, reuse ? m->rgb : px, l->width * 3, 0, l->width, 0, l->height,
+              threads);
     if (!thumb_finish(t)) {
         sp_error_set(err, SP_ERR_NOMEM, sp_slide_path(s), "out of memory");
         goto out;
@@ -570,9 +581,14 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
     memset(&bg_mask, 0, sizeof bg_mask);
     bool have_pyramid = false, ok = false;
 
+#define TT(x)                                                                  \
+    if (getenv("SPT"))                                                         \
+    fprintf(stderr, "%-10s %.3f\n", x, sp_now() - t0)
+    TT("start");
     res->stage = "open";
     if (!sp_slide_open(slide_path, true, &s, err))
         goto out;
+    TT("opened");
     res->stage = "mask";
     if (sp_slide_quickhash(s))
         snprintf(res->quickhash, sizeof res->quickhash, "%s",
@@ -589,6 +605,7 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
             goto out;
         mask = &ar.mask;
     }
+    TT("prepared");
     if (o->progress && mask)
         o->progress(o->progress_user, "mask", 1, 1);
     /* Features on level-0 pixels ride along with the band loop (with no
@@ -703,12 +720,14 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
         if (!sp_analysis_read_tiles(s, &ap, &ar, err))
             goto out;
     }
+    TT("bands");
     if (want_feat && !bc.th.complete &&
-        !thumb_from_level(s, &bc.th, threads, err))
+        !thumb_from_level(s, mask, &bc.th, threads, err))
         goto out;
     if (want_feat && !sp_analysis_finish(s, &ap, &ar, err))
         goto out;
 
+    TT("finished");
     /* 4. outputs: the pyramid, then the HDF5 file */
     res->stage = "write";
     if (pyr) {
@@ -731,6 +750,7 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
     }
     if (o->mask_png && mask && !sp_mask_write_png(mask, o->mask_png, err))
         goto out;
+    TT("written");
     ok = true;
     res->stage = "done";
 out:
