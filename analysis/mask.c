@@ -72,11 +72,14 @@ static bool read_thumbnail(sp_slide *s, int level, int f, int mw, int mh,
     const int64_t lw = l->width, lh = l->height;
     int failed = 0;
     sp_error first = {0};
+    /* reads of about 64 level rows (a call has a fixed cost in OpenSlide) */
+    const int G = f >= 64 ? 1 : 64 / f;
+    const int nitems = (mh + G - 1) / G;
 #pragma omp parallel num_threads(threads)
     {
         sp_error e = {0};
         sp_reader *r = sp_reader_create(s, 0, NULL, &e);
-        uint8_t *buf = malloc((size_t)lw * 3 * f);
+        uint8_t *buf = malloc((size_t)lw * 3 * f * G);
         uint32_t *sum = malloc((size_t)mw * 4 * sizeof *sum);
         if (!r || !buf || !sum) {
             if (!sp_error_is_set(&e))
@@ -86,36 +89,43 @@ static bool read_thumbnail(sp_slide *s, int level, int f, int mw, int mh,
             failed = 1;
         }
 #pragma omp for schedule(dynamic)
-        for (int my = 0; my < mh; my++) {
+        for (int it = 0; it < nitems; it++) {
             int stop;
 #pragma omp atomic read
             stop = failed;
             if (stop)
                 continue;
-            int64_t y0 = (int64_t)my * f;
-            int64_t nrows = y0 + f < lh ? f : lh - y0;
+            /* mask rows [my0, my1): one read of their level rows */
+            int my0 = it * G, my1 = my0 + G < mh ? my0 + G : mh;
+            int64_t y0 = (int64_t)my0 * f;
+            int64_t y1 = (int64_t)my1 * f < lh ? (int64_t)my1 * f : lh;
             int64_t y0_l0 = llround((double)y0 * l->downsample);
-            if (!sp_reader_read(r, level, 0, y0_l0, lw, nrows, buf, &e)) {
+            if (!sp_reader_read(r, level, 0, y0_l0, lw, y1 - y0, buf, &e)) {
 #pragma omp atomic write
                 failed = 1;
                 continue;
             }
-            memset(sum, 0, (size_t)mw * 4 * sizeof *sum);
-            for (int64_t y = 0; y < nrows; y++) {
-                const uint8_t *row = buf + (size_t)y * lw * 3;
-                for (int64_t x = 0; x < lw; x++) {
-                    uint32_t *acc = sum + 4 * (x / f);
-                    acc[0] += row[3 * x];
-                    acc[1] += row[3 * x + 1];
-                    acc[2] += row[3 * x + 2];
-                    acc[3]++;
+            for (int my = my0; my < my1; my++) {
+                int64_t r0 = (int64_t)my * f - y0;
+                int64_t nrows = y0 + r0 + f < lh ? f : lh - y0 - r0;
+                memset(sum, 0, (size_t)mw * 4 * sizeof *sum);
+                for (int64_t y = 0; y < nrows; y++) {
+                    const uint8_t *row = buf + (size_t)(r0 + y) * lw * 3;
+                    for (int64_t x = 0; x < lw; x++) {
+                        uint32_t *acc = sum + 4 * (x / f);
+                        acc[0] += row[3 * x];
+                        acc[1] += row[3 * x + 1];
+                        acc[2] += row[3 * x + 2];
+                        acc[3]++;
+                    }
                 }
-            }
-            uint8_t *out = thumb + (size_t)my * mw * 3;
-            for (int mx = 0; mx < mw; mx++) {
-                uint32_t n = sum[4 * mx + 3];
-                for (int c = 0; c < 3; c++)
-                    out[3 * mx + c] = (uint8_t)((sum[4 * mx + c] + n / 2) / n);
+                uint8_t *out = thumb + (size_t)my * mw * 3;
+                for (int mx = 0; mx < mw; mx++) {
+                    uint32_t n = sum[4 * mx + 3];
+                    for (int c = 0; c < 3; c++)
+                        out[3 * mx + c] =
+                            (uint8_t)((sum[4 * mx + c] + n / 2) / n);
+                }
             }
         }
         if (sp_error_is_set(&e)) {

@@ -78,12 +78,12 @@ static bool validate(const char *path, const sp_store_meta *m, sp_error *err) {
 }
 
 /* Dataset creation property list: chunked, shuffle + deflate. */
-static hid_t chunked_dcpl(int rank, const hsize_t *chunk) {
+static hid_t chunked_dcpl(int rank, const hsize_t *chunk, int level) {
     hid_t p = H5Pcreate(H5P_DATASET_CREATE);
     if (p < 0)
         return p;
     if (H5Pset_chunk(p, rank, chunk) < 0 || H5Pset_shuffle(p) < 0 ||
-        H5Pset_deflate(p, SPS_DEFLATE_LEVEL) < 0) {
+        H5Pset_deflate(p, (unsigned)level) < 0) {
         H5Pclose(p);
         return H5I_INVALID_HID;
     }
@@ -109,7 +109,7 @@ static hid_t create_extendible(hid_t file, const char *name, hid_t type,
     hsize_t chunk[2] = {chunk_rows, chunk_cols};
     hid_t d = H5I_INVALID_HID;
     hid_t s = H5Screate_simple(2, dims, maxd);
-    hid_t p = chunked_dcpl(2, chunk);
+    hid_t p = chunked_dcpl(2, chunk, SPS_DEFLATE_LEVEL);
     hid_t a = nocache_dapl();
     if (s >= 0 && p >= 0 && a >= 0)
         d = H5Dcreate2(file, name, type, s, H5P_DEFAULT, p, a);
@@ -411,7 +411,7 @@ bool sp_store_put_image(sp_store_writer *w, const char *name,
         crow = dims[0];
     hsize_t chunk[3] = {crow, dims[1], dims[2]};
     s = H5Screate_simple(rank, dims, NULL);
-    p = chunked_dcpl(rank, chunk);
+    p = chunked_dcpl(rank, chunk, SPS_IMAGE_DEFLATE_LEVEL);
     if (s < 0 || p < 0)
         goto h5fail;
     d = H5Dcreate2(w->file, name, H5T_STD_U8LE, s, H5P_DEFAULT, p, H5P_DEFAULT);
