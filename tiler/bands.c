@@ -79,7 +79,7 @@ bool sp_band_loop(sp_slide *s, int threads, const uint8_t bg[3],
             uint8_t *band =
                 hooks->dest ? hooks->dest(user, si, y0, rows, sw, &bs) : NULL;
             if (!band) {
-                if (!own && !(own = malloc((size_t)(maxw * 3 * B)))) {
+                if (!own && !(own = sp_big_alloc((size_t)(maxw * 3 * B)))) {
                     sp_error_set(err, SP_ERR_NOMEM, sp_slide_path(s),
                                  "out of memory");
                     goto out;

@@ -336,19 +336,20 @@ sp_pyramid *sp_pyramid_create(const sp_pyramid_params *prm, sp_error *err) {
         p->lv[0].buf_w += prm->input_extra;
     for (int d = 0; d < p->nlevels; d++) {
         sp_plevel *L = &p->lv[d];
-        L->buf = malloc((size_t)(L->cap * L->buf_w * 3));
+        L->buf = sp_big_alloc((size_t)(L->cap * L->buf_w * 3));
         L->pending = malloc((size_t)(L->buf_w * 3));
         if (!L->buf || !L->pending)
             goto oom;
         if (d + 1 < p->nlevels) {
-            L->down = malloc((size_t)(L->down_cap * p->lv[d + 1].buf_w * 3));
+            L->down =
+                sp_big_alloc((size_t)(L->down_cap * p->lv[d + 1].buf_w * 3));
             if (!L->down)
                 goto oom;
         }
     }
     if (p->nstripes > 1) {
         const sp_plevel *K = &p->lv[p->k];
-        p->tail = malloc((size_t)(K->w * K->h * 3));
+        p->tail = sp_big_alloc((size_t)(K->w * K->h * 3));
         if (!p->tail)
             goto oom;
     }

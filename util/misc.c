@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -69,4 +70,17 @@ bool sp_parse_int64(const char *s, int64_t *out) {
         return false;
     *out = (int64_t)v;
     return true;
+}
+
+void *sp_big_alloc(size_t n) {
+    const size_t huge = (size_t)2 << 20;
+    if (n < 2 * huge)
+        return malloc(n ? n : 1);
+    size_t r = (n + huge - 1) / huge * huge;
+    void *p = aligned_alloc(huge, r);
+#ifdef MADV_HUGEPAGE
+    if (p)
+        madvise(p, r, MADV_HUGEPAGE); /* a hint: failure is harmless */
+#endif
+    return p;
 }

@@ -124,6 +124,10 @@ const char *sp_basename(const char *path);
 
 /* Monotonic seconds. */
 double sp_now(void);
+/* malloc for large buffers walked with a large stride (bands, pyramid
+ * levels): 2 MB aligned and marked for transparent huge pages, so the
+ * TLB covers them; freed with free(). */
+void *sp_big_alloc(size_t n);
 /* Seconds since the Unix epoch (wall clock). */
 double sp_wall_clock(void);
 /* `t` (Unix seconds) as ISO 8601 UTC, "2026-11-23T01:02:03Z". */
