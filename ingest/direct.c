@@ -221,9 +221,18 @@ static bool read_tile_data(sp_direct_reader *r, const sp_direct *d, size_t t,
     return true;
 }
 
-/* Decode tile `t` into `rows` (tile_h row pointers of tile_w*3 bytes). */
+/* Decode rows [r0, r1) and at least columns [c0, c1) of tile `t` into
+ * `rows` (tile_h row pointers; row k gets tile row k, its column x at
+ * byte 3 * (x - *xoff)). The whole tile when the box is the tile; else
+ * libjpeg-turbo crops (jpeg_crop_scanline, widened by two iMCUs each side:
+ * fancy upsampling reads the next chroma sample, and with that margin the
+ * pixels equal a full decode's, as the ingest tests check against
+ * OpenSlide), skips the rows above (jpeg_skip_scanlines) and stops after
+ * r1. */
 static bool decode_tile(sp_direct_reader *r, const sp_direct *d, size_t t,
-                        JSAMPROW *rows, const char *path, sp_error *err) {
+                        int64_t c0, int64_t c1, int64_t r0, int64_t r1,
+                        JSAMPROW *rows, int64_t *xoff, const char *path,
+                        sp_error *err) {
     if (!read_tile_data(r, d, t, path, err))
         return false;
     struct jpeg_decompress_struct *c = &r->cinfo;
@@ -253,10 +262,24 @@ static bool decode_tile(sp_direct_reader *r, const sp_direct *d, size_t t,
                             t, c->output_width, c->output_height,
                             (long long)d->tile_w, (long long)d->tile_h);
     }
-    while (c->output_scanline < c->output_height)
+    *xoff = 0;
+    const int64_t m = 2 * (int64_t)c->max_h_samp_factor * DCTSIZE;
+    int64_t a = c0 - m < 0 ? 0 : c0 - m;
+    int64_t b = c1 + m > d->tile_w ? d->tile_w : c1 + m;
+    if (a > 0 || b < d->tile_w) {
+        JDIMENSION xo = (JDIMENSION)a, w = (JDIMENSION)(b - a);
+        jpeg_crop_scanline(c, &xo, &w);
+        *xoff = (int64_t)xo;
+    }
+    if (r0 > 0)
+        jpeg_skip_scanlines(c, (JDIMENSION)r0);
+    while ((int64_t)c->output_scanline < r1)
         jpeg_read_scanlines(c, rows + c->output_scanline,
-                            c->output_height - c->output_scanline);
-    jpeg_finish_decompress(c);
+                            (JDIMENSION)(r1 - c->output_scanline));
+    if (r1 == d->tile_h)
+        jpeg_finish_decompress(c);
+    else
+        jpeg_abort_decompress(c); /* the rest is not needed */
     return true;
 }
 
@@ -300,20 +323,25 @@ bool sp__direct_read(sp_direct_reader *r, const sp_direct *d, int64_t x,
             }
             bool whole =
                 cx0 == x0 && cy0 == y0 && cx1 == x0 + tw && cy1 == y0 + th;
+            int64_t xoff;
             if (whole) { /* decode straight into the output */
                 for (int64_t k = 0; k < th; k++)
                     r->rows[k] = rgb + (y0 - y + k) * stride + (x0 - x) * 3;
-                if (!decode_tile(r, d, t, r->rows, path, err))
+                if (!decode_tile(r, d, t, 0, tw, 0, th, r->rows, &xoff, path,
+                                 err))
                     return false;
                 continue;
             }
+            /* part of the tile: decode only that box (cropped, rows
+             * skipped and cut short) into scratch, then copy */
             for (int64_t k = 0; k < th; k++)
                 r->rows[k] = r->tile + k * tw * 3;
-            if (!decode_tile(r, d, t, r->rows, path, err))
+            if (!decode_tile(r, d, t, cx0 - x0, cx1 - x0, cy0 - y0, cy1 - y0,
+                             r->rows, &xoff, path, err))
                 return false;
             for (int64_t yy = cy0; yy < cy1; yy++)
                 memcpy(rgb + (yy - y) * stride + (cx0 - x) * 3,
-                       r->tile + ((yy - y0) * tw + (cx0 - x0)) * 3,
+                       r->tile + ((yy - y0) * tw + (cx0 - x0 - xoff)) * 3,
                        (size_t)(cx1 - cx0) * 3);
         }
     }

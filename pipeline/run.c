@@ -160,6 +160,12 @@ out:
 
 /* ---- the band callback ------------------------------------------------ */
 
+/* The part of a native tile that analysis needs, tile-relative; empty
+ * (x0 >= x1) when none. */
+typedef struct {
+    int32_t x0, y0, x1, y1;
+} need_box;
+
 typedef struct {
     const sp_run_opts *o;
     sp_slide *slide;
@@ -169,7 +175,8 @@ typedef struct {
     sp_analysis_result *ar;  /* features in the band loop, or NULL */
     size_t *row_first;       /* ar->rows + 1: first tile of each row */
     uint8_t *streams;        /* a feature stream per tile of a row */
-    uint8_t *need;           /* native tiles to decode, or NULL: all */
+    need_box *need;          /* per native tile: the part to decode
+                                (empty: none), or NULL: all */
     int64_t ntw, nth, ncols; /* native tile size, tiles per row */
     sp_col_span *spans;      /* the columns each stripe reads */
     sp_col_span *cores;      /* the columns each stripe owns */
@@ -242,26 +249,51 @@ static bool needed_tiles(sp_slide *s, const sp_analysis_result *ar,
     c->nth = l0->tile_height > 0 ? l0->tile_height : 256;
     c->ncols = (l0->width + c->ntw - 1) / c->ntw;
     int64_t nrows = (l0->height + c->nth - 1) / c->nth;
-    c->need = calloc((size_t)(c->ncols * nrows), 1);
+    c->need = malloc((size_t)(c->ncols * nrows) * sizeof *c->need);
     if (!c->need)
         return false;
+    for (int64_t i = 0; i < c->ncols * nrows; i++)
+        c->need[i] = (need_box){INT32_MAX, INT32_MAX, 0, 0};
     for (size_t k = 0; k < ar->n; k++) {
         int64_t x0 = ar->coords[2 * k], y0 = ar->coords[2 * k + 1];
         int64_t x1 = x0 + ar->size[2 * k], y1 = y0 + ar->size[2 * k + 1];
         for (int64_t ty = y0 / c->nth; ty * c->nth < y1 && ty < nrows; ty++)
             for (int64_t tx = x0 / c->ntw; tx * c->ntw < x1 && tx < c->ncols;
-                 tx++)
-                c->need[ty * c->ncols + tx] = 1;
+                 tx++) {
+                need_box *b = &c->need[ty * c->ncols + tx];
+                int64_t bx = tx * c->ntw, by = ty * c->nth;
+                int32_t a0 = (int32_t)(x0 > bx ? x0 - bx : 0);
+                int32_t a1 = (int32_t)(x1 - bx < c->ntw ? x1 - bx : c->ntw);
+                int32_t b0 = (int32_t)(y0 > by ? y0 - by : 0);
+                int32_t b1 = (int32_t)(y1 - by < c->nth ? y1 - by : c->nth);
+                b->x0 = a0 < b->x0 ? a0 : b->x0;
+                b->x1 = a1 > b->x1 ? a1 : b->x1;
+                b->y0 = b0 < b->y0 ? b0 : b->y0;
+                b->y1 = b1 > b->y1 ? b1 : b->y1;
+            }
     }
     return true;
 }
 
-static bool want_native(void *user, int64_t x, int64_t y, int64_t w,
-                        int64_t h) {
+/* The band loop asks per native tile (or its part in the stripe): narrow
+ * the box to what the chosen analysis tiles cover. */
+static bool want_native(void *user, int64_t *x, int64_t *y, int64_t *w,
+                        int64_t *h) {
     const band_ctx *c = user;
-    (void)w;
-    (void)h;
-    return c->need[(y / c->nth) * c->ncols + x / c->ntw] != 0;
+    int64_t tx = *x / c->ntw, ty = *y / c->nth;
+    const need_box *b = &c->need[ty * c->ncols + tx];
+    int64_t bx = tx * c->ntw, by = ty * c->nth;
+    int64_t x0 = bx + b->x0 > *x ? bx + b->x0 : *x;
+    int64_t x1 = bx + b->x1 < *x + *w ? bx + b->x1 : *x + *w;
+    int64_t y0 = by + b->y0 > *y ? by + b->y0 : *y;
+    int64_t y1 = by + b->y1 < *y + *h ? by + b->y1 : *y + *h;
+    if (x0 >= x1 || y0 >= y1)
+        return false;
+    *x = x0;
+    *y = y0;
+    *w = x1 - x0;
+    *h = y1 - y0;
+    return true;
 }
 
 static bool on_band(void *user, int stripe, const uint8_t *rgb, int64_t stride,

@@ -108,11 +108,12 @@ bool sp_band_loop(sp_slide *s, int threads, const uint8_t bg[3],
                     int64_t h = rows - y < nth ? rows - y : nth;
                     if (h <= 0)
                         continue;
-                    uint8_t *dst = band + y * bs + (x - sx0) * 3;
-                    if (want && !want(user, x, y0 + y, w, h))
+                    int64_t ry = y0 + y; /* level-0 row */
+                    if (want && !want(user, &x, &ry, &w, &h))
                         continue; /* nobody reads it: left as it is */
-                    if (!sp_reader_read_stride(me->reader, 0, x, y0 + y, w, h,
-                                               dst, (size_t)bs, &me->err))
+                    uint8_t *dst = band + (ry - y0) * bs + (x - sx0) * 3;
+                    if (!sp_reader_read_stride(me->reader, 0, x, ry, w, h, dst,
+                                               (size_t)bs, &me->err))
                         atomic_store(&failed, true);
                 }
             }

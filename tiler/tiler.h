@@ -216,12 +216,14 @@ typedef uint8_t *(*sp_band_dest_fn)(void *user, int stripe, int64_t y0,
                                     int64_t rows, int64_t width,
                                     int64_t *stride);
 
-/* Optional: whether the level-0 rectangle (x, y, w, h), one native tile,
- * is needed at all; a tile not needed is not decoded and its pixels in the
- * band are left as they are (undefined: the caller must not read them).
- * Called from the reading threads at once. */
-typedef bool (*sp_band_want_fn)(void *user, int64_t x, int64_t y, int64_t w,
-                                int64_t h);
+/* Optional: which part of the level-0 rectangle *x, *y, *w, *h (one
+ * native tile, or its part inside the stripe) is needed: false for none,
+ * else true with the rectangle narrowed (or left) to the part to read.
+ * Pixels not read are left as they are in the band (undefined: the caller
+ * must not read them); the direct JPEG path decodes only the part asked
+ * for. Called from the reading threads at once. */
+typedef bool (*sp_band_want_fn)(void *user, int64_t *x, int64_t *y, int64_t *w,
+                                int64_t *h);
 
 /* Read level 0 of `s`, stripe after stripe (`stripes`, `nstripes`; NULL
  * or 0: one stripe of the full width), each top to bottom in bands whose
