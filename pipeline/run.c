@@ -613,14 +613,9 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
     memset(&bg_mask, 0, sizeof bg_mask);
     bool have_pyramid = false, ok = false;
 
-#define TT(x)                                                                  \
-    if (getenv("SPT"))                                                         \
-    fprintf(stderr, "%-10s %.3f\n", x, sp_now() - t0)
-    TT("start");
     res->stage = "open";
     if (!sp_slide_open(slide_path, true, &s, err))
         goto out;
-    TT("opened");
     res->stage = "mask";
     if (sp_slide_quickhash(s))
         snprintf(res->quickhash, sizeof res->quickhash, "%s",
@@ -637,7 +632,6 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
             goto out;
         mask = &ar.mask;
     }
-    TT("prepared");
     if (o->progress && mask)
         o->progress(o->progress_user, "mask", 1, 1);
     /* Features on level-0 pixels ride along with the band loop (with no
@@ -752,14 +746,12 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
         if (!sp_analysis_read_tiles(s, &ap, &ar, err))
             goto out;
     }
-    TT("bands");
     if (want_feat && !bc.th.complete &&
         !thumb_from_level(s, mask, &bc.th, threads, err))
         goto out;
     if (want_feat && !sp_analysis_finish(s, &ap, &ar, err))
         goto out;
 
-    TT("finished");
     /* 4. outputs: the pyramid, then the HDF5 file */
     res->stage = "write";
     if (pyr) {
@@ -782,7 +774,6 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
     }
     if (o->mask_png && mask && !sp_mask_write_png(mask, o->mask_png, err))
         goto out;
-    TT("written");
     ok = true;
     res->stage = "done";
 out:
