@@ -24,7 +24,7 @@ static const char tile_opts_help[] =
     "tiled JPEG\n"
     "                         pyramidal TIFF (BigTIFF when needed) that "
     "OpenSlide reads\n"
-    "  --%s N         pyramid tile edge (dzi 254, tiff 256, a multiple of 16)\n"
+    "  %-22s pyramid tile edge (dzi 254, tiff 256, a multiple of 16)\n"
     "  --overlap N            dzi overlap on interior edges (1)\n"
     "  --format jpeg|png|webp tile format (jpeg; tiff: jpeg only)\n"
     "  --quality N            jpeg/webp quality 1-100 (75)\n"
@@ -48,7 +48,7 @@ static const char tile_opts_help[] =
 
 static const char analysis_opts_help[] =
     "Analysis options (docs/FEATURES.md defines every feature):\n"
-    "  --%s N     analysis tile edge in analysis pixels (256)\n"
+    "  %-22s analysis tile edge in analysis pixels (256)\n"
     "  --mpp X                analyse at X um/px (default: level 0)\n"
     "  --magnification X      or at this objective power\n"
     "  --all-tiles            features of every tile, not only tissue tiles\n"
@@ -101,12 +101,13 @@ static void help(unsigned what, FILE *f) {
                    "(OUT.h5). Features at another resolution\n(--mpp, "
                    "--magnification) are read separately.\n\n");
     if (what & SP_RUN_TILES) {
-        fprintf(f, tile_opts_help, "tile-size");
+        fprintf(f, tile_opts_help, "--tile-size N");
         fputc('\n', f);
     }
     if (what & SP_RUN_FEATURES) {
         fprintf(f, analysis_opts_help,
-                what == SP_RUN_FEATURES ? "tile-size" : "analysis-tile-size");
+                what == SP_RUN_FEATURES ? "--tile-size N"
+                                        : "--analysis-tile-size N");
         fputc('\n', f);
     }
     fputs(common_help, f);
