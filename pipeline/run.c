@@ -716,8 +716,14 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
         sp_error_set(err, SP_ERR_NOMEM, slide_path, "out of memory");
         goto out;
     }
-    if (feat_in_bands) {
-        bc.streams = malloc((size_t)ar.cols * sp_analysis_stream_size());
+    if (feat_in_bands) { /* a stream per tile of one row of a stripe */
+        int64_t most = 0;
+        for (int i = 0; i < bc.nstripes; i++) {
+            int64_t k = (bc.cores[i].x1 - bc.cores[i].x0) / ar.tile_size + 2;
+            most = k > most ? k : most;
+        }
+        most = most < ar.cols ? most : ar.cols;
+        bc.streams = malloc((size_t)most * sp_analysis_stream_size());
         if (!bc.streams) {
             sp_error_set(err, SP_ERR_NOMEM, slide_path, "out of memory");
             goto out;
