@@ -308,13 +308,9 @@ static bool on_band(void *user, int stripe, const uint8_t *rgb, int64_t stride,
         c->arow = 0;
     }
     const sp_col_span *span = &c->spans[stripe], *core = &c->cores[stripe];
-    if (c->pyr) {
-        sp_stripe ps;
-        sp_pyramid_stripe(c->pyr, stripe, &ps);
-        if (!sp_pyramid_push_rows(c->pyr, rgb + (ps.x0 - span->x0) * 3, stride,
-                                  y0, rows, err))
-            return false;
-    }
+    /* spans start at the pyramid's stripe x0 (plan_spans) */
+    if (c->pyr && !sp_pyramid_push_rows(c->pyr, rgb, stride, y0, rows, err))
+        return false;
     if (c->ar) { /* analysis rows stream through the bands */
         const int64_t T = c->ar->tile_size;
         int64_t pos = y0, end = y0 + rows;

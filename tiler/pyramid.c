@@ -182,7 +182,14 @@ static void stripe_window(const sp_pyramid *p, int s, int d, int64_t *a,
     *b = x1;
 }
 
-static void reset_level(sp_plevel *L) {
+/* Give level L the window [x0, x1) and the tile columns [c0, c1), empty. */
+static void set_window(sp_plevel *L, int64_t x0, int64_t x1, int64_t c0,
+                       int64_t c1) {
+    L->x0 = x0;
+    L->ww = x1 - x0;
+    L->rs = L->ww * 3;
+    L->c0 = c0;
+    L->c1 = c1;
     L->y0 = L->n = L->start = L->next_row = L->received = 0;
     L->has_pending = false;
 }
@@ -194,15 +201,17 @@ static void begin_stripe(sp_pyramid *p, int s) {
     p->hi = p->k;
     p->pushed = 0;
     for (int d = 0; d <= p->k; d++) {
-        sp_plevel *L = &p->lv[d];
-        int64_t a, b;
+        int64_t a, b, c0, c1;
         stripe_window(p, s, d, &a, &b);
-        L->x0 = a;
-        L->ww = b - a;
-        L->rs = L->ww * 3;
-        stripe_cols(p, s, d, &L->c0, &L->c1);
-        reset_level(L);
+        stripe_cols(p, s, d, &c0, &c1);
+        set_window(&p->lv[d], a, b, c0, c1);
     }
+}
+
+/* The current stripe complete and another to come: start it. */
+static void next_stripe_if_done(sp_pyramid *p) {
+    if (p->pushed == p->prm.height && p->stripe + 1 < p->nstripes)
+        begin_stripe(p, p->stripe + 1);
 }
 
 int sp_pyramid_stripes(const sp_pyramid *p) { return p->nstripes; }
@@ -294,6 +303,7 @@ sp_pyramid *sp_pyramid_create(const sp_pyramid_params *prm, sp_error *err) {
     int64_t w = prm->width, h = prm->height;
     int n = o->container == SP_CONTAINER_TIFF ? 0 : sp__dzi_level_count(w, h);
     int64_t B = prm->band_rows > 0 ? prm->band_rows : 256;
+    p->push_max = B;
     int64_t in_max = B;
     for (int d = 0;; d++) {
         if (d >= SP_TILER_MAX_LEVELS) {
@@ -538,7 +548,7 @@ static bool feed(sp_pyramid *p, int d, const uint8_t *src, int64_t stride,
         sp__shrink_row(a, b, L->ww, L->down + k * ors);
     }
     if ((avail & 1) && !at_end) {
-        memcpy(L->pending, dst + (n - 1) * rs, (size_t)rs);
+        memcpy(L->pending, dst + (n - 1) * rs, (size_t)L->ww * 3);
         L->has_pending = true;
     } else {
         L->has_pending = false;
@@ -736,11 +746,9 @@ uint8_t *sp_pyramid_input(sp_pyramid *p, int64_t rows, int64_t width,
                           int64_t *stride) {
     if (p->failed)
         return NULL;
-    if (p->pushed == p->prm.height && p->stripe + 1 < p->nstripes)
-        begin_stripe(p, p->stripe + 1);
+    next_stripe_if_done(p);
     sp_plevel *L = &p->lv[0];
-    int64_t push_max = (L->cap - p->T - 2 * p->O - 2) / 2;
-    if (rows <= 0 || rows > push_max || width < L->ww || width > L->buf_w)
+    if (rows <= 0 || rows > p->push_max || width < L->ww || width > L->buf_w)
         return NULL;
     if (L->received == 0 && L->n == 0)
         L->rs = width * 3; /* a stripe's first band sets the layout */
@@ -767,9 +775,8 @@ bool sp_pyramid_push_rows(sp_pyramid *p, const uint8_t *rgb, int64_t stride,
     if (p->failed)
         return sp_error_set(err, SP_ERR_USAGE, p->output,
                             "pyramid already failed");
-    if (p->pushed == p->prm.height && y0 == 0 && rows > 0 &&
-        p->stripe + 1 < p->nstripes)
-        begin_stripe(p, p->stripe + 1);
+    if (y0 == 0 && rows > 0)
+        next_stripe_if_done(p);
     if (y0 != p->pushed || rows < 0 || y0 + rows > p->prm.height ||
         stride < p->lv[0].ww * 3) {
         p->failed = true;
@@ -780,7 +787,7 @@ bool sp_pyramid_push_rows(sp_pyramid *p, const uint8_t *rgb, int64_t stride,
                             (long long)p->pushed, (long long)p->prm.height,
                             p->stripe + 1, p->nstripes);
     }
-    int64_t B = (p->lv[0].cap - p->T - 2 * p->O - 2) / 2;
+    const int64_t B = p->push_max;
     for (int64_t done = 0; done < rows;) {
         int64_t n = rows - done < B ? rows - done : B;
         if (!feed(p, 0, rgb + done * stride, stride, n, err) ||
@@ -802,12 +809,7 @@ static bool build_tail(sp_pyramid *p, sp_error *err) {
     p->lo = p->hi = p->k + 1;
     for (int d = p->k + 1; d < p->nlevels; d++) {
         sp_plevel *L = &p->lv[d];
-        L->x0 = 0;
-        L->ww = L->w;
-        L->rs = L->ww * 3;
-        L->c0 = 0;
-        L->c1 = L->cols;
-        reset_level(L);
+        set_window(L, 0, L->w, 0, L->cols);
         p->hi = d;
     }
     sp_plevel *N = &p->lv[p->k + 1];

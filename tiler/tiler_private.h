@@ -96,8 +96,9 @@ struct sp_pyramid {
     /* stripes: levels 0..k per stripe; with more than one stripe, level
      * k's core columns go to `tail` and levels k+1.. are built from it */
     int k, nstripes, stripe;
-    int lo, hi;    /* levels of the current pass */
-    uint8_t *tail; /* level k, whole: lv[k].w x lv[k].h */
+    int lo, hi;       /* levels of the current pass */
+    int64_t push_max; /* most level-0 rows one push holds (band rows) */
+    uint8_t *tail;    /* level k, whole: lv[k].w x lv[k].h */
     int threads;
     sp_pthread *pt; /* one slot per thread, used only by that thread */
     const sp_codec_ops *codec;
