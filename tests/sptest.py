@@ -31,3 +31,14 @@ def finish():
     """Print the closing line; the exit status for sys.exit."""
     print(f"{_counts['passed']} passed, {_counts['failed']} failed")
     return 1 if _counts["failed"] else 0
+
+
+def files_of(d):
+    """relative path -> bytes of every file under d"""
+    out = {}
+    for root, _, files in os.walk(d):
+        for f in files:
+            p = os.path.join(root, f)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, d)] = fh.read()
+    return out

@@ -30,7 +30,7 @@ import time
 
 import h5py
 import numpy as np
-from sptest import DATA, check, finish
+from sptest import DATA, check, files_of, finish
 
 BIN = os.environ["SLIDEPIPE_BIN"]
 SYNTH = os.environ["SLIDEPIPE_SYNTH"]
@@ -69,17 +69,6 @@ def summary(out):
 
 def by_path(js):
     return {s["path"]: s for s in js["slides"]}
-
-
-def files_of(d):
-    """relative path -> bytes of every file under d"""
-    out = {}
-    for root, _, files in os.walk(d):
-        for f in files:
-            p = os.path.join(root, f)
-            with open(p, "rb") as fh:
-                out[os.path.relpath(p, d)] = fh.read()
-    return out
 
 
 def stats_of(d):

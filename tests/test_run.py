@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 import openslide
 from skimage.color import rgb2hsv
-from sptest import DATA, check, finish
+from sptest import DATA, check, files_of, finish
 
 BIN = os.environ["SLIDEPIPE_BIN"]
 DUMP = os.environ["SLIDEPIPE_ANALYSIS_DUMP"]
@@ -36,16 +36,6 @@ TCGA = os.path.join(DATA, "tcga-cr-7395-01a-01-ts1.svs")
 def run(*args, **kw):
     return subprocess.run([BIN, *args], capture_output=True, text=True,
                           timeout=300, **kw)
-
-
-def tree(d):
-    out = {}
-    for root, _, files in os.walk(d):
-        for f in files:
-            p = os.path.join(root, f)
-            with open(p, "rb") as fh:
-                out[os.path.relpath(p, d)] = fh.read()
-    return out
 
 
 def dump_features(slide, threads=2):
@@ -80,7 +70,7 @@ def test_run_equals_tile_plus_analyze(tmp):
         h = os.path.join(tmp, "analyze-" + name + ".h5")
         check(run("tile", slide, "-o", t, "--quiet").returncode == 0, "tile")
         check(run("analyze", slide, "-o", h, "--quiet").returncode == 0, "analyze")
-        check(tree(a + "_files") == tree(t + "_files"),
+        check(files_of(a + "_files") == files_of(t + "_files"),
               f"{name}: run's tiles are byte-identical to tile's")
         # column stripes (forced narrow here) change nothing in the output
         z = os.path.join(tmp, "stripes-" + name)
@@ -89,7 +79,7 @@ def test_run_equals_tile_plus_analyze(tmp):
         if check(r.returncode == 0, f"run stripes {name}: {r.stderr}"):
             check(json.loads(r.stdout)["stripes"] >= 4,
                   f"{name}: built in stripes: {r.stdout}")
-            check(tree(z + "_files") == tree(a + "_files"),
+            check(files_of(z + "_files") == files_of(a + "_files"),
                   f"{name}: striped run's tiles == whole-width run's")
             with h5py.File(a + ".h5") as fa, h5py.File(z + ".h5") as fz:
                 for k in ("coords", "features", "mask", "thumbnail"):
