@@ -145,42 +145,61 @@ static bool read_thumbnail(sp_slide *s, int level, int f, int mw, int mh,
     return true;
 }
 
+/* out = 1 where some pixel of `in` within the disk of radius r around it
+ * (pixels outside the image left out) is set, `in` read as (v != 0) != inv;
+ * then written as (hit != inv). The disk's row dy spans |dx| <= hw[dy], so
+ * a row's hit is a count over a run of row y + dy: row prefix counts make
+ * that one subtraction. pre: h * (w + 1) counts. */
+static void dilate_disk(const uint8_t *in, uint8_t *out, int w, int h, int r,
+                        bool inv, int32_t *pre, int threads) {
+    int hw[33];
+    for (int dy = -r; dy <= r; dy++) {
+        int k = 0;
+        while ((k + 1) * (k + 1) + dy * dy <= r * r)
+            k++;
+        hw[dy + r] = k;
+    }
+    const size_t pw = (size_t)w + 1;
+#pragma omp parallel num_threads(threads)
+    {
+#pragma omp for schedule(static)
+        for (int y = 0; y < h; y++) {
+            const uint8_t *row = in + (size_t)y * w;
+            int32_t *p = pre + (size_t)y * pw;
+            p[0] = 0;
+            for (int x = 0; x < w; x++)
+                p[x + 1] = p[x] + ((row[x] != 0) != inv);
+        }
+#pragma omp for schedule(static)
+        for (int y = 0; y < h; y++) {
+            int dy0 = y - r < 0 ? -y : -r;
+            int dy1 = y + r >= h ? h - 1 - y : r;
+            uint8_t *o = out + (size_t)y * w;
+            for (int x = 0; x < w; x++) {
+                bool hit = false;
+                for (int dy = dy0; dy <= dy1 && !hit; dy++) {
+                    const int32_t *p = pre + (size_t)(y + dy) * pw;
+                    int k = hw[dy + r];
+                    int a = x - k < 0 ? 0 : x - k;
+                    int b = x + k >= w ? w - 1 : x + k;
+                    hit = p[b + 1] != p[a];
+                }
+                o[x] = (uint8_t)(hit != inv);
+            }
+        }
+    }
+}
+
 /* Binary closing with a disk (skimage.morphology.binary_closing): dilation
  * with the outside as background, then erosion with the outside as
- * foreground. */
-static void close_disk(uint8_t *m, uint8_t *tmp, int w, int h, int radius) {
+ * foreground (a pixel stays unless a pixel of the disk inside the image is
+ * clear: the dilation of the clear pixels, inverted). */
+static void close_disk(uint8_t *m, uint8_t *tmp, int w, int h, int radius,
+                       int32_t *pre, int threads) {
     if (radius <= 0)
         return;
-    int n = 0, dx[1024], dy[1024];
-    for (int y = -radius; y <= radius; y++)
-        for (int x = -radius; x <= radius; x++)
-            if (x * x + y * y <= radius * radius && n < 1024) {
-                dx[n] = x;
-                dy[n] = y;
-                n++;
-            }
-    for (int y = 0; y < h; y++)
-        for (int x = 0; x < w; x++) {
-            uint8_t v = 0;
-            for (int k = 0; k < n && !v; k++) {
-                int xx = x + dx[k], yy = y + dy[k];
-                if (xx >= 0 && xx < w && yy >= 0 && yy < h &&
-                    m[(size_t)yy * w + xx])
-                    v = 1;
-            }
-            tmp[(size_t)y * w + x] = v;
-        }
-    for (int y = 0; y < h; y++)
-        for (int x = 0; x < w; x++) {
-            uint8_t v = 1;
-            for (int k = 0; k < n && v; k++) {
-                int xx = x + dx[k], yy = y + dy[k];
-                if (xx >= 0 && xx < w && yy >= 0 && yy < h &&
-                    !tmp[(size_t)yy * w + xx])
-                    v = 0;
-            }
-            m[(size_t)y * w + x] = v;
-        }
+    dilate_disk(m, tmp, w, h, radius, false, pre, threads);
+    dilate_disk(tmp, m, w, h, radius, true, pre, threads);
 }
 
 /* Components of pixels equal to `value` (4-connected). Those smaller than
@@ -253,7 +272,8 @@ bool sp_mask_compute(sp_slide *s, const sp_mask_params *p, int threads,
     const size_t n = (size_t)mw * mh;
     bool ok = false;
     uint8_t *thumb = malloc(n * 3), *m = malloc(n), *tmp = malloc(n);
-    int32_t *stack = malloc(n * sizeof *stack);
+    /* the flood fill's stack, and the closing's row prefix counts */
+    int32_t *stack = malloc((n + (size_t)mh) * sizeof *stack);
     if (!thumb || !m || !tmp || !stack) {
         sp_error_set(err, SP_ERR_NOMEM, path, "tissue mask: out of memory");
         goto out;
@@ -272,7 +292,7 @@ bool sp_mask_compute(sp_slide *s, const sp_mask_params *p, int threads,
                                                     : p->min_threshold;
     for (size_t i = 0; i < n; i++)
         m[i] = m[i] > out->threshold;
-    close_disk(m, tmp, mw, mh, p->close_radius);
+    close_disk(m, tmp, mw, mh, p->close_radius, stack, threads);
     out->downsample = f * l->downsample;
     double mx, my;
     int64_t max_hole = p->max_hole_px, min_obj = p->min_object_px;

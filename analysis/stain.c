@@ -179,20 +179,29 @@ static void select_kth(double *a, size_t n, size_t k) {
 }
 
 /* The q-th percentile (linear interpolation, as numpy's default) of
- * a[0..n), n >= 1; reorders a. Equals indexing the sorted array. */
-static double percentile_select(double *a, size_t n, double q) {
+ * a[0..n), n >= 1; reorders a. Equals indexing the sorted array. With
+ * `slopes`, a[] holds -x / y of points with y > 0 and the percentile is
+ * that of their angles atan2(1, x / y), which rise with -x / y. */
+static double percentile_select(double *a, size_t n, double q, bool slopes) {
     double pos = q / 100.0 * (double)(n - 1);
     size_t lo = (size_t)floor(pos);
+    double v0, v1;
     if (lo >= n - 1) {
         select_kth(a, n, n - 1);
-        return a[n - 1];
+        v0 = v1 = a[n - 1];
+    } else {
+        select_kth(a, n, lo);
+        v0 = a[lo];
+        v1 = a[lo + 1];
+        for (size_t i = lo + 2; i < n; i++) /* the next order statistic */
+            v1 = a[i] < v1 ? a[i] : v1;
     }
-    select_kth(a, n, lo);
-    double v0 = a[lo], v1 = a[lo + 1];
-    for (size_t i = lo + 2; i < n; i++) /* the next order statistic */
-        v1 = a[i] < v1 ? a[i] : v1;
+    if (slopes) {
+        v0 = atan2(1.0, -v0);
+        v1 = atan2(1.0, -v1);
+    }
     double t = pos - (double)lo;
-    return v0 + (v1 - v0) * t;
+    return lo >= n - 1 ? v0 : v0 + (v1 - v0) * t;
 }
 
 bool sp_stain_macenko(const uint8_t *rgb, size_t n, const sp_macenko_params *p,
@@ -269,14 +278,28 @@ bool sp_stain_macenko(const uint8_t *rgb, size_t n, const sp_macenko_params *p,
     if (e2[0] + e2[1] + e2[2] < 0)
         for (int k = 0; k < 3; k++)
             e2[k] = -e2[k];
-    for (size_t i = 0; i < m; i++) {
+    /* The angles' percentiles. Where every point lies above the e1 axis
+     * (y > 0: the usual case, e2 being the main direction of positive
+     * densities) the angle atan2(y, x) = atan2(1, x / y) falls as x / y
+     * rises, so the percentiles are those of -x / y, and only the two
+     * order statistics each needs go through atan2; else every angle. */
+    bool upper = true;
+    for (size_t i = 0; i < m && upper; i++) {
         const double *o = od + 3 * i;
         double x = o[0] * e1[0] + o[1] * e1[1] + o[2] * e1[2];
         double y = o[0] * e2[0] + o[1] * e2[1] + o[2] * e2[2];
-        phi[i] = atan2(y, x);
+        upper = y > 0;
+        phi[i] = -x / y;
     }
-    double lo = percentile_select(phi, m, p->alpha);
-    double hi = percentile_select(phi, m, 100.0 - p->alpha);
+    if (!upper)
+        for (size_t i = 0; i < m; i++) {
+            const double *o = od + 3 * i;
+            double x = o[0] * e1[0] + o[1] * e1[1] + o[2] * e1[2];
+            double y = o[0] * e2[0] + o[1] * e2[1] + o[2] * e2[2];
+            phi[i] = atan2(y, x);
+        }
+    double lo = percentile_select(phi, m, p->alpha, upper);
+    double hi = percentile_select(phi, m, 100.0 - p->alpha, upper);
     double vmin[3], vmax[3];
     for (int k = 0; k < 3; k++) {
         vmin[k] = e1[k] * cos(lo) + e2[k] * sin(lo);

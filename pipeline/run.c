@@ -143,12 +143,30 @@ static bool thumb_from_level(sp_slide *s, const sp_mask *m, thumb *t,
         sp_error_set(err, SP_ERR_NOMEM, sp_slide_path(s), "out of memory");
         goto out;
     }
-    /* thumb_init picks the whole factor from the level's own size */
-    thumb_add(t, reuse ? m->rgb : px, l->width * 3, 0, l->width, 0, l->height,
-              threads);
-    if (!thumb_finish(t)) {
-        sp_error_set(err, SP_ERR_NOMEM, sp_slide_path(s), "out of memory");
-        goto out;
+    /* thumb_init picks the whole factor from the level's own size; at 1
+     * the level is the thumbnail */
+    if (t->f == 1) {
+        free(t->sum);
+        t->sum = NULL;
+        if (reuse) {
+            px = malloc((size_t)(l->width * l->height * 3));
+            if (!px) {
+                sp_error_set(err, SP_ERR_NOMEM, sp_slide_path(s),
+                             "out of memory");
+                goto out;
+            }
+            memcpy(px, m->rgb, (size_t)(l->width * l->height * 3));
+        }
+        t->px = px;
+        px = NULL;
+        t->complete = true;
+    } else {
+        thumb_add(t, reuse ? m->rgb : px, l->width * 3, 0, l->width, 0,
+                  l->height, threads);
+        if (!thumb_finish(t)) {
+            sp_error_set(err, SP_ERR_NOMEM, sp_slide_path(s), "out of memory");
+            goto out;
+        }
     }
     t->level_downsample = l->downsample;
     ok = true;
@@ -452,9 +470,12 @@ static void params_json(const sp_run_opts *o, sp_buf *b) {
 
 /* ---- the HDF5 file ----------------------------------------------------- */
 
-static bool write_store(const char *path, sp_slide *s, const sp_run_opts *o,
+/* The HDF5 file up to its summary: metadata, coords and features, the
+ * mask and the thumbnail (th, or none). The summary waits for
+ * sp_analysis_finish (store_end); the two may run side by side. */
+static bool store_begin(const char *path, sp_slide *s, const sp_run_opts *o,
                         const sp_analysis_result *ar, const thumb *th,
-                        double t_start, sp_error *err) {
+                        double t_start, sp_store_writer **out, sp_error *err) {
     const sp_level *l0 = sp_slide_level(s, 0);
     const sp_level *lr = sp_slide_level(s, ar->read_level);
     const char *names[SP_N_FEATURES];
@@ -511,6 +532,19 @@ static bool write_store(const char *path, sp_slide *s, const sp_run_opts *o,
         !sp_store_put_image(w, "thumbnail", th->px, th->w, th->h, 3,
                             (double)th->f * th->level_downsample, err))
         goto out;
+    ok = true;
+out:
+    if (ok)
+        *out = w;
+    else
+        sp_store_abort(w);
+    sp_buf_free(&pj);
+    return ok;
+}
+
+/* The summary of sp_analysis_finish, and the commit. Consumes w. */
+static bool store_end(sp_store_writer *w, const sp_analysis_result *ar,
+                      sp_error *err) {
     const sp_slide_summary *sm = &ar->summary;
     const char *sn[] = {"tissue_area_px", "tissue_area_mm2", "tiles_total",
                         "tiles_tissue",   "tiles_analysed",  "blurry_fraction",
@@ -534,14 +568,11 @@ static bool write_store(const char *path, sp_slide *s, const sp_run_opts *o,
                          (double)sm->stain_pixels,
                          ar->mask.otsu,
                          ar->mask.threshold};
-    if (!sp_store_set_summary(w, sn, sv, sizeof sv / sizeof sv[0], err))
-        goto out;
-    ok = sp_store_commit(w, err);
-    w = NULL;
-out:
-    sp_store_abort(w);
-    sp_buf_free(&pj);
-    return ok;
+    if (!sp_store_set_summary(w, sn, sv, sizeof sv / sizeof sv[0], err)) {
+        sp_store_abort(w);
+        return false;
+    }
+    return sp_store_commit(w, err);
 }
 
 /* --skip-background: a tile is tissue when at least TISSUE_MIN_SHARE of
@@ -607,6 +638,7 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
     tissue_ctx tissue_rule = {0};
     sp_mask bg_mask;
     memset(&bg_mask, 0, sizeof bg_mask);
+    sp_store_writer *store = NULL; /* the HDF5 file until its commit */
     bool have_pyramid = false, ok = false;
 
     res->stage = "open";
@@ -748,13 +780,34 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
         if (!sp_analysis_read_tiles(s, &ap, &ar, err))
             goto out;
     }
-    if (want_feat && !bc.th.complete &&
-        !thumb_from_level(s, mask, &bc.th, threads, err))
-        goto out;
-    if (want_feat && !sp_analysis_finish(s, &ap, &ar, err))
-        goto out;
-
-    /* 4. outputs: the pyramid, then the HDF5 file */
+    /* 4. the slide's summary (Macenko) beside the HDF5 file up to that
+     * summary (thumbnail, features, mask), then the pyramid's last
+     * levels, then the summary and the commit */
+    if (want_feat) {
+        res->stage = "write";
+        if (o->progress)
+            o->progress(o->progress_user, "write", 0, 1);
+        bool fin_ok = true, st_ok = true;
+        sp_error fin_err = {0}, st_err = {0};
+#pragma omp parallel sections num_threads(threads > 1 ? 2 : 1)
+        {
+#pragma omp section
+            fin_ok = sp_analysis_finish(s, &ap, &ar, &fin_err);
+#pragma omp section
+            {
+                st_ok = bc.th.complete ||
+                        thumb_from_level(s, mask, &bc.th, threads, &st_err);
+                const thumb *th = bc.th.complete ? &bc.th : NULL;
+                st_ok = st_ok && store_begin(o->features_out, s, o, &ar, th,
+                                             t_start, &store, &st_err);
+            }
+        }
+        if (!fin_ok || !st_ok) {
+            if (err && !sp_error_is_set(err))
+                *err = !fin_ok ? fin_err : st_err;
+            goto out;
+        }
+    }
     res->stage = "write";
     if (pyr) {
         sp_pyramid *p = pyr;
@@ -765,10 +818,9 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
         res->tiles = tstats;
     }
     if (want_feat) {
-        if (o->progress)
-            o->progress(o->progress_user, "write", 0, 1);
-        const thumb *th = bc.th.complete ? &bc.th : NULL;
-        if (!write_store(o->features_out, s, o, &ar, th, t_start, err))
+        sp_store_writer *w = store;
+        store = NULL;
+        if (!store_end(w, &ar, err))
             goto out;
         res->tiles_analysed = (int64_t)ar.n;
         res->tissue_tiles = (int64_t)ar.summary.tiles_tissue;
@@ -780,6 +832,7 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
     res->stage = "done";
 out:
     if (!ok) {
+        sp_store_abort(store);
         sp_pyramid_abort(pyr);
         if (have_pyramid)
             remove_pyramid(&tstats);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+#include <zlib.h>
 
 struct sp_store_writer {
     char *path; /* final path */
@@ -380,6 +381,57 @@ bool sp_store_append_rows(sp_store_writer *w, const int64_t *coords_xy,
     return true;
 }
 
+/* Image chunks of about this many bytes: small enough that several deflate
+ * at once. */
+#define IMAGE_CHUNK_BYTES (1u << 18)
+
+/* Writes the `height` rows of `row` bytes at `data` into dataset `d`, whose
+ * chunks are `crow` whole rows, filtered by shuffle (nothing to do on
+ * bytes) then deflate at `level`: the chunks are deflated here, several at
+ * once, by the zlib that HDF5's deflate filter calls, and go in with
+ * H5Dwrite_chunk. The last chunk is padded with zeros, as HDF5 pads it. */
+static bool write_image_chunks(hid_t d, const uint8_t *data, hsize_t height,
+                               hsize_t row, hsize_t crow, int level) {
+    const size_t nchunks = (size_t)((height + crow - 1) / crow);
+    const size_t raw = (size_t)(crow * row);
+    const size_t bound = compressBound((uLong)raw);
+    uint8_t *out = malloc(nchunks * bound);
+    size_t *len = malloc(nchunks * sizeof *len);
+    bool ok = out && len;
+    int bad = !ok;
+#pragma omp parallel for schedule(dynamic, 1) reduction(| : bad) if (ok)
+    for (size_t i = 0; i < nchunks; i++) {
+        if (bad)
+            continue;
+        hsize_t r0 = (hsize_t)i * crow;
+        hsize_t rows = height - r0 < crow ? height - r0 : crow;
+        const uint8_t *src = data + r0 * row;
+        uint8_t *padded = NULL;
+        if (rows < crow) {
+            padded = calloc(raw, 1);
+            if (!padded) {
+                bad = 1;
+                continue;
+            }
+            memcpy(padded, src, (size_t)(rows * row));
+            src = padded;
+        }
+        uLongf n = (uLongf)bound;
+        bad |= compress2(out + i * bound, &n, src, (uLong)raw, level) != Z_OK;
+        len[i] = n;
+        free(padded);
+    }
+    ok = !bad;
+    for (size_t i = 0; ok && i < nchunks; i++) {
+        hsize_t off[3] = {(hsize_t)i * crow, 0, 0};
+        ok = H5Dwrite_chunk(d, H5P_DEFAULT, 0, off, len[i], out + i * bound) >=
+             0;
+    }
+    free(out);
+    free(len);
+    return ok;
+}
+
 bool sp_store_put_image(sp_store_writer *w, const char *name,
                         const uint8_t *data, int64_t width, int64_t height,
                         int channels, double downsample, sp_error *err) {
@@ -404,7 +456,7 @@ bool sp_store_put_image(sp_store_writer *w, const char *name,
     int rank = channels == 3 ? 3 : 2;
     hsize_t dims[3] = {(hsize_t)height, (hsize_t)width, (hsize_t)channels};
     hsize_t row = (hsize_t)width * (hsize_t)channels;
-    hsize_t crow = (1u << 20) / row;
+    hsize_t crow = IMAGE_CHUNK_BYTES / row;
     if (crow < 1)
         crow = 1;
     if (crow > dims[0])
@@ -415,8 +467,8 @@ bool sp_store_put_image(sp_store_writer *w, const char *name,
     if (s < 0 || p < 0)
         goto h5fail;
     d = H5Dcreate2(w->file, name, H5T_STD_U8LE, s, H5P_DEFAULT, p, H5P_DEFAULT);
-    if (d < 0 ||
-        H5Dwrite(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
+    if (d < 0 || !write_image_chunks(d, data, dims[0], row, crow,
+                                     SPS_IMAGE_DEFLATE_LEVEL))
         goto h5fail;
     /* HDF5 Image and Palette Specification 1.2, so viewers show it */
     if (!sps_attr_put_str(d, "CLASS", "IMAGE", w->path, err) ||
