@@ -184,6 +184,12 @@ typedef struct {
     int32_t x0, y0, x1, y1;
 } need_box;
 
+/* Rows [a, b) of analysis tile k. */
+typedef struct {
+    size_t k;
+    int64_t a, b;
+} seg;
+
 typedef struct {
     const sp_run_opts *o;
     sp_slide *slide;
@@ -200,6 +206,17 @@ typedef struct {
     sp_col_span *cores;      /* the columns each stripe owns */
     int nstripes, stripe;    /* stripe of the last band */
     int64_t arow;            /* next analysis row to compute */
+    /* The analysis work on one band: per slot (a column of analysis tiles
+     * of the stripe's core, with its own stream) the tile rows the band
+     * holds, top to bottom, so one thread runs a slot's pieces in order. */
+    int64_t nslots;  /* slots: streams */
+    int maxr;        /* most analysis rows one band meets */
+    seg *segs;       /* nslots * maxr: slot i's pieces from i*maxr */
+    int *nseg;       /* pieces per slot */
+    int64_t *active; /* slots with pieces, nactive of them */
+    int64_t nactive;
+    const uint8_t *band; /* the band planned: pixels, first column and */
+    int64_t band_x0, band_stride, band_y0; /* row, stride */
     thumb th;
     int64_t rows_done;
 } band_ctx;
@@ -218,31 +235,70 @@ static void row_tiles(const band_ctx *c, int64_t r, int64_t c0, int64_t c1,
     *k1 = e;
 }
 
-/* Rows [a, b) of analysis row `c->arow` (the level-0 rows of the band
- * start at `base`, column `bx0`, `stride` bytes apart): each tile of the
- * row in the current stripe's core takes them into its stream; the
- * features are stored when its last row is in. */
-static bool features_rows(band_ctx *c, const uint8_t *base, int64_t bx0,
-                          int64_t stride, int64_t y0, int64_t a, int64_t b,
-                          sp_error *err) {
-    sp_analysis_result *ar = c->ar;
+/* The analysis work on a band (the level-0 rows [y0, y0 + rows) of the
+ * current stripe, from column bx0, `stride` bytes apart): the rows of each
+ * analysis tile starting in the stripe's core, grouped by slot. Returns
+ * the number of active slots (band_item runs them). */
+static int64_t plan_features(band_ctx *c, const uint8_t *rgb, int64_t bx0,
+                             int64_t stride, int64_t y0, int64_t rows) {
+    const sp_analysis_result *ar = c->ar;
     const sp_col_span *core = &c->cores[c->stripe];
-    const int64_t rs = c->arow * ar->tile_size;
-    size_t k0, k1;
-    row_tiles(c, c->arow, core->x0, core->x1, &k0, &k1);
-    const size_t sz = sp_analysis_stream_size();
+    const int64_t T = ar->tile_size;
+    c->band = rgb;
+    c->band_x0 = bx0;
+    c->band_stride = stride;
+    c->band_y0 = y0;
+    memset(c->nseg, 0, (size_t)c->nslots * sizeof *c->nseg);
+    c->nactive = 0;
+    int64_t pos = y0, end = y0 + rows;
+    while (pos < end && c->arow < ar->rows) {
+        int64_t rs = c->arow * T, re = rs + T < c->H ? rs + T : c->H;
+        int64_t a = pos > rs ? pos : rs, b = end < re ? end : re;
+        size_t k0, k1;
+        row_tiles(c, c->arow, core->x0, core->x1, &k0, &k1);
+        for (size_t k = k0; k < k1; k++) {
+            int64_t i = (ar->coords[2 * k] - core->x0) / T;
+            if (c->nseg[i] == 0)
+                c->active[c->nactive++] = i;
+            c->segs[i * c->maxr + c->nseg[i]++] = (seg){k, a, b};
+        }
+        pos = b;
+        if (b == re)
+            c->arow++;
+    }
+    return c->nactive;
+}
+
+/* Active slot i of the band planned last: its pieces, in order. */
+static bool band_item(void *user, int64_t i, sp_error *err) {
+    band_ctx *c = user;
+    sp_analysis_result *ar = c->ar;
+    const int64_t slot = c->active[i];
+    void *st = c->streams + slot * sp_analysis_stream_size();
+    for (int j = 0; j < c->nseg[slot]; j++) {
+        const seg *g = &c->segs[slot * c->maxr + j];
+        if (g->a == ar->coords[2 * g->k + 1])
+            sp_analysis_stream_begin(ar, g->k, st);
+        const uint8_t *p = c->band + (g->a - c->band_y0) * c->band_stride +
+                           (ar->coords[2 * g->k] - c->band_x0) * 3;
+        if (!sp_analysis_stream_rows(ar, st, p, (size_t)c->band_stride,
+                                     (int)(g->b - g->a), err))
+            return false;
+    }
+    return true;
+}
+
+/* The analysis work on a band, run here on `threads` threads. */
+static bool features_now(band_ctx *c, const uint8_t *rgb, int64_t bx0,
+                         int64_t stride, int64_t y0, int64_t rows,
+                         sp_error *err) {
+    const int64_t n = plan_features(c, rgb, bx0, stride, y0, rows);
     int failed = 0;
     sp_error first = {0};
 #pragma omp parallel for num_threads(c->threads) schedule(dynamic, 1)
-    for (size_t k = k0; k < k1; k++) {
+    for (int64_t i = 0; i < n; i++) {
         sp_error e = {0};
-        void *st = c->streams + (k - k0) * sz;
-        if (a == rs)
-            sp_analysis_stream_begin(ar, k, st);
-        const uint8_t *p =
-            base + (a - y0) * stride + (ar->coords[2 * k] - bx0) * 3;
-        if (!sp_analysis_stream_rows(ar, st, p, (size_t)stride, (int)(b - a),
-                                     &e)) {
+        if (!band_item(c, i, &e)) {
 #pragma omp critical(sp_run_err)
             if (!failed) {
                 failed = 1;
@@ -314,42 +370,63 @@ static bool want_native(void *user, int64_t *x, int64_t *y, int64_t *w,
     return true;
 }
 
-static bool on_band(void *user, int stripe, const uint8_t *rgb, int64_t stride,
-                    int64_t y0, int64_t rows, sp_error *err) {
-    band_ctx *c = user;
+/* A band done: progress, and the chance to stop. */
+static bool band_progress(band_ctx *c, int64_t rows, sp_error *err) {
     const sp_run_opts *o = c->o;
     if (o->cancel && *o->cancel)
         return sp_error_set(err, SP_ERR_INTERNAL, sp_slide_path(c->slide),
                             "interrupted");
-    if (stripe != c->stripe) {
-        c->stripe = stripe;
-        c->arow = 0;
-    }
-    const sp_col_span *span = &c->spans[stripe], *core = &c->cores[stripe];
-    /* spans start at the pyramid's stripe x0 (plan_spans) */
-    if (c->pyr && !sp_pyramid_push_rows(c->pyr, rgb, stride, y0, rows, err))
-        return false;
-    if (c->ar) { /* analysis rows stream through the bands */
-        const int64_t T = c->ar->tile_size;
-        int64_t pos = y0, end = y0 + rows;
-        while (pos < end && c->arow < c->ar->rows) {
-            int64_t rs = c->arow * T, re = rs + T < c->H ? rs + T : c->H;
-            int64_t a = pos > rs ? pos : rs, b = end < re ? end : re;
-            if (!features_rows(c, rgb, span->x0, stride, y0, a, b, err))
-                return false;
-            pos = b;
-            if (b == re)
-                c->arow++;
-        }
-    }
-    if (c->th.sum)
-        thumb_add(&c->th, rgb + (core->x0 - span->x0) * 3, stride, core->x0,
-                  core->x1, y0, rows, c->threads);
     c->rows_done += rows;
     if (o->progress)
         o->progress(o->progress_user, "pixels", c->rows_done,
                     c->H * c->nstripes);
     return true;
+}
+
+static void set_stripe(band_ctx *c, int stripe) {
+    if (stripe != c->stripe) {
+        c->stripe = stripe;
+        c->arow = 0;
+    }
+}
+
+/* Analysis alone: the band loop runs each band's work (band_item) beside
+ * the next band's reads. */
+static int64_t plan_band(void *user, int stripe, const uint8_t *rgb,
+                         int64_t stride, int64_t y0, int64_t rows,
+                         sp_error *err) {
+    band_ctx *c = user;
+    (void)err;
+    set_stripe(c, stripe);
+    return plan_features(c, rgb, c->spans[stripe].x0, stride, y0, rows);
+}
+
+static bool band_done(void *user, int stripe, const uint8_t *rgb,
+                      int64_t stride, int64_t y0, int64_t rows, sp_error *err) {
+    (void)stripe;
+    (void)rgb;
+    (void)stride;
+    (void)y0;
+    return band_progress(user, rows, err);
+}
+
+/* With a pyramid: the band's pixels feed the pyramid, then the features
+ * and the thumbnail. */
+static bool on_band(void *user, int stripe, const uint8_t *rgb, int64_t stride,
+                    int64_t y0, int64_t rows, sp_error *err) {
+    band_ctx *c = user;
+    set_stripe(c, stripe);
+    const sp_col_span *span = &c->spans[stripe], *core = &c->cores[stripe];
+    /* spans start at the pyramid's stripe x0 (plan_spans) */
+    if (c->pyr && !sp_pyramid_push_rows(c->pyr, rgb, stride, y0, rows, err))
+        return false;
+    /* analysis rows stream through the bands */
+    if (c->ar && !features_now(c, rgb, span->x0, stride, y0, rows, err))
+        return false;
+    if (c->th.sum)
+        thumb_add(&c->th, rgb + (core->x0 - span->x0) * 3, stride, core->x0,
+                  core->x1, y0, rows, c->threads);
+    return band_progress(c, rows, err);
 }
 
 /* Stripe cores of analysis alone: whole analysis tiles, about 16k px. */
@@ -751,8 +828,13 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
             most = k > most ? k : most;
         }
         most = most < ar.cols ? most : ar.cols;
+        bc.nslots = most;
+        bc.maxr = (int)(sp_band_rows_for(s, 0) / ar.tile_size + 2);
         bc.streams = malloc((size_t)most * sp_analysis_stream_size());
-        if (!bc.streams) {
+        bc.segs = malloc((size_t)most * (size_t)bc.maxr * sizeof *bc.segs);
+        bc.nseg = malloc((size_t)most * sizeof *bc.nseg);
+        bc.active = malloc((size_t)most * sizeof *bc.active);
+        if (!bc.streams || !bc.segs || !bc.nseg || !bc.active) {
             sp_error_set(err, SP_ERR_NOMEM, slide_path, "out of memory");
             goto out;
         }
@@ -766,6 +848,11 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
                                .want = bc.need ? want_native : NULL,
                                .dest = pyr ? band_dest : NULL,
                                .user = &bc};
+        if (!pyr) { /* analysis alone: its work beside the next reads */
+            hooks.fn = band_done;
+            hooks.plan = plan_band;
+            hooks.item = band_item;
+        }
         if (!sp_band_loop(s, threads, o->tile.background, 0, bc.spans,
                           bc.nstripes, &hooks, err))
             goto out;
@@ -838,6 +925,9 @@ out:
             remove_pyramid(&tstats);
     }
     free(bc.streams);
+    free(bc.segs);
+    free(bc.nseg);
+    free(bc.active);
     free(bc.row_first);
     free(bc.spans);
     free(bc.cores);

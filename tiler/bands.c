@@ -28,6 +28,38 @@ typedef struct {
     sp_error err;
 } band_thread;
 
+/* A band: where it lies and where its pixels are. */
+typedef struct {
+    int stripe;
+    int64_t y0, rows;
+    int64_t x0, x1; /* the stripe's columns */
+    uint8_t *px;
+    int64_t stride;
+    int64_t tc0, tcols, trows; /* its native tiles: first column, counts */
+    int64_t nwork;             /* items planned on it */
+} band;
+
+/* Reads native tile item i (row-major over the band's tiles) of `b`, the
+ * part inside the stripe that `want` asks for. */
+static bool read_item(sp_reader *r, const band *b, int64_t i, int64_t ntw,
+                      int64_t nth, sp_band_want_fn want, void *user,
+                      sp_error *err) {
+    int64_t x = (b->tc0 + i % b->tcols) * ntw, y = (i / b->tcols) * nth;
+    int64_t xe = x + ntw < b->x1 ? x + ntw : b->x1;
+    if (x < b->x0)
+        x = b->x0;
+    int64_t w = xe - x;
+    int64_t h = b->rows - y < nth ? b->rows - y : nth;
+    if (h <= 0)
+        return true;
+    int64_t ry = b->y0 + y; /* level-0 row */
+    if (want && !want(user, &x, &ry, &w, &h))
+        return true; /* nobody reads it: left as it is */
+    uint8_t *dst = b->px + (ry - b->y0) * b->stride + (x - b->x0) * 3;
+    return sp_reader_read_stride(r, 0, x, ry, w, h, dst, (size_t)b->stride,
+                                 err);
+}
+
 bool sp_band_loop(sp_slide *s, int threads, const uint8_t bg[3],
                   int64_t band_rows, const sp_col_span *stripes, int nstripes,
                   const sp_band_hooks *hooks, sp_error *err) {
@@ -54,40 +86,58 @@ bool sp_band_loop(sp_slide *s, int threads, const uint8_t bg[3],
         if (c->x1 - c->x0 > maxw)
             maxw = c->x1 - c->x0;
     }
+    const bool pipe = hooks->plan && hooks->item && !hooks->dest;
     int P = threads > 0 ? threads : sp_default_threads();
     int64_t ntw, nth;
     native_tile(s, &ntw, &nth);
     const int64_t B = sp_band_rows_for(s, band_rows);
+    const int64_t per = (H + B - 1) / B; /* bands per stripe */
+    const int64_t nb = per * nstripes;
 
     bool ok = false;
-    uint8_t *own = NULL; /* our band buffer, made when first needed */
+    uint8_t *own[2] = {NULL, NULL}; /* our band buffers, made when needed */
+    band prev;                      /* read, its items not yet run */
+    bool have_prev = false;
     band_thread *bt = calloc((size_t)P, sizeof *bt);
     if (!bt) {
         sp_error_set(err, SP_ERR_NOMEM, sp_slide_path(s), "out of memory");
         goto out;
     }
-    for (int si = 0; si < nstripes; si++) {
-        const int64_t sx0 = stripes[si].x0, sx1 = stripes[si].x1;
-        const int64_t sw = sx1 - sx0;
-        /* work items: the native tiles (their part inside the stripe),
-         * read straight into the band: no copy, none decoded twice */
-        const int64_t tc0 = sx0 / ntw, tcols = (sx1 - 1) / ntw - tc0 + 1;
-        const int64_t trows = B / nth, nitems = tcols * trows;
-        for (int64_t y0 = 0; y0 < H; y0 += B) {
-            int64_t rows = H - y0 < B ? H - y0 : B;
-            int64_t bs = 0; /* band stride */
-            uint8_t *band =
-                hooks->dest ? hooks->dest(user, si, y0, rows, sw, &bs) : NULL;
-            if (!band) {
-                if (!own && !(own = sp_big_alloc((size_t)(maxw * 3 * B)))) {
+    /* Step b reads band b and, piped, runs the items of band b - 1 beside
+     * it; one more step runs the last band's items. */
+    for (int64_t b = 0; b < nb || have_prev; b++) {
+        band cur = {0};
+        int64_t nread = 0;
+        if (b < nb) {
+            cur.stripe = (int)(b / per);
+            cur.y0 = (b % per) * B;
+            cur.rows = H - cur.y0 < B ? H - cur.y0 : B;
+            cur.x0 = stripes[cur.stripe].x0;
+            cur.x1 = stripes[cur.stripe].x1;
+            const int64_t sw = cur.x1 - cur.x0;
+            cur.px = hooks->dest ? hooks->dest(user, cur.stripe, cur.y0,
+                                               cur.rows, sw, &cur.stride)
+                                 : NULL;
+            if (!cur.px) {
+                uint8_t **o = &own[pipe ? b & 1 : 0];
+                if (!*o && !(*o = sp_big_alloc((size_t)(maxw * 3 * B)))) {
                     sp_error_set(err, SP_ERR_NOMEM, sp_slide_path(s),
                                  "out of memory");
                     goto out;
                 }
-                band = own;
-                bs = sw * 3;
+                cur.px = *o;
+                cur.stride = sw * 3;
             }
-            _Atomic bool failed = false;
+            /* work items: the native tiles (their part inside the stripe),
+             * read straight into the band: no copy, none decoded twice */
+            cur.tc0 = cur.x0 / ntw;
+            cur.tcols = (cur.x1 - 1) / ntw - cur.tc0 + 1;
+            cur.trows = B / nth;
+            nread = cur.tcols * cur.trows;
+        }
+        const int64_t nwork = have_prev ? prev.nwork : 0;
+        _Atomic bool failed = false;
+        if (nread + nwork > 0) {
 #pragma omp parallel num_threads(P)
             {
                 band_thread *me = &bt[omp_get_thread_num()];
@@ -96,40 +146,49 @@ bool sp_band_loop(sp_slide *s, int threads, const uint8_t bg[3],
                                                   bg, &me->err);
                 if (sp_error_is_set(&me->err))
                     atomic_store(&failed, true);
-#pragma omp for schedule(dynamic, 2)
-                for (int64_t i = 0; i < nitems; i++) {
+                    /* the reads first: the items, shorter, fill the end */
+#pragma omp for schedule(dynamic, 1)
+                for (int64_t i = 0; i < nread + nwork; i++) {
                     if (atomic_load_explicit(&failed, memory_order_relaxed))
                         continue;
-                    int64_t x = (tc0 + i % tcols) * ntw, y = (i / tcols) * nth;
-                    int64_t xe = x + ntw < sx1 ? x + ntw : sx1;
-                    if (x < sx0)
-                        x = sx0;
-                    int64_t w = xe - x;
-                    int64_t h = rows - y < nth ? rows - y : nth;
-                    if (h <= 0)
-                        continue;
-                    int64_t ry = y0 + y; /* level-0 row */
-                    if (want && !want(user, &x, &ry, &w, &h))
-                        continue; /* nobody reads it: left as it is */
-                    uint8_t *dst = band + (ry - y0) * bs + (x - sx0) * 3;
-                    if (!sp_reader_read_stride(me->reader, 0, x, ry, w, h, dst,
-                                               (size_t)bs, &me->err))
+                    bool done = i < nread
+                                    ? read_item(me->reader, &cur, i, ntw, nth,
+                                                want, user, &me->err)
+                                    : hooks->item(user, i - nread, &me->err);
+                    if (!done)
                         atomic_store(&failed, true);
                 }
             }
-            if (failed) {
-                for (int t = 0; t < P; t++)
-                    if (sp_error_is_set(&bt[t].err)) {
-                        *err = bt[t].err;
-                        goto out;
-                    }
-                sp_error_set(err, SP_ERR_INPUT, sp_slide_path(s),
-                             "read failed");
-                goto out;
-            }
-            if (!hooks->fn(user, si, band, bs, y0, rows, err))
+        }
+        if (failed) {
+            for (int t = 0; t < P; t++)
+                if (sp_error_is_set(&bt[t].err)) {
+                    *err = bt[t].err;
+                    goto out;
+                }
+            sp_error_set(err, SP_ERR_INPUT, sp_slide_path(s), "read failed");
+            goto out;
+        }
+        if (have_prev) {
+            have_prev = false;
+            if (!hooks->fn(user, prev.stripe, prev.px, prev.stride, prev.y0,
+                           prev.rows, err))
                 goto out;
         }
+        if (b >= nb)
+            continue;
+        if (!pipe) {
+            if (!hooks->fn(user, cur.stripe, cur.px, cur.stride, cur.y0,
+                           cur.rows, err))
+                goto out;
+            continue;
+        }
+        cur.nwork = hooks->plan(user, cur.stripe, cur.px, cur.stride, cur.y0,
+                                cur.rows, err);
+        if (cur.nwork < 0)
+            goto out;
+        prev = cur;
+        have_prev = true;
     }
     ok = true;
 out:
@@ -137,6 +196,7 @@ out:
         for (int t = 0; t < P; t++)
             sp_reader_free(bt[t].reader);
     free(bt);
-    free(own);
+    free(own[0]);
+    free(own[1]);
     return ok;
 }

@@ -225,20 +225,35 @@ typedef uint8_t *(*sp_band_dest_fn)(void *user, int stripe, int64_t y0,
 typedef bool (*sp_band_want_fn)(void *user, int64_t *x, int64_t *y, int64_t *w,
                                 int64_t *h);
 
+/* Optional pair, with no `dest`: the work on a band as items that run on
+ * the loop's threads while the next band is read, so that no thread waits
+ * for the reads to end. `plan` is called alone once the band is read (the
+ * same arguments as sp_band_fn) and returns how many items it has (< 0:
+ * failed, with `err` set); `item` runs item i of the band planned last,
+ * from any thread, beside other items and the next band's reads. `fn` is
+ * then called alone once every item of the band is done. */
+typedef int64_t (*sp_band_plan_fn)(void *user, int stripe, const uint8_t *rgb,
+                                   int64_t stride, int64_t y0, int64_t rows,
+                                   sp_error *err);
+typedef bool (*sp_band_item_fn)(void *user, int64_t i, sp_error *err);
+
 /* Read level 0 of `s`, stripe after stripe (`stripes`, `nstripes`; NULL
  * or 0: one stripe of the full width), each top to bottom in bands whose
  * height is a multiple of the native tile height (about `band_rows`; 0:
  * 256), each band read by `threads` readers (private OpenSlide handles),
  * one native tile at a time straight into the band, so within a stripe no
  * source tile is decoded twice; `want` skips native tiles nobody needs;
- * `dest` picks where a band is read (e.g. straight into the pyramid).
+ * `dest` picks where a band is read (e.g. straight into the pyramid);
+ * `plan` and `item` overlap the work on a band with the next one's reads.
  * `bg` fills areas outside the scan (NULL: white). Memory: one band of
- * the widest stripe unless `dest` always gives one. Returns false on a
- * read failure or when `fn` returns false. */
+ * the widest stripe (two with `plan`) unless `dest` always gives one.
+ * Returns false on a read failure or when a hook fails. */
 typedef struct {
     sp_band_fn fn;        /* required */
     sp_band_want_fn want; /* optional */
     sp_band_dest_fn dest; /* optional */
+    sp_band_plan_fn plan; /* optional, with item and without dest */
+    sp_band_item_fn item; /* optional, with plan */
     void *user;
 } sp_band_hooks;
 
