@@ -67,7 +67,7 @@ bool sp__features_have_avx2(void);
  * stack of sp_features_rows stands in for the third, and the last two
  * rows are moved into the state at the end of each chunk. Any memory
  * aligned for any type will do; the state holds no pointer into itself. */
-#define SP__FEATURES_STREAM_HEAD 12544
+#define SP__FEATURES_STREAM_HEAD 4352
 #define SP__FEATURES_STREAM_BYTES(w, nrows)                                    \
     (SP__FEATURES_STREAM_HEAD + (size_t)(nrows) * (size_t)(w))
 

@@ -54,6 +54,19 @@ void sp_feature_params_default(sp_feature_params *p) {
     p->cellularity_od = SP_DEFAULT_CELLULARITY_OD;
 }
 
+/* A pixel's saturation (max - min) / max in fixed point, SAT_ONE units:
+ * the single-precision quotient of (max - min) * SAT_ONE (exact) by max
+ * (at least 1), rounded to the nearest integer (ties to even). One
+ * correctly rounded division and one rounding, which the AVX2 kernel
+ * repeats lane by lane (vdivps, vcvtps2dq), so both give the same
+ * integers; each is within 0.75 unit (9e-8) of the exact ratio. */
+#define SAT_SHIFT 23
+#define SAT_ONE (1u << SAT_SHIFT)
+static inline uint32_t sat_fix(unsigned mx, unsigned d) {
+    float q = (float)(d << SAT_SHIFT) / (float)(mx ? mx : 1);
+    return (uint32_t)lrintf(q);
+}
+
 /* ITU-R 601-2 luma exactly as Pillow's convert("L"). */
 static inline unsigned luma(unsigned r, unsigned g, unsigned b) {
     return (r * 19595u + g * 38470u + b * 7471u + 0x8000u) >> 16;
@@ -65,7 +78,7 @@ static inline unsigned luma(unsigned r, unsigned g, unsigned b) {
 typedef struct {
     uint64_t sum[3], sq[3]; /* R, G, B: sums and sums of squares */
     uint32_t hist[4][256];  /* luma */
-    uint64_t satd[4][256];  /* sum of (max - min) per max */
+    uint64_t sat;           /* saturations, SAT_ONE units (sat_fix) */
     int64_t sum_h, sum_e;   /* densities clipped at 0, SP__OD_FIX_ONE units */
     uint64_t tissue, pen, cell;
     int64_t lap_sum;
@@ -115,7 +128,7 @@ static void colour_span(const uint8_t *px, int x0, int w, const row_ctx *c,
     const unsigned thr1 = c->thr1;
     const int32_t cell_lo = c->cell_lo, cell_hi = c->cell_hi;
     int64_t sh = 0, se = 0;
-    uint64_t tissue = 0, pen = 0, cell = 0;
+    uint64_t tissue = 0, pen = 0, cell = 0, sat = 0;
     uint64_t s0 = 0, s1 = 0, s2 = 0;
     uint64_t q0 = 0, q1 = 0, q2 = 0;
     px += 3 * (size_t)x0;
@@ -134,7 +147,7 @@ static void colour_span(const uint8_t *px, int x0, int w, const row_ctx *c,
         mx = mx > b ? mx : b;
         mn = mn < b ? mn : b;
         unsigned d = mx - mn;
-        a->satd[x & 3][mx] += d;
+        sat += sat_fix(mx, d);
         /* floor(255 d / mx) > thr  <=>  255 d >= (thr + 1) mx, d > 0 */
         tissue += (unsigned)(d * 255u >= thr1 * mx) & (unsigned)(d > 0);
         int32_t hv = F[0][r][0] + F[1][g][0] + F[2][b][0];
@@ -157,6 +170,7 @@ static void colour_span(const uint8_t *px, int x0, int w, const row_ctx *c,
     a->tissue += tissue;
     a->pen += pen;
     a->cell += cell;
+    a->sat += sat;
 }
 
 /* Colour statistics of one row; writes the row's luma into `grey`. */
@@ -216,7 +230,9 @@ typedef void (*laplace_fn)(const uint8_t *u, const uint8_t *c, const uint8_t *d,
 
 /* Per-row vector loops run in blocks short enough that no 32-bit lane of
  * their partial sums can overflow. */
-#define COLOUR_BLOCK 4096 /* 32-pixel steps: squares < 4096 * 4 * 255^2 */
+#define COLOUR_BLOCK                                                           \
+    64                    /* 32-pixel steps: squares < 64 * 4 * 255^2,         \
+                            saturations <= 64 * 4 * SAT_ONE = 2^31 */
 #define LAPLACE_BLOCK 512 /* 16-pixel steps: squares < 512 * 2 * 1020^2 */
 
 /* pshufb controls picking channel k of 16 pixels out of each 16-byte third
@@ -308,6 +324,15 @@ SP_AVX2 static inline __m256i tissue_x16(__m256i mx, __m256i d, __m256i thr1) {
                               _mm256_setzero_si256());
 }
 
+/* Adds sat_fix of the 8 pixels whose max and max - min are the 32-bit
+ * lanes of mx and d to the 32-bit lanes of acc. */
+SP_AVX2 static inline __m256i sat_x8(__m256i acc, __m256i mx, __m256i d) {
+    __m256 q = _mm256_div_ps(
+        _mm256_cvtepi32_ps(_mm256_slli_epi32(d, SAT_SHIFT)),
+        _mm256_cvtepi32_ps(_mm256_max_epi32(mx, _mm256_set1_epi32(1))));
+    return _mm256_add_epi32(acc, _mm256_cvtps_epi32(q));
+}
+
 /* x >= k and x <= k for unsigned bytes */
 SP_AVX2 static inline __m256i ge_u8(__m256i x, __m256i k) {
     return _mm256_cmpeq_epi8(_mm256_max_epu8(x, k), x);
@@ -380,14 +405,13 @@ SP_AVX2 static void colour_row_avx2(const uint8_t *px, int w, const row_ctx *c,
                              INT32_MAX, c->cell_lo, INT32_MAX, c->cell_lo);
     hs.sh = hs.se = z;
     __m256i sum_r = z, sum_g = z, sum_b = z, sq_r = z, sq_g = z, sq_b = z;
-    __m256i cell = z, near = z;
+    __m256i cell = z, near = z, sat = z;
     uint64_t tissue = 0, pen = 0;
-    _Alignas(32) uint16_t md[32]; /* max | (max - min) << 8 */
     int x = 0;
     while (w - x >= 32) {
         int n = (w - x) / 32;
         n = n < COLOUR_BLOCK ? n : COLOUR_BLOCK;
-        __m256i q_r = z, q_g = z, q_b = z;
+        __m256i q_r = z, q_g = z, q_b = z, q_s = z;
         hs.cell = hs.near = z;
         for (int i = 0; i < n; i++, x += 32) {
             const uint8_t *p = px + 3 * (size_t)x;
@@ -406,14 +430,20 @@ SP_AVX2 static void colour_row_avx2(const uint8_t *px, int w, const row_ctx *c,
             __m256i mx = _mm256_max_epu8(_mm256_max_epu8(r, g), b);
             __m256i mn = _mm256_min_epu8(_mm256_min_epu8(r, g), b);
             __m256i d = _mm256_sub_epi8(mx, mn);
-            _mm256_store_si256((__m256i *)md, _mm256_unpacklo_epi8(mx, d));
-            _mm256_store_si256((__m256i *)(md + 16),
-                               _mm256_unpackhi_epi8(mx, d));
-            __m256i tis = _mm256_packs_epi16(
-                tissue_x16(_mm256_unpacklo_epi8(mx, z),
-                           _mm256_unpacklo_epi8(d, z), thr1),
-                tissue_x16(_mm256_unpackhi_epi8(mx, z),
-                           _mm256_unpackhi_epi8(d, z), thr1));
+            __m256i mxl = _mm256_unpacklo_epi8(mx, z),
+                    mxh = _mm256_unpackhi_epi8(mx, z);
+            __m256i dl = _mm256_unpacklo_epi8(d, z),
+                    dh = _mm256_unpackhi_epi8(d, z);
+            q_s = sat_x8(q_s, _mm256_unpacklo_epi16(mxl, z),
+                         _mm256_unpacklo_epi16(dl, z));
+            q_s = sat_x8(q_s, _mm256_unpackhi_epi16(mxl, z),
+                         _mm256_unpackhi_epi16(dl, z));
+            q_s = sat_x8(q_s, _mm256_unpacklo_epi16(mxh, z),
+                         _mm256_unpacklo_epi16(dh, z));
+            q_s = sat_x8(q_s, _mm256_unpackhi_epi16(mxh, z),
+                         _mm256_unpackhi_epi16(dh, z));
+            __m256i tis = _mm256_packs_epi16(tissue_x16(mxl, dl, thr1),
+                                             tissue_x16(mxh, dh, thr1));
             tissue +=
                 (unsigned)_mm_popcnt_u32((unsigned)_mm256_movemask_epi8(tis));
             pen += (unsigned)_mm_popcnt_u32(
@@ -432,15 +462,12 @@ SP_AVX2 static void colour_row_avx2(const uint8_t *px, int w, const row_ctx *c,
                 a->hist[1][gy[j + 1]]++;
                 a->hist[2][gy[j + 2]]++;
                 a->hist[3][gy[j + 3]]++;
-                a->satd[0][md[j] & 255] += md[j] >> 8;
-                a->satd[1][md[j + 1] & 255] += md[j + 1] >> 8;
-                a->satd[2][md[j + 2] & 255] += md[j + 2] >> 8;
-                a->satd[3][md[j + 3] & 255] += md[j + 3] >> 8;
             }
         }
         sq_r = widen_u32(sq_r, q_r);
         sq_g = widen_u32(sq_g, q_g);
         sq_b = widen_u32(sq_b, q_b);
+        sat = widen_u32(sat, q_s);
         cell = widen_u32(cell, hs.cell);
         near = widen_u32(near, hs.near);
     }
@@ -452,6 +479,7 @@ SP_AVX2 static void colour_row_avx2(const uint8_t *px, int w, const row_ctx *c,
     a->sq[2] += hsum_epi64(sq_b);
     a->sum_h += (int64_t)hsum_epi64(hs.sh);
     a->sum_e += (int64_t)hsum_epi64(hs.se);
+    a->sat += hsum_epi64(sat);
     a->tissue += tissue;
     a->pen += pen;
     uint64_t ncell = hsum_epi64(cell), nnear = hsum_epi64(near);
@@ -541,14 +569,9 @@ static void mean_std(const uint32_t *hist, double n, double *mean, double *sd) {
 /* The features of `a`, the sums of a w x h buffer, into out[]. */
 static void features_of(const acc *a, int w, int h, float *out) {
     uint32_t hist[256];
-    double sat = 0;
-    for (int v = 0; v < 256; v++) {
+    for (int v = 0; v < 256; v++)
         hist[v] = a->hist[0][v] + a->hist[1][v] + a->hist[2][v] + a->hist[3][v];
-        uint64_t sd =
-            a->satd[0][v] + a->satd[1][v] + a->satd[2][v] + a->satd[3][v];
-        if (v > 0 && sd)
-            sat += (double)sd / v;
-    }
+    const double sat = (double)a->sat / SAT_ONE;
 
     const double n = (double)w * h;
     double mean[4], sd[4];
