@@ -1,6 +1,8 @@
-/* Direct decoding of level-0 JPEG tiles of TIFF-based slides (Aperio and
+/* Direct decoding of the JPEG tiles of TIFF-based slides (Aperio and
  * generic tiled TIFF), bypassing OpenSlide's ARGB tile cache and cairo
- * painting, which cost more than the JPEG decode itself.
+ * painting, which cost more than the JPEG decode itself. Every level whose
+ * TIFF directory is tiled JPEG is read so; level 0 is the one that
+ * matters most, the others serve the tissue mask and thumbnails.
  *
  * The pixels are OpenSlide's own: both decode with libjpeg-turbo's default
  * integer DCT and fancy upsampling, with the JPEG colour space taken from
@@ -25,15 +27,24 @@
 #include <jerror.h>
 #include <jpeglib.h>
 
-struct sp_direct {
-    int fd;
-    int64_t width, height; /* level 0 */
+/* One level's TIFF directory. */
+typedef struct {
+    bool present; /* tiled JPEG: read directly */
+    int level;
+    int64_t width, height;
     int64_t tile_w, tile_h;
     int64_t across, down;       /* tiles */
     uint64_t *offsets, *counts; /* across * down */
     uint8_t *tables;            /* JPEGTables, or NULL */
     size_t tables_len;
     J_COLOR_SPACE space; /* colour space of the JPEG data */
+} dlevel;
+
+struct sp_direct {
+    int fd;
+    int nlevels;
+    dlevel *lv;             /* nlevels */
+    int64_t max_tile_bytes; /* of the largest tile, decoded */
 };
 
 typedef struct {
@@ -48,8 +59,8 @@ struct sp_direct_reader {
     bool ready;
     uint8_t *data; /* compressed tile */
     size_t data_cap;
-    uint8_t *tile;  /* decoded tile, tile_w * tile_h * 3 */
-    JSAMPROW *rows; /* tile_h row pointers */
+    uint8_t *tile;  /* a decoded tile (max_tile_bytes) */
+    JSAMPROW *rows; /* a row pointer per row of the tallest tile */
 };
 
 static void jerr_exit(j_common_ptr c) {
@@ -65,9 +76,72 @@ static void jerr_quiet(j_common_ptr c, int level) {
 
 static void jerr_output(j_common_ptr c) { (void)c; }
 
-/* Whether slide `s` can be read directly, and how. NULL when not (the
- * OpenSlide path then serves every read). Never fails loudly: any doubt
- * means "not eligible". */
+/* Directory `tif` (the current one) as level `l`, when it is tiled JPEG
+ * of l's size; false (and *l untouched) when not. */
+static bool probe_dir(TIFF *tif, const sp_level *want, dlevel *l) {
+    uint32_t w = 0, h = 0, tw = 0, th = 0;
+    uint16_t comp = 0, spp = 0, bps = 0, planar = 0, photo = 0;
+    if (!TIFFIsTiled(tif) || !TIFFGetField(tif, TIFFTAG_IMAGEWIDTH, &w) ||
+        !TIFFGetField(tif, TIFFTAG_IMAGELENGTH, &h) ||
+        (int64_t)w != want->width || (int64_t)h != want->height)
+        return false;
+    if (!TIFFGetField(tif, TIFFTAG_TILEWIDTH, &tw) ||
+        !TIFFGetField(tif, TIFFTAG_TILELENGTH, &th) ||
+        !TIFFGetField(tif, TIFFTAG_COMPRESSION, &comp) ||
+        !TIFFGetFieldDefaulted(tif, TIFFTAG_SAMPLESPERPIXEL, &spp) ||
+        !TIFFGetFieldDefaulted(tif, TIFFTAG_BITSPERSAMPLE, &bps) ||
+        !TIFFGetFieldDefaulted(tif, TIFFTAG_PLANARCONFIG, &planar) ||
+        !TIFFGetField(tif, TIFFTAG_PHOTOMETRIC, &photo))
+        return false;
+    if (comp != COMPRESSION_JPEG || spp != 3 || bps != 8 ||
+        planar != PLANARCONFIG_CONTIG || tw == 0 || th == 0 ||
+        (photo != PHOTOMETRIC_RGB && photo != PHOTOMETRIC_YCBCR))
+        return false;
+    uint64_t *offs = NULL, *cnts = NULL;
+    if (!TIFFGetField(tif, TIFFTAG_TILEOFFSETS, &offs) ||
+        !TIFFGetField(tif, TIFFTAG_TILEBYTECOUNTS, &cnts) || !offs || !cnts)
+        return false;
+    int64_t across = ((int64_t)w + tw - 1) / tw;
+    int64_t down = ((int64_t)h + th - 1) / th;
+    if ((int64_t)TIFFNumberOfTiles(tif) < across * down)
+        return false;
+    dlevel d = {.present = true,
+                .width = w,
+                .height = h,
+                .tile_w = tw,
+                .tile_h = th,
+                .across = across,
+                .down = down,
+                .space = photo == PHOTOMETRIC_RGB ? JCS_RGB : JCS_YCbCr};
+    size_t n = (size_t)(across * down);
+    d.offsets = malloc(n * sizeof *d.offsets);
+    d.counts = malloc(n * sizeof *d.counts);
+    uint32_t tlen = 0;
+    void *tables = NULL;
+    if (TIFFGetField(tif, TIFFTAG_JPEGTABLES, &tlen, &tables) && tables &&
+        tlen > 4) {
+        d.tables = malloc(tlen);
+        if (d.tables) {
+            memcpy(d.tables, tables, tlen);
+            d.tables_len = tlen;
+        }
+    }
+    if (!d.offsets || !d.counts || (tables && tlen > 4 && !d.tables)) {
+        free(d.offsets);
+        free(d.counts);
+        free(d.tables);
+        return false;
+    }
+    memcpy(d.offsets, offs, n * sizeof *d.offsets);
+    memcpy(d.counts, cnts, n * sizeof *d.counts);
+    *l = d;
+    return true;
+}
+
+/* Whether slide `s` can be read directly, and how. NULL when level 0 can
+ * not (the OpenSlide path then serves every read). Never fails loudly: any
+ * doubt means "not eligible". A directory serves the first level of its
+ * size. */
 sp_direct *sp__direct_probe(const sp_slide *s) {
     if (strcmp(s->vendor, "aperio") != 0 &&
         strcmp(s->vendor, "generic-tiff") != 0)
@@ -75,72 +149,40 @@ sp_direct *sp__direct_probe(const sp_slide *s) {
     TIFF *tif = TIFFOpen(s->path, "rm");
     if (!tif)
         return NULL;
-    sp_direct *d = NULL;
-    const sp_level *l0 = &s->levels[0];
+    sp_direct *d = calloc(1, sizeof *d);
+    if (d)
+        d->lv = calloc((size_t)s->level_count, sizeof *d->lv);
+    if (!d || !d->lv) {
+        free(d);
+        TIFFClose(tif);
+        return NULL;
+    }
+    d->fd = -1;
+    d->nlevels = s->level_count;
     do {
-        uint32_t w = 0, h = 0, tw = 0, th = 0;
-        uint16_t comp = 0, spp = 0, bps = 0, planar = 0, photo = 0;
-        if (!TIFFIsTiled(tif) || !TIFFGetField(tif, TIFFTAG_IMAGEWIDTH, &w) ||
-            !TIFFGetField(tif, TIFFTAG_IMAGELENGTH, &h) ||
-            (int64_t)w != l0->width || (int64_t)h != l0->height)
-            continue;
-        if (!TIFFGetField(tif, TIFFTAG_TILEWIDTH, &tw) ||
-            !TIFFGetField(tif, TIFFTAG_TILELENGTH, &th) ||
-            !TIFFGetField(tif, TIFFTAG_COMPRESSION, &comp) ||
-            !TIFFGetFieldDefaulted(tif, TIFFTAG_SAMPLESPERPIXEL, &spp) ||
-            !TIFFGetFieldDefaulted(tif, TIFFTAG_BITSPERSAMPLE, &bps) ||
-            !TIFFGetFieldDefaulted(tif, TIFFTAG_PLANARCONFIG, &planar) ||
-            !TIFFGetField(tif, TIFFTAG_PHOTOMETRIC, &photo))
-            break;
-        if (comp != COMPRESSION_JPEG || spp != 3 || bps != 8 ||
-            planar != PLANARCONFIG_CONTIG || tw == 0 || th == 0 ||
-            (photo != PHOTOMETRIC_RGB && photo != PHOTOMETRIC_YCBCR))
-            break;
-        uint64_t *offs = NULL, *cnts = NULL;
-        if (!TIFFGetField(tif, TIFFTAG_TILEOFFSETS, &offs) ||
-            !TIFFGetField(tif, TIFFTAG_TILEBYTECOUNTS, &cnts) || !offs || !cnts)
-            break;
-        int64_t across = ((int64_t)w + tw - 1) / tw;
-        int64_t down = ((int64_t)h + th - 1) / th;
-        if ((int64_t)TIFFNumberOfTiles(tif) < across * down)
-            break;
-        d = calloc(1, sizeof *d);
-        if (!d)
-            break;
-        d->fd = -1;
-        d->width = w;
-        d->height = h;
-        d->tile_w = tw;
-        d->tile_h = th;
-        d->across = across;
-        d->down = down;
-        d->space = photo == PHOTOMETRIC_RGB ? JCS_RGB : JCS_YCbCr;
-        size_t n = (size_t)(across * down);
-        d->offsets = malloc(n * sizeof *d->offsets);
-        d->counts = malloc(n * sizeof *d->counts);
-        uint32_t tlen = 0;
-        void *tables = NULL;
-        if (TIFFGetField(tif, TIFFTAG_JPEGTABLES, &tlen, &tables) && tables &&
-            tlen > 4) {
-            d->tables = malloc(tlen);
-            if (d->tables) {
-                memcpy(d->tables, tables, tlen);
-                d->tables_len = tlen;
+        for (int k = 0; k < s->level_count; k++)
+            if (!d->lv[k].present && probe_dir(tif, &s->levels[k], &d->lv[k])) {
+                d->lv[k].level = k;
+                break;
             }
-        }
-        d->fd = open(s->path, O_RDONLY | O_CLOEXEC);
-        if (!d->offsets || !d->counts || d->fd < 0 ||
-            (tables && tlen > 4 && !d->tables)) {
-            sp__direct_free(d);
-            d = NULL;
-            break;
-        }
-        memcpy(d->offsets, offs, n * sizeof *d->offsets);
-        memcpy(d->counts, cnts, n * sizeof *d->counts);
-        break;
     } while (TIFFReadDirectory(tif));
     TIFFClose(tif);
+    if (d->lv[0].present)
+        d->fd = open(s->path, O_RDONLY | O_CLOEXEC);
+    if (d->fd < 0) {
+        sp__direct_free(d);
+        return NULL;
+    }
+    for (int k = 0; k < d->nlevels; k++) {
+        const dlevel *l = &d->lv[k];
+        if (l->present && l->tile_w * l->tile_h * 3 > d->max_tile_bytes)
+            d->max_tile_bytes = l->tile_w * l->tile_h * 3;
+    }
     return d;
+}
+
+bool sp__direct_has_level(const sp_direct *d, int level) {
+    return d && level >= 0 && level < d->nlevels && d->lv[level].present;
 }
 
 void sp__direct_free(sp_direct *d) {
@@ -148,9 +190,12 @@ void sp__direct_free(sp_direct *d) {
         return;
     if (d->fd >= 0)
         close(d->fd);
-    free(d->offsets);
-    free(d->counts);
-    free(d->tables);
+    for (int k = 0; k < d->nlevels; k++) {
+        free(d->lv[k].offsets);
+        free(d->lv[k].counts);
+        free(d->lv[k].tables);
+    }
+    free(d->lv);
     free(d);
 }
 
@@ -170,8 +215,12 @@ sp_direct_reader *sp__direct_reader_new(const sp_direct *d) {
     sp_direct_reader *r = calloc(1, sizeof *r);
     if (!r)
         return NULL;
-    r->tile = malloc((size_t)(d->tile_w * d->tile_h * 3));
-    r->rows = malloc((size_t)d->tile_h * sizeof *r->rows);
+    int64_t most_rows = 0;
+    for (int k = 0; k < d->nlevels; k++)
+        if (d->lv[k].present && d->lv[k].tile_h > most_rows)
+            most_rows = d->lv[k].tile_h;
+    r->tile = malloc((size_t)d->max_tile_bytes);
+    r->rows = malloc((size_t)most_rows * sizeof *r->rows);
     if (!r->tile || !r->rows) {
         sp__direct_reader_free(r);
         return NULL;
@@ -203,8 +252,8 @@ void sp__direct_reader_free(sp_direct_reader *r) {
  * where the memory source would have inserted its own. */
 #define TAIL_PAD (512 * 10)
 
-static bool read_tile_data(sp_direct_reader *r, const sp_direct *d, size_t t,
-                           const char *path, sp_error *err) {
+static bool read_tile_data(sp_direct_reader *r, int fd, const dlevel *d,
+                           size_t t, const char *path, sp_error *err) {
     uint64_t n = d->counts[t];
     if (n + TAIL_PAD > r->data_cap) {
         uint8_t *p = realloc(r->data, n + TAIL_PAD);
@@ -221,7 +270,7 @@ static bool read_tile_data(sp_direct_reader *r, const sp_direct *d, size_t t,
     size_t got = 0;
     while (got < n) {
         ssize_t k =
-            pread(d->fd, r->data + got, n - got, (off_t)(d->offsets[t] + got));
+            pread(fd, r->data + got, n - got, (off_t)(d->offsets[t] + got));
         if (k < 0 && errno == EINTR)
             continue;
         if (k <= 0)
@@ -242,18 +291,18 @@ static bool read_tile_data(sp_direct_reader *r, const sp_direct *d, size_t t,
  * pixels equal a full decode's, as the ingest tests check against
  * OpenSlide), skips the rows above (jpeg_skip_scanlines) and stops after
  * r1. */
-static bool decode_tile(sp_direct_reader *r, const sp_direct *d, size_t t,
+static bool decode_tile(sp_direct_reader *r, int fd, const dlevel *d, size_t t,
                         int64_t c0, int64_t c1, int64_t r0, int64_t r1,
                         JSAMPROW *rows, int64_t *xoff, const char *path,
                         sp_error *err) {
-    if (!read_tile_data(r, d, t, path, err))
+    if (!read_tile_data(r, fd, d, t, path, err))
         return false;
     struct jpeg_decompress_struct *c = &r->cinfo;
     if (setjmp(r->jerr.jump)) {
         jpeg_abort_decompress(c);
         return sp_error_set(err, SP_ERR_INPUT, path,
-                            "read failed at level 0 (tile %zu): %s", t,
-                            r->jerr.msg);
+                            "read failed at level %d (tile %zu): %s", d->level,
+                            t, r->jerr.msg);
     }
     if (d->tables) {
         jpeg_mem_src(c, d->tables, (unsigned long)d->tables_len);
@@ -304,10 +353,11 @@ static void fill_bg(uint8_t *p, int64_t n, const uint8_t bg[3]) {
     }
 }
 
-bool sp__direct_read(sp_direct_reader *r, const sp_direct *d, int64_t x,
-                     int64_t y, int64_t w, int64_t h, const uint8_t bg[3],
-                     uint8_t *rgb, size_t row_stride, const char *path,
-                     sp_error *err) {
+bool sp__direct_read(sp_direct_reader *r, const sp_direct *dd, int level,
+                     int64_t x, int64_t y, int64_t w, int64_t h,
+                     const uint8_t bg[3], uint8_t *rgb, size_t row_stride,
+                     const char *path, sp_error *err) {
+    const dlevel *d = &dd->lv[level];
     const int64_t stride = (int64_t)row_stride;
     /* background where the region leaves the image */
     int64_t ix0 = x < 0 ? 0 : x, iy0 = y < 0 ? 0 : y;
@@ -340,8 +390,8 @@ bool sp__direct_read(sp_direct_reader *r, const sp_direct *d, int64_t x,
             if (whole) { /* decode straight into the output */
                 for (int64_t k = 0; k < th; k++)
                     r->rows[k] = rgb + (y0 - y + k) * stride + (x0 - x) * 3;
-                if (!decode_tile(r, d, t, 0, tw, 0, th, r->rows, &xoff, path,
-                                 err))
+                if (!decode_tile(r, dd->fd, d, t, 0, tw, 0, th, r->rows, &xoff,
+                                 path, err))
                     return false;
                 continue;
             }
@@ -349,8 +399,8 @@ bool sp__direct_read(sp_direct_reader *r, const sp_direct *d, int64_t x,
              * skipped and cut short) into scratch, then copy */
             for (int64_t k = 0; k < th; k++)
                 r->rows[k] = r->tile + k * tw * 3;
-            if (!decode_tile(r, d, t, cx0 - x0, cx1 - x0, cy0 - y0, cy1 - y0,
-                             r->rows, &xoff, path, err))
+            if (!decode_tile(r, dd->fd, d, t, cx0 - x0, cx1 - x0, cy0 - y0,
+                             cy1 - y0, r->rows, &xoff, path, err))
                 return false;
             for (int64_t yy = cy0; yy < cy1; yy++)
                 memcpy(rgb + (yy - y) * stride + (cx0 - x) * 3,

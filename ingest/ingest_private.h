@@ -34,15 +34,18 @@ struct sp_slide {
 void sp__argb_to_rgb(const uint32_t *argb, size_t n, const uint8_t bg[3],
                      uint8_t *rgb);
 
-/* direct.c: level-0 JPEG tiles of TIFF-based slides without OpenSlide's
- * cache and painting (same pixels). */
+/* direct.c: JPEG tiles of TIFF-based slides without OpenSlide's cache and
+ * painting (same pixels). sp__direct_probe is NULL unless level 0 can be
+ * read so; other levels may or may not (sp__direct_has_level).
+ * sp__direct_read takes the level's own pixel coordinates. */
 sp_direct *sp__direct_probe(const sp_slide *s);
 void sp__direct_free(sp_direct *d);
+bool sp__direct_has_level(const sp_direct *d, int level);
 sp_direct_reader *sp__direct_reader_new(const sp_direct *d);
 void sp__direct_reader_free(sp_direct_reader *r);
-bool sp__direct_read(sp_direct_reader *r, const sp_direct *d, int64_t x,
-                     int64_t y, int64_t w, int64_t h, const uint8_t bg[3],
-                     uint8_t *rgb, size_t stride, const char *path,
-                     sp_error *err);
+bool sp__direct_read(sp_direct_reader *r, const sp_direct *d, int level,
+                     int64_t x, int64_t y, int64_t w, int64_t h,
+                     const uint8_t bg[3], uint8_t *rgb, size_t stride,
+                     const char *path, sp_error *err);
 
 #endif

@@ -2,6 +2,7 @@
 #include "ingest.h"
 #include "ingest_private.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -103,9 +104,17 @@ bool sp_reader_read_stride(sp_reader *r, int level, int64_t x, int64_t y,
         return sp_error_set(err, SP_ERR_USAGE, path,
                             "invalid region size %lldx%lld", (long long)w,
                             (long long)h);
-    if (level == 0 && r->direct)
-        return sp__direct_read(r->direct, r->slide->direct, x, y, w, h, r->bg,
-                               rgb, stride, path, err);
+    if (r->direct && sp__direct_has_level(r->slide->direct, level)) {
+        /* OpenSlide reads level L at (x, y) / downsample: the same pixels
+         * when that is a whole pixel (no sub-pixel painting) */
+        double ds = r->slide->levels[level].downsample;
+        double lx = (double)x / ds, ly = (double)y / ds;
+        if (level == 0 || (lx == floor(lx) && ly == floor(ly) &&
+                           fabs(lx) < 1e15 && fabs(ly) < 1e15))
+            return sp__direct_read(r->direct, r->slide->direct, level,
+                                   (int64_t)lx, (int64_t)ly, w, h, r->bg, rgb,
+                                   stride, path, err);
+    }
     size_t n = (size_t)w * (size_t)h;
     if (n > r->cap) {
         uint32_t *p = realloc(r->argb, n * sizeof *p);

@@ -404,8 +404,10 @@ static void test_associated_image(void) {
     sp_slide_close(s);
 }
 
-/* Compare the direct level-0 path with OpenSlide's over a grid of regions:
- * aligned tiles, unaligned windows, edge-crossing and outside ones. */
+/* Compare the direct path with OpenSlide's over a grid of regions of
+ * every level: aligned tiles, unaligned windows, edge-crossing and outside
+ * ones (level pixels, read at level-0 coordinates; where those are not a
+ * whole level pixel both paths go through OpenSlide). */
 static void compare_paths(sp_slide *s) {
     sp_error e = {0};
     static const uint8_t bg[3] = {3, 250, 7};
@@ -413,30 +415,39 @@ static void compare_paths(sp_slide *s) {
     sp_reader *slow = sp_reader_create(s, SP_READER_OPENSLIDE_ONLY, bg, &e);
     CU_ASSERT_PTR_NOT_NULL_FATAL(fast);
     CU_ASSERT_PTR_NOT_NULL_FATAL(slow);
+    for (int L = 0; L < sp_slide_level_count(s); L++) {
+        const sp_level *l = sp_slide_level(s, L);
+        const int64_t W = l->width, H = l->height;
+        const int64_t T = l->tile_width > 0 ? l->tile_width : 240;
+        const int64_t reg[][4] = {
+            {0, 0, W, H}, /* the whole level at once */
+            {0, 0, T, T},         {T, 2 * T, 2 * T, T},
+            {17, 33, 301, 199},   {W - 100, H - 77, 250, 300},
+            {-31, -5, 300, 100},  {W + 5, 0, 10, 10},
+            {W / 2, H / 2, 1, 1}, {W - 1, H - 1, 1, 1},
+        };
+        for (size_t k = 0; k < sizeof reg / sizeof reg[0]; k++) {
+            size_t n = (size_t)(reg[k][2] * reg[k][3] * 3);
+            int64_t x = llround((double)reg[k][0] * l->downsample);
+            int64_t y = llround((double)reg[k][1] * l->downsample);
+            uint8_t *a = malloc(n), *b = malloc(n);
+            CU_ASSERT_TRUE(
+                sp_reader_read(fast, L, x, y, reg[k][2], reg[k][3], a, &e));
+            CU_ASSERT_TRUE(
+                sp_reader_read(slow, L, x, y, reg[k][2], reg[k][3], b, &e));
+            if (memcmp(a, b, n) != 0) {
+                fprintf(stderr,
+                        "%s: level %d region %zu differs between "
+                        "paths\n",
+                        sp_slide_path(s), L, k);
+                CU_FAIL("direct path differs from OpenSlide");
+            }
+            free(a);
+            free(b);
+        }
+    }
     const sp_level *l = sp_slide_level(s, 0);
     const int64_t W = l->width, H = l->height;
-    const int64_t reg[][4] = {
-        {0, 0, W, H}, /* the whole level at once */
-        {0, 0, 240, 240},     {240, 480, 480, 240},
-        {17, 33, 301, 199},   {W - 100, H - 77, 250, 300},
-        {-31, -5, 300, 100},  {W + 5, 0, 10, 10},
-        {W / 2, H / 2, 1, 1}, {W - 1, H - 1, 1, 1},
-    };
-    for (size_t k = 0; k < sizeof reg / sizeof reg[0]; k++) {
-        size_t n = (size_t)(reg[k][2] * reg[k][3] * 3);
-        uint8_t *a = malloc(n), *b = malloc(n);
-        CU_ASSERT_TRUE(sp_reader_read(fast, 0, reg[k][0], reg[k][1], reg[k][2],
-                                      reg[k][3], a, &e));
-        CU_ASSERT_TRUE(sp_reader_read(slow, 0, reg[k][0], reg[k][1], reg[k][2],
-                                      reg[k][3], b, &e));
-        if (memcmp(a, b, n) != 0) {
-            fprintf(stderr, "%s: region %zu differs between paths\n",
-                    sp_slide_path(s), k);
-            CU_FAIL("direct path differs from OpenSlide");
-        }
-        free(a);
-        free(b);
-    }
     /* small boxes anywhere: the direct path decodes only the part of each
      * tile they need (cropped columns, skipped rows, stopped early) */
     uint32_t seed = 7;
@@ -478,20 +489,25 @@ static void test_direct_path_equals_openslide(void) {
     CU_ASSERT_FALSE(sp_slide_has_direct_path(s));
     sp_slide_close(s);
 
-    /* YCbCr JPEG tiles from the project's generator, odd size */
+    /* YCbCr JPEG tiles from the project's generator: an odd size (lower
+     * levels at fractional downsamples: mostly OpenSlide's path), and a
+     * power-of-two one (every level read directly at whole pixels) */
     const char *synth = getenv("SLIDEPIPE_SYNTH");
     CU_ASSERT_PTR_NOT_NULL_FATAL(synth);
-    char path[512], cmd[1400];
-    snprintf(path, sizeof path, "%s/synth.svs", sp_test_tmpdir());
-    snprintf(cmd, sizeof cmd,
-             "'%s' -o '%s' --width 1531 --height 1107 --tile 256 --quiet",
-             synth, path);
-    CU_ASSERT_EQUAL_FATAL(system(cmd), 0);
-    sp_error e = {0};
-    CU_ASSERT_TRUE_FATAL(sp_slide_open(path, true, &s, &e));
-    CU_ASSERT_TRUE(sp_slide_has_direct_path(s));
-    compare_paths(s);
-    sp_slide_close(s);
+    static const int sizes[][3] = {{1531, 1107, 256}, {2048, 1536, 240}};
+    for (int i = 0; i < 2; i++) {
+        char path[512], cmd[1400];
+        snprintf(path, sizeof path, "%s/synth%d.svs", sp_test_tmpdir(), i);
+        snprintf(cmd, sizeof cmd,
+                 "'%s' -o '%s' --width %d --height %d --tile %d --quiet", synth,
+                 path, sizes[i][0], sizes[i][1], sizes[i][2]);
+        CU_ASSERT_EQUAL_FATAL(system(cmd), 0);
+        sp_error e = {0};
+        CU_ASSERT_TRUE_FATAL(sp_slide_open(path, true, &s, &e));
+        CU_ASSERT_TRUE(sp_slide_has_direct_path(s));
+        compare_paths(s);
+        sp_slide_close(s);
+    }
 }
 
 int main(void) {
