@@ -286,11 +286,12 @@ static bool read_tile_data(sp_direct_reader *r, int fd, const dlevel *d,
 /* Decode rows [r0, r1) and at least columns [c0, c1) of tile `t` into
  * `rows` (tile_h row pointers; row k gets tile row k, its column x at
  * byte 3 * (x - *xoff)). The whole tile when the box is the tile; else
- * libjpeg-turbo crops (jpeg_crop_scanline, widened by two iMCUs each side:
- * fancy upsampling reads the next chroma sample, and with that margin the
- * pixels equal a full decode's, as the ingest tests check against
- * OpenSlide), skips the rows above (jpeg_skip_scanlines) and stops after
- * r1. */
+ * libjpeg-turbo crops (jpeg_crop_scanline, widened by an iMCU each side:
+ * fancy upsampling reads the next chroma sample, which the crop's own edge
+ * lacks, and with that margin the pixels equal a full decode's, as the
+ * ingest tests check against OpenSlide), skips the rows above
+ * (jpeg_skip_scanlines) and stops after r1. Only rows [r0, r1) of `rows`
+ * are written. */
 static bool decode_tile(sp_direct_reader *r, int fd, const dlevel *d, size_t t,
                         int64_t c0, int64_t c1, int64_t r0, int64_t r1,
                         JSAMPROW *rows, int64_t *xoff, const char *path,
@@ -325,7 +326,7 @@ static bool decode_tile(sp_direct_reader *r, int fd, const dlevel *d, size_t t,
                             (long long)d->tile_w, (long long)d->tile_h);
     }
     *xoff = 0;
-    const int64_t m = 2 * (int64_t)c->max_h_samp_factor * DCTSIZE;
+    const int64_t m = (int64_t)c->max_h_samp_factor * DCTSIZE;
     int64_t a = c0 - m < 0 ? 0 : c0 - m;
     int64_t b = c1 + m > d->tile_w ? d->tile_w : c1 + m;
     if (a > 0 || b < d->tile_w) {
@@ -384,14 +385,14 @@ bool sp__direct_read(sp_direct_reader *r, const sp_direct *dd, int level,
                             bg);
                 continue;
             }
-            bool whole =
-                cx0 == x0 && cy0 == y0 && cx1 == x0 + tw && cy1 == y0 + th;
             int64_t xoff;
-            if (whole) { /* decode straight into the output */
-                for (int64_t k = 0; k < th; k++)
+            if (cx0 == x0 && cx1 == x0 + tw) {
+                /* every column: decode straight into the output (only the
+                 * rows of the box are written) */
+                for (int64_t k = cy0 - y0; k < cy1 - y0; k++)
                     r->rows[k] = rgb + (y0 - y + k) * stride + (x0 - x) * 3;
-                if (!decode_tile(r, dd->fd, d, t, 0, tw, 0, th, r->rows, &xoff,
-                                 path, err))
+                if (!decode_tile(r, dd->fd, d, t, 0, tw, cy0 - y0, cy1 - y0,
+                                 r->rows, &xoff, path, err))
                     return false;
                 continue;
             }
