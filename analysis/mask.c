@@ -72,8 +72,22 @@ static bool read_thumbnail(sp_slide *s, int level, int f, int mw, int mh,
     const int64_t lw = l->width, lh = l->height;
     int failed = 0;
     sp_error first = {0};
-    /* reads of about 64 level rows (a call has a fixed cost in OpenSlide) */
-    const int G = f >= 64 ? 1 : 64 / f;
+    /* reads of about 64 level rows (a call has a fixed cost in OpenSlide),
+     * or of whole rows of the level's tiles where a tile row is at most
+     * 512 level rows (a JPEG tile cut across decodes its top part again) */
+    int G = f >= 64 ? 1 : 64 / f;
+    const int64_t th = l->tile_height;
+    if (th > 0 && th <= 512) {
+        int64_t a = th, b = f; /* G * f = lcm(f, th) */
+        while (b) {
+            int64_t t = a % b;
+            a = b;
+            b = t;
+        }
+        int64_t lcm = th / a * f;
+        if (lcm <= 512)
+            G = (int)(lcm / f);
+    }
     const int nitems = (mh + G - 1) / G;
 #pragma omp parallel num_threads(threads)
     {
