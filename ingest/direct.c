@@ -243,29 +243,16 @@ void sp__direct_reader_free(sp_direct_reader *r) {
     free(r);
 }
 
-/* Bytes after a tile's data: EOI markers. libjpeg-turbo's fast Huffman
- * decoder runs only while 512 bytes per block of an MCU (at most 10) are
- * left in the buffer and leaves the rest of the tile to its slow one; with
- * this tail the fast one decodes the tile to its end. Nothing changes: both
- * decode the same coefficients, the fast one hands an MCU that meets a
- * marker back to the slow one, and a tile cut short meets EOI here just
- * where the memory source would have inserted its own. */
-#define TAIL_PAD (512 * 10)
-
 static bool read_tile_data(sp_direct_reader *r, int fd, const dlevel *d,
                            size_t t, const char *path, sp_error *err) {
     uint64_t n = d->counts[t];
-    if (n + TAIL_PAD > r->data_cap) {
-        uint8_t *p = realloc(r->data, n + TAIL_PAD);
+    if (n > r->data_cap) {
+        uint8_t *p = realloc(r->data, n);
         if (!p)
             return sp_error_set(err, SP_ERR_NOMEM, path,
                                 "out of memory reading a tile");
         r->data = p;
-        r->data_cap = n + TAIL_PAD;
-    }
-    for (size_t i = 0; i < TAIL_PAD; i += 2) {
-        r->data[n + i] = 0xFF;
-        r->data[n + i + 1] = JPEG_EOI;
+        r->data_cap = n;
     }
     size_t got = 0;
     while (got < n) {
@@ -310,7 +297,7 @@ static bool decode_tile(sp_direct_reader *r, int fd, const dlevel *d, size_t t,
         if (jpeg_read_header(c, FALSE) != JPEG_HEADER_TABLES_ONLY)
             ERREXIT(c, JERR_BAD_STATE);
     }
-    jpeg_mem_src(c, r->data, (unsigned long)(d->counts[t] + TAIL_PAD));
+    jpeg_mem_src(c, r->data, (unsigned long)d->counts[t]);
     if (jpeg_read_header(c, TRUE) != JPEG_HEADER_OK)
         ERREXIT(c, JERR_NO_IMAGE);
     c->jpeg_color_space = d->space;
