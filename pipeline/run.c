@@ -876,18 +876,18 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
             o->progress(o->progress_user, "write", 0, 1);
         bool fin_ok = true, st_ok = true;
         sp_error fin_err = {0}, st_err = {0};
-#pragma omp parallel sections num_threads(threads > 1 ? 2 : 1)
+        /* Macenko a task of the team, the store in its single thread:
+         * the store's image chunks are tasks too (write_image_chunks) */
+#pragma omp parallel num_threads(threads)
+#pragma omp single
         {
-#pragma omp section
+#pragma omp task shared(fin_ok, fin_err, ar, ap)
             fin_ok = sp_analysis_finish(s, &ap, &ar, &fin_err);
-#pragma omp section
-            {
-                st_ok = bc.th.complete ||
-                        thumb_from_level(s, mask, &bc.th, threads, &st_err);
-                const thumb *th = bc.th.complete ? &bc.th : NULL;
-                st_ok = st_ok && store_begin(o->features_out, s, o, &ar, th,
-                                             t_start, &store, &st_err);
-            }
+            st_ok = bc.th.complete ||
+                    thumb_from_level(s, mask, &bc.th, threads, &st_err);
+            const thumb *th = bc.th.complete ? &bc.th : NULL;
+            st_ok = st_ok && store_begin(o->features_out, s, o, &ar, th,
+                                         t_start, &store, &st_err);
         }
         if (!fin_ok || !st_ok) {
             if (err && !sp_error_is_set(err))

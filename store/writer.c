@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+#include <omp.h>
 #include <zlib.h>
 
 struct sp_store_writer {
@@ -385,41 +386,58 @@ bool sp_store_append_rows(sp_store_writer *w, const int64_t *coords_xy,
  * at once. */
 #define IMAGE_CHUNK_BYTES (1u << 18)
 
+/* Deflates chunk i (rows from i * crow) of an image of `height` rows of
+ * `row` bytes into out (bound bytes), its length into *len; the last chunk
+ * padded with zeros, as HDF5 pads it. */
+static bool deflate_chunk(const uint8_t *data, hsize_t height, hsize_t row,
+                          hsize_t crow, int level, size_t i, uint8_t *out,
+                          size_t bound, size_t *len) {
+    const size_t raw = (size_t)(crow * row);
+    hsize_t r0 = (hsize_t)i * crow;
+    hsize_t rows = height - r0 < crow ? height - r0 : crow;
+    const uint8_t *src = data + r0 * row;
+    uint8_t *padded = NULL;
+    if (rows < crow) {
+        padded = calloc(raw, 1);
+        if (!padded)
+            return false;
+        memcpy(padded, src, (size_t)(rows * row));
+        src = padded;
+    }
+    uLongf n = (uLongf)bound;
+    bool ok = compress2(out, &n, src, (uLong)raw, level) == Z_OK;
+    *len = n;
+    free(padded);
+    return ok;
+}
+
 /* Writes the `height` rows of `row` bytes at `data` into dataset `d`, whose
  * chunks are `crow` whole rows, filtered by shuffle (nothing to do on
  * bytes) then deflate at `level`: the chunks are deflated here, several at
  * once, by the zlib that HDF5's deflate filter calls, and go in with
- * H5Dwrite_chunk. The last chunk is padded with zeros, as HDF5 pads it. */
+ * H5Dwrite_chunk. Called inside a parallel region (beside other work), the
+ * chunks are tasks that the team's idle threads take. */
 static bool write_image_chunks(hid_t d, const uint8_t *data, hsize_t height,
                                hsize_t row, hsize_t crow, int level) {
     const size_t nchunks = (size_t)((height + crow - 1) / crow);
-    const size_t raw = (size_t)(crow * row);
-    const size_t bound = compressBound((uLong)raw);
+    const size_t bound = compressBound((uLong)(crow * row));
     uint8_t *out = malloc(nchunks * bound);
     size_t *len = malloc(nchunks * sizeof *len);
     bool ok = out && len;
     int bad = !ok;
-#pragma omp parallel for schedule(dynamic, 1) reduction(| : bad) if (ok)
-    for (size_t i = 0; i < nchunks; i++) {
-        if (bad)
-            continue;
-        hsize_t r0 = (hsize_t)i * crow;
-        hsize_t rows = height - r0 < crow ? height - r0 : crow;
-        const uint8_t *src = data + r0 * row;
-        uint8_t *padded = NULL;
-        if (rows < crow) {
-            padded = calloc(raw, 1);
-            if (!padded) {
+    if (ok && omp_in_parallel()) {
+#pragma omp taskloop grainsize(1) shared(bad)
+        for (size_t i = 0; i < nchunks; i++)
+            if (!deflate_chunk(data, height, row, crow, level, i,
+                               out + i * bound, bound, &len[i])) {
+#pragma omp atomic write
                 bad = 1;
-                continue;
             }
-            memcpy(padded, src, (size_t)(rows * row));
-            src = padded;
-        }
-        uLongf n = (uLongf)bound;
-        bad |= compress2(out + i * bound, &n, src, (uLong)raw, level) != Z_OK;
-        len[i] = n;
-        free(padded);
+    } else if (ok) {
+#pragma omp parallel for schedule(dynamic, 1) reduction(| : bad)
+        for (size_t i = 0; i < nchunks; i++)
+            bad |= !deflate_chunk(data, height, row, crow, level, i,
+                                  out + i * bound, bound, &len[i]);
     }
     ok = !bad;
     for (size_t i = 0; ok && i < nchunks; i++) {
