@@ -93,9 +93,9 @@ static bool read_thumbnail(sp_slide *s, int level, int f, int mw, int mh,
     {
         sp_error e = {0};
         sp_reader *r = sp_reader_create(s, 0, NULL, &e);
-        uint8_t *buf = malloc((size_t)lw * 3 * f * G);
-        uint32_t *sum = malloc((size_t)mw * 4 * sizeof *sum);
-        if (!r || !buf || !sum) {
+        uint8_t *buf = f > 1 ? malloc((size_t)lw * 3 * f * G) : NULL;
+        uint32_t *sum = f > 1 ? malloc((size_t)mw * 4 * sizeof *sum) : NULL;
+        if (!r || (f > 1 && (!buf || !sum))) {
             if (!sp_error_is_set(&e))
                 sp_error_set(&e, SP_ERR_NOMEM, sp_slide_path(s),
                              "tissue mask: out of memory");
@@ -114,12 +114,14 @@ static bool read_thumbnail(sp_slide *s, int level, int f, int mw, int mh,
             int64_t y0 = (int64_t)my0 * f;
             int64_t y1 = (int64_t)my1 * f < lh ? (int64_t)my1 * f : lh;
             int64_t y0_l0 = llround((double)y0 * l->downsample);
-            if (!sp_reader_read(r, level, 0, y0_l0, lw, y1 - y0, buf, &e)) {
+            /* at factor 1 the level's rows are the thumbnail's */
+            uint8_t *dst = f == 1 ? thumb + (size_t)my0 * mw * 3 : buf;
+            if (!sp_reader_read(r, level, 0, y0_l0, lw, y1 - y0, dst, &e)) {
 #pragma omp atomic write
                 failed = 1;
                 continue;
             }
-            for (int my = my0; my < my1; my++) {
+            for (int my = my0; f > 1 && my < my1; my++) {
                 int64_t r0 = (int64_t)my * f - y0;
                 int64_t nrows = y0 + r0 + f < lh ? f : lh - y0 - r0;
                 memset(sum, 0, (size_t)mw * 4 * sizeof *sum);
@@ -221,27 +223,31 @@ static void close_disk(uint8_t *m, uint8_t *tmp, int w, int h, int radius,
  * to !value. */
 static void drop_small(uint8_t *m, int w, int h, uint8_t value,
                        int64_t min_size, bool interior_only, uint8_t *seen,
-                       int32_t *stack) {
+                       int32_t *stack, int32_t *rows) {
     const size_t n = (size_t)w * h;
     memset(seen, 0, n);
     for (size_t start = 0; start < n; start++) {
         if (seen[start] || m[start] != value)
             continue;
-        /* flood fill, remembering the members in stack[0..top) */
+        /* flood fill, remembering the members in stack[0..top) and
+         * their rows in rows[] (no division per pixel) */
         size_t top = 0, head = 0;
         bool border = false;
+        rows[top] = (int32_t)(start / (size_t)w);
         stack[top++] = (int32_t)start;
         seen[start] = 1;
         while (head < top) {
-            int32_t i = stack[head++];
-            int x = i % w, y = i / w;
+            int32_t y = rows[head], i = stack[head++];
+            int x = i - y * w;
             if (x == 0 || y == 0 || x == w - 1 || y == h - 1)
                 border = true;
             const int32_t nb[4] = {x > 0 ? i - 1 : -1, x < w - 1 ? i + 1 : -1,
                                    y > 0 ? i - w : -1, y < h - 1 ? i + w : -1};
+            const int32_t ny[4] = {y, y, y - 1, y + 1};
             for (int k = 0; k < 4; k++)
                 if (nb[k] >= 0 && !seen[nb[k]] && m[nb[k]] == value) {
                     seen[nb[k]] = 1;
+                    rows[top] = ny[k];
                     stack[top++] = nb[k];
                 }
         }
@@ -286,8 +292,9 @@ bool sp_mask_compute(sp_slide *s, const sp_mask_params *p, int threads,
     const size_t n = (size_t)mw * mh;
     bool ok = false;
     uint8_t *thumb = malloc(n * 3), *m = malloc(n), *tmp = malloc(n);
-    /* the flood fill's stack, and the closing's row prefix counts */
-    int32_t *stack = malloc((n + (size_t)mh) * sizeof *stack);
+    /* the flood fill's stack and rows, and the closing's row prefix
+     * counts (in the stack) */
+    int32_t *stack = malloc((2 * n + (size_t)mh) * sizeof *stack);
     if (!thumb || !m || !tmp || !stack) {
         sp_error_set(err, SP_ERR_NOMEM, path, "tissue mask: out of memory");
         goto out;
@@ -315,8 +322,8 @@ bool sp_mask_compute(sp_slide *s, const sp_mask_params *p, int threads,
         max_hole = (int64_t)ceil(p->max_hole_um2 / out->mask_um2_per_px);
         min_obj = (int64_t)ceil(p->min_object_um2 / out->mask_um2_per_px);
     }
-    drop_small(m, mw, mh, 0, max_hole, true, tmp, stack);
-    drop_small(m, mw, mh, 1, min_obj, false, tmp, stack);
+    drop_small(m, mw, mh, 0, max_hole, true, tmp, stack, stack + n);
+    drop_small(m, mw, mh, 1, min_obj, false, tmp, stack, stack + n);
     for (size_t i = 0; i < n; i++)
         m[i] = m[i] ? 255 : 0;
     out->width = mw;
