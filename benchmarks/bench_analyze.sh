@@ -11,7 +11,7 @@
 # usage: benchmarks/bench_analyze.sh [SLIDE]
 #   default SLIDE: the 32768x24576 benchmark slide made by
 #   ../shared/bench/make-bench-slide.sh (kept in benchmarks/out/)
-#   REPEAT=N     rounds of analyze, tile and run (default 3): each figure is
+#   REPEAT=N     rounds of analyze, tile and run (default 5): each figure is
 #                the median round's, with the range of the rounds beside it
 #   REF_TILES=K  time the reference on its first K tissue tiles only (default
 #                0: all of them, ~40 s here). Its mask and process start-up
@@ -34,7 +34,7 @@ if [ ! -f "$slide" ]; then
     mv "$slide.part" "$slide"
 fi
 cores=$(nproc)
-REPEAT=${REPEAT:-3}
+REPEAT=${REPEAT:-5}
 echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 rm -f "$out/analyze.results"
 
