@@ -144,9 +144,10 @@ bool sp_band_loop(sp_slide *s, int threads, const uint8_t bg[3],
                 if (!me->reader && !sp_error_is_set(&me->err))
                     me->reader = sp_reader_create(s, SP_READER_PRIVATE_HANDLE,
                                                   bg, &me->err);
-                if (sp_error_is_set(&me->err))
+                if (sp_error_is_set(&me->err)) {
                     atomic_store(&failed, true);
-                    /* the reads first: the items, shorter, fill the end */
+                }
+                /* the reads first: the items, shorter, fill the end */
 #pragma omp for schedule(dynamic, 1)
                 for (int64_t i = 0; i < nread + nwork; i++) {
                     if (atomic_load_explicit(&failed, memory_order_relaxed))
