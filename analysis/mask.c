@@ -74,10 +74,11 @@ static bool read_thumbnail(sp_slide *s, int level, int f, int mw, int mh,
     sp_error first = {0};
     /* reads of about 64 level rows (a call has a fixed cost in OpenSlide),
      * or of whole rows of the level's tiles where a tile row is at most
-     * 512 level rows (a JPEG tile cut across decodes its top part again) */
+     * 512 level rows and 32 MB (a JPEG tile cut across decodes its top
+     * part again) */
     int G = f >= 64 ? 1 : 64 / f;
     const int64_t th = l->tile_height;
-    if (th > 0 && th <= 512) {
+    if (th > 0 && th <= 512 && lw * 3 * th <= ((int64_t)32 << 20)) {
         int64_t a = th, b = f; /* G * f = lcm(f, th) */
         while (b) {
             int64_t t = a % b;
@@ -85,7 +86,7 @@ static bool read_thumbnail(sp_slide *s, int level, int f, int mw, int mh,
             b = t;
         }
         int64_t lcm = th / a * f;
-        if (lcm <= 512)
+        if (lcm <= 512 && lw * 3 * lcm <= ((int64_t)32 << 20))
             G = (int)(lcm / f);
     }
     const int nitems = (mh + G - 1) / G;

@@ -870,12 +870,15 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
     /* 4. the slide's summary (Macenko) beside the HDF5 file up to that
      * summary (thumbnail, features, mask), then the pyramid's last
      * levels, then the summary and the commit */
+    if (want_feat && !bc.th.complete &&
+        !thumb_from_level(s, mask, &bc.th, threads, err))
+        goto out;
     if (want_feat) {
-        res->stage = "write";
         if (o->progress)
             o->progress(o->progress_user, "write", 0, 1);
         bool fin_ok = true, st_ok = true;
         sp_error fin_err = {0}, st_err = {0};
+        const thumb *th = bc.th.complete ? &bc.th : NULL;
         /* Macenko a task of the team, the store in its single thread:
          * the store's image chunks are tasks too (write_image_chunks) */
 #pragma omp parallel num_threads(threads)
@@ -883,13 +886,11 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
         {
 #pragma omp task shared(fin_ok, fin_err, ar, ap)
             fin_ok = sp_analysis_finish(s, &ap, &ar, &fin_err);
-            st_ok = bc.th.complete ||
-                    thumb_from_level(s, mask, &bc.th, threads, &st_err);
-            const thumb *th = bc.th.complete ? &bc.th : NULL;
-            st_ok = st_ok && store_begin(o->features_out, s, o, &ar, th,
-                                         t_start, &store, &st_err);
+            st_ok = store_begin(o->features_out, s, o, &ar, th, t_start, &store,
+                                &st_err);
         }
         if (!fin_ok || !st_ok) {
+            res->stage = !fin_ok ? "features" : "write";
             if (err && !sp_error_is_set(err))
                 *err = !fin_ok ? fin_err : st_err;
             goto out;

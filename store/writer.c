@@ -416,7 +416,8 @@ static bool deflate_chunk(const uint8_t *data, hsize_t height, hsize_t row,
  * bytes) then deflate at `level`: the chunks are deflated here, several at
  * once, by the zlib that HDF5's deflate filter calls, and go in with
  * H5Dwrite_chunk. Called inside a parallel region (beside other work), the
- * chunks are tasks that the team's idle threads take. */
+ * chunks are tasks that the team's idle threads take; outside one, a
+ * parallel loop of OpenMP's default team. */
 static bool write_image_chunks(hid_t d, const uint8_t *data, hsize_t height,
                                hsize_t row, hsize_t crow, int level) {
     const size_t nchunks = (size_t)((height + crow - 1) / crow);
@@ -425,7 +426,7 @@ static bool write_image_chunks(hid_t d, const uint8_t *data, hsize_t height,
     size_t *len = malloc(nchunks * sizeof *len);
     bool ok = out && len;
     int bad = !ok;
-    if (ok && omp_in_parallel()) {
+    if (ok && omp_get_level() > 0) { /* a team of one runs them itself */
 #pragma omp taskloop grainsize(1) shared(bad)
         for (size_t i = 0; i < nchunks; i++)
             if (!deflate_chunk(data, height, row, crow, level, i,
