@@ -53,14 +53,6 @@ const char *sp_batch_status_name(sp_batch_status s) {
 
 static char *xstrdup(const char *s) { return s ? strdup(s) : NULL; }
 
-static char *path2(const char *a, const char *b) {
-    size_t n = strlen(a) + strlen(b) + 2;
-    char *p = malloc(n);
-    if (p)
-        snprintf(p, n, "%s/%s", a, b);
-    return p;
-}
-
 static void iso_now(char *out, size_t n) {
     char t[32];
     sp_format_utc(sp_wall_clock(), t);
@@ -608,8 +600,8 @@ static bool write_summaries(sp_batch *b, sp_error *err) {
     sp_json_end_object(&w);
     sp_buf_puts(&j, "\n");
     bool ok = false;
-    char *pt = path2(b->outdir, "batch-summary.tsv");
-    char *pj = path2(b->outdir, "batch-summary.json");
+    char *pt = sp_path_join(b->outdir, "batch-summary.tsv");
+    char *pj = sp_path_join(b->outdir, "batch-summary.json");
     if (t.oom || j.oom || !pt || !pj)
         sp_error_set(err, SP_ERR_NOMEM, NULL, "out of memory");
     else
@@ -775,8 +767,8 @@ static bool plan_params(sp_batch *b, sp__bslide *s, sp_error *err) {
 /* True when OUTDIR/<id> holds a complete result for this content and
  * these parameters; fills what the summary shows. */
 static bool already_done(sp_batch *b, sp__bslide *s) {
-    char *dir = path2(b->outdir, s->id);
-    char *done = dir ? path2(dir, DONE_FILE) : NULL;
+    char *dir = sp_path_join(b->outdir, s->id);
+    char *done = dir ? sp_path_join(dir, DONE_FILE) : NULL;
     bool ok = false;
     char *text = NULL;
     if (!done)
@@ -803,7 +795,7 @@ static bool already_done(sp_batch *b, sp__bslide *s) {
     free(qh);
     free(fp);
     for (size_t i = 0; ok && i < N_OUTPUTS; i++) {
-        char *p = path2(dir, OUTPUTS[i]);
+        char *p = sp_path_join(dir, OUTPUTS[i]);
         ok = p && sp_path_exists(p);
         free(p);
     }
@@ -896,7 +888,7 @@ static void remove_stale_temps(sp_batch *b) {
     while ((e = readdir(d)) != NULL) {
         if (e->d_name[0] != '.' || !strstr(e->d_name, ".tmp-"))
             continue;
-        char *p = path2(b->outdir, e->d_name);
+        char *p = sp_path_join(b->outdir, e->d_name);
         if (p)
             sp_remove_tree(p, NULL);
         free(p);
@@ -907,7 +899,7 @@ static void remove_stale_temps(sp_batch *b) {
 static bool open_outdir(sp_batch *b, sp_error *err) {
     if (!sp_mkdir_p(b->outdir, err))
         return false;
-    char *lp = path2(b->outdir, LOCK_FILE);
+    char *lp = sp_path_join(b->outdir, LOCK_FILE);
     if (!lp)
         return sp_error_set(err, SP_ERR_NOMEM, NULL, "out of memory");
     /* not O_CLOEXEC: the children hold the lock too, so a new batch waits
@@ -932,7 +924,7 @@ static bool open_outdir(sp_batch *b, sp_error *err) {
         nanosleep(&ts, NULL);
     }
     /* a probe write: a full or read-only file system fails here, once */
-    char *probe = path2(b->outdir, ".batch-write-test");
+    char *probe = sp_path_join(b->outdir, ".batch-write-test");
     if (!probe)
         return sp_error_set(err, SP_ERR_NOMEM, NULL, "out of memory");
     bool ok = sp_write_file_atomic(probe, "ok\n", 3, err);
@@ -1020,10 +1012,10 @@ static void set_nonblock(int fd) {
 static bool spawn(sp_batch *b, sp__bslide *s) {
     char tmpname[300];
     snprintf(tmpname, sizeof tmpname, ".%s.tmp-%ld", s->id, (long)getpid());
-    char *final = path2(b->outdir, s->id);
+    char *final = sp_path_join(b->outdir, s->id);
     free(s->tmpdir);
-    s->tmpdir = path2(b->outdir, tmpname);
-    char *out = s->tmpdir ? path2(s->tmpdir, OUT_BASE) : NULL;
+    s->tmpdir = sp_path_join(b->outdir, tmpname);
+    char *out = s->tmpdir ? sp_path_join(s->tmpdir, OUT_BASE) : NULL;
     argv_t a = {0};
     bool ok = false;
     sp_error e = {0};
@@ -1220,7 +1212,7 @@ static bool write_done(sp_batch *b, sp__bslide *s, const char *dir,
             buf.data[buf.len - 1] == ' '))
         buf.len--;
     sp_buf_printf(&buf, ",\n  \"run\": %s\n}\n", s->run_json);
-    char *path = path2(dir, DONE_FILE);
+    char *path = sp_path_join(dir, DONE_FILE);
     bool ok = false;
     if (buf.oom || !path)
         sp_error_set(err, SP_ERR_NOMEM, NULL, "out of memory");
@@ -1248,7 +1240,7 @@ static void finish(sp_batch *b, sp__bslide *s, int st) {
     s->pid = -1;
     char *line = json_line(s->out.data);
     char *msg = last_line(s->err.data);
-    char *final = path2(b->outdir, s->id);
+    char *final = sp_path_join(b->outdir, s->id);
     /* a Ctrl-C reaches the children too, maybe before the loop saw it */
     bool cancelled = b->cancelling || (b->o.cancel && *b->o.cancel);
     const char *san = NULL;
@@ -1262,7 +1254,7 @@ static void finish(sp_batch *b, sp__bslide *s, int st) {
         sp_error e = {0};
         const char *missing = NULL;
         for (size_t i = 0; i < N_OUTPUTS && !missing; i++) {
-            char *p = path2(s->tmpdir, OUTPUTS[i]);
+            char *p = sp_path_join(s->tmpdir, OUTPUTS[i]);
             if (!p || !sp_path_exists(p))
                 missing = OUTPUTS[i];
             free(p);
@@ -1529,7 +1521,7 @@ out:
 static void write_cohort(sp_batch *b) {
     size_t n = 0;
     char **paths = calloc(b->n ? b->n : 1, sizeof *paths);
-    b->cohort_path = path2(b->outdir, "cohort.h5");
+    b->cohort_path = sp_path_join(b->outdir, "cohort.h5");
     if (!paths || !b->cohort_path) {
         set_str(&b->cohort_error, "out of memory");
         free(paths);
@@ -1541,8 +1533,8 @@ static void write_cohort(sp_batch *b) {
         if (s->pub.status != SP_BATCH_DONE &&
             s->pub.status != SP_BATCH_ALREADY_DONE)
             continue;
-        char *dir = path2(b->outdir, s->id);
-        paths[n] = dir ? path2(dir, "slide.h5") : NULL;
+        char *dir = sp_path_join(b->outdir, s->id);
+        paths[n] = dir ? sp_path_join(dir, "slide.h5") : NULL;
         free(dir);
         if (!paths[n])
             oom = true;

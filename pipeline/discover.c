@@ -3,7 +3,6 @@
 #include "batch_private.h"
 
 #include <ctype.h>
-#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -175,23 +174,9 @@ bool sp_batch_parse_options(const char *text, char **out, sp_error *err) {
 
 /* ---- directory walk ----------------------------------------------------- */
 
-static int cmp_str(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 static bool has_ext(const char *name, const char *ext) {
     size_t n = strlen(name), e = strlen(ext);
     return n > e && strcasecmp(name + n - e, ext) == 0;
-}
-
-static char *join(const char *dir, const char *name) {
-    size_t dl = strlen(dir);
-    size_t n = dl + strlen(name) + 2;
-    char *p = malloc(n);
-    if (p)
-        snprintf(p, n, "%s%s%s", dir, dl && dir[dl - 1] == '/' ? "" : "/",
-                 name);
-    return p;
 }
 
 /* Mark (NULL out in `skip`) the entries a multi-file slide owns: the data
@@ -206,7 +191,7 @@ static void mark_owned(const char *dir, char **names, size_t n, bool *skip) {
                     strncmp(names[j], nm, stem) == 0)
                     skip[j] = true;
         } else if (has_ext(nm, ".vms") || has_ext(nm, ".vmu")) {
-            char *p = join(dir, nm);
+            char *p = sp_path_join(dir, nm);
             FILE *f = p ? fopen(p, "r") : NULL;
             free(p);
             if (!f)
@@ -246,45 +231,24 @@ static bool walk(sp_batch *b, const char *dir, dir_id *stack, int depth,
                  sp_error *err) {
     if (depth >= 64)
         return true; /* deeper than any real slide tree: a loop or a joke */
-    DIR *d = opendir(dir);
-    if (!d)
-        return sp_error_errno(err, SP_ERR_INPUT, dir, errno,
-                              "cannot list directory");
-    char **names = NULL;
-    size_t n = 0, cap = 0;
+    size_t n = 0;
+    char **names = sp_dir_names(dir, &n); /* hidden ones, ours, left out */
+    if (!names)
+        return errno == ENOMEM
+                   ? sp_error_set(err, SP_ERR_NOMEM, dir, "out of memory")
+                   : sp_error_errno(err, SP_ERR_INPUT, dir, errno,
+                                    "cannot list directory");
     bool ok = true;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue; /* hidden, ".", ".." and our own temporaries */
-        if (n == cap) {
-            size_t nc = cap ? 2 * cap : 64;
-            char **nv = realloc(names, nc * sizeof *nv);
-            if (!nv) {
-                ok = false;
-                break;
-            }
-            names = nv;
-            cap = nc;
-        }
-        if (!(names[n] = strdup(e->d_name))) {
-            ok = false;
-            break;
-        }
-        n++;
-    }
-    closedir(d);
-    bool *skip = ok ? calloc(n ? n : 1, sizeof *skip) : NULL;
-    if (!ok || !skip) {
+    bool *skip = calloc(n ? n : 1, sizeof *skip);
+    if (!skip) {
         ok = sp_error_set(err, SP_ERR_NOMEM, dir, "out of memory");
         goto out;
     }
-    qsort(names, n, sizeof *names, cmp_str);
     mark_owned(dir, names, n, skip);
     for (size_t i = 0; i < n && ok; i++) {
         if (skip[i])
             continue;
-        char *p = join(dir, names[i]);
+        char *p = sp_path_join(dir, names[i]);
         if (!p) {
             ok = sp_error_set(err, SP_ERR_NOMEM, dir, "out of memory");
             break;
@@ -309,9 +273,7 @@ static bool walk(sp_batch *b, const char *dir, dir_id *stack, int depth,
         free(p);
     }
 out:
-    for (size_t i = 0; i < n; i++)
-        free(names[i]);
-    free(names);
+    sp_free_names(names, n);
     free(skip);
     return ok;
 }

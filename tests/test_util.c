@@ -1,4 +1,5 @@
 /* util: error records, JSON writer, files, parsing. */
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,6 +95,43 @@ static void test_files(void) {
     CU_ASSERT_STRING_EQUAL(sp_basename("z.svs"), "z.svs");
 }
 
+static void test_dir_names(void) {
+    char *p = sp_path_join("a/b", "c");
+    CU_ASSERT_STRING_EQUAL(p, "a/b/c");
+    free(p);
+    p = sp_path_join("a/b/", "c");
+    CU_ASSERT_STRING_EQUAL(p, "a/b/c");
+    free(p);
+
+    char dir[512], f[600];
+    snprintf(dir, sizeof dir, "%s/names", sp_test_tmpdir());
+    sp_error e = {0};
+    CU_ASSERT_TRUE_FATAL(sp_mkdir_p(dir, &e));
+    static const char *const made[] = {"zeta", "Alpha", ".hidden", "beta",
+                                       "sub"};
+    for (size_t i = 0; i < 5; i++) {
+        snprintf(f, sizeof f, "%s/%s", dir, made[i]);
+        bool ok = strcmp(made[i], "sub") == 0
+                      ? sp_mkdir_p(f, &e)
+                      : sp_write_file_atomic(f, "x", 1, &e);
+        CU_ASSERT_TRUE(ok);
+    }
+    size_t n = 99;
+    char **names = sp_dir_names(dir, &n);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(names);
+    CU_ASSERT_EQUAL_FATAL(n, 4); /* no ".", "..", ".hidden" */
+    static const char *const want[] = {"Alpha", "beta", "sub", "zeta"};
+    for (size_t i = 0; i < n; i++)
+        CU_ASSERT_STRING_EQUAL(names[i], want[i]);
+    sp_free_names(names, n);
+
+    snprintf(f, sizeof f, "%s/absent", dir);
+    errno = 0;
+    CU_ASSERT_PTR_NULL(sp_dir_names(f, &n));
+    CU_ASSERT_EQUAL(errno, ENOENT);
+    CU_ASSERT_EQUAL(n, 0);
+}
+
 static void test_time_formats(void) {
     char t[32], d[32];
     sp_format_utc(0, t);
@@ -117,6 +155,7 @@ int main(void) {
     CU_ADD_TEST(s, test_json_escaping);
     CU_ADD_TEST(s, test_parse);
     CU_ADD_TEST(s, test_files);
+    CU_ADD_TEST(s, test_dir_names);
     CU_ADD_TEST(s, test_time_formats);
     return sp_test_run();
 }

@@ -1,6 +1,7 @@
 /* File helpers: mkdir -p, rm -rf, atomic writes. */
 #include "util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -20,6 +21,66 @@ const char *sp_basename(const char *path) {
         return p;
     }
     return slash ? slash + 1 : path;
+}
+
+char *sp_path_join(const char *dir, const char *name) {
+    size_t dl = strlen(dir);
+    size_t n = dl + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p)
+        snprintf(p, n, "%s%s%s", dir, dl && dir[dl - 1] == '/' ? "" : "/",
+                 name);
+    return p;
+}
+
+static int cmp_name(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+void sp_free_names(char **names, size_t n) {
+    if (!names)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+char **sp_dir_names(const char *dir, size_t *n) {
+    *n = 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return NULL;
+    size_t cap = 64, k = 0;
+    char **names = malloc(cap * sizeof *names);
+    struct dirent *e;
+    while (names && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        if (k == cap) {
+            char **nv = realloc(names, 2 * cap * sizeof *nv);
+            if (!nv) {
+                sp_free_names(names, k);
+                names = NULL;
+                break;
+            }
+            names = nv;
+            cap *= 2;
+        }
+        if (!(names[k] = strdup(e->d_name))) {
+            sp_free_names(names, k);
+            names = NULL;
+            break;
+        }
+        k++;
+    }
+    closedir(d);
+    if (!names) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    qsort(names, k, sizeof *names, cmp_name);
+    *n = k;
+    return names;
 }
 
 bool sp_path_exists(const char *path) {

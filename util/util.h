@@ -119,6 +119,15 @@ bool sp_write_file_atomic(const char *path, const void *data, size_t n,
                           sp_error *err);
 /* The last path component (points into `path`). */
 const char *sp_basename(const char *path);
+/* "dir/name" (no doubled slash when dir ends in one), malloc'd; NULL on
+ * OOM. */
+char *sp_path_join(const char *dir, const char *name);
+/* The names in folder `dir`, sorted (strcmp), without those starting with
+ * '.' (".", "..", hidden files, our temporaries): malloc'd, *n of them,
+ * freed with sp_free_names. NULL with errno set when the folder cannot be
+ * listed or memory runs out. */
+char **sp_dir_names(const char *dir, size_t *n);
+void sp_free_names(char **names, size_t n);
 
 /* ---- misc -------------------------------------------------------------- */
 

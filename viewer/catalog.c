@@ -5,7 +5,6 @@
 
 #include <json-c/json.h>
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -595,44 +594,24 @@ static void warn(sp_catalog *c, const sp_error *e) {
         c->nwarn++;
 }
 
-static int cmp_str(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 static bool scan_dir(sp_catalog *c, const char *dir, sp_error *err) {
-    DIR *d = opendir(dir);
-    if (!d)
-        return sp_error_errno(err, SP_ERR_INPUT, dir, errno,
-                              "cannot read the folder");
-    char **names = NULL;
-    size_t n = 0, cap = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue;
-        if (n == cap) {
-            cap = cap ? 2 * cap : 64;
-            char **p = realloc(names, cap * sizeof *p);
-            if (!p)
-                break;
-            names = p;
-        }
-        if ((names[n] = strdup(e->d_name)))
-            n++;
-    }
-    closedir(d);
-    qsort(names, n, sizeof *names, cmp_str);
+    size_t n = 0;
+    char **names = sp_dir_names(dir, &n);
+    if (!names)
+        return errno == ENOMEM
+                   ? sp_error_set(err, SP_ERR_NOMEM, dir, "out of memory")
+                   : sp_error_errno(err, SP_ERR_INPUT, dir, errno,
+                                    "cannot read the folder");
     bool ok = true;
     /* pass 0: batch folders and slide files; pass 1: pyramids not already
      * served as a slide's sibling */
     for (int pass = 0; pass < 2 && ok; pass++)
         for (size_t i = 0; i < n && ok; i++) {
-            char *p = malloc(strlen(dir) + strlen(names[i]) + 2);
+            char *p = sp_path_join(dir, names[i]);
             if (!p) {
                 ok = sp_error_set(err, SP_ERR_NOMEM, dir, "out of memory");
                 break;
             }
-            sprintf(p, "%s/%s", dir, names[i]);
             struct stat st;
             sp_error e2 = {0};
             bool added = true;
@@ -666,9 +645,7 @@ static bool scan_dir(sp_catalog *c, const char *dir, sp_error *err) {
             }
             free(p);
         }
-    for (size_t i = 0; i < n; i++)
-        free(names[i]);
-    free(names);
+    sp_free_names(names, n);
     return ok;
 }
 
