@@ -1,9 +1,11 @@
 /* viewer: the URL grammar (accepted forms, traversal and malformed
  * targets), a fuzz loop of random request targets against the route
- * parser, and a live server on 127.0.0.1 (ephemeral port) fed random and
- * hostile request lines, bounded in count and time. */
+ * parser, a live server on 127.0.0.1 (ephemeral port) fed random and
+ * hostile request lines, bounded in count and time, and the tile cache's
+ * single flight (concurrent misses of one tile: one render). */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +16,7 @@
 #include "testutil.h"
 #include "util.h"
 #include "viewer.h"
+#include "viewer_private.h"
 
 static int parse(const char *uri, sp_route *r) {
     return sp_route_parse("GET", uri, r);
@@ -269,6 +272,88 @@ static int exchange(int port, const char *req, size_t n) {
     return st;
 }
 
+/* ---- single flight ---- */
+
+typedef struct {
+    sp_tile_cache *c;
+    int64_t col;
+    bool fail;
+    sp_cached_tile *got;
+    bool claimed;
+} flight_arg;
+
+static int renders;
+static pthread_mutex_t renders_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void *flight_thread(void *p) {
+    flight_arg *a = p;
+    a->got = sp__tile_cache_claim(a->c, a->c, 3, a->col, 7, &a->claimed);
+    if (a->claimed) {
+        pthread_mutex_lock(&renders_mu);
+        renders++;
+        pthread_mutex_unlock(&renders_mu);
+        usleep(200 * 1000); /* a slow render: the others arrive meanwhile */
+        static const char data[] = "tile bytes";
+        sp_cached_tile *t = a->fail ? NULL
+                                    : sp__tile_cache_put(a->c, a->c, 3, a->col,
+                                                         7, data, sizeof data);
+        sp__tile_cache_land(a->c, a->c, 3, a->col, 7, t);
+        a->got = t;
+    }
+    return NULL;
+}
+
+static void run_flight(bool fail) {
+    enum { N = 8 };
+    sp_tile_cache *c = sp__tile_cache_new(1 << 20);
+    CU_ASSERT_FATAL(c != NULL);
+    flight_arg a[N];
+    pthread_t th[N];
+    renders = 0;
+    for (int i = 0; i < N; i++) {
+        a[i] = (flight_arg){.c = c, .col = 5, .fail = fail};
+        CU_ASSERT_FATAL(pthread_create(&th[i], NULL, flight_thread, &a[i]) ==
+                        0);
+    }
+    for (int i = 0; i < N; i++)
+        pthread_join(th[i], NULL);
+    int claims = 0;
+    sp_cached_tile *first = NULL;
+    for (int i = 0; i < N; i++) {
+        claims += a[i].claimed;
+        if (fail) {
+            CU_ASSERT(a[i].got == NULL);
+        } else {
+            CU_ASSERT_FATAL(a[i].got != NULL);
+            if (!first)
+                first = a[i].got;
+            CU_ASSERT(a[i].got == first); /* the first's result itself */
+            CU_ASSERT_EQUAL(sp__cached_tile_size(a[i].got), 11);
+        }
+    }
+    CU_ASSERT_EQUAL(claims, 1);
+    CU_ASSERT_EQUAL(renders, 1);
+    size_t bytes, entries;
+    uint64_t hits, misses, waits;
+    sp__tile_cache_stats(c, &bytes, &entries, &hits, &misses, &waits);
+    CU_ASSERT_EQUAL(entries, fail ? 0 : 1);
+    for (int i = 0; i < N; i++)
+        sp__cached_tile_unref(a[i].got);
+    /* after a failed flight, the next miss claims again */
+    if (fail) {
+        bool claimed;
+        CU_ASSERT(sp__tile_cache_claim(c, c, 3, 5, 7, &claimed) == NULL);
+        CU_ASSERT(claimed);
+        sp__tile_cache_land(c, c, 3, 5, 7, NULL);
+    }
+    sp__tile_cache_free(c);
+}
+
+static void test_single_flight(void) {
+    run_flight(false);
+    run_flight(true);
+}
+
 static void test_live_server(void) {
     char *boxes = sp_test_path("boxes.tiff");
     const char *inputs[] = {boxes};
@@ -377,5 +462,6 @@ int main(void) {
     CU_ADD_TEST(s, test_fuzz_parser);
     CU_ADD_TEST(s, test_live_server);
     CU_ADD_TEST(s, test_catalog_errors);
+    CU_ADD_TEST(s, test_single_flight);
     return sp_test_run();
 }

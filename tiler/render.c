@@ -258,8 +258,7 @@ static int tile_size_of(const sp_tile_opts *o) {
     return o->tile_size ? o->tile_size : 254;
 }
 
-static bool check_opts(const sp_tile_opts *o, const char *path,
-                       sp_error *err) {
+static bool check_opts(const sp_tile_opts *o, const char *path, sp_error *err) {
     if (o->container != SP_CONTAINER_DZI)
         return sp_error_set(err, SP_ERR_USAGE, path,
                             "on-the-fly tiles are Deep Zoom tiles only");
@@ -356,10 +355,10 @@ out:
 
 /* A native level: the region read whole (at most
  * SP_RENDER_EXACT_MAX_PIXELS), cascaded or box-resampled into `tile`. */
-static bool render_native(sp_reader *r, const sp_slide *s, const render_src *src,
-                          int d, int64_t X0, int64_t Y0, int64_t X1,
-                          int64_t Y1, const sp_tile_rect *t, uint8_t *tile,
-                          const char *path, sp_error *err) {
+static bool render_native(sp_reader *r, const sp_slide *s,
+                          const render_src *src, int d, int64_t X0, int64_t Y0,
+                          int64_t X1, int64_t Y1, const sp_tile_rect *t,
+                          uint8_t *tile, const char *path, sp_error *err) {
     const sp_level *l0 = sp_slide_level(s, 0);
     int64_t rw, rh;
     if (src->start >= 0) {
@@ -437,10 +436,10 @@ bool sp_tile_render(sp_reader *r, const sp_slide *s, const sp_tile_opts *o,
     uint8_t *tile = malloc((size_t)(t.w * t.h * 3));
     if (!tile)
         return sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
-    bool ok = src.exact ? render_level0(r, s, d, X0, Y0, X1 - X0, Y1, &t, tile,
-                                        path, err)
-                        : render_native(r, s, &src, d, X0, Y0, X1, Y1, &t,
-                                        tile, path, err);
+    bool ok =
+        src.exact
+            ? render_level0(r, s, d, X0, Y0, X1 - X0, Y1, &t, tile, path, err)
+            : render_native(r, s, &src, d, X0, Y0, X1, Y1, &t, tile, path, err);
     if (ok)
         ok = encode_tile(o, tile, &t, path, out, err);
     free(tile);
@@ -494,8 +493,8 @@ static bool ov_start_stripe(ov_build *b, int stripe) {
         b->live = false;
     }
     int64_t x0 = stripe * b->sw, x1 = x0 + b->sw < v->W ? x0 + b->sw : v->W;
-    if (!cascade_init(&b->c, v->shrinks, x1 - x0, v->px + (x0 >> v->shrinks) * 3,
-                      v->w * 3, v->h))
+    if (!cascade_init(&b->c, v->shrinks, x1 - x0,
+                      v->px + (x0 >> v->shrinks) * 3, v->w * 3, v->h))
         return false;
     b->stripe = stripe;
     b->live = true;

@@ -349,8 +349,7 @@ size_t sp_tile_overview_bytes(int64_t width, int64_t height, int dz_level);
  * private readers (o: background colour, container DZI). False with err
  * set on a failed read or out of memory; *out NULL then. */
 bool sp_tile_overview_build(sp_slide *s, const sp_tile_opts *o, int dz_level,
-                            int threads, sp_tile_overview **out,
-                            sp_error *err);
+                            int threads, sp_tile_overview **out, sp_error *err);
 /* Accepts NULL. */
 void sp_tile_overview_free(sp_tile_overview *v);
 int sp_tile_overview_dz_level(const sp_tile_overview *v);

@@ -670,8 +670,8 @@ bool sp_catalog_open(const char *const *inputs, size_t n,
     c->ov_max = c->opts.overviews > 0 ? c->opts.overviews : 2;
     c->ov_pixels = c->opts.overview_pixels > 0 ? c->opts.overview_pixels
                                                : INT64_C(16) << 20;
-    c->ov_threads = c->opts.overview_threads > 0 ? c->opts.overview_threads
-                                                 : cores;
+    c->ov_threads =
+        c->opts.overview_threads > 0 ? c->opts.overview_threads : cores;
     size_t cb = c->opts.cache_bytes ? c->opts.cache_bytes : (size_t)256 << 20;
     c->cache = sp__tile_cache_new(cb);
     if (!c->cache) {

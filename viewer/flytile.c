@@ -111,16 +111,16 @@ bool sp__fly_render(sp_catalog *c, sp_vslide *s, int level, int64_t col,
         sp_tile_overview *v = ov_get(c, s, err);
         if (!v)
             return false;
-        bool ok = sp_tile_overview_render(v, &s->topts, level, col, row, out,
-                                          err);
+        bool ok =
+            sp_tile_overview_render(v, &s->topts, level, col, row, out, err);
         ov_put(c, s);
         return ok;
     }
     sp_reader *rd = sp__slide_reader_get(c, s, err);
     if (!rd)
         return false;
-    bool ok = sp_tile_render(rd, s->slide, &s->topts, level, col, row, out,
-                             err);
+    bool ok =
+        sp_tile_render(rd, s->slide, &s->topts, level, col, row, out, err);
     sp__slide_reader_put(c, s, rd, !ok && err->code == SP_ERR_INPUT);
     return ok;
 }

@@ -482,8 +482,7 @@ static conn_rec *rec_of(struct MHD_Connection *con) {
 }
 
 /* Set (now + head_s) or clear (0) the head deadline of a connection. */
-static void set_deadline(sp_server *srv, struct MHD_Connection *con,
-                         bool arm) {
+static void set_deadline(sp_server *srv, struct MHD_Connection *con, bool arm) {
     conn_rec *rec = rec_of(con);
     if (!rec)
         return;
@@ -516,11 +515,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con,
          * the connection and answers "Connection: close". So a plain GET
          * or HEAD is answered on the next call; a request with a body (or
          * another method) is refused now, and that body never read. */
-        bool body =
-            MHD_lookup_connection_value(con, MHD_HEADER_KIND,
-                                        "Content-Length") ||
-            MHD_lookup_connection_value(con, MHD_HEADER_KIND,
-                                        "Transfer-Encoding");
+        bool body = MHD_lookup_connection_value(con, MHD_HEADER_KIND,
+                                                "Content-Length") ||
+                    MHD_lookup_connection_value(con, MHD_HEADER_KIND,
+                                                "Transfer-Encoding");
         bool plain = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
         if (plain && !body)
             return MHD_YES;
@@ -687,8 +685,8 @@ sp_server *sp_server_start(sp_catalog *c, const sp_server_opts *o,
     s->d = MHD_start_daemon(
         flags, (uint16_t)opts.port, NULL, NULL, on_request, s,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT,
-        maxc, MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
+        MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT, maxc,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
         MHD_OPTION_CONNECTION_TIMEOUT, tmo, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         mem, MHD_OPTION_LISTEN_BACKLOG_SIZE, 128u, MHD_OPTION_URI_LOG_CALLBACK,
         on_uri, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,

@@ -31,19 +31,19 @@ extern "C" {
 /* ---- the catalogue ------------------------------------------------------ */
 
 typedef struct {
-    bool show_associated;  /* serve label/macro/thumbnail images (off:
-                              labels carry patient identifiers) */
-    size_t cache_bytes;    /* on-the-fly tile cache; 0: 256 MiB */
-    int readers;           /* slide readers open at once, all slides
-                              together (each a private OpenSlide handle);
-                              <= 0: cores + 1, at most 32 */
+    bool show_associated;    /* serve label/macro/thumbnail images (off:
+                                labels carry patient identifiers) */
+    size_t cache_bytes;      /* on-the-fly tile cache; 0: 256 MiB */
+    int readers;             /* slide readers open at once, all slides
+                                together (each a private OpenSlide handle);
+                                <= 0: cores + 1, at most 32 */
     int64_t overview_pixels; /* per slide: the overview (the Deep Zoom
                                 level low levels are cut from) holds at
                                 most this many pixels; 0: 16 Mi */
     int overviews;           /* overviews in memory at once (LRU); 0: 2 */
     int overview_threads;    /* readers building one; 0: cores */
-    const char *asset_dir; /* holds static/ and node_modules/; NULL: the
-                              viewer/ folder of the source tree */
+    const char *asset_dir;   /* holds static/ and node_modules/; NULL: the
+                                viewer/ folder of the source tree */
 } sp_catalog_opts;
 
 typedef struct sp_catalog sp_catalog;
@@ -77,8 +77,8 @@ typedef struct {
     int port;                 /* 0: an ephemeral port */
     unsigned max_connections; /* open connections in all; 0: 256 */
     unsigned per_ip_connections; /* per client address; 0: 32 */
-    unsigned threads;   /* worker threads of the event loop; 0: cores */
-    unsigned timeout_s; /* idle connection timeout; 0: 30 */
+    unsigned threads;        /* worker threads of the event loop; 0: cores */
+    unsigned timeout_s;      /* idle connection timeout; 0: 30 */
     unsigned head_timeout_s; /* a request head must be complete within
                                 this many seconds of the connection or
                                 of the previous response; 0: 10 */
