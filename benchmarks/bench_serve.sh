@@ -135,9 +135,11 @@ bound() {
 }
 DEFAULT_BOUND_ARGS="2 16 $CORES $((CORES + 1)) 256"
 
-# run_wrk NAME BASEURL URLFILE BOUND PIDS... (WRK_EXTRA: more wrk options)
+# run_wrk NAME BASEURL URLFILE BOUND PIDS... (WRK_CLOSE=1: one request per
+# connection)
 run_wrk() {
     name=$1 base=$2 list=$3 bnd=$4; shift 4
+    rpids=$*
     # warm-up: a sample must answer 200 (and warms the page cache alike)
     head -n 200 "$list" | while read -r u; do
         code=$(/usr/bin/python3 -c "import urllib.request,sys
@@ -145,16 +147,21 @@ try: print(urllib.request.urlopen(sys.argv[1], timeout=30).status)
 except Exception as e: print(getattr(e,'code',0))" "$base$u")
         [ "$code" = 200 ] || { echo "bench_serve: $name $u -> $code" >&2; exit 1; }
     done
-    # shellcheck disable=SC2086
+    # a first pass over the same URLs warms the page cache alike for the
+    # runs that follow (not recorded)
+    SP_URLS=$list SP_BY_LEVEL=${SP_BY_LEVEL:-0} wrk -t2 -c"$CONN" -d"$(( (DUR + 1) / 2 ))s" \
+        --timeout 10s -s "$OUT/random.lua" "$base" > /dev/null
+    # (wrk keeps a -H header only with a space after the colon)
+    if [ "${WRK_CLOSE:-0}" = 1 ]; then set -- -H "Connection: close"; else set --; fi
     SP_URLS=$list SP_BY_LEVEL=${SP_BY_LEVEL:-0} wrk -t2 -c"$CONN" -d"${DUR}s" --timeout 10s --latency \
-        ${WRK_EXTRA:-} -s "$OUT/random.lua" "$base" > "$OUT/wrk-$name.txt"
+        "$@" -s "$OUT/random.lua" "$base" > "$OUT/wrk-$name.txt"
     rps=$(awk '/Requests\/sec/ {print $2}' "$OUT/wrk-$name.txt")
     p50=$(awk '$1=="50%" {print $2}' "$OUT/wrk-$name.txt")
     p99=$(awk '$1=="99%" {print $2}' "$OUT/wrk-$name.txt")
     errs=$(awk '/Non-2xx/ {n+=$NF} /Socket errors/ {gsub(",",""); n+=$4+$6+$8+$10} END {print n+0}' "$OUT/wrk-$name.txt")
     ms() { echo "$1" | awk '/us$/ {sub("us",""); print $0/1000; next} /ms$/ {sub("ms",""); print $0+0; next} /s$/ {sub("s",""); print $0*1000}'; }
     printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$name" "$rps" "$(ms "$p50")" "$(ms "$p99")" \
-        "$errs" "$(peak_rss "$@")" "$bnd" >> "$RESULTS"
+        "$errs" "$(peak_rss $rpids)" "$bnd" >> "$RESULTS"
 }
 
 # ---- 1. slidepipe, pre-built ----
@@ -165,8 +172,10 @@ urls /dzi/pyr_files 254 jpeg > "$OUT/urls-sp.txt"
 run_wrk slidepipe-prebuilt "http://127.0.0.1:$P" "$OUT/urls-sp.txt" \
     "$(bound 256 $DEFAULT_BOUND_ARGS)" $sp1
 # 1b. the same, one request per connection
-WRK_EXTRA="-H Connection:close" run_wrk slidepipe-prebuilt-close \
+WRK_CLOSE=1
+run_wrk slidepipe-prebuilt-close \
     "http://127.0.0.1:$P" "$OUT/urls-sp.txt" "$(bound 256 $DEFAULT_BOUND_ARGS)" $sp1
+WRK_CLOSE=0
 kill $sp1; wait $sp1 2>/dev/null || true
 
 # ---- 2. slidepipe, on the fly (cold: 1 MiB cache) ----
@@ -191,8 +200,10 @@ FW=$W FH=$H
 W=20000 H=20000
 urls /dzi/flat-20000_files 254 jpeg > "$OUT/urls-flat.txt"
 W=$FW H=$FH
-SP_BY_LEVEL=1 run_wrk slidepipe-flat-on-the-fly "http://127.0.0.1:$P" "$OUT/urls-flat.txt" \
+SP_BY_LEVEL=1
+run_wrk slidepipe-flat-on-the-fly "http://127.0.0.1:$P" "$OUT/urls-flat.txt" \
     "$(bound 16 $DEFAULT_BOUND_ARGS)" $sp4
+SP_BY_LEVEL=0
 kill $sp4; wait $sp4 2>/dev/null || true
 
 # ---- 3. IIPImage behind lighttpd FastCGI ----

@@ -173,8 +173,6 @@ static void slide_free(sp_vslide *s) {
     for (int i = 0; i < s->nidle; i++)
         sp_reader_free(s->idle[i]);
     sp_tile_overview_free(s->ov);
-    pthread_mutex_destroy(&s->mu);
-    pthread_cond_destroy(&s->cv);
     sp_slide_close(s->slide);
     for (int i = 0; i < SP_VIEWER_MAX_LEVELS; i++) {
         if (s->level_fd[i] >= 0)
@@ -444,8 +442,6 @@ static bool add_slide(sp_catalog *c, const char *id_hint, const char *name,
         return sp_error_set(err, SP_ERR_NOMEM, name, "out of memory");
     for (int i = 0; i < SP_VIEWER_MAX_LEVELS; i++)
         s->level_fd[i] = -1;
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
     s->mpp_x = s->mpp_y = s->objective_power = s->tissue_area_mm2 = NAN;
     sp_tile_opts_default(&s->topts);
     s->topts.tile_size = 254;

@@ -121,6 +121,6 @@ bool sp__fly_render(sp_catalog *c, sp_vslide *s, int level, int64_t col,
         return false;
     bool ok =
         sp_tile_render(rd, s->slide, &s->topts, level, col, row, out, err);
-    sp__slide_reader_put(c, s, rd, !ok && err->code == SP_ERR_INPUT);
+    sp__slide_reader_put(c, s, rd, !ok);
     return ok;
 }

@@ -58,8 +58,6 @@ typedef struct {
     char version[17]; /* hex token naming this slide's content */
     /* readers for on-the-fly tiles: idle ones kept here, all of them
      * counted against the catalogue's bound (guarded by c->rd_mu) */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
     sp_reader *idle[SP_VIEWER_MAX_READERS];
     int nidle, nmade;
     /* the overview for low levels (guarded by c->ov_mu): Deep Zoom level
