@@ -428,6 +428,62 @@ static void test_live_server(void) {
     free(boxes);
 }
 
+/* ---- one reader bound for all slides ---- */
+
+typedef struct {
+    sp_catalog *c;
+    sp_vslide *s;
+    sp_reader *r;
+} pool_arg;
+
+static void *pool_thread(void *p) {
+    pool_arg *a = p;
+    sp_error err = {0};
+    a->r = sp__slide_reader_get(a->c, a->s, &err); /* blocks: all busy */
+    return NULL;
+}
+
+static void test_reader_bound(void) {
+    char *boxes = sp_test_path("boxes.tiff");
+    const char *in[] = {boxes, boxes, boxes};
+    sp_catalog_opts o = {.readers = 2};
+    sp_catalog *c = NULL;
+    sp_error err = {0};
+    CU_ASSERT_FATAL(sp_catalog_open(in, 3, &o, &c, &err));
+    CU_ASSERT_FATAL(sp_catalog_count(c) == 3);
+    sp_vslide *s[3];
+    for (int i = 0; i < 3; i++)
+        s[i] = sp__catalog_find(c, sp_catalog_id(c, (size_t)i));
+    /* idle readers of other slides are closed to open new ones */
+    for (int round = 0; round < 3; round++)
+        for (int i = 0; i < 3; i++) {
+            sp_reader *r = sp__slide_reader_get(c, s[i], &err);
+            CU_ASSERT_FATAL(r != NULL);
+            CU_ASSERT(c->rd_open <= 2);
+            sp__slide_reader_put(c, s[i], r, false);
+        }
+    /* both busy: a third waits until one is returned */
+    sp_reader *r0 = sp__slide_reader_get(c, s[0], &err);
+    sp_reader *r1 = sp__slide_reader_get(c, s[1], &err);
+    CU_ASSERT_FATAL(r0 && r1);
+    pool_arg a = {.c = c, .s = s[2]};
+    pthread_t th;
+    CU_ASSERT_FATAL(pthread_create(&th, NULL, pool_thread, &a) == 0);
+    usleep(100 * 1000);
+    pthread_mutex_lock(&c->rd_mu);
+    CU_ASSERT(c->rd_open == 2);
+    pthread_mutex_unlock(&c->rd_mu);
+    sp__slide_reader_put(c, s[0], r0, false);
+    pthread_join(th, NULL);
+    CU_ASSERT(a.r != NULL);
+    CU_ASSERT(c->rd_open <= 2);
+    sp__slide_reader_put(c, s[2], a.r, false);
+    sp__slide_reader_put(c, s[1], r1, false);
+    CU_ASSERT(c->rd_open <= 2);
+    sp_catalog_close(c);
+    free(boxes);
+}
+
 static void test_catalog_errors(void) {
     sp_catalog *cat = NULL;
     sp_error err = {0};
@@ -463,5 +519,6 @@ int main(void) {
     CU_ADD_TEST(s, test_live_server);
     CU_ADD_TEST(s, test_catalog_errors);
     CU_ADD_TEST(s, test_single_flight);
+    CU_ADD_TEST(s, test_reader_bound);
     return sp_test_run();
 }
