@@ -428,6 +428,52 @@ static void test_live_server(void) {
     free(boxes);
 }
 
+/* Connections whose request head is late are cut by the timer; numbers
+ * of closed sockets are reused by new connections, which must be served. */
+static void test_head_deadline(void) {
+    char *boxes = sp_test_path("boxes.tiff");
+    const char *inputs[] = {boxes};
+    sp_catalog *cat = NULL;
+    sp_error err = {0};
+    CU_ASSERT_FATAL(sp_catalog_open(inputs, 1, NULL, &cat, &err));
+    sp_server_opts so = {.port = 0, .head_timeout_s = 1, .timeout_s = 30};
+    sp_server *srv = sp_server_start(cat, &so, &err);
+    CU_ASSERT_FATAL(srv != NULL);
+    int port = sp_server_port(srv);
+    static const char *const good =
+        "GET /dzi/boxes_files/9/0_0.jpeg HTTP/1.1\r\n"
+        "Host: x\r\nConnection: close\r\n\r\n";
+    enum { N = 12 };
+    for (int round = 0; round < 3; round++) {
+        int fds[N];
+        double t0 = sp_now();
+        for (int i = 0; i < N; i++) {
+            fds[i] = connect_to(port);
+            if (fds[i] >= 0)
+                send(fds[i], "GET / HTTP/1.1\r\nHo", 19, MSG_NOSIGNAL);
+        }
+        /* a complete request meanwhile is served at once */
+        CU_ASSERT_EQUAL(exchange(port, good, strlen(good)), 200);
+        int cut = 0;
+        for (int i = 0; i < N; i++) {
+            if (fds[i] < 0)
+                continue;
+            char b[64];
+            ssize_t k = recv(fds[i], b, sizeof b, 0); /* EOF when cut */
+            if (k <= 0 && sp_now() - t0 < 4.5)
+                cut++;
+            close(fds[i]);
+        }
+        CU_ASSERT_EQUAL(cut, N);
+        CU_ASSERT(sp_now() - t0 >= 0.9);
+    }
+    CU_ASSERT(sp_server_deadline_cuts(srv) >= 3 * N);
+    CU_ASSERT_EQUAL(exchange(port, good, strlen(good)), 200);
+    sp_server_stop(srv);
+    sp_catalog_close(cat);
+    free(boxes);
+}
+
 /* ---- one reader bound for all slides ---- */
 
 typedef struct {
@@ -518,6 +564,7 @@ int main(void) {
     CU_ADD_TEST(s, test_fuzz_parser);
     CU_ADD_TEST(s, test_live_server);
     CU_ADD_TEST(s, test_catalog_errors);
+    CU_ADD_TEST(s, test_head_deadline);
     CU_ADD_TEST(s, test_single_flight);
     CU_ADD_TEST(s, test_reader_bound);
     return sp_test_run();
