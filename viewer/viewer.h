@@ -11,9 +11,9 @@
  *   sp_route    the URL grammar, as a pure function (fuzzed by the tests).
  *
  * Thread rules: a catalog is built on one thread, then shared read-only
- * by the server's connection threads (its reader pools, tile cache and
- * HDF5 access take their own locks). HDF5 is touched under one process-
- * wide lock. Nothing here prints.
+ * by the server's worker threads (its reader pool, overviews, tile cache
+ * and HDF5 access take their own locks). HDF5 is touched under one
+ * process-wide lock. Nothing here prints.
  */
 #ifndef SP_VIEWER_H
 #define SP_VIEWER_H
