@@ -74,7 +74,9 @@ typedef enum {
  * "already-done", "failed", "interrupted", "not-a-slide". */
 const char *sp_batch_status_name(sp_batch_status s);
 
-/* One candidate. Strings are owned by the batch; NULL when unknown. */
+/* One candidate. Strings are owned by the batch; NULL when unknown. The
+ * strings may name full paths (for the console); the shared outputs carry
+ * them as full_paths says. */
 typedef struct {
     const char *path;    /* as given or found */
     const char *id;      /* output folder name; NULL for not-a-slide */
@@ -136,6 +138,13 @@ typedef struct {
     bool dry_run;        /* probe and plan only; write nothing */
     const char *options; /* common run options, manifest syntax
                             ("tile-size=512 quality=90"), or NULL */
+    /* Shared outputs (each slide's slide.json and done.json, the
+     * summaries) name a slide by its path below the input folder it was
+     * found in (a manifest's own relative path, else the file name) and
+     * name no folder above it or OUTDIR; true records absolute paths
+     * instead. The HDF5 files and cohort.h5 hold file names and paths
+     * relative to OUTDIR either way (docs/OUTPUTS.md). */
+    bool full_paths;
     sp_batch_event_fn on_event;
     void *user;
     volatile sig_atomic_t *cancel; /* set non-zero to stop */
