@@ -148,8 +148,11 @@ static const char *skip_value(const char *p, int depth) {
     return p > s ? p : NULL;
 }
 
-/* Decode the JSON string at p (malloc'd), or NULL. */
+/* Decode the JSON string at p (malloc'd), or NULL (also for p NULL: a
+ * member json_get did not find). */
 static char *json_str(const char *p) {
+    if (!p)
+        return NULL;
     p = ws(p);
     if (*p != '"')
         return NULL;
