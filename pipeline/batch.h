@@ -18,13 +18,18 @@
  *   layout     OUTDIR/<id>/slide.dzi, slide_files/, slide.json, slide.h5
  *              (`slidepipe run SLIDE -o OUTDIR/<id>/slide`), then
  *              OUTDIR/<id>/done.json, written last and atomically: the
- *              quickhash, the parameter fingerprint, the version and the
- *              run's JSON line. OUTDIR/batch-summary.tsv and .json are
+ *              quickhash, the parameter fingerprint, the version, the
+ *              path choice ("paths": relative|full) and the run's JSON
+ *              line (its slide and output rewritten: the slide as shared
+ *              outputs name it, the final OUTDIR/<id>/slide.dzi below
+ *              OUTDIR, not the temporary folder). OUTDIR/batch-summary.tsv and .json are
  *              rewritten atomically as slides finish; OUTDIR/cohort.h5
  *              (sp_store_index over every completed slide) at the end.
  *   resume     a slide is skipped when OUTDIR/<id>/done.json holds the
- *              same quickhash (file size + mtime for a slide without one)
- *              and the same parameter fingerprint and its outputs exist.
+ *              same quickhash (file size + mtime for a slide without one),
+ *              the same parameter fingerprint and the same path choice,
+ *              and its outputs exist (a marker without "paths" predates
+ *              path privacy: redone).
  *              Anything else under OUTDIR/<id>/ is stale: removed, redone.
  *              `force` redoes every slide.
  *   scheduling one child process per slide (`EXE run ... --json --quiet
