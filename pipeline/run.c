@@ -882,8 +882,9 @@ static void staging_clean_stale(const sp_run_opts *o, const staging *g) {
 
 /* Rename every staged output into place, the .dzi/.tiff last (an old one
  * is removed first: it stops looking complete before it is replaced).
- * When one fails, the ones already renamed are removed: none is left. */
-static bool commit_staged(const staging *g, sp_error *err) {
+ * When one fails, the ones already renamed are removed, and with `force`
+ * the old outputs not yet replaced as well: none is left. */
+static bool commit_staged(const staging *g, bool force, sp_error *err) {
     bool done[MAX_STAGED] = {false};
     int failed = -1, e = 0;
     const char *what = "cannot rename into place";
@@ -912,7 +913,7 @@ static bool commit_staged(const staging *g, sp_error *err) {
     if (failed < 0)
         return true;
     for (int i = 0; i < g->n; i++)
-        if (done[i])
+        if (done[i] || force)
             sp_remove_tree(g->final[i], NULL);
     if (e)
         sp_error_errno(err, SP_ERR_OUTPUT, g->final[failed], e, what);
@@ -1170,7 +1171,7 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
     if (stg.png_stage && mask && !sp_mask_write_png(mask, stg.png_stage, err))
         goto out;
     /* every output is complete: all of them into place, or none */
-    if (!commit_staged(&stg, err))
+    if (!commit_staged(&stg, force, err))
         goto out;
     if (want_tiles)
         res->tiles = tstats;

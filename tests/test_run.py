@@ -281,6 +281,16 @@ def test_all_or_nothing(tmp):
                 if cmd == "run" else {"y.h5", "mask.png"})
         check(r.returncode == 0 and set(os.listdir(d)) == want,
               f"{cmd} with a mask PNG: {sorted(os.listdir(d))}")
+    # a rename that fails when everything is complete (the HDF5 name is a
+    # folder): the outputs renamed before it are taken back
+    d = os.path.join(tmp, "aon-commit")
+    os.makedirs(os.path.join(d, "x.h5", "in-the-way"))
+    r = run("run", CMU, "-o", os.path.join(d, "x"), "--quiet", "--force")
+    err = r.stderr.splitlines()
+    check(r.returncode == 3 and len(err) == 1 and
+          os.path.join(d, "x.h5") in err[0],
+          f"commit failure: exit {r.returncode}, one line naming x.h5: {err}")
+    check(os.listdir(d) == [], f"commit failure left {os.listdir(d)}")
 
 
 def mount_tmpfs(d, size):
