@@ -379,7 +379,9 @@ static char *shared_text(const sp_batch *b, const sp__bslide *s,
         return t;
     if (s) {
         replace_in(&t, s->path, s->rel);
-        if (s->root && s->root[0]) {
+        /* "." and ".." name no folder: scrubbing "./" would mangle "../" */
+        if (s->root && s->root[0] && strcmp(s->root, ".") != 0 &&
+            strcmp(s->root, "./") != 0 && strcmp(s->root, "..") != 0) {
             sp_buf r;
             sp_buf_init(&r);
             sp_buf_printf(&r, "%s%s", s->root,
