@@ -22,8 +22,8 @@
  *              path choice ("paths": relative|full) and the run's JSON
  *              line (its slide and output rewritten: the slide as shared
  *              outputs name it, the final OUTDIR/<id>/slide.dzi below
- *              OUTDIR, not the temporary folder). OUTDIR/batch-summary.tsv and .json are
- *              rewritten atomically as slides finish; OUTDIR/cohort.h5
+ *              OUTDIR, not the temporary folder). OUTDIR/batch-summary.tsv and
+ * .json are rewritten atomically as slides finish; OUTDIR/cohort.h5
  *              (sp_store_index over every completed slide) at the end.
  *   resume     a slide is skipped when OUTDIR/<id>/done.json holds the
  *              same quickhash (file size + mtime for a slide without one),
