@@ -1370,20 +1370,18 @@ static bool write_done(sp_batch *b, sp__bslide *s, const char *dir,
     sp_json_key(&w, "slidepipe_version");
     sp_json_string(&w, SP_VERSION);
     char *path = recorded_path(b, s);
-    char *final = sp_path_join(b->outdir, s->id);
-    char *out_abs = final && b->o.full_paths ? abs_path(final) : NULL;
-    char *output = NULL;
-    if (b->o.full_paths)
-        output = out_abs ? sp_path_join(out_abs, OUT_BASE ".dzi") : NULL;
-    else
-        output = sp_path_join(s->id, OUT_BASE ".dzi"); /* below OUTDIR */
+    /* OUTDIR exists (OUTDIR/<id> not yet): resolve that */
+    char *od = b->o.full_paths ? abs_path(b->outdir) : NULL;
+    char *final = b->o.full_paths ? (od ? sp_path_join(od, s->id) : NULL)
+                                  : xstrdup(s->id); /* below OUTDIR */
+    char *output = final ? sp_path_join(final, OUT_BASE ".dzi") : NULL;
     /* the run's own line names the slide as given and the temporary
      * folder: both as the outputs record them instead */
     const char *keys[] = {"slide", "output"};
     const char *vals[] = {path, output};
     char *run = path && output ? json_with(s->run_json, keys, vals, 2) : NULL;
+    free(od);
     free(final);
-    free(out_abs);
     free(output);
     sp_json_key(&w, "slide");
     sp_json_string(&w, path);
