@@ -127,6 +127,12 @@ bool sp_reader_read_stride(sp_reader *r, int level, int64_t x, int64_t y,
                            int64_t w, int64_t h, uint8_t *rgb, size_t stride,
                            sp_error *err);
 
+/* Make the process's libtiff silent, once (sp_slide_open does it): its
+ * warnings are dropped and its errors kept per thread (sp_capture_message,
+ * util.h) for the caller's sp_error. Thread-safe. For modules that use
+ * libtiff themselves (the TIFF writer). */
+void sp_libtiff_quiet(void);
+
 /* OpenSlide's library version string. */
 const char *sp_openslide_version(void);
 

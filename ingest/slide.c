@@ -13,11 +13,28 @@
 const char *sp_openslide_version(void) { return openslide_get_version(); }
 
 /* OpenSlide reads TIFF-based formats through the process's libtiff, whose
- * default handler prints warnings on stderr ("Raster width ... adapted").
- * Library code must not print: drop warnings; errors still reach us
- * through openslide_get_error(). */
+ * default handlers print on stderr ("Raster width ... adapted",
+ * "TIFFReadRawTile: Read error at row ..."). Library code must not print:
+ * warnings are dropped, errors kept per thread (util's capture) so that
+ * our message can quote libtiff's cause beside OpenSlide's. */
 static pthread_once_t quiet_once = PTHREAD_ONCE_INIT;
-static void quiet_libtiff(void) { TIFFSetWarningHandler(NULL); }
+static void quiet_libtiff(void) {
+    TIFFSetWarningHandler(NULL);
+    TIFFSetErrorHandler(sp_capture_message);
+}
+
+void sp_libtiff_quiet(void) { pthread_once(&quiet_once, quiet_libtiff); }
+
+const char *sp__libtiff_cause(const char *path, char *buf, size_t n) {
+    const char *m = sp_captured();
+    if (!m)
+        return "";
+    size_t k = strlen(path);
+    if (strncmp(m, path, k) == 0 && strncmp(m + k, ": ", 2) == 0)
+        m += k + 2; /* libtiff names the file by its path: ours does */
+    snprintf(buf, n, " (libtiff: %s)", m);
+    return buf;
+}
 
 /* Check the path itself before OpenSlide sees it, so that the common
  * mistakes get a precise cause instead of "not recognised". */
@@ -129,21 +146,24 @@ static bool verify_readable(sp_slide *s, sp_error *err) {
     uint32_t *buf = malloc((size_t)(w * h) * sizeof *buf);
     if (!buf)
         return sp_error_set(err, SP_ERR_NOMEM, s->path, "out of memory");
+    sp_capture_clear();
     openslide_read_region(s->osr, buf, (int64_t)(x * l->downsample),
                           (int64_t)(y * l->downsample), s->level_count - 1, w,
                           h);
     free(buf);
     const char *e = openslide_get_error(s->osr);
+    char cause[600];
     if (e)
         return sp_error_set(err, SP_ERR_INPUT, s->path,
-                            "cannot read pixels: %s", e);
+                            "cannot read pixels: %s%s", e,
+                            sp__libtiff_cause(s->path, cause, sizeof cause));
     return true;
 }
 
 bool sp_slide_open(const char *path, bool verify, sp_slide **out,
                    sp_error *err) {
     *out = NULL;
-    pthread_once(&quiet_once, quiet_libtiff);
+    sp_libtiff_quiet();
     if (!check_path(path, err))
         return false;
     sp_slide *s = calloc(1, sizeof *s);
@@ -154,16 +174,20 @@ bool sp_slide_open(const char *path, bool verify, sp_slide **out,
         sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
         goto fail;
     }
+    char cause[600];
+    sp_capture_clear();
     s->osr = openslide_open(path);
     if (!s->osr) {
         sp_error_set(err, SP_ERR_INPUT, path,
-                     "not a slide format OpenSlide %s recognises",
-                     openslide_get_version());
+                     "not a slide format OpenSlide %s recognises%s",
+                     openslide_get_version(),
+                     sp__libtiff_cause(path, cause, sizeof cause));
         goto fail;
     }
     const char *e = openslide_get_error(s->osr);
     if (e) {
-        sp_error_set(err, SP_ERR_INPUT, path, "%s", e);
+        sp_error_set(err, SP_ERR_INPUT, path, "%s%s", e,
+                     sp__libtiff_cause(path, cause, sizeof cause));
         goto fail;
     }
     if (!load_properties(s, err) || !load_levels(s, err) ||
@@ -284,12 +308,15 @@ bool sp_slide_read_associated(sp_slide *s, const char *name, uint8_t *rgb,
     uint32_t *argb = malloc(n * sizeof *argb);
     if (!argb)
         return sp_error_set(err, SP_ERR_NOMEM, s->path, "out of memory");
+    sp_capture_clear();
     openslide_read_associated_image(s->osr, name, argb);
     const char *e = openslide_get_error(s->osr);
     if (e) {
         free(argb);
+        char cause[600];
         return sp_error_set(err, SP_ERR_INPUT, s->path,
-                            "cannot read associated image '%s': %s", name, e);
+                            "cannot read associated image '%s': %s%s", name, e,
+                            sp__libtiff_cause(s->path, cause, sizeof cause));
     }
     static const uint8_t white[3] = {255, 255, 255};
     sp__argb_to_rgb(argb, n, bg ? bg : white, rgb);
