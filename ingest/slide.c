@@ -304,6 +304,14 @@ bool sp_slide_read_associated(sp_slide *s, const char *name, uint8_t *rgb,
     if (!a)
         return sp_error_set(err, SP_ERR_USAGE, s->path,
                             "no associated image named '%s'", name);
+    /* the sizes are the file's word: no more than 2^28 pixels (1 GiB of
+     * ARGB; labels and macros are a few megapixels) */
+    if (a->width < 1 || a->height < 1 || a->width > INT32_MAX ||
+        a->height > INT32_MAX || a->width * a->height > SP_MAX_ASSOCIATED_PX)
+        return sp_error_set(err, SP_ERR_INPUT, s->path,
+                            "associated image '%s' claims %lldx%lld pixels "
+                            "(at most 2^28 are read)",
+                            name, (long long)a->width, (long long)a->height);
     size_t n = (size_t)(a->width * a->height);
     uint32_t *argb = malloc(n * sizeof *argb);
     if (!argb)
