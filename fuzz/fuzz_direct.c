@@ -5,12 +5,14 @@
  * then read at a few boxes through a default (direct) reader: a corner,
  * the centre, and a box across the bottom-right edge, so that whole,
  * cropped and cut-short tiles are decoded. Levels left to OpenSlide are
- * not read (OpenSlide's own decoders are not what this target is for;
- * openslide_open still parses every input). Nothing may print, leak or
+ * not read, nor levels whose downsample is fractional (OpenSlide's own
+ * decoders are not what this target is for; openslide_open still parses
+ * every input). Nothing may print, leak or
  * allocate from a size the file claims without bounds. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -115,9 +117,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!sp_slide_open(path, false, &s, &err))
         return 0;
     for (int level = 0; level < sp_slide_level_count(s); level++) {
-        if (!sp__direct_has_level(s->direct, level))
-            continue;
         const sp_level *l = sp_slide_level(s, level);
+        /* direct levels only, and of those above 0 only those whose
+         * downsample is whole (any other read origin is OpenSlide's) */
+        if (!sp__direct_has_level(s->direct, level) ||
+            (level > 0 && l->downsample != floor(l->downsample)))
+            continue;
         sp_reader *r = sp_reader_create(s, 0, NULL, &err);
         if (!r)
             break;

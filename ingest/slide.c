@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <tiffio.h>
 
+#include <glib.h>
+
 const char *sp_openslide_version(void) { return openslide_get_version(); }
 
 /* OpenSlide reads TIFF-based formats through the process's libtiff, whose
@@ -18,9 +20,23 @@ const char *sp_openslide_version(void) { return openslide_get_version(); }
  * warnings are dropped, errors kept per thread (util's capture) so that
  * our message can quote libtiff's cause beside OpenSlide's. */
 static pthread_once_t quiet_once = PTHREAD_ONCE_INIT;
+
+/* OpenSlide 3.4.1 also trips GLib's checks on some malformed files
+ * ("GLib-CRITICAL **: g_strchomp: assertion 'string != NULL' failed" from
+ * an Aperio description field without '=') and GLib prints those on
+ * stderr: they are captured too. GLib still aborts after a
+ * G_LOG_LEVEL_ERROR, as before. */
+static void glib_capture(const gchar *domain, GLogLevelFlags level,
+                         const gchar *message, gpointer user) {
+    (void)level;
+    (void)user;
+    sp_capture_text(domain, message);
+}
+
 static void quiet_libtiff(void) {
     TIFFSetWarningHandler(NULL);
     TIFFSetErrorHandler(sp_capture_message);
+    g_log_set_default_handler(glib_capture, NULL);
 }
 
 void sp_libtiff_quiet(void) { pthread_once(&quiet_once, quiet_libtiff); }

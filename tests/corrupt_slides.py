@@ -197,6 +197,26 @@ def make(datadir, outdir, count, seed=12):
     return out
 
 
+def crafted(datadir, outdir):
+    """Mutants made by hand for one known reaction each: [(path, source,
+    kind)]. 'desc_no_equals': an Aperio description field without '='
+    (OpenSlide 3.4.1 passes NULL to g_strstrip, GLib prints a CRITICAL)."""
+    out = []
+    src = "CMU-1-Small-Region.svs"
+    p = os.path.join(datadir, src)
+    if os.path.exists(p):
+        with open(p, "rb") as f:
+            data = f.read()
+        i = data.find(b"AppMag = ")
+        if i >= 0:
+            data = data[:i] + b"AppMag : " + data[i + 9:]
+            path = os.path.join(outdir, "c0000-CMU-desc_no_equals.svs")
+            with open(path, "wb") as f:
+                f.write(data)
+            out.append((path, src, "desc_no_equals"))
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("outdir")

@@ -31,7 +31,7 @@ import threading
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from corrupt_slides import make  # noqa: E402
+from corrupt_slides import crafted, make  # noqa: E402
 from sptest import DATA, check, finish  # noqa: E402
 
 MAX_SIDE = 8192  # levels are read whole up to this size (all the real ones)
@@ -220,7 +220,9 @@ def check_run(binary, name, path, tmp):
                        capture_output=True, text=True, timeout=300)
     check(r.returncode >= 0 and not sanitizer_report(r.stderr),
           f"{name}: run crashed ({r.returncode}): {r.stderr[-2000:]}")
-    if r.returncode != 0:
+    if r.returncode == 0:
+        check(r.stderr == "", f"{name}: run prints nothing: {r.stderr!r}")
+    else:
         lines = r.stderr.strip().splitlines()
         check(len(lines) == 1 and path in lines[0],
               f"{name}: run fails with one line naming the file: {lines}")
@@ -293,7 +295,7 @@ def main():
     root = tempfile.mkdtemp(prefix="sp-corrupt-")
     mdir = a.keep or os.path.join(root, "mutants")
     os.makedirs(mdir, exist_ok=True)
-    mutants = make(DATA, mdir, a.count, a.seed)
+    mutants = make(DATA, mdir, a.count, a.seed) + crafted(DATA, mdir)
     for f in ("unreadable.svs", "unopenable.tiff"):
         if os.path.exists(os.path.join(DATA, f)):
             mutants.append((os.path.join(DATA, f), f, "testdata"))
@@ -329,8 +331,9 @@ def main():
                 compare(name, src, path, box["r"], sp, tmp, counts, a.verbose,
                         tag=" (pieces)")
             shutil.rmtree(tmp, ignore_errors=True)
-            if runs_done < a.runs and src not in SIDE and (
-                    kind == "testdata" or i % 7 == 0):
+            if src not in SIDE and (
+                    kind in ("testdata", "desc_no_equals") or
+                    (runs_done < a.runs and i % 7 == 0)):
                 os.makedirs(tmp)
                 check_run(binary, name, path, tmp)
                 runs_done += 1

@@ -11,7 +11,7 @@ static _Thread_local struct {
     char msg[512];
 } captured;
 
-void sp_capture_message(const char *module, const char *fmt, va_list ap) {
+static void store(const char *module, const char *fmt, va_list ap) {
     if (captured.set)
         return; /* the first message since the last clear is the cause */
     size_t n = 0;
@@ -26,6 +26,21 @@ void sp_capture_message(const char *module, const char *fmt, va_list ap) {
         if (*p == '\n' || *p == '\r' || *p == '\t')
             *p = ' ';
     captured.set = true;
+}
+
+void sp_capture_message(const char *module, const char *fmt, va_list ap) {
+    store(module, fmt, ap);
+}
+
+static void store_text(const char *module, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    store(module, fmt, ap);
+    va_end(ap);
+}
+
+void sp_capture_text(const char *module, const char *text) {
+    store_text(module, "%s", text ? text : "");
 }
 
 void sp_capture_discard(const char *module, const char *fmt, va_list ap) {
