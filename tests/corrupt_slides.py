@@ -174,27 +174,63 @@ def mutate(data, rng):
     return "any_bit", bytes(buf)
 
 
-def make(datadir, outdir, count, seed=12):
-    """Write `count` mutants into outdir; [(path, source, kind)]."""
+def make(datadir, outdir, count, seed=12, extra=()):
+    """Write `count` mutants into outdir; [(path, source, kind)]. `extra`:
+    more sources, [(path, weight)], beside SOURCES in datadir."""
     rng = random.Random(seed)
-    srcs = [(f, w) for f, w in SOURCES
-            if os.path.exists(os.path.join(datadir, f))]
+    srcs = [(os.path.join(datadir, f), w) for f, w in SOURCES
+            if os.path.exists(os.path.join(datadir, f))] + list(extra)
     pool = [f for f, w in srcs for _ in range(w)]
     cache = {}
     out = []
     for i in range(count):
         src = pool[rng.randrange(len(pool))]
         if src not in cache:
-            with open(os.path.join(datadir, src), "rb") as f:
+            with open(src, "rb") as f:
                 cache[src] = f.read()
         kind, data = mutate(cache[src], rng)
-        ext = os.path.splitext(src)[1]
-        stem = os.path.splitext(src)[0][:12]
+        name = os.path.basename(src)
+        ext = os.path.splitext(name)[1]
+        stem = os.path.splitext(name)[0][:12]
         path = os.path.join(outdir, f"m{i:04d}-{stem}-{kind}{ext}")
         with open(path, "wb") as f:
             f.write(data)
-        out.append((path, src, kind))
+        out.append((path, name, kind))
     return out
+
+
+def pyramids(datadir, outdir):
+    """Multi-level JPEG-tiled slides made from a crop of CMU-1-Small-Region
+    with vips (none when vips or tiffset is missing): a generic pyramidal
+    TIFF and the same with an Aperio description (every tiled directory a
+    level), 128 px tiles, downsamples 1, 2, 4, 8.02. [(path, weight)]"""
+    import shutil
+    import subprocess
+    cmu = os.path.join(datadir, "CMU-1-Small-Region.svs")
+    if not (os.path.exists(cmu) and shutil.which("vips") and
+            shutil.which("tiffset")):
+        return []
+    crop = os.path.join(outdir, "crop.v")
+    gen = os.path.join(outdir, "pyramid-generic.tif")
+    ape = os.path.join(outdir, "pyramid-aperio.svs")
+    try:
+        subprocess.run(["vips", "crop", cmu, crop, "600", "900", "1000",
+                        "700"], check=True, capture_output=True)
+        subprocess.run(["vips", "tiffsave", crop, gen, "--tile",
+                        "--tile-width", "128", "--tile-height", "128",
+                        "--pyramid", "--compression", "jpeg", "--Q", "70"],
+                       check=True, capture_output=True)
+        shutil.copy(gen, ape)
+        subprocess.run(["tiffset", "-d", "0", "-s", "270",
+                        "Aperio Image Library v10.0.50\r\n1000x700 [0,0 "
+                        "1000x700] (128x128) JPEG/RGB Q=70|AppMag = 20|"
+                        "MPP = 0.4990", ape], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    finally:
+        if os.path.exists(crop):
+            os.remove(crop)
+    return [(gen, 2), (ape, 3)]
 
 
 def crafted(datadir, outdir):
@@ -226,7 +262,8 @@ def main():
                                                      "../shared/testdata"))
     a = ap.parse_args()
     os.makedirs(a.outdir, exist_ok=True)
-    for path, src, kind in make(a.data, a.outdir, a.count, a.seed):
+    extra = pyramids(a.data, a.outdir)
+    for path, src, kind in make(a.data, a.outdir, a.count, a.seed, extra):
         print(f"{path}\t{src}\t{kind}")
     return 0
 
