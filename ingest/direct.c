@@ -10,6 +10,14 @@
  * completed by the directory's JPEGTables. tests/test_ingest.c checks the
  * two paths give identical bytes.
  *
+ * It fails where OpenSlide 3.4.1 fails, and only there (tests/
+ * test_corrupt.py checks it on damaged slides): any libjpeg warning is an
+ * error, every tile touched is entropy-decoded to its last row, a tile's
+ * bytes must lie inside the file, levels are OpenSlide's directories in
+ * OpenSlide's order, and what OpenSlide paints from elsewhere (an Aperio
+ * tile without bytes below level 0) is left to OpenSlide. Errors name the
+ * level and the tile (column, row).
+ *
  * The slide keeps the tile offsets and one file descriptor; readers pread()
  * tiles and decode with their own libjpeg state, so no lock is taken. */
 #include "ingest.h"

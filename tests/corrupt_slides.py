@@ -233,7 +233,7 @@ def pyramids(datadir, outdir):
     return [(gen, 2), (ape, 3)]
 
 
-def crafted(datadir, outdir):
+def crafted(datadir, outdir, extra=()):
     """Mutants made by hand for one known reaction each: [(path, source,
     kind)]. 'desc_no_equals': an Aperio description field without '='
     (OpenSlide 3.4.1 passes NULL to g_strstrip, GLib prints a CRITICAL)."""
@@ -250,6 +250,29 @@ def crafted(datadir, outdir):
             with open(path, "wb") as f:
                 f.write(data)
             out.append((path, src, "desc_no_equals"))
+    # a tile without bytes: Aperio paints it from the level above (and
+    # marks the tiles of the levels below that cover it), generic TIFF
+    # fails to read it
+    for src in extra:
+        with open(src, "rb") as f:
+            data = f.read()
+        t = Tiff(data)
+        tiled = [k for k, (_, _, tags) in enumerate(t.ifds)
+                 if TILE_BYTE_COUNTS in tags]
+        for ifd, tile in ((0, 5), (1, 2)):
+            if ifd >= len(tiled):
+                continue
+            e = t.ifds[tiled[ifd]][2][TILE_BYTE_COUNTS]
+            fmt = {3: "H", 4: "I", 16: "Q"}.get(e["type"], "I")
+            buf = bytearray(data)
+            struct.pack_into(t.e + fmt, buf, e["at"] + tile * e["esize"], 0)
+            name = os.path.basename(src)
+            stem, ext = os.path.splitext(name)
+            path = os.path.join(outdir, f"c{len(out):04d}-{stem[:12]}-"
+                                f"zero_count_level{ifd}{ext}")
+            with open(path, "wb") as f:
+                f.write(buf)
+            out.append((path, name, "zero_count"))
     return out
 
 

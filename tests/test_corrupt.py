@@ -300,7 +300,7 @@ def main():
     extra = pyramids(DATA, sdir)
     check(extra or not shutil.which("vips"), "vips made the pyramids")
     mutants = (make(DATA, mdir, a.count, a.seed, extra) +
-               crafted(DATA, mdir))
+               crafted(DATA, mdir, [p for p, _ in extra]))
     for f in ("unreadable.svs", "unopenable.tiff"):
         if os.path.exists(os.path.join(DATA, f)):
             mutants.append((os.path.join(DATA, f), f, "testdata"))
