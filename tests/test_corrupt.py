@@ -277,7 +277,7 @@ def check_tiff_write_error(binary, root):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--count", type=int, default=80)
+    ap.add_argument("--count", type=int, default=64)
     ap.add_argument("--seed", type=int, default=12)
     ap.add_argument("--runs", type=int, default=6,
                     help="mutants also given to `slidepipe run`")
