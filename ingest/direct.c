@@ -10,6 +10,14 @@
  * completed by the directory's JPEGTables. tests/test_ingest.c checks the
  * two paths give identical bytes.
  *
+ * It fails where OpenSlide 3.4.1 fails, and only there (tests/
+ * test_corrupt.py checks it on damaged slides): any libjpeg warning is an
+ * error, every tile touched is entropy-decoded to its last row, a tile's
+ * bytes must lie inside the file, levels are OpenSlide's directories in
+ * OpenSlide's order, and what OpenSlide paints from elsewhere (an Aperio
+ * tile without bytes below level 0) is left to OpenSlide. Errors name the
+ * level and the tile (column, row).
+ *
  * The slide keeps the tile offsets and one file descriptor; readers pread()
  * tiles and decode with their own libjpeg state, so no lock is taken. */
 #include "ingest.h"
@@ -21,11 +29,29 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <tiffio.h>
 #include <unistd.h>
 
 #include <jerror.h>
 #include <jpeglib.h>
+
+/* Limits on what the file claims, checked before anything is allocated
+ * from it. A JPEG cannot be wider or taller than 65500 pixels, so larger
+ * tiles could never decode (OpenSlide fails on them too, after allocating
+ * tile_w * tile_h * 4 bytes). The decoded-tile scratch of each reader is
+ * capped at 2^26 pixels (192 MiB; slides use 240-1024 px tiles). A tile's
+ * compressed bytes must lie inside the file and be at most 64 MiB, or
+ * twice its decoded size when that is larger: a JPEG tile is a fraction
+ * of its decoded size, and 64 MiB is 400 times a 240x240 tile's. The
+ * JPEGTables of a directory (a few hundred bytes in practice) may take at
+ * most 1 MiB. */
+enum {
+    DIRECT_MAX_SIDE = 65500,
+};
+#define DIRECT_MAX_TILE_PIXELS (INT64_C(1) << 26)
+#define DIRECT_MIN_COUNT_CAP (UINT64_C(64) << 20)
+#define DIRECT_MAX_TABLES (UINT32_C(1) << 20)
 
 /* One level's TIFF directory. */
 typedef struct {
@@ -35,6 +61,10 @@ typedef struct {
     int64_t tile_w, tile_h;
     int64_t across, down;       /* tiles */
     uint64_t *offsets, *counts; /* across * down */
+    uint64_t max_count;         /* the cap on a tile's compressed bytes */
+    bool zero_is_error;         /* a tile without bytes fails (generic TIFF) */
+    int64_t zero_tiles;         /* tiles of 0 bytes (probe only) */
+    const char *broken;         /* set: every read of the level fails so */
     uint8_t *tables;            /* JPEGTables, or NULL */
     size_t tables_len;
     J_COLOR_SPACE space; /* colour space of the JPEG data */
@@ -42,6 +72,7 @@ typedef struct {
 
 struct sp_direct {
     int fd;
+    uint64_t file_size; /* at probe time */
     int nlevels;
     dlevel *lv;             /* nlevels */
     int64_t max_tile_bytes; /* of the largest tile, decoded */
@@ -69,16 +100,24 @@ static void jerr_exit(j_common_ptr c) {
     longjmp(m->jump, 1);
 }
 
-static void jerr_quiet(j_common_ptr c, int level) {
-    (void)c;
-    (void)level; /* warnings: libjpeg goes on, as OpenSlide's decoder does */
+/* libjpeg's warnings ("Corrupt JPEG data: premature end of data segment",
+ * "Premature end of JPEG file", ...) mean damaged data that libjpeg
+ * patches over with grey or repeated pixels. OpenSlide 3.4.1 makes every
+ * warning fatal; so do we. Trace messages (level >= 0) are dropped. */
+static void jerr_emit(j_common_ptr c, int level) {
+    if (level < 0)
+        (*c->err->error_exit)(c);
 }
 
 static void jerr_output(j_common_ptr c) { (void)c; }
 
-/* Directory `tif` (the current one) as level `l`, when it is tiled JPEG
- * of l's size; false (and *l untouched) when not. */
-static bool probe_dir(TIFF *tif, const sp_level *want, dlevel *l) {
+/* Directory `tif` (the current one), OpenSlide's level `want`, into *l:
+ * false (and *l untouched) when it is not tiled JPEG as OpenSlide reads
+ * directly (OpenSlide then decodes it through libtiff, and so do we). A
+ * level whose directory claims what no read could satisfy is kept with
+ * l->broken set, so that its reads fail with that cause. */
+static bool probe_dir(TIFF *tif, const sp_level *want, uint64_t file_size,
+                      dlevel *l) {
     uint32_t w = 0, h = 0, tw = 0, th = 0;
     uint16_t comp = 0, spp = 0, bps = 0, planar = 0, photo = 0;
     if (!TIFFIsTiled(tif) || !TIFFGetField(tif, TIFFTAG_IMAGEWIDTH, &w) ||
@@ -94,16 +133,18 @@ static bool probe_dir(TIFF *tif, const sp_level *want, dlevel *l) {
         !TIFFGetField(tif, TIFFTAG_PHOTOMETRIC, &photo))
         return false;
     if (comp != COMPRESSION_JPEG || spp != 3 || bps != 8 ||
-        planar != PLANARCONFIG_CONTIG || tw == 0 || th == 0 ||
-        (photo != PHOTOMETRIC_RGB && photo != PHOTOMETRIC_YCBCR))
+        planar != PLANARCONFIG_CONTIG || tw == 0 || th == 0 || w == 0 ||
+        h == 0 || (photo != PHOTOMETRIC_RGB && photo != PHOTOMETRIC_YCBCR))
         return false;
     uint64_t *offs = NULL, *cnts = NULL;
     if (!TIFFGetField(tif, TIFFTAG_TILEOFFSETS, &offs) ||
         !TIFFGetField(tif, TIFFTAG_TILEBYTECOUNTS, &cnts) || !offs || !cnts)
         return false;
+    /* both at most 2^32, so the product cannot overflow */
     int64_t across = ((int64_t)w + tw - 1) / tw;
     int64_t down = ((int64_t)h + th - 1) / th;
-    if ((int64_t)TIFFNumberOfTiles(tif) < across * down)
+    if (across > INT64_MAX / down ||
+        (int64_t)TIFFNumberOfTiles(tif) < across * down)
         return false;
     dlevel d = {.present = true,
                 .width = w,
@@ -113,20 +154,42 @@ static bool probe_dir(TIFF *tif, const sp_level *want, dlevel *l) {
                 .across = across,
                 .down = down,
                 .space = photo == PHOTOMETRIC_RGB ? JCS_RGB : JCS_YCbCr};
+    if (tw > DIRECT_MAX_SIDE || th > DIRECT_MAX_SIDE) {
+        d.broken = "its tile size is beyond JPEG's limit of 65500 pixels";
+        d.tile_w = d.tile_h = 0; /* nothing is allocated for it */
+        *l = d;
+        return true;
+    }
+    if ((int64_t)tw * th > DIRECT_MAX_TILE_PIXELS) {
+        d.broken = "its tiles exceed slidepipe's limit of 2^26 pixels";
+        d.tile_w = d.tile_h = 0;
+        *l = d;
+        return true;
+    }
+    uint64_t decoded = (uint64_t)tw * th * 3;
+    d.max_count =
+        2 * decoded > DIRECT_MIN_COUNT_CAP ? 2 * decoded : DIRECT_MIN_COUNT_CAP;
+    /* JPEGTables exactly as OpenSlide takes them: whenever libtiff has
+     * some, whatever their length */
+    uint32_t tlen = 0;
+    void *tables = NULL;
+    if (TIFFGetField(tif, TIFFTAG_JPEGTABLES, &tlen, &tables) && tables) {
+        if (tlen > DIRECT_MAX_TABLES || tlen > file_size) {
+            d.broken = "its JPEGTables are longer than 1 MiB";
+            d.tile_w = d.tile_h = 0;
+            *l = d;
+            return true;
+        }
+        d.tables = malloc(tlen ? tlen : 1);
+        if (!d.tables)
+            return false;
+        memcpy(d.tables, tables, tlen);
+        d.tables_len = tlen;
+    }
     size_t n = (size_t)(across * down);
     d.offsets = malloc(n * sizeof *d.offsets);
     d.counts = malloc(n * sizeof *d.counts);
-    uint32_t tlen = 0;
-    void *tables = NULL;
-    if (TIFFGetField(tif, TIFFTAG_JPEGTABLES, &tlen, &tables) && tables &&
-        tlen > 4) {
-        d.tables = malloc(tlen);
-        if (d.tables) {
-            memcpy(d.tables, tables, tlen);
-            d.tables_len = tlen;
-        }
-    }
-    if (!d.offsets || !d.counts || (tables && tlen > 4 && !d.tables)) {
+    if (!d.offsets || !d.counts) {
         free(d.offsets);
         free(d.counts);
         free(d.tables);
@@ -134,51 +197,125 @@ static bool probe_dir(TIFF *tif, const sp_level *want, dlevel *l) {
     }
     memcpy(d.offsets, offs, n * sizeof *d.offsets);
     memcpy(d.counts, cnts, n * sizeof *d.counts);
+    for (size_t t = 0; t < n; t++)
+        d.zero_tiles += d.counts[t] == 0;
     *l = d;
     return true;
 }
 
+static void free_level(dlevel *l) {
+    free(l->offsets);
+    free(l->counts);
+    free(l->tables);
+    l->offsets = l->counts = NULL;
+    l->tables = NULL;
+    l->present = false;
+}
+
+/* A candidate directory of OpenSlide's level list. */
+typedef struct {
+    tdir_t dir;
+    uint32_t width;
+} level_dir;
+
+/* OpenSlide 3.4.1's level list: Aperio takes every tiled directory in
+ * file order; generic TIFF takes the tiled ones that are the first
+ * directory or marked reduced-resolution, stably sorted by width,
+ * widest first. Returns how many (at most `max`), -1 when more. */
+static int level_dirs(TIFF *tif, bool aperio, level_dir *out, int max) {
+    int n = 0;
+    do {
+        if (!TIFFIsTiled(tif))
+            continue;
+        tdir_t dir = TIFFCurrentDirectory(tif);
+        if (!aperio && dir != 0) {
+            uint32_t sub = 0;
+            if (!TIFFGetField(tif, TIFFTAG_SUBFILETYPE, &sub) ||
+                !(sub & FILETYPE_REDUCEDIMAGE))
+                continue;
+        }
+        if (n == max)
+            return -1;
+        uint32_t w = 0;
+        TIFFGetField(tif, TIFFTAG_IMAGEWIDTH, &w);
+        out[n++] = (level_dir){dir, w};
+    } while (TIFFReadDirectory(tif));
+    if (!aperio) /* insertion sort: stable, and n is small */
+        for (int i = 1; i < n; i++)
+            for (int j = i; j > 0 && out[j - 1].width < out[j].width; j--) {
+                level_dir t = out[j];
+                out[j] = out[j - 1];
+                out[j - 1] = t;
+            }
+    return n;
+}
+
 /* Whether slide `s` can be read directly, and how. NULL when level 0 can
- * not (the OpenSlide path then serves every read). Never fails loudly: any
- * doubt means "not eligible". A directory serves the first level of its
- * size. */
+ * not (the OpenSlide path then serves every read). Never fails loudly:
+ * a directory that is not what OpenSlide decodes directly is left to
+ * OpenSlide. Level k is OpenSlide's k-th directory (level_dirs), checked
+ * against OpenSlide's level size. */
 sp_direct *sp__direct_probe(const sp_slide *s) {
-    if (strcmp(s->vendor, "aperio") != 0 &&
-        strcmp(s->vendor, "generic-tiff") != 0)
+    bool aperio = strcmp(s->vendor, "aperio") == 0;
+    if (!aperio && strcmp(s->vendor, "generic-tiff") != 0)
         return NULL;
+    sp_direct *d = NULL;
+    level_dir *dirs = NULL;
     TIFF *tif = TIFFOpen(s->path, "rm");
     if (!tif)
         return NULL;
-    sp_direct *d = calloc(1, sizeof *d);
-    if (d)
-        d->lv = calloc((size_t)s->level_count, sizeof *d->lv);
-    if (!d || !d->lv) {
-        free(d);
-        TIFFClose(tif);
-        return NULL;
-    }
+    d = calloc(1, sizeof *d);
+    dirs = calloc((size_t)s->level_count, sizeof *dirs);
+    if (!d || !dirs)
+        goto fail;
     d->fd = -1;
+    d->lv = calloc((size_t)s->level_count, sizeof *d->lv);
+    if (!d->lv)
+        goto fail;
     d->nlevels = s->level_count;
-    do {
-        for (int k = 0; k < s->level_count; k++)
-            if (!d->lv[k].present && probe_dir(tif, &s->levels[k], &d->lv[k])) {
-                d->lv[k].level = k;
-                break;
-            }
-    } while (TIFFReadDirectory(tif));
-    TIFFClose(tif);
-    if (d->lv[0].present)
-        d->fd = open(s->path, O_RDONLY | O_CLOEXEC);
-    if (d->fd < 0) {
-        sp__direct_free(d);
-        return NULL;
+    if (level_dirs(tif, aperio, dirs, s->level_count) != s->level_count)
+        goto fail;
+    d->fd = open(s->path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (d->fd < 0 || fstat(d->fd, &st) != 0 || st.st_size <= 0)
+        goto fail;
+    d->file_size = (uint64_t)st.st_size;
+    for (int k = 0; k < s->level_count; k++)
+        if (TIFFSetDirectory(tif, dirs[k].dir) &&
+            probe_dir(tif, &s->levels[k], d->file_size, &d->lv[k]))
+            d->lv[k].level = k;
+    /* Aperio: OpenSlide paints a tile without bytes from the level above
+     * (transparent at level 0), and marks the tiles of every lower level
+     * that cover it missing too; those levels are left to OpenSlide, as
+     * are the levels below one whose tiles we do not know.
+     * Generic TIFF: such a tile fails to read in OpenSlide, and here. */
+    bool doubt_above = false;
+    for (int k = 0; k < d->nlevels; k++) {
+        dlevel *l = &d->lv[k];
+        bool doubt = !l->present || l->broken || l->zero_tiles > 0;
+        if (aperio && k > 0 && l->present && (doubt_above || l->zero_tiles))
+            free_level(l);
+        doubt_above = doubt_above || doubt;
+        l->zero_is_error = !aperio;
     }
+    TIFFClose(tif);
+    tif = NULL;
+    free(dirs);
+    dirs = NULL;
+    if (!d->lv[0].present)
+        goto fail;
     for (int k = 0; k < d->nlevels; k++) {
         const dlevel *l = &d->lv[k];
         if (l->present && l->tile_w * l->tile_h * 3 > d->max_tile_bytes)
             d->max_tile_bytes = l->tile_w * l->tile_h * 3;
     }
     return d;
+fail:
+    if (tif)
+        TIFFClose(tif);
+    free(dirs);
+    sp__direct_free(d);
+    return NULL;
 }
 
 bool sp__direct_has_level(const sp_direct *d, int level) {
@@ -190,11 +327,8 @@ void sp__direct_free(sp_direct *d) {
         return;
     if (d->fd >= 0)
         close(d->fd);
-    for (int k = 0; k < d->nlevels; k++) {
-        free(d->lv[k].offsets);
-        free(d->lv[k].counts);
-        free(d->lv[k].tables);
-    }
+    for (int k = 0; k < d->nlevels; k++)
+        free_level(&d->lv[k]);
     free(d->lv);
     free(d);
 }
@@ -202,7 +336,7 @@ void sp__direct_free(sp_direct *d) {
 static bool create_decompress(sp_direct_reader *r) {
     r->cinfo.err = jpeg_std_error(&r->jerr.pub);
     r->jerr.pub.error_exit = jerr_exit;
-    r->jerr.pub.emit_message = jerr_quiet;
+    r->jerr.pub.emit_message = jerr_emit;
     r->jerr.pub.output_message = jerr_output;
     if (setjmp(r->jerr.jump))
         return false;
@@ -215,11 +349,11 @@ sp_direct_reader *sp__direct_reader_new(const sp_direct *d) {
     sp_direct_reader *r = calloc(1, sizeof *r);
     if (!r)
         return NULL;
-    int64_t most_rows = 0;
+    int64_t most_rows = 1;
     for (int k = 0; k < d->nlevels; k++)
         if (d->lv[k].present && d->lv[k].tile_h > most_rows)
             most_rows = d->lv[k].tile_h;
-    r->tile = malloc((size_t)d->max_tile_bytes);
+    r->tile = malloc(d->max_tile_bytes > 0 ? (size_t)d->max_tile_bytes : 1);
     r->rows = malloc((size_t)most_rows * sizeof *r->rows);
     if (!r->tile || !r->rows) {
         sp__direct_reader_free(r);
@@ -243,9 +377,24 @@ void sp__direct_reader_free(sp_direct_reader *r) {
     free(r);
 }
 
-static bool read_tile_data(sp_direct_reader *r, int fd, const dlevel *d,
-                           size_t t, const char *path, sp_error *err) {
-    uint64_t n = d->counts[t];
+/* The compressed bytes of tile `t` (column tx, row ty) into r->data: they
+ * must lie inside the file (as sized at probe time; two comparisons, no
+ * system call) and within the level's cap, as TIFFReadRawTile would fail
+ * for OpenSlide on bytes beyond the end of the file. */
+static bool read_tile_data(sp_direct_reader *r, const sp_direct *dd,
+                           const dlevel *d, size_t t, int64_t tx, int64_t ty,
+                           const char *path, sp_error *err) {
+    uint64_t n = d->counts[t], off = d->offsets[t];
+    if (n > d->max_count || off > dd->file_size || n > dd->file_size - off)
+        return sp_error_set(
+            err, SP_ERR_INPUT, path,
+            "level %d tile (%lld, %lld): %llu bytes at offset %llu %s (the "
+            "file has %llu bytes)",
+            d->level, (long long)tx, (long long)ty, (unsigned long long)n,
+            (unsigned long long)off,
+            n > d->max_count ? "exceed the cap on a tile's size"
+                             : "reach past the end of the file",
+            (unsigned long long)dd->file_size);
     if (n > r->data_cap) {
         uint8_t *p = realloc(r->data, n);
         if (!p)
@@ -256,46 +405,59 @@ static bool read_tile_data(sp_direct_reader *r, int fd, const dlevel *d,
     }
     size_t got = 0;
     while (got < n) {
-        ssize_t k =
-            pread(fd, r->data + got, n - got, (off_t)(d->offsets[t] + got));
+        ssize_t k = pread(dd->fd, r->data + got, n - got, (off_t)(off + got));
         if (k < 0 && errno == EINTR)
             continue;
         if (k <= 0)
-            return sp_error_set(err, SP_ERR_INPUT, path,
-                                "cannot read tile %zu: %s", t,
-                                k < 0 ? strerror(errno)
-                                      : "file is shorter than its tile table");
+            return sp_error_set(
+                err, SP_ERR_INPUT, path, "level %d tile (%lld, %lld): %s",
+                d->level, (long long)tx, (long long)ty,
+                k < 0 ? strerror(errno) : "the file is shorter than it was");
         got += (size_t)k;
     }
     return true;
 }
 
-/* Decode rows [r0, r1) and at least columns [c0, c1) of tile `t` into
- * `rows` (tile_h row pointers; row k gets tile row k, its column x at
- * byte 3 * (x - *xoff)). The whole tile when the box is the tile; else
- * libjpeg-turbo crops (jpeg_crop_scanline, widened by an iMCU each side:
- * fancy upsampling reads the next chroma sample, which the crop's own edge
- * lacks, and with that margin the pixels equal a full decode's, as the
- * ingest tests check against OpenSlide), skips the rows above
- * (jpeg_skip_scanlines) and stops after r1. Only rows [r0, r1) of `rows`
- * are written. */
-static bool decode_tile(sp_direct_reader *r, int fd, const dlevel *d, size_t t,
+/* Decode rows [r0, r1) and at least columns [c0, c1) of tile `t` (column
+ * tx, row ty) into `rows` (tile_h row pointers; row k gets tile row k, its
+ * column x at byte 3 * (x - *xoff)). The whole tile when the box is the
+ * tile; else libjpeg-turbo crops (jpeg_crop_scanline, widened by an iMCU
+ * each side: fancy upsampling reads the next chroma sample, which the
+ * crop's own edge lacks, and with that margin the pixels equal a full
+ * decode's, as the ingest tests check against OpenSlide) and skips the
+ * rows above (jpeg_skip_scanlines). Only rows [r0, r1) of `rows` are
+ * written.
+ *
+ * Strictness is OpenSlide's: it decodes every row of every tile it
+ * touches, and any libjpeg warning fails the tile. Skipped rows are still
+ * entropy-decoded by libjpeg-turbo, and crops decode every column's
+ * Huffman data, so damage anywhere in the tile's rows is seen; rows below
+ * r1 are skipped down to the last one, which is decoded into scratch
+ * (skipping to the very end would stop without reading). Like OpenSlide,
+ * the data after the last row (up to EOI) is not examined:
+ * jpeg_finish_decompress is never called. */
+static bool decode_tile(sp_direct_reader *r, const sp_direct *dd,
+                        const dlevel *d, size_t t, int64_t tx, int64_t ty,
                         int64_t c0, int64_t c1, int64_t r0, int64_t r1,
                         JSAMPROW *rows, int64_t *xoff, const char *path,
                         sp_error *err) {
-    if (!read_tile_data(r, fd, d, t, path, err))
+    if (!read_tile_data(r, dd, d, t, tx, ty, path, err))
         return false;
     struct jpeg_decompress_struct *c = &r->cinfo;
     if (setjmp(r->jerr.jump)) {
         jpeg_abort_decompress(c);
         return sp_error_set(err, SP_ERR_INPUT, path,
-                            "read failed at level %d (tile %zu): %s", d->level,
-                            t, r->jerr.msg);
+                            "level %d tile (%lld, %lld): %s", d->level,
+                            (long long)tx, (long long)ty, r->jerr.msg);
     }
     if (d->tables) {
         jpeg_mem_src(c, d->tables, (unsigned long)d->tables_len);
-        if (jpeg_read_header(c, FALSE) != JPEG_HEADER_TABLES_ONLY)
-            ERREXIT(c, JERR_BAD_STATE);
+        if (jpeg_read_header(c, FALSE) != JPEG_HEADER_TABLES_ONLY) {
+            jpeg_abort_decompress(c);
+            return sp_error_set(err, SP_ERR_INPUT, path,
+                                "level %d: cannot load its JPEGTables",
+                                d->level);
+        }
     }
     jpeg_mem_src(c, r->data, (unsigned long)d->counts[t]);
     if (jpeg_read_header(c, TRUE) != JPEG_HEADER_OK)
@@ -307,9 +469,10 @@ static bool decode_tile(sp_direct_reader *r, int fd, const dlevel *d, size_t t,
         (int64_t)c->output_height != d->tile_h || c->output_components != 3) {
         jpeg_abort_decompress(c);
         return sp_error_set(err, SP_ERR_INPUT, path,
-                            "tile %zu is %ux%u, the directory says "
-                            "%lldx%lld",
-                            t, c->output_width, c->output_height,
+                            "level %d tile (%lld, %lld) is a %ux%u JPEG, the "
+                            "TIFF directory says %lldx%lld",
+                            d->level, (long long)tx, (long long)ty,
+                            c->output_width, c->output_height,
                             (long long)d->tile_w, (long long)d->tile_h);
     }
     *xoff = 0;
@@ -326,13 +489,17 @@ static bool decode_tile(sp_direct_reader *r, int fd, const dlevel *d, size_t t,
     while ((int64_t)c->output_scanline < r1)
         jpeg_read_scanlines(c, rows + c->output_scanline,
                             (JDIMENSION)(r1 - c->output_scanline));
-    if (r1 == d->tile_h)
-        jpeg_finish_decompress(c);
-    else
-        jpeg_abort_decompress(c); /* the rest is not needed */
+    if (r1 < d->tile_h) {
+        /* the rest of the tile's data, as OpenSlide reads it */
+        JSAMPROW last = r->tile + (d->tile_h - 1) * d->tile_w * 3;
+        if (r1 < d->tile_h - 1)
+            jpeg_skip_scanlines(c, (JDIMENSION)(d->tile_h - 1 - r1));
+        while (c->output_scanline < c->output_height)
+            jpeg_read_scanlines(c, &last, 1);
+    }
+    jpeg_abort_decompress(c);
     return true;
 }
-
 static void fill_bg(uint8_t *p, int64_t n, const uint8_t bg[3]) {
     for (int64_t i = 0; i < n; i++) {
         p[3 * i] = bg[0];
@@ -357,6 +524,9 @@ bool sp__direct_read(sp_direct_reader *r, const sp_direct *dd, int level,
             fill_bg(rgb + k * stride, w, bg);
     if (ix0 >= ix1 || iy0 >= iy1)
         return true;
+    if (d->broken)
+        return sp_error_set(err, SP_ERR_INPUT, path, "level %d: %s", level,
+                            d->broken);
     const int64_t tw = d->tile_w, th = d->tile_h;
     for (int64_t ty = iy0 / th; ty * th < iy1; ty++) {
         for (int64_t tx = ix0 / tw; tx * tw < ix1; tx++) {
@@ -367,6 +537,11 @@ bool sp__direct_read(sp_direct_reader *r, const sp_direct *dd, int level,
             int64_t cx1 = x0 + tw < ix1 ? x0 + tw : ix1;
             int64_t cy1 = y0 + th < iy1 ? y0 + th : iy1;
             if (d->counts[t] == 0) { /* sparse tile: nothing scanned */
+                if (d->zero_is_error)
+                    return sp_error_set(err, SP_ERR_INPUT, path,
+                                        "level %d tile (%lld, %lld) has no "
+                                        "data (byte count 0)",
+                                        level, (long long)tx, (long long)ty);
                 for (int64_t yy = cy0; yy < cy1; yy++)
                     fill_bg(rgb + (yy - y) * stride + (cx0 - x) * 3, cx1 - cx0,
                             bg);
@@ -378,7 +553,7 @@ bool sp__direct_read(sp_direct_reader *r, const sp_direct *dd, int level,
                  * rows of the box are written) */
                 for (int64_t k = cy0 - y0; k < cy1 - y0; k++)
                     r->rows[k] = rgb + (y0 - y + k) * stride + (x0 - x) * 3;
-                if (!decode_tile(r, dd->fd, d, t, 0, tw, cy0 - y0, cy1 - y0,
+                if (!decode_tile(r, dd, d, t, tx, ty, 0, tw, cy0 - y0, cy1 - y0,
                                  r->rows, &xoff, path, err))
                     return false;
                 continue;
@@ -387,7 +562,7 @@ bool sp__direct_read(sp_direct_reader *r, const sp_direct *dd, int level,
              * skipped and cut short) into scratch, then copy */
             for (int64_t k = 0; k < th; k++)
                 r->rows[k] = r->tile + k * tw * 3;
-            if (!decode_tile(r, dd->fd, d, t, cx0 - x0, cx1 - x0, cy0 - y0,
+            if (!decode_tile(r, dd, d, t, tx, ty, cx0 - x0, cx1 - x0, cy0 - y0,
                              cy1 - y0, r->rows, &xoff, path, err))
                 return false;
             for (int64_t yy = cy0; yy < cy1; yy++)

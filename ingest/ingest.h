@@ -89,7 +89,10 @@ int sp_slide_associated_count(const sp_slide *s);
 const sp_associated *sp_slide_associated_at(const sp_slide *s, int i);
 /* Read an associated image as straight RGB into `rgb` (width*height*3
  * bytes, sizes from sp_slide_associated_at), transparent areas filled with
- * `bg`. Thread-safe. */
+ * `bg`. Thread-safe. Fails (SP_ERR_INPUT) when the file claims a size
+ * that is not positive or over SP_MAX_ASSOCIATED_PX pixels: callers
+ * should check the sizes the same way before allocating `rgb`. */
+#define SP_MAX_ASSOCIATED_PX (INT64_C(1) << 28)
 bool sp_slide_read_associated(sp_slide *s, const char *name, uint8_t *rgb,
                               const uint8_t bg[3], sp_error *err);
 
@@ -126,6 +129,12 @@ bool sp_reader_read(sp_reader *r, int level, int64_t x, int64_t y, int64_t w,
 bool sp_reader_read_stride(sp_reader *r, int level, int64_t x, int64_t y,
                            int64_t w, int64_t h, uint8_t *rgb, size_t stride,
                            sp_error *err);
+
+/* Make the process's libtiff silent, once (sp_slide_open does it): its
+ * warnings are dropped and its errors kept per thread (sp_capture_message,
+ * util.h) for the caller's sp_error. Thread-safe. For modules that use
+ * libtiff themselves (the TIFF writer). */
+void sp_libtiff_quiet(void);
 
 /* OpenSlide's library version string. */
 const char *sp_openslide_version(void);

@@ -34,6 +34,11 @@ struct sp_slide {
 void sp__argb_to_rgb(const uint32_t *argb, size_t n, const uint8_t bg[3],
                      uint8_t *rgb);
 
+/* " (libtiff: CAUSE)" when libtiff reported an error on this thread since
+ * the last sp_capture_clear(), with `path` dropped from its front; ""
+ * when none. Written into buf (n bytes). */
+const char *sp__libtiff_cause(const char *path, char *buf, size_t n);
+
 /* direct.c: JPEG tiles of TIFF-based slides without OpenSlide's cache and
  * painting (same pixels). sp__direct_probe is NULL unless level 0 can be
  * read so; other levels may or may not (sp__direct_has_level).

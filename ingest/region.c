@@ -125,13 +125,17 @@ bool sp_reader_read_stride(sp_reader *r, int level, int64_t x, int64_t y,
         r->argb = p;
         r->cap = n;
     }
+    sp_capture_clear();
     openslide_read_region(r->osr, r->argb, x, y, level, w, h);
     const char *e = openslide_get_error(r->osr);
+    char cause[600];
     if (e)
         return sp_error_set(err, SP_ERR_INPUT, path,
-                            "read failed at level %d (%lld,%lld %lldx%lld): %s",
+                            "read failed at level %d (%lld,%lld %lldx%lld): "
+                            "%s%s",
                             level, (long long)x, (long long)y, (long long)w,
-                            (long long)h, e);
+                            (long long)h, e,
+                            sp__libtiff_cause(path, cause, sizeof cause));
     for (int64_t k = 0; k < h; k++)
         sp__argb_to_rgb(r->argb + k * w, (size_t)w, r->bg, rgb + k * stride);
     return true;

@@ -10,14 +10,47 @@
 #include <sys/stat.h>
 #include <tiffio.h>
 
+#include <glib.h>
+
 const char *sp_openslide_version(void) { return openslide_get_version(); }
 
 /* OpenSlide reads TIFF-based formats through the process's libtiff, whose
- * default handler prints warnings on stderr ("Raster width ... adapted").
- * Library code must not print: drop warnings; errors still reach us
- * through openslide_get_error(). */
+ * default handlers print on stderr ("Raster width ... adapted",
+ * "TIFFReadRawTile: Read error at row ..."). Library code must not print:
+ * warnings are dropped, errors kept per thread (util's capture) so that
+ * our message can quote libtiff's cause beside OpenSlide's. */
 static pthread_once_t quiet_once = PTHREAD_ONCE_INIT;
-static void quiet_libtiff(void) { TIFFSetWarningHandler(NULL); }
+
+/* OpenSlide 3.4.1 also trips GLib's checks on some malformed files
+ * ("GLib-CRITICAL **: g_strchomp: assertion 'string != NULL' failed" from
+ * an Aperio description field without '=') and GLib prints those on
+ * stderr: they are captured too. GLib still aborts after a
+ * G_LOG_LEVEL_ERROR, as before. */
+static void glib_capture(const gchar *domain, GLogLevelFlags level,
+                         const gchar *message, gpointer user) {
+    (void)level;
+    (void)user;
+    sp_capture_text(domain, message);
+}
+
+static void quiet_libtiff(void) {
+    TIFFSetWarningHandler(NULL);
+    TIFFSetErrorHandler(sp_capture_message);
+    g_log_set_default_handler(glib_capture, NULL);
+}
+
+void sp_libtiff_quiet(void) { pthread_once(&quiet_once, quiet_libtiff); }
+
+const char *sp__libtiff_cause(const char *path, char *buf, size_t n) {
+    const char *m = sp_captured();
+    if (!m)
+        return "";
+    size_t k = strlen(path);
+    if (strncmp(m, path, k) == 0 && strncmp(m + k, ": ", 2) == 0)
+        m += k + 2; /* libtiff names the file by its path: ours does */
+    snprintf(buf, n, " (libtiff: %s)", m);
+    return buf;
+}
 
 /* Check the path itself before OpenSlide sees it, so that the common
  * mistakes get a precise cause instead of "not recognised". */
@@ -129,21 +162,24 @@ static bool verify_readable(sp_slide *s, sp_error *err) {
     uint32_t *buf = malloc((size_t)(w * h) * sizeof *buf);
     if (!buf)
         return sp_error_set(err, SP_ERR_NOMEM, s->path, "out of memory");
+    sp_capture_clear();
     openslide_read_region(s->osr, buf, (int64_t)(x * l->downsample),
                           (int64_t)(y * l->downsample), s->level_count - 1, w,
                           h);
     free(buf);
     const char *e = openslide_get_error(s->osr);
+    char cause[600];
     if (e)
         return sp_error_set(err, SP_ERR_INPUT, s->path,
-                            "cannot read pixels: %s", e);
+                            "cannot read pixels: %s%s", e,
+                            sp__libtiff_cause(s->path, cause, sizeof cause));
     return true;
 }
 
 bool sp_slide_open(const char *path, bool verify, sp_slide **out,
                    sp_error *err) {
     *out = NULL;
-    pthread_once(&quiet_once, quiet_libtiff);
+    sp_libtiff_quiet();
     if (!check_path(path, err))
         return false;
     sp_slide *s = calloc(1, sizeof *s);
@@ -154,16 +190,20 @@ bool sp_slide_open(const char *path, bool verify, sp_slide **out,
         sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
         goto fail;
     }
+    char cause[600];
+    sp_capture_clear();
     s->osr = openslide_open(path);
     if (!s->osr) {
         sp_error_set(err, SP_ERR_INPUT, path,
-                     "not a slide format OpenSlide %s recognises",
-                     openslide_get_version());
+                     "not a slide format OpenSlide %s recognises%s",
+                     openslide_get_version(),
+                     sp__libtiff_cause(path, cause, sizeof cause));
         goto fail;
     }
     const char *e = openslide_get_error(s->osr);
     if (e) {
-        sp_error_set(err, SP_ERR_INPUT, path, "%s", e);
+        sp_error_set(err, SP_ERR_INPUT, path, "%s%s", e,
+                     sp__libtiff_cause(path, cause, sizeof cause));
         goto fail;
     }
     if (!load_properties(s, err) || !load_levels(s, err) ||
@@ -280,16 +320,27 @@ bool sp_slide_read_associated(sp_slide *s, const char *name, uint8_t *rgb,
     if (!a)
         return sp_error_set(err, SP_ERR_USAGE, s->path,
                             "no associated image named '%s'", name);
+    /* the sizes are the file's word: no more than 2^28 pixels (1 GiB of
+     * ARGB; labels and macros are a few megapixels) */
+    if (a->width < 1 || a->height < 1 || a->width > INT32_MAX ||
+        a->height > INT32_MAX || a->width * a->height > SP_MAX_ASSOCIATED_PX)
+        return sp_error_set(err, SP_ERR_INPUT, s->path,
+                            "associated image '%s' claims %lldx%lld pixels "
+                            "(at most 2^28 are read)",
+                            name, (long long)a->width, (long long)a->height);
     size_t n = (size_t)(a->width * a->height);
     uint32_t *argb = malloc(n * sizeof *argb);
     if (!argb)
         return sp_error_set(err, SP_ERR_NOMEM, s->path, "out of memory");
+    sp_capture_clear();
     openslide_read_associated_image(s->osr, name, argb);
     const char *e = openslide_get_error(s->osr);
     if (e) {
         free(argb);
+        char cause[600];
         return sp_error_set(err, SP_ERR_INPUT, s->path,
-                            "cannot read associated image '%s': %s", name, e);
+                            "cannot read associated image '%s': %s%s", name, e,
+                            sp__libtiff_cause(s->path, cause, sizeof cause));
     }
     static const uint8_t white[3] = {255, 255, 255};
     sp__argb_to_rgb(argb, n, bg ? bg : white, rgb);

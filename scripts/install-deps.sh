@@ -6,7 +6,7 @@ set -eu
 
 PKGS="
 build-essential cmake pkg-config clang-format git
-libopenslide-dev openslide-tools
+libopenslide-dev openslide-tools libglib2.0-dev
 libtiff-dev libtiff-tools
 libvips-dev libvips-tools
 libhdf5-dev hdf5-tools zlib1g-dev

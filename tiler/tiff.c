@@ -145,10 +145,12 @@ static bool tw_put(sp_writer *w, int d, int64_t col, int64_t row,
     return true;
 }
 
-static void tiff_quiet(const char *module, const char *fmt, va_list ap) {
-    (void)module;
-    (void)fmt;
-    (void)ap;
+/* libtiff's own words for the failure of the call just made (libtiff
+ * prints nothing: its errors are captured per thread, see
+ * sp_libtiff_quiet), or a plain cause when it gave none. */
+static const char *tiff_cause(void) {
+    const char *m = sp_captured();
+    return m ? m : "no cause given by libtiff";
 }
 
 static bool tw_finish(sp_writer *w, const char *sidecar, size_t sidecar_n,
@@ -158,11 +160,13 @@ static bool tw_finish(sp_writer *w, const char *sidecar, size_t sidecar_n,
     TIFF *tif = NULL;
     uint8_t *buf = NULL;
     size_t cap = 0;
-    TIFFSetWarningHandler(tiff_quiet);
+    sp_libtiff_quiet();
     bool big = atomic_load(&w->end) > UINT64_C(0xE0000000);
+    sp_capture_clear();
     tif = TIFFOpen(w->tmp_tiff, big ? "w8" : "w");
     if (!tif) {
-        sp_error_set(err, SP_ERR_OUTPUT, w->tiff, "cannot create TIFF");
+        sp_error_set(err, SP_ERR_OUTPUT, w->tiff, "cannot create TIFF: %s",
+                     tiff_cause());
         goto fail;
     }
     int quality = p->prm.opts.quality;
@@ -235,18 +239,26 @@ static bool tw_finish(sp_writer *w, const char *sidecar, size_t sidecar_n,
                 }
                 got += (size_t)k;
             }
+            sp_capture_clear();
             if (TIFFWriteRawTile(tif, (uint32_t)i, buf, len) < 0) {
                 sp_error_set(err, SP_ERR_OUTPUT, w->tiff,
-                             "cannot write tile %lld of level %d", (long long)i,
-                             d);
+                             "cannot write tile %lld of level %d: %s",
+                             (long long)i, d, tiff_cause());
                 goto fail;
             }
         }
+        sp_capture_clear();
         if (!TIFFWriteDirectory(tif)) {
             sp_error_set(err, SP_ERR_OUTPUT, w->tiff,
-                         "cannot write directory %d", d);
+                         "cannot write directory %d: %s", d, tiff_cause());
             goto fail;
         }
+    }
+    sp_capture_clear();
+    if (!TIFFFlush(tif)) {
+        sp_error_set(err, SP_ERR_OUTPUT, w->tiff, "cannot finish the TIFF: %s",
+                     tiff_cause());
+        goto fail;
     }
     TIFFClose(tif);
     tif = NULL;

@@ -58,6 +58,19 @@ static inline bool sp_error_is_set(const sp_error *err) {
 }
 void sp_error_clear(sp_error *err);
 
+/* ---- library messages -------------------------------------------------- */
+/* Handlers with libtiff's TIFFErrorHandler signature, for libraries that
+ * print by default: sp_capture_message keeps the first message a thread
+ * gets after sp_capture_clear ("module: text", one line, truncated at 511
+ * bytes); sp_captured returns it, or NULL when none came. Per thread, no
+ * lock. sp_capture_discard drops the message (warnings). */
+void sp_capture_message(const char *module, const char *fmt, va_list ap);
+/* The same for a message already formatted (GLib's log handlers). */
+void sp_capture_text(const char *module, const char *text);
+void sp_capture_discard(const char *module, const char *fmt, va_list ap);
+void sp_capture_clear(void);
+const char *sp_captured(void);
+
 /* ---- growable buffer --------------------------------------------------- */
 
 typedef struct {
