@@ -16,6 +16,7 @@
  * run's -malloc_limit_mb catches one). */
 #include <fcntl.h>
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -544,6 +545,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     snprintf(slide_path, sizeof slide_path, "%s/slide.h5", dir);
     snprintf(cohort_path, sizeof cohort_path, "%s/cohort.h5", dir);
     snprintf(work_path, sizeof work_path, "%s/work.h5", dir);
+    /* one thread: the parallel inflate is the same code, and idle OpenMP
+     * workers spinning between inputs would cost most of the time */
+    omp_set_num_threads(1);
     sps_h5_quiet();
     write_base();
     base[0] = slurp(slide_path, &base_n[0]);
@@ -573,6 +577,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (H5Fclose(f) < 0)
         abort();
     H5Eclear2(H5E_DEFAULT);
+    /* to look at the edited file of one input (docs/FUZZING.md) */
+    const char *keep = getenv("SP_FUZZ_H5_KEEP");
+    if (keep) {
+        size_t n = 0;
+        uint8_t *b = slurp(work_path, &n);
+        FILE *o = fopen(keep, "wb");
+        if (o) {
+            fwrite(b, 1, n, o);
+            fclose(o);
+        }
+        free(b);
+    }
     check(work_path);
     return 0;
 }

@@ -652,6 +652,32 @@ bool sp_store_read_coords(sp_store_reader *r, int64_t start, size_t n,
     return true;
 }
 
+/* True when all of d's data is stored: every chunk written, or the
+ * whole contiguous or compact block (dims already bounded). */
+static bool fully_stored(hid_t d, int rank, const hsize_t *dims) {
+    hid_t p = H5Dget_create_plist(d), t = H5Dget_type(d);
+    bool ok = false;
+    hsize_t need = 1;
+    if (p >= 0 && t >= 0 && H5Pget_layout(p) == H5D_CHUNKED) {
+        hsize_t c[3] = {1, 1, 1}, have = 0;
+        if (H5Pget_chunk(p, rank, c) == rank) {
+            for (int i = 0; i < rank; i++)
+                need *= c[i] ? (dims[i] + c[i] - 1) / c[i] : 0;
+            hid_t s = H5Dget_space(d);
+            ok = need > 0 && s >= 0 && H5Dget_num_chunks(d, s, &have) >= 0 &&
+                 have == need;
+            sps_close_any(s);
+        }
+    } else if (p >= 0 && t >= 0) {
+        for (int i = 0; i < rank; i++)
+            need *= dims[i];
+        ok = H5Dget_storage_size(d) >= need * H5Tget_size(t);
+    }
+    sps_close_any(t);
+    sps_close_any(p);
+    return ok;
+}
+
 bool sp_store_read_image(sp_store_reader *r, const char *name, uint8_t **data,
                          int64_t *width, int64_t *height, int *channels,
                          sp_error *err) {
@@ -675,7 +701,21 @@ bool sp_store_read_image(sp_store_reader *r, const char *name, uint8_t **data,
         sps_h5_error(err, SP_ERR_INPUT, r->path, "cannot read image");
         goto out;
     }
-    size_t total = (size_t)(dims[0] * dims[1] * (rank == 3 ? dims[2] : 1));
+    /* the shapes the writer makes (mask H x W, thumbnail H x W [x 1|3]),
+     * at most the mask's own limit of pixels, and data for all of it:
+     * never allocate what a damaged file merely claims */
+    hsize_t ch = rank == 3 ? dims[2] : 1;
+    if (dims[0] < 1 || dims[1] < 1 || (ch != 1 && ch != 3) ||
+        (ch != 1 && strcmp(name, "mask") == 0) ||
+        dims[0] > INT32_MAX / 2 / dims[1] || !fully_stored(d, rank, dims)) {
+        H5Eclear2(H5E_DEFAULT);
+        sp_error_set(err, SP_ERR_INPUT, r->path,
+                     "damaged slidepipe file: /%s has the wrong shape or no "
+                     "data",
+                     name);
+        goto out;
+    }
+    size_t total = (size_t)(dims[0] * dims[1] * ch);
     buf = malloc(total ? total : 1);
     if (!buf) {
         sp_error_set(err, SP_ERR_NOMEM, r->path, "out of memory");
