@@ -66,6 +66,32 @@ static bool precheck(const char *path, bool *has_sig, sp_error *err) {
     return true;
 }
 
+/* True when all of d's data is stored: every chunk written, or the
+ * whole contiguous or compact block (dims already bounded). */
+static bool fully_stored(hid_t d, int rank, const hsize_t *dims) {
+    hid_t p = H5Dget_create_plist(d), t = H5Dget_type(d);
+    bool ok = false;
+    hsize_t need = 1;
+    if (p >= 0 && t >= 0 && H5Pget_layout(p) == H5D_CHUNKED) {
+        hsize_t c[3] = {1, 1, 1}, have = 0;
+        if (H5Pget_chunk(p, rank, c) == rank) {
+            for (int i = 0; i < rank; i++)
+                need *= c[i] ? (dims[i] + c[i] - 1) / c[i] : 0;
+            hid_t s = H5Dget_space(d);
+            ok = need > 0 && s >= 0 && H5Dget_num_chunks(d, s, &have) >= 0 &&
+                 have == need;
+            sps_close_any(s);
+        }
+    } else if (p >= 0 && t >= 0) {
+        for (int i = 0; i < rank; i++)
+            need *= dims[i];
+        ok = H5Dget_storage_size(d) >= need * H5Tget_size(t);
+    }
+    sps_close_any(t);
+    sps_close_any(p);
+    return ok;
+}
+
 /* Read a 1-D variable-length string dataset. */
 static bool read_str_dataset(hid_t loc, const char *name, char ***out,
                              size_t *n, const char *file, sp_error *err) {
@@ -86,6 +112,20 @@ static bool read_str_dataset(hid_t loc, const char *name, char ***out,
         H5Tset_cset(t, H5Tget_cset(ft)) < 0 ||
         (np = H5Sget_simple_extent_npoints(s)) < 0) {
         sps_h5_error(err, SP_ERR_INPUT, file, "cannot read dataset");
+        goto out;
+    }
+    /* one string per member, all stored: a count the file merely claims
+     * is never allocated (found by fuzz/fuzz_h5schema.c) */
+    hsize_t dim = 0;
+    if (H5Sget_simple_extent_ndims(s) != 1 ||
+        H5Sget_simple_extent_dims(s, &dim, NULL) != 1 ||
+        H5Tget_class(ft) != H5T_STRING || !fully_stored(d, 1, &dim)) {
+        H5Eclear2(H5E_DEFAULT);
+        np = 0;
+        sp_error_set(err, SP_ERR_INPUT, file,
+                     "damaged slidepipe file: dataset '%s' has the wrong "
+                     "shape or no data",
+                     name);
         goto out;
     }
     vl = calloc(np ? (size_t)np : 1, sizeof *vl);
@@ -650,32 +690,6 @@ bool sp_store_read_coords(sp_store_reader *r, int64_t start, size_t n,
     if (!read_rows(r->coords, r->cspace, H5T_NATIVE_INT64, start, n, 0, 2, xy))
         return sps_h5_error(err, SP_ERR_INPUT, r->path, "cannot read /coords");
     return true;
-}
-
-/* True when all of d's data is stored: every chunk written, or the
- * whole contiguous or compact block (dims already bounded). */
-static bool fully_stored(hid_t d, int rank, const hsize_t *dims) {
-    hid_t p = H5Dget_create_plist(d), t = H5Dget_type(d);
-    bool ok = false;
-    hsize_t need = 1;
-    if (p >= 0 && t >= 0 && H5Pget_layout(p) == H5D_CHUNKED) {
-        hsize_t c[3] = {1, 1, 1}, have = 0;
-        if (H5Pget_chunk(p, rank, c) == rank) {
-            for (int i = 0; i < rank; i++)
-                need *= c[i] ? (dims[i] + c[i] - 1) / c[i] : 0;
-            hid_t s = H5Dget_space(d);
-            ok = need > 0 && s >= 0 && H5Dget_num_chunks(d, s, &have) >= 0 &&
-                 have == need;
-            sps_close_any(s);
-        }
-    } else if (p >= 0 && t >= 0) {
-        for (int i = 0; i < rank; i++)
-            need *= dims[i];
-        ok = H5Dget_storage_size(d) >= need * H5Tget_size(t);
-    }
-    sps_close_any(t);
-    sps_close_any(p);
-    return ok;
 }
 
 bool sp_store_read_image(sp_store_reader *r, const char *name, uint8_t **data,

@@ -291,6 +291,36 @@ static void test_damaged_images(void) {
     sp_store_close(r);
 }
 
+/* A cohort whose member list claims more paths than it stores is refused
+ * without allocating for them (found by fuzz/fuzz_h5schema.c). */
+static void test_damaged_cohort(void) {
+    const char *slide = tmp_path("member.h5"), *cohort = tmp_path("co.h5");
+    CU_ASSERT_TRUE_FATAL(write_file(slide, 10, 10));
+    sp_error err = {0};
+    CU_ASSERT_TRUE_FATAL(sp_store_index(cohort, &slide, 1, &err));
+    hid_t fid = H5Fopen(cohort, H5F_ACC_RDWR, H5P_DEFAULT);
+    CU_ASSERT_TRUE_FATAL(fid >= 0);
+    CU_ASSERT_TRUE(H5Ldelete(fid, "slides/path", H5P_DEFAULT) >= 0);
+    hsize_t dim = UINT64_C(1) << 40, maxd = H5S_UNLIMITED, chunk = 1024;
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, H5T_VARIABLE);
+    hid_t s = H5Screate_simple(1, &dim, &maxd);
+    hid_t p = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(p, 1, &chunk);
+    hid_t d = H5Dcreate2(fid, "slides/path", t, s, H5P_DEFAULT, p, H5P_DEFAULT);
+    CU_ASSERT_TRUE(d >= 0);
+    H5Dclose(d);
+    H5Pclose(p);
+    H5Sclose(s);
+    H5Tclose(t);
+    H5Fclose(fid);
+    sp_store_reader *r = NULL;
+    CU_ASSERT_FALSE(sp_store_open(cohort, &r, &err));
+    CU_ASSERT_PTR_NULL(r);
+    CU_ASSERT_EQUAL(err.code, SP_ERR_INPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "wrong shape or no data"));
+}
+
 static void test_rejected_files(void) {
     const char *empty = tmp_path("empty.h5");
     FILE *f = fopen(empty, "wb");
@@ -496,6 +526,7 @@ int main(void) {
     CU_ADD_TEST(s, test_abort_and_validation);
     CU_ADD_TEST(s, test_rejected_files);
     CU_ADD_TEST(s, test_damaged_images);
+    CU_ADD_TEST(s, test_damaged_cohort);
     CU_ADD_TEST(s, test_expr_errors);
     CU_ADD_TEST(s, test_expr_eval);
     CU_ADD_TEST(s, test_index);
