@@ -271,6 +271,16 @@ static bool open_slide(sp_store_reader *r, sp_error *err) {
         hsize_t chunk[2];
         if (H5Pget_chunk(dcpl, 2, chunk) == 2 && chunk[0] > 0)
             r->block_rows = (size_t)chunk[0];
+        /* a chunk is read (and, direct, inflated) whole: one far larger
+         * than the writer's 1 MiB would be allocated whole, so refuse it
+         * (seen while writing fuzz/fuzz_h5schema.c) */
+        if (r->block_rows > SPS_MAX_CHUNK_ROWS) {
+            sps_close_any(dcpl);
+            return sp_error_set(err, SP_ERR_INPUT, f,
+                                "damaged slidepipe file: /features has "
+                                "chunks of %zu rows (at most %d)",
+                                r->block_rows, SPS_MAX_CHUNK_ROWS);
+        }
     }
     r->direct = false;
     if (dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED) {

@@ -321,6 +321,46 @@ static void test_damaged_cohort(void) {
     CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "wrong shape or no data"));
 }
 
+/* /features in chunks far larger than the writer's: refused at open, as
+ * a chunk is allocated whole when read (seen while writing
+ * fuzz/fuzz_h5schema.c, which reaches it). */
+static void test_huge_chunks(void) {
+    const char *path = tmp_path("chunks.h5");
+    CU_ASSERT_TRUE_FATAL(write_file(path, 10, 10));
+    hid_t fid = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    CU_ASSERT_TRUE_FATAL(fid >= 0);
+    hid_t f0 = H5Dopen2(fid, "features", H5P_DEFAULT);
+    hid_t a0 = H5Aopen(f0, "columns", H5P_DEFAULT);
+    hid_t at = H5Aget_type(a0), as = H5Aget_space(a0);
+    char *names[3];
+    CU_ASSERT_TRUE_FATAL(H5Aread(a0, at, names) >= 0);
+    H5Aclose(a0);
+    H5Dclose(f0);
+    CU_ASSERT_TRUE(H5Ldelete(fid, "features", H5P_DEFAULT) >= 0);
+    hsize_t dims[2] = {10, 3}, maxd[2] = {H5S_UNLIMITED, 3};
+    hsize_t chunk[2] = {UINT64_C(1) << 28, 1};
+    hid_t s = H5Screate_simple(2, dims, maxd);
+    hid_t p = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(p, 2, chunk);
+    hid_t d = H5Dcreate2(fid, "features", H5T_IEEE_F32LE, s, H5P_DEFAULT, p,
+                         H5P_DEFAULT);
+    CU_ASSERT_TRUE_FATAL(d >= 0);
+    hid_t a = H5Acreate2(d, "columns", at, as, H5P_DEFAULT, H5P_DEFAULT);
+    CU_ASSERT_TRUE(a >= 0 && H5Awrite(a, at, names) >= 0);
+    H5Dvlen_reclaim(at, as, H5P_DEFAULT, names);
+    H5Aclose(a);
+    H5Dclose(d);
+    H5Pclose(p);
+    H5Sclose(s);
+    H5Sclose(as);
+    H5Tclose(at);
+    H5Fclose(fid);
+    sp_store_reader *r = NULL;
+    sp_error err = {0};
+    CU_ASSERT_FALSE(sp_store_open(path, &r, &err));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "chunks of 268435456 rows"));
+}
+
 static void test_rejected_files(void) {
     const char *empty = tmp_path("empty.h5");
     FILE *f = fopen(empty, "wb");
@@ -527,6 +567,7 @@ int main(void) {
     CU_ADD_TEST(s, test_rejected_files);
     CU_ADD_TEST(s, test_damaged_images);
     CU_ADD_TEST(s, test_damaged_cohort);
+    CU_ADD_TEST(s, test_huge_chunks);
     CU_ADD_TEST(s, test_expr_errors);
     CU_ADD_TEST(s, test_expr_eval);
     CU_ADD_TEST(s, test_index);
