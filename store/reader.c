@@ -268,18 +268,20 @@ static bool open_slide(sp_store_reader *r, sp_error *err) {
     r->block_rows = SPS_CHUNK_ROWS;
     hid_t dcpl = H5Dget_create_plist(r->features);
     if (dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED) {
-        hsize_t chunk[2];
+        hsize_t chunk[2] = {0, 0};
         if (H5Pget_chunk(dcpl, 2, chunk) == 2 && chunk[0] > 0)
             r->block_rows = (size_t)chunk[0];
         /* a chunk is read (and, direct, inflated) whole: one far larger
          * than the writer's 1 MiB would be allocated whole, so refuse it
          * (seen while writing fuzz/fuzz_h5schema.c) */
-        if (r->block_rows > SPS_MAX_CHUNK_ROWS) {
+        if (chunk[0] * chunk[1] > SPS_MAX_CHUNK_ROWS) {
             sps_close_any(dcpl);
             return sp_error_set(err, SP_ERR_INPUT, f,
                                 "damaged slidepipe file: /features has "
-                                "chunks of %zu rows (at most %d)",
-                                r->block_rows, SPS_MAX_CHUNK_ROWS);
+                                "chunks of %llu x %llu values (at most %d)",
+                                (unsigned long long)chunk[0],
+                                (unsigned long long)chunk[1],
+                                SPS_MAX_CHUNK_ROWS);
         }
     }
     r->direct = false;

@@ -358,7 +358,7 @@ static void test_huge_chunks(void) {
     sp_store_reader *r = NULL;
     sp_error err = {0};
     CU_ASSERT_FALSE(sp_store_open(path, &r, &err));
-    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "chunks of 268435456 rows"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "chunks of 268435456 x 1 values"));
 }
 
 static void test_rejected_files(void) {
