@@ -250,6 +250,20 @@ static bool open_slide(sp_store_reader *r, sp_error *err) {
     if (!check_2d(r->coords, H5T_INTEGER, 2, cd, f, SPS_COORDS, err) ||
         !check_2d(r->features, H5T_FLOAT, -1, fd, f, SPS_FEATURES, err))
         return false;
+    /* /coords is read through HDF5, which allocates a chunk whole: one
+     * far larger than the writer's (1 MiB) is refused */
+    hid_t ccpl = H5Dget_create_plist(r->coords);
+    hsize_t cc[2] = {0, 0};
+    bool big = ccpl >= 0 && H5Pget_layout(ccpl) == H5D_CHUNKED &&
+               H5Pget_chunk(ccpl, 2, cc) == 2 &&
+               cc[0] * cc[1] > 2 * SPS_MAX_CHUNK_ROWS;
+    sps_close_any(ccpl);
+    if (big)
+        return sp_error_set(err, SP_ERR_INPUT, f,
+                            "damaged slidepipe file: /coords has chunks of "
+                            "%llu x %llu values (at most %d)",
+                            (unsigned long long)cc[0],
+                            (unsigned long long)cc[1], 2 * SPS_MAX_CHUNK_ROWS);
     if (cd[0] != fd[0])
         return sp_error_set(err, SP_ERR_INPUT, f,
                             "damaged slidepipe file: /coords has %llu rows, "
