@@ -549,6 +549,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
      * workers spinning between inputs would cost most of the time */
     omp_set_num_threads(1);
     sps_h5_quiet();
+    /* HDF5 keeps freed blocks on free lists for reuse; bound them so the
+     * resident size says what our code holds */
+    H5set_free_list_limits(1 << 20, 1 << 18, 1 << 20, 1 << 18, 1 << 20,
+                           1 << 18);
     write_base();
     base[0] = slurp(slide_path, &base_n[0]);
     base[1] = slurp(cohort_path, &base_n[1]);
