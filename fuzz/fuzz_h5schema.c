@@ -9,7 +9,8 @@
  * shapes, string kinds and lengths, NaNs and extremes, links made soft,
  * dangling, external or pointing elsewhere.
  *
- * Each input: copy the base file, apply the edits, then sp_store_open.
+ * Each input: copy the base file, apply the edits, then sp_store_open
+ * (and, when the first byte says so, sp_store_index over it).
  * It must either fail with a message or succeed; after success every read
  * the callers make must succeed or fail cleanly. No crash, leak, UB, and
  * no allocation sized by the file beyond what the data need (the smoke
@@ -445,7 +446,28 @@ static void read_slide(sp_store_reader *r) {
     }
 }
 
-static void check(const char *path) {
+static char index_path[128];
+
+/* `slidepipe index` over the file (store/index.c reads every member),
+ * then the cohort it wrote must open. */
+static void index_it(const char *path) {
+    sp_error err = {0};
+    const char *paths[] = {path};
+    if (!sp_store_index(index_path, paths, 1, &err)) {
+        if (!sp_error_is_set(&err))
+            abort();
+        return;
+    }
+    sp_store_reader *r = NULL;
+    if (!sp_store_open(index_path, &r, &err) ||
+        sp_store_reader_kind(r) != SP_STORE_COHORT ||
+        sp_store_member_count(r) != 1)
+        abort();
+    sp_store_close(r);
+    unlink(index_path);
+}
+
+static void check(const char *path, bool index) {
     sp_store_reader *r = NULL;
     sp_error err = {0};
     if (!sp_store_open(path, &r, &err)) {
@@ -455,6 +477,11 @@ static void check(const char *path) {
     }
     if (sp_store_reader_kind(r) == SP_STORE_SLIDE) {
         read_slide(r);
+        if (index) {
+            sp_store_close(r);
+            index_it(path);
+            return;
+        }
     } else {
         for (size_t i = 0; i < sp_store_member_count(r); i++)
             if (!sp_store_member_path(r, i))
@@ -534,6 +561,7 @@ static void cleanup(void) {
     unlink(slide_path);
     unlink(cohort_path);
     unlink(work_path);
+    unlink(index_path);
     rmdir(dir);
     free(base[0]);
     free(base[1]);
@@ -548,6 +576,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     snprintf(slide_path, sizeof slide_path, "%s/slide.h5", dir);
     snprintf(cohort_path, sizeof cohort_path, "%s/cohort.h5", dir);
     snprintf(work_path, sizeof work_path, "%s/work.h5", dir);
+    snprintf(index_path, sizeof index_path, "%s/index.h5", dir);
     /* one thread: the parallel inflate is the same code, and idle OpenMP
      * workers spinning between inputs would cost most of the time */
     omp_set_num_threads(1);
@@ -565,7 +594,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     in_t in = {data, size};
-    int which = u8(&in) & 1;
+    uint8_t first = u8(&in);
+    int which = first & 1;  /* the slide file or the cohort */
+    bool index = first & 2; /* and index the edited slide file */
     /* strings the edits may write: the input's last 64 bytes */
     char strs[65];
     size_t sl = size < 64 ? size : 64;
@@ -596,6 +627,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
         free(b);
     }
-    check(work_path);
+    check(work_path, index);
     return 0;
 }

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Seeds of fuzz_h5schema: short edit programs (see fuzz_h5schema.c: a
-# byte choosing the slide file (even) or the cohort (odd), then edits:
-# object, operation, arguments), one per kind of edit.
+# byte choosing the slide file (bit 0 clear) or the cohort (set), and
+# whether to index the edited slide file (bit 1), then edits: object,
+# operation, arguments), one per kind of edit.
 set -eu
 out=$1
 mkdir -p "$out"
@@ -45,3 +46,8 @@ seed link-hard 0 0 5 2 2
 seed link-external 0 1 5 0 3
 seed group-features 0 1 6
 seed summary-many 0 0 7 40 12 13 14 15 16 1 2 3
+# the same edits of the slide file, then `index` over it (first byte 2)
+for s in plain-slide del-summary attr-source-vlen attr-width-nan feat-int \
+    coords-huge link-hard summary-many; do
+    { printf '\002'; tail -c +2 "$out/$s"; } >"$out/index-$s"
+done

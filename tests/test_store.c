@@ -361,6 +361,33 @@ static void test_huge_chunks(void) {
     CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "chunks of 268435456 x 1 values"));
 }
 
+/* Rows a file claims without storing them are refused at open: they
+ * would be read as fill values (a 20 KB file made `index` write a
+ * /slide_id of 2^40 rows; seen while writing fuzz/fuzz_h5schema.c). */
+static void test_unstored_rows(void) {
+    const char *path = tmp_path("unstored.h5");
+    CU_ASSERT_TRUE_FATAL(write_file(path, 10, 10));
+    hid_t fid = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    CU_ASSERT_TRUE_FATAL(fid >= 0);
+    hid_t f = H5Dopen2(fid, "features", H5P_DEFAULT);
+    hid_t c = H5Dopen2(fid, "coords", H5P_DEFAULT);
+    hsize_t fd[2] = {UINT64_C(1) << 40, 3}, cd[2] = {UINT64_C(1) << 40, 2};
+    CU_ASSERT_TRUE(H5Dset_extent(f, fd) >= 0);
+    CU_ASSERT_TRUE(H5Dset_extent(c, cd) >= 0);
+    H5Dclose(c);
+    H5Dclose(f);
+    H5Fclose(fid);
+    sp_store_reader *r = NULL;
+    sp_error err = {0};
+    CU_ASSERT_FALSE(sp_store_open(path, &r, &err));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "claims 1099511627776 rows"));
+    /* the file as written opens */
+    CU_ASSERT_TRUE_FATAL(write_file(path, 10, 10));
+    sp_error_clear(&err);
+    CU_ASSERT_TRUE(sp_store_open(path, &r, &err));
+    sp_store_close(r);
+}
+
 static void test_rejected_files(void) {
     const char *empty = tmp_path("empty.h5");
     FILE *f = fopen(empty, "wb");
@@ -568,6 +595,7 @@ int main(void) {
     CU_ADD_TEST(s, test_damaged_images);
     CU_ADD_TEST(s, test_damaged_cohort);
     CU_ADD_TEST(s, test_huge_chunks);
+    CU_ADD_TEST(s, test_unstored_rows);
     CU_ADD_TEST(s, test_expr_errors);
     CU_ADD_TEST(s, test_expr_eval);
     CU_ADD_TEST(s, test_index);
