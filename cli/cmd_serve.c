@@ -26,14 +26,40 @@ static void help(FILE *f) {
         "  --listen ADDR       numeric address to bind (127.0.0.1)\n"
         "  --show-associated   also show label and macro images (off:\n"
         "                      labels carry patient identifiers)\n"
-        "  --cache-mb N        on-the-fly tile cache (256)\n"
-        "  --max-connections N concurrent connections (64)\n"
+        "  --cache-mb N        on-the-fly tile cache, MiB (256)\n"
+        "  --threads N         worker threads of the event loop (cores);\n"
+        "                      a tile being rendered holds one\n"
+        "  --max-connections N open connections in all (256)\n"
+        "  --per-ip N          open connections per client address (32)\n"
+        "  --header-timeout S  a request head must be complete within S\n"
+        "                      seconds of connecting or of the previous\n"
+        "                      response, else the connection is cut (10)\n"
         "  --timeout S         idle connection timeout, seconds (30)\n"
-        "  --readers N         slide readers per slide (cores + 1)\n"
+        "  --readers N         slide readers open at once, all slides\n"
+        "                      together (cores + 1, at most 32)\n"
+        "  --overview-mp N     per slide, the most megapixels (Mi) of the\n"
+        "                      overview that low levels of slides without\n"
+        "                      native levels are cut from (16)\n"
+        "  --overviews N       overviews in memory at once (2)\n"
         "  --assets DIR        folder holding static/ and node_modules/\n"
         "                      (the source tree's viewer/)\n"
         "  --quiet             print nothing but errors\n"
         "  -h, --help          show this help\n"
+        "\n"
+        "Memory is bounded by the settings, in MiB:\n"
+        "  cache-mb + overviews * overview-mp * 3   (tiles; overviews)\n"
+        "  + threads * 16      (a request: a band or region of at most\n"
+        "                      4 Mi pixels, the tile, the encoder)\n"
+        "  + (readers + overviews * cores) * 50   (an open reader:\n"
+        "                      OpenSlide 3.4's 32 MiB tile cache per\n"
+        "                      handle, a 16 MiB region buffer, JPEG\n"
+        "                      buffers; an overview is built by cores\n"
+        "                      readers)\n"
+        "  + overviews * 12    (an overview build's band)\n"
+        "  + max-connections * 0.03   (request heads)\n"
+        "  + the responses being sent (a cached tile is shared; pages\n"
+        "    and feature JSON are copied), the slides' metadata and\n"
+        "    loaded features, and about 64 for code and libraries.\n"
         "\n"
         "Prints 'serving N slides on http://ADDR:PORT/' once listening and\n"
         "runs until interrupted (SIGINT or SIGTERM; exit status 0).\n"
@@ -50,6 +76,11 @@ int sp_cmd_serve(int argc, char **argv) {
         OPT_MAXC,
         OPT_TIMEOUT,
         OPT_READERS,
+        OPT_THREADS,
+        OPT_PER_IP,
+        OPT_HEAD,
+        OPT_OV_MP,
+        OPT_OVS,
         OPT_ASSETS,
         OPT_QUIET
     };
@@ -61,6 +92,11 @@ int sp_cmd_serve(int argc, char **argv) {
         {"max-connections", required_argument, NULL, OPT_MAXC},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"readers", required_argument, NULL, OPT_READERS},
+        {"threads", required_argument, NULL, OPT_THREADS},
+        {"per-ip", required_argument, NULL, OPT_PER_IP},
+        {"header-timeout", required_argument, NULL, OPT_HEAD},
+        {"overview-mp", required_argument, NULL, OPT_OV_MP},
+        {"overviews", required_argument, NULL, OPT_OVS},
         {"assets", required_argument, NULL, OPT_ASSETS},
         {"quiet", no_argument, NULL, OPT_QUIET},
         {"help", no_argument, NULL, 'h'},
@@ -102,6 +138,33 @@ int sp_cmd_serve(int argc, char **argv) {
             if (!sp_cli_parse_int("serve", "--readers", optarg, 1, 32, &v))
                 return SP_EXIT_USAGE;
             co.readers = (int)v;
+            break;
+        case OPT_THREADS:
+            if (!sp_cli_parse_int("serve", "--threads", optarg, 1, 256, &v))
+                return SP_EXIT_USAGE;
+            so.threads = (unsigned)v;
+            break;
+        case OPT_PER_IP:
+            if (!sp_cli_parse_int("serve", "--per-ip", optarg, 1, 4096, &v))
+                return SP_EXIT_USAGE;
+            so.per_ip_connections = (unsigned)v;
+            break;
+        case OPT_HEAD:
+            if (!sp_cli_parse_int("serve", "--header-timeout", optarg, 1, 3600,
+                                  &v))
+                return SP_EXIT_USAGE;
+            so.head_timeout_s = (unsigned)v;
+            break;
+        case OPT_OV_MP:
+            if (!sp_cli_parse_int("serve", "--overview-mp", optarg, 1, 4096,
+                                  &v))
+                return SP_EXIT_USAGE;
+            co.overview_pixels = v << 20;
+            break;
+        case OPT_OVS:
+            if (!sp_cli_parse_int("serve", "--overviews", optarg, 1, 64, &v))
+                return SP_EXIT_USAGE;
+            co.overviews = (int)v;
             break;
         case OPT_ASSETS: co.asset_dir = optarg; break;
         case OPT_QUIET: quiet = true; break;

@@ -1,9 +1,11 @@
 /* viewer: the URL grammar (accepted forms, traversal and malformed
  * targets), a fuzz loop of random request targets against the route
- * parser, and a live server on 127.0.0.1 (ephemeral port) fed random and
- * hostile request lines, bounded in count and time. */
+ * parser, a live server on 127.0.0.1 (ephemeral port) fed random and
+ * hostile request lines, bounded in count and time, and the tile cache's
+ * single flight (concurrent misses of one tile: one render). */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -272,6 +274,88 @@ static int exchange(int port, const char *req, size_t n) {
     return st;
 }
 
+/* ---- single flight ---- */
+
+typedef struct {
+    sp_tile_cache *c;
+    int64_t col;
+    bool fail;
+    sp_cached_tile *got;
+    bool claimed;
+} flight_arg;
+
+static int renders;
+static pthread_mutex_t renders_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void *flight_thread(void *p) {
+    flight_arg *a = p;
+    a->got = sp__tile_cache_claim(a->c, a->c, 3, a->col, 7, &a->claimed);
+    if (a->claimed) {
+        pthread_mutex_lock(&renders_mu);
+        renders++;
+        pthread_mutex_unlock(&renders_mu);
+        usleep(200 * 1000); /* a slow render: the others arrive meanwhile */
+        static const char data[] = "tile bytes";
+        sp_cached_tile *t = a->fail ? NULL
+                                    : sp__tile_cache_put(a->c, a->c, 3, a->col,
+                                                         7, data, sizeof data);
+        sp__tile_cache_land(a->c, a->c, 3, a->col, 7, t);
+        a->got = t;
+    }
+    return NULL;
+}
+
+static void run_flight(bool fail) {
+    enum { N = 8 };
+    sp_tile_cache *c = sp__tile_cache_new(1 << 20);
+    CU_ASSERT_FATAL(c != NULL);
+    flight_arg a[N];
+    pthread_t th[N];
+    renders = 0;
+    for (int i = 0; i < N; i++) {
+        a[i] = (flight_arg){.c = c, .col = 5, .fail = fail};
+        CU_ASSERT_FATAL(pthread_create(&th[i], NULL, flight_thread, &a[i]) ==
+                        0);
+    }
+    for (int i = 0; i < N; i++)
+        pthread_join(th[i], NULL);
+    int claims = 0;
+    sp_cached_tile *first = NULL;
+    for (int i = 0; i < N; i++) {
+        claims += a[i].claimed;
+        if (fail) {
+            CU_ASSERT(a[i].got == NULL);
+        } else {
+            CU_ASSERT_FATAL(a[i].got != NULL);
+            if (!first)
+                first = a[i].got;
+            CU_ASSERT(a[i].got == first); /* the first's result itself */
+            CU_ASSERT_EQUAL(sp__cached_tile_size(a[i].got), 11);
+        }
+    }
+    CU_ASSERT_EQUAL(claims, 1);
+    CU_ASSERT_EQUAL(renders, 1);
+    size_t bytes, entries;
+    uint64_t hits, misses, waits;
+    sp__tile_cache_stats(c, &bytes, &entries, &hits, &misses, &waits);
+    CU_ASSERT_EQUAL(entries, fail ? 0 : 1);
+    for (int i = 0; i < N; i++)
+        sp__cached_tile_unref(a[i].got);
+    /* after a failed flight, the next miss claims again */
+    if (fail) {
+        bool claimed;
+        CU_ASSERT(sp__tile_cache_claim(c, c, 3, 5, 7, &claimed) == NULL);
+        CU_ASSERT(claimed);
+        sp__tile_cache_land(c, c, 3, 5, 7, NULL);
+    }
+    sp__tile_cache_free(c);
+}
+
+static void test_single_flight(void) {
+    run_flight(false);
+    run_flight(true);
+}
+
 static void test_live_server(void) {
     char *boxes = sp_test_path("boxes.tiff");
     const char *inputs[] = {boxes};
@@ -343,6 +427,108 @@ static void test_live_server(void) {
     CU_ASSERT_EQUAL(exchange(port, good, strlen(good)), 200);
     sp_server_stop(srv);
     sp_catalog_close(cat);
+    free(boxes);
+}
+
+/* Connections whose request head is late are cut by the timer; numbers
+ * of closed sockets are reused by new connections, which must be served. */
+static void test_head_deadline(void) {
+    char *boxes = sp_test_path("boxes.tiff");
+    const char *inputs[] = {boxes};
+    sp_catalog *cat = NULL;
+    sp_error err = {0};
+    CU_ASSERT_FATAL(sp_catalog_open(inputs, 1, NULL, &cat, &err));
+    sp_server_opts so = {.port = 0, .head_timeout_s = 1, .timeout_s = 30};
+    sp_server *srv = sp_server_start(cat, &so, &err);
+    CU_ASSERT_FATAL(srv != NULL);
+    int port = sp_server_port(srv);
+    static const char *const good =
+        "GET /dzi/boxes_files/9/0_0.jpeg HTTP/1.1\r\n"
+        "Host: x\r\nConnection: close\r\n\r\n";
+    enum { N = 12 };
+    for (int round = 0; round < 3; round++) {
+        int fds[N];
+        double t0 = sp_now();
+        for (int i = 0; i < N; i++) {
+            fds[i] = connect_to(port);
+            if (fds[i] >= 0)
+                send(fds[i], "GET / HTTP/1.1\r\nHo", 19, MSG_NOSIGNAL);
+        }
+        /* a complete request meanwhile is served at once */
+        CU_ASSERT_EQUAL(exchange(port, good, strlen(good)), 200);
+        int cut = 0;
+        for (int i = 0; i < N; i++) {
+            if (fds[i] < 0)
+                continue;
+            char b[64];
+            ssize_t k = recv(fds[i], b, sizeof b, 0); /* EOF when cut */
+            if (k <= 0 && sp_now() - t0 < 4.5)
+                cut++;
+            close(fds[i]);
+        }
+        CU_ASSERT_EQUAL(cut, N);
+        CU_ASSERT(sp_now() - t0 >= 0.9);
+    }
+    CU_ASSERT(sp_server_deadline_cuts(srv) >= 3 * N);
+    CU_ASSERT_EQUAL(exchange(port, good, strlen(good)), 200);
+    sp_server_stop(srv);
+    sp_catalog_close(cat);
+    free(boxes);
+}
+
+/* ---- one reader bound for all slides ---- */
+
+typedef struct {
+    sp_catalog *c;
+    sp_vslide *s;
+    sp_reader *r;
+} pool_arg;
+
+static void *pool_thread(void *p) {
+    pool_arg *a = p;
+    sp_error err = {0};
+    a->r = sp__slide_reader_get(a->c, a->s, &err); /* blocks: all busy */
+    return NULL;
+}
+
+static void test_reader_bound(void) {
+    char *boxes = sp_test_path("boxes.tiff");
+    const char *in[] = {boxes, boxes, boxes};
+    sp_catalog_opts o = {.readers = 2};
+    sp_catalog *c = NULL;
+    sp_error err = {0};
+    CU_ASSERT_FATAL(sp_catalog_open(in, 3, &o, &c, &err));
+    CU_ASSERT_FATAL(sp_catalog_count(c) == 3);
+    sp_vslide *s[3];
+    for (int i = 0; i < 3; i++)
+        s[i] = sp__catalog_find(c, sp_catalog_id(c, (size_t)i));
+    /* idle readers of other slides are closed to open new ones */
+    for (int round = 0; round < 3; round++)
+        for (int i = 0; i < 3; i++) {
+            sp_reader *r = sp__slide_reader_get(c, s[i], &err);
+            CU_ASSERT_FATAL(r != NULL);
+            CU_ASSERT(c->rd_open <= 2);
+            sp__slide_reader_put(c, s[i], r, false);
+        }
+    /* both busy: a third waits until one is returned */
+    sp_reader *r0 = sp__slide_reader_get(c, s[0], &err);
+    sp_reader *r1 = sp__slide_reader_get(c, s[1], &err);
+    CU_ASSERT_FATAL(r0 && r1);
+    pool_arg a = {.c = c, .s = s[2]};
+    pthread_t th;
+    CU_ASSERT_FATAL(pthread_create(&th, NULL, pool_thread, &a) == 0);
+    usleep(100 * 1000);
+    pthread_mutex_lock(&c->rd_mu);
+    CU_ASSERT(c->rd_open == 2);
+    pthread_mutex_unlock(&c->rd_mu);
+    sp__slide_reader_put(c, s[0], r0, false);
+    pthread_join(th, NULL);
+    CU_ASSERT(a.r != NULL);
+    CU_ASSERT(c->rd_open <= 2);
+    sp__slide_reader_put(c, s[2], a.r, false);
+    sp__slide_reader_put(c, s[1], r1, false);
+    CU_ASSERT(c->rd_open <= 2);
+    sp_catalog_close(c);
     free(boxes);
 }
 
@@ -438,6 +624,9 @@ int main(void) {
     CU_ADD_TEST(s, test_fuzz_parser);
     CU_ADD_TEST(s, test_live_server);
     CU_ADD_TEST(s, test_catalog_errors);
+    CU_ADD_TEST(s, test_head_deadline);
+    CU_ADD_TEST(s, test_single_flight);
+    CU_ADD_TEST(s, test_reader_bound);
     CU_ADD_TEST(s, test_catalog_short_manifest);
     return sp_test_run();
 }

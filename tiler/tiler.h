@@ -306,12 +306,58 @@ bool sp_tile_dz_geometry(int64_t width, int64_t height, int tile_size,
  * with the pyramid's 2x2 cascade and encodes it with the pyramid's
  * encoder: the bytes equal those of the tile sp_tile_slide writes with
  * the same options. When the region exceeds SP_RENDER_EXACT_MAX_PIXELS it
- * starts from the best native level instead (not byte-identical).
+ * starts from the best native level instead (not byte-identical) when one
+ * reads at most that many pixels, else from level 0 in bands (exact,
+ * bounded memory, slow: see sp_tile_render_path and the overview).
  * False with `err` set: SP_ERR_USAGE for a tile that does not exist or bad
  * options, SP_ERR_INPUT for a failed read (the reader is then spent). */
 bool sp_tile_render(sp_reader *r, const sp_slide *s, const sp_tile_opts *o,
                     int dz_level, int64_t col, int64_t row, sp_buf *out_encoded,
                     sp_error *err);
+
+/* Reads of level 0 past SP_RENDER_EXACT_MAX_PIXELS go in bands of at
+ * most this many pixels (the per-request bound on the band buffer). */
+#define SP_RENDER_BAND_PIXELS (INT64_C(4) << 20)
+
+/* How sp_tile_render reads the (full-size) tiles of a Deep Zoom level. */
+typedef enum {
+    SP_RENDER_EXACT = 0, /* level 0, at most SP_RENDER_EXACT_MAX_PIXELS */
+    SP_RENDER_NATIVE,    /* a native level, at most that many pixels */
+    SP_RENDER_WIDE       /* level 0 in bands: bounded memory, but time
+                            grows 4x per level down (use an overview) */
+} sp_render_path;
+sp_render_path sp_tile_render_path(const sp_slide *s, const sp_tile_opts *o,
+                                   int dz_level);
+
+/* An overview: one whole Deep Zoom level of a slide in memory, from which
+ * the tiles of that level and of every lower one are cut, byte-identical
+ * to the pyramid's. Built once by reading level 0 in column stripes of
+ * about SP_OVERVIEW_STRIPE pixels and bands of SP_OVERVIEW_BAND_ROWS rows
+ * through the pyramid's cascade: besides the image (w*h*3 bytes), the
+ * build holds one band of one stripe and `threads` readers. Immutable
+ * once built: may be shared by threads. */
+typedef struct sp_tile_overview sp_tile_overview;
+#define SP_OVERVIEW_STRIPE INT64_C(8192)
+#define SP_OVERVIEW_BAND_ROWS 256
+
+/* The largest Deep Zoom level of a width x height image that holds at
+ * most max_pixels pixels (0 when none does but the one-pixel level). */
+int sp_tile_overview_level(int64_t width, int64_t height, int64_t max_pixels);
+/* Bytes of the image of Deep Zoom level dz_level (w*h*3). */
+size_t sp_tile_overview_bytes(int64_t width, int64_t height, int dz_level);
+/* Build the overview of Deep Zoom level dz_level of `s` with `threads`
+ * private readers (o: background colour, container DZI). False with err
+ * set on a failed read or out of memory; *out NULL then. */
+bool sp_tile_overview_build(sp_slide *s, const sp_tile_opts *o, int dz_level,
+                            int threads, sp_tile_overview **out, sp_error *err);
+/* Accepts NULL. */
+void sp_tile_overview_free(sp_tile_overview *v);
+int sp_tile_overview_dz_level(const sp_tile_overview *v);
+/* Tile (col, row) of Deep Zoom level dz_level <= the overview's, encoded
+ * with `o` into out (reset first). Memory: the tile and a few rows. */
+bool sp_tile_overview_render(const sp_tile_overview *v, const sp_tile_opts *o,
+                             int dz_level, int64_t col, int64_t row,
+                             sp_buf *out, sp_error *err);
 
 /* Encode a w x h packed RGB image (rows `pitch` bytes apart) with the
  * tile codec `format` into `out` (reset first). */

@@ -172,8 +172,7 @@ static void slide_free(sp_vslide *s) {
         return;
     for (int i = 0; i < s->nidle; i++)
         sp_reader_free(s->idle[i]);
-    pthread_mutex_destroy(&s->mu);
-    pthread_cond_destroy(&s->cv);
+    sp_tile_overview_free(s->ov);
     sp_slide_close(s->slide);
     for (int i = 0; i < SP_VIEWER_MAX_LEVELS; i++) {
         if (s->level_fd[i] >= 0)
@@ -452,8 +451,6 @@ static bool add_slide(sp_catalog *c, const char *id_hint, const char *name,
         return sp_error_set(err, SP_ERR_NOMEM, name, "out of memory");
     for (int i = 0; i < SP_VIEWER_MAX_LEVELS; i++)
         s->level_fd[i] = -1;
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
     s->mpp_x = s->mpp_y = s->objective_power = s->tissue_area_mm2 = NAN;
     sp_tile_opts_default(&s->topts);
     s->topts.tile_size = 254;
@@ -501,10 +498,9 @@ static bool add_slide(sp_catalog *c, const char *id_hint, const char *name,
         goto out;
     }
     s->ext = sp_tile_format_ext(s->topts.format);
-    int cores = sp_default_threads();
-    s->maxreaders = c->opts.readers > 0 ? c->opts.readers : cores + 1;
-    if (s->maxreaders > SP_VIEWER_MAX_READERS)
-        s->maxreaders = SP_VIEWER_MAX_READERS;
+    s->ov_level = -1;
+    if (s->slide)
+        sp__fly_plan(c, s);
     make_id(c, id_hint, s->id);
     uint64_t h = sp__fnv1a(SP_FNV_SEED, s->id, strlen(s->id));
     stat_hash(&h, s->slide_path);
@@ -668,6 +664,19 @@ bool sp_catalog_open(const char *const *inputs, size_t n,
     if (opts)
         c->opts = *opts;
     pthread_mutex_init(&c->h5_lock, NULL);
+    pthread_mutex_init(&c->rd_mu, NULL);
+    pthread_cond_init(&c->rd_cv, NULL);
+    pthread_mutex_init(&c->ov_mu, NULL);
+    pthread_cond_init(&c->ov_cv, NULL);
+    int cores = sp_default_threads();
+    c->rd_max = c->opts.readers > 0 ? c->opts.readers : cores + 1;
+    if (c->rd_max > SP_VIEWER_MAX_READERS)
+        c->rd_max = SP_VIEWER_MAX_READERS;
+    c->ov_max = c->opts.overviews > 0 ? c->opts.overviews : 2;
+    c->ov_pixels = c->opts.overview_pixels > 0 ? c->opts.overview_pixels
+                                               : INT64_C(16) << 20;
+    c->ov_threads =
+        c->opts.overview_threads > 0 ? c->opts.overview_threads : cores;
     size_t cb = c->opts.cache_bytes ? c->opts.cache_bytes : (size_t)256 << 20;
     c->cache = sp__tile_cache_new(cb);
     if (!c->cache) {
@@ -731,6 +740,10 @@ void sp_catalog_close(sp_catalog *c) {
         free(c->assets[i].data);
     sp__tile_cache_free(c->cache);
     pthread_mutex_destroy(&c->h5_lock);
+    pthread_mutex_destroy(&c->rd_mu);
+    pthread_cond_destroy(&c->rd_cv);
+    pthread_mutex_destroy(&c->ov_mu);
+    pthread_cond_destroy(&c->ov_cv);
     free(c);
 }
 
@@ -755,41 +768,62 @@ sp_vslide *sp__catalog_find(const sp_catalog *c, const char *id) {
 
 /* ---- readers ----------------------------------------------------------- */
 
-sp_reader *sp__slide_reader_get(sp_vslide *s, sp_error *err) {
-    pthread_mutex_lock(&s->mu);
-    while (s->nidle == 0 && s->nmade >= s->maxreaders)
-        pthread_cond_wait(&s->cv, &s->mu);
-    if (s->nidle > 0) {
-        sp_reader *r = s->idle[--s->nidle];
-        pthread_mutex_unlock(&s->mu);
-        return r;
+sp_reader *sp__slide_reader_get(sp_catalog *c, sp_vslide *s, sp_error *err) {
+    pthread_mutex_lock(&c->rd_mu);
+    for (;;) {
+        if (s->nidle > 0) {
+            sp_reader *r = s->idle[--s->nidle];
+            pthread_mutex_unlock(&c->rd_mu);
+            return r;
+        }
+        if (c->rd_open < c->rd_max)
+            break;
+        /* all open: close an idle reader of another slide, else wait */
+        sp_vslide *v = NULL;
+        for (size_t i = 0; i < c->n && !v; i++)
+            if (c->slides[i]->nidle > 0)
+                v = c->slides[i];
+        if (!v) {
+            pthread_cond_wait(&c->rd_cv, &c->rd_mu);
+            continue;
+        }
+        sp_reader *r = v->idle[--v->nidle];
+        v->nmade--;
+        c->rd_open--;
+        pthread_mutex_unlock(&c->rd_mu);
+        sp_reader_free(r);
+        pthread_mutex_lock(&c->rd_mu);
     }
+    c->rd_open++;
     s->nmade++;
-    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_unlock(&c->rd_mu);
     /* opened outside the lock: a private OpenSlide handle per reader */
     sp_reader *r = sp_reader_create(s->slide, SP_READER_PRIVATE_HANDLE,
                                     s->topts.background, err);
     if (!r) {
-        pthread_mutex_lock(&s->mu);
+        pthread_mutex_lock(&c->rd_mu);
         s->nmade--;
-        pthread_cond_signal(&s->cv);
-        pthread_mutex_unlock(&s->mu);
+        c->rd_open--;
+        pthread_cond_broadcast(&c->rd_cv);
+        pthread_mutex_unlock(&c->rd_mu);
     }
     return r;
 }
 
-void sp__slide_reader_put(sp_vslide *s, sp_reader *r, bool spent) {
-    pthread_mutex_lock(&s->mu);
+void sp__slide_reader_put(sp_catalog *c, sp_vslide *s, sp_reader *r,
+                          bool spent) {
+    pthread_mutex_lock(&c->rd_mu);
     if (spent || s->nidle >= SP_VIEWER_MAX_READERS) {
         s->nmade--;
-        pthread_cond_signal(&s->cv);
-        pthread_mutex_unlock(&s->mu);
+        c->rd_open--;
+        pthread_cond_broadcast(&c->rd_cv);
+        pthread_mutex_unlock(&c->rd_mu);
         sp_reader_free(r);
         return;
     }
     s->idle[s->nidle++] = r;
-    pthread_cond_signal(&s->cv);
-    pthread_mutex_unlock(&s->mu);
+    pthread_cond_broadcast(&c->rd_cv);
+    pthread_mutex_unlock(&c->rd_mu);
 }
 
 /* ---- features ---------------------------------------------------------- */

@@ -1,5 +1,10 @@
-/* The HTTP server: libmicrohttpd, a thread per connection (bounded),
- * bounded request heads and idle time. Every request target is matched
+/* The HTTP server: libmicrohttpd with an epoll event loop on a pool of
+ * worker threads (an idle connection costs no thread), HTTP/1.1
+ * keep-alive, bounded connections in all and per client address, bounded
+ * request heads and idle time, and a deadline for each request head: a
+ * client must send its whole head within head_timeout_s of connecting or
+ * of its previous response, else a timer shuts its socket down (so a
+ * client trickling bytes cannot hold a slot). Every request target is matched
  * by sp_route_parse on the raw URI as received (before any percent
  * decoding), then answered from the catalogue: pages, JSON, Deep Zoom
  * descriptors and tiles (files opened relative to the pyramid's level
@@ -17,18 +22,46 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_TILE_FILE (64u << 20)
 #define MAX_FEATURE_TILES 250000
 
+/* A connection, for the head deadline. Registered when MHD starts it and
+ * removed (under `mu`) when MHD reports it closed, which MHD does before
+ * closing the socket: so while `mu` is held, a registered fd is still
+ * this connection's and never a reused number. */
+typedef struct conn_rec {
+    int fd;
+    double deadline; /* monotonic seconds; 0: none (a request is in hand) */
+    bool cut;
+    struct conn_rec *prev, *next;
+} conn_rec;
+
 struct sp_server {
     struct MHD_Daemon *d;
     sp_catalog *c;
     int port;
+    double head_s;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    conn_rec *conns;
+    bool stopping, timer_started;
+    pthread_t timer;
+    uint64_t cuts;
 };
 
+static void server_free(sp_server *s);
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 typedef struct {
+    bool seen;       /* the handler has been called for this request */
     const char *raw; /* where MHD holds the request target (compared only) */
     size_t raw_len;  /* its full strlen */
     char uri[SP_ROUTE_MAX_URI + 2]; /* one more: "too long" is visible */
@@ -267,25 +300,22 @@ static enum MHD_Result h_tile(struct MHD_Connection *con, sp_catalog *c,
         return send_cached(con, bt, type, etag, cache);
     }
 
+    /* single flight: concurrent requests for one tile render it once */
+    bool claimed;
     sp_cached_tile *ct =
-        sp__tile_cache_get(c->cache, s, r->level, r->col, r->row);
-    if (!ct) {
+        sp__tile_cache_claim(c->cache, s, r->level, r->col, r->row, &claimed);
+    if (claimed) {
         sp_error err = {0};
-        sp_reader *rd = sp__slide_reader_get(s, &err);
-        if (!rd)
-            return send_error(con, 503);
         sp_buf b;
         sp_buf_init(&b);
-        bool ok = sp_tile_render(rd, s->slide, &s->topts, r->level, r->col,
-                                 r->row, &b, &err);
-        sp__slide_reader_put(s, rd, !ok);
-        if (ok)
+        if (sp__fly_render(c, s, r->level, r->col, r->row, &b, &err))
             ct = sp__tile_cache_put(c->cache, s, r->level, r->col, r->row,
                                     b.data, b.len);
         sp_buf_free(&b);
-        if (!ct)
-            return send_error(con, 500);
+        sp__tile_cache_land(c->cache, s, r->level, r->col, r->row, ct);
     }
+    if (!ct)
+        return send_error(con, 500);
     return send_cached(con, ct, type, etag, cache);
 }
 
@@ -445,13 +475,30 @@ static enum MHD_Result dispatch(struct MHD_Connection *con, sp_catalog *c,
     return res;
 }
 
+static conn_rec *rec_of(struct MHD_Connection *con) {
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(con, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+/* Set (now + head_s) or clear (0) the head deadline of a connection. */
+static void set_deadline(sp_server *srv, struct MHD_Connection *con, bool arm) {
+    conn_rec *rec = rec_of(con);
+    if (!rec)
+        return;
+    pthread_mutex_lock(&srv->mu);
+    rec->deadline = arm ? now_s() + srv->head_s : 0;
+    pthread_mutex_unlock(&srv->mu);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *con,
                                   const char *url, const char *method,
                                   const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls) {
     (void)url;
     (void)upload_data;
-    sp_catalog *c = cls;
+    sp_server *srv = cls;
+    sp_catalog *c = srv->c;
     req_ctx *rc = *con_cls;
     if (*upload_data_size) { /* a body we never asked for: drop it */
         *upload_data_size = 0;
@@ -459,6 +506,30 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con,
     }
     if (!rc)
         return send_error(con, 500);
+    if (!rc->seen) {
+        /* the whole head is in: its deadline is met */
+        rc->seen = true;
+        set_deadline(srv, con, false);
+        /* A response queued now, before MHD has finished the request, is
+         * an "early" one: libmicrohttpd then refuses further requests on
+         * the connection and answers "Connection: close". So a plain GET
+         * or HEAD is answered on the next call; a request with a body (or
+         * another method) is refused now, and that body never read. */
+        bool body = MHD_lookup_connection_value(con, MHD_HEADER_KIND,
+                                                "Content-Length") ||
+                    MHD_lookup_connection_value(con, MHD_HEADER_KIND,
+                                                "Transfer-Encoding");
+        bool plain = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+        if (plain && !body)
+            return MHD_YES;
+        if (plain) {
+            const char *cl = MHD_lookup_connection_value(con, MHD_HEADER_KIND,
+                                                         "Content-Length");
+            if (!cl || strcmp(cl, "0") != 0)
+                return send_error(con, 400);
+            return MHD_YES;
+        }
+    }
     /* MHD ends the target at a NUL byte; the version string follows the
      * target's end directly, so a gap means bytes after a NUL: refuse */
     if (version != rc->raw + rc->raw_len + 1)
@@ -475,6 +546,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *con) {
     (void)con;
     req_ctx *rc = malloc(sizeof *rc);
     if (rc) {
+        rc->seen = false;
         rc->raw = uri;
         rc->raw_len = strlen(uri);
         size_t n = strnlen(uri, sizeof rc->uri - 1);
@@ -486,11 +558,73 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *con) {
 
 static void on_completed(void *cls, struct MHD_Connection *con, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
-    (void)cls;
-    (void)con;
     (void)toe;
     free(*con_cls);
     *con_cls = NULL;
+    /* the next request's head is due within head_s */
+    set_deadline(cls, con, true);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *con,
+                          void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe) {
+    sp_server *srv = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(con, MHD_CONNECTION_INFO_CONNECTION_FD);
+        conn_rec *rec = ci ? calloc(1, sizeof *rec) : NULL;
+        *socket_context = rec;
+        if (!rec)
+            return; /* no deadline for this one (out of memory) */
+        rec->fd = ci->connect_fd;
+        pthread_mutex_lock(&srv->mu);
+        rec->deadline = now_s() + srv->head_s;
+        rec->next = srv->conns;
+        if (srv->conns)
+            srv->conns->prev = rec;
+        srv->conns = rec;
+        pthread_mutex_unlock(&srv->mu);
+    } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+        conn_rec *rec = *socket_context;
+        if (!rec)
+            return;
+        pthread_mutex_lock(&srv->mu);
+        if (rec->prev)
+            rec->prev->next = rec->next;
+        else
+            srv->conns = rec->next;
+        if (rec->next)
+            rec->next->prev = rec->prev;
+        pthread_mutex_unlock(&srv->mu);
+        free(rec);
+        *socket_context = NULL;
+    }
+}
+
+/* Every 100 ms: shut down the sockets whose head is late. MHD then sees
+ * the connection end and closes it on its own thread. */
+static void *deadline_timer(void *arg) {
+    sp_server *srv = arg;
+    pthread_mutex_lock(&srv->mu);
+    while (!srv->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&srv->cv, &srv->mu, &ts);
+        double t = now_s();
+        for (conn_rec *r = srv->conns; r; r = r->next)
+            if (r->deadline > 0 && t > r->deadline && !r->cut) {
+                shutdown(r->fd, SHUT_RDWR);
+                r->cut = true;
+                srv->cuts++;
+            }
+    }
+    pthread_mutex_unlock(&srv->mu);
+    return NULL;
 }
 
 /* ---- daemon ------------------------------------------------------------ */
@@ -507,8 +641,7 @@ sp_server *sp_server_start(sp_catalog *c, const sp_server_opts *o,
     }
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD |
-                     MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL;
     struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
     struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
     if (inet_pton(AF_INET, addr, &v4->sin_addr) == 1) {
@@ -530,34 +663,74 @@ sp_server *sp_server_start(sp_catalog *c, const sp_server_opts *o,
         return NULL;
     }
     s->c = c;
-    unsigned maxc = opts.max_connections ? opts.max_connections : 64;
+    unsigned maxc = opts.max_connections ? opts.max_connections : 256;
+    unsigned per_ip = opts.per_ip_connections ? opts.per_ip_connections : 32;
     unsigned tmo = opts.timeout_s ? opts.timeout_s : 30;
+    unsigned head = opts.head_timeout_s ? opts.head_timeout_s : 10;
+    unsigned threads =
+        opts.threads ? opts.threads : (unsigned)sp_default_threads();
+    if (threads < 1)
+        threads = 1;
+    if (maxc < threads) /* MHD splits the limit between its threads */
+        maxc = threads;
     size_t mem = opts.memory_limit ? opts.memory_limit : 32 * 1024;
+    s->head_s = head;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    if (pthread_create(&s->timer, NULL, deadline_timer, s) != 0) {
+        sp_error_set(err, SP_ERR_NOMEM, NULL, "cannot start a thread");
+        goto fail;
+    }
+    s->timer_started = true;
     s->d = MHD_start_daemon(
-        flags, (uint16_t)opts.port, NULL, NULL, on_request, c,
+        flags, (uint16_t)opts.port, NULL, NULL, on_request, s,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_CONNECTION_LIMIT, maxc, MHD_OPTION_CONNECTION_TIMEOUT, tmo,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, mem, MHD_OPTION_LISTEN_BACKLOG_SIZE,
-        128u, MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_END);
+        MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT, maxc,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
+        MHD_OPTION_CONNECTION_TIMEOUT, tmo, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        mem, MHD_OPTION_LISTEN_BACKLOG_SIZE, 128u, MHD_OPTION_URI_LOG_CALLBACK,
+        on_uri, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_END);
     if (!s->d) {
         sp_error_set(err, SP_ERR_OUTPUT, NULL,
                      "cannot listen on %s port %d (in use, or not allowed)",
                      addr, opts.port);
-        free(s);
-        return NULL;
+        goto fail;
     }
     const union MHD_DaemonInfo *info =
         MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
     s->port = info ? info->port : opts.port;
     return s;
+fail:
+    server_free(s);
+    return NULL;
 }
 
 int sp_server_port(const sp_server *s) { return s->port; }
 
-void sp_server_stop(sp_server *s) {
-    if (!s)
-        return;
-    MHD_stop_daemon(s->d);
+uint64_t sp_server_deadline_cuts(sp_server *s) {
+    pthread_mutex_lock(&s->mu);
+    uint64_t n = s->cuts;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+static void server_free(sp_server *s) {
+    if (s->timer_started) {
+        pthread_mutex_lock(&s->mu);
+        s->stopping = true;
+        pthread_cond_signal(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->timer, NULL);
+    }
+    if (s->d)
+        MHD_stop_daemon(s->d);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
     free(s);
+}
+
+void sp_server_stop(sp_server *s) {
+    if (s)
+        server_free(s);
 }

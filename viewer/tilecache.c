@@ -1,6 +1,10 @@
-/* A byte-bounded LRU of encoded tiles shared by the connection threads.
- * One mutex guards the table and the list; entries are reference-counted
- * so a response keeps its bytes alive after eviction. */
+/* A byte-bounded LRU of encoded tiles shared by the server's threads.
+ * One mutex guards the table, the list and the renders in flight; entries
+ * are reference-counted so a response keeps its bytes alive after
+ * eviction. A miss either claims the tile (the caller renders it and
+ * publishes the result) or, when another thread already claimed it,
+ * waits for that thread's result: a tile is rendered once however many
+ * ask for it at the same time. */
 #include "viewer_private.h"
 
 #include <stdatomic.h>
@@ -19,13 +23,26 @@ struct sp_cached_tile {
     unsigned char data[];
 };
 
+/* A render in flight: its key, and its result once published. */
+typedef struct flight {
+    const void *slide;
+    int level;
+    int64_t col, row;
+    bool done;
+    int waiters;
+    sp_cached_tile *result; /* one reference, until the last waiter */
+    struct flight *next;
+} flight;
+
 struct sp_tile_cache {
     pthread_mutex_t mu;
+    pthread_cond_t cv; /* a flight landed */
+    flight *flights;
     size_t max_bytes, bytes, entries;
     sp_cached_tile **table;
     size_t nbuckets;
     sp_cached_tile *head, *tail; /* most recent at head */
-    uint64_t hits, misses;
+    uint64_t hits, misses, waits;
 };
 
 uint64_t sp__fnv1a(uint64_t h, const void *data, size_t n) {
@@ -58,6 +75,7 @@ sp_tile_cache *sp__tile_cache_new(size_t max_bytes) {
         return NULL;
     }
     pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
     return c;
 }
 
@@ -74,6 +92,7 @@ void sp__tile_cache_free(sp_tile_cache *c) {
         sp__cached_tile_unref(t);
     }
     pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
     free(c->table);
     free(c);
 }
@@ -108,10 +127,10 @@ static void table_remove(sp_tile_cache *c, sp_cached_tile *t) {
         *pp = t->next_hash;
 }
 
-sp_cached_tile *sp__tile_cache_get(sp_tile_cache *c, const void *slide,
-                                   int level, int64_t col, int64_t row) {
+/* The entry for a key, referenced, counted as a hit or a miss; under mu. */
+static sp_cached_tile *lookup(sp_tile_cache *c, const void *slide, int level,
+                              int64_t col, int64_t row) {
     uint64_t h = key_hash(slide, level, col, row);
-    pthread_mutex_lock(&c->mu);
     sp_cached_tile *t = c->table[h % c->nbuckets];
     while (t && !(t->hash == h && t->slide == slide && t->level == level &&
                   t->col == col && t->row == row))
@@ -124,8 +143,84 @@ sp_cached_tile *sp__tile_cache_get(sp_tile_cache *c, const void *slide,
     } else {
         c->misses++;
     }
+    return t;
+}
+
+sp_cached_tile *sp__tile_cache_get(sp_tile_cache *c, const void *slide,
+                                   int level, int64_t col, int64_t row) {
+    pthread_mutex_lock(&c->mu);
+    sp_cached_tile *t = lookup(c, slide, level, col, row);
     pthread_mutex_unlock(&c->mu);
     return t;
+}
+
+static flight **find_flight(sp_tile_cache *c, const void *slide, int level,
+                            int64_t col, int64_t row) {
+    flight **pp = &c->flights;
+    while (*pp && !((*pp)->slide == slide && (*pp)->level == level &&
+                    (*pp)->col == col && (*pp)->row == row))
+        pp = &(*pp)->next;
+    return pp;
+}
+
+sp_cached_tile *sp__tile_cache_claim(sp_tile_cache *c, const void *slide,
+                                     int level, int64_t col, int64_t row,
+                                     bool *claimed) {
+    *claimed = false;
+    pthread_mutex_lock(&c->mu);
+    sp_cached_tile *t = lookup(c, slide, level, col, row);
+    if (t) {
+        pthread_mutex_unlock(&c->mu);
+        return t;
+    }
+    flight *f = *find_flight(c, slide, level, col, row);
+    if (!f) {
+        f = calloc(1, sizeof *f);
+        if (f) { /* without memory for a flight: render unshared */
+            f->slide = slide;
+            f->level = level;
+            f->col = col;
+            f->row = row;
+            f->next = c->flights;
+            c->flights = f;
+        }
+        *claimed = true;
+        pthread_mutex_unlock(&c->mu);
+        return NULL;
+    }
+    /* someone renders it: wait for the result (NULL when that failed) */
+    f->waiters++;
+    c->waits++;
+    while (!f->done)
+        pthread_cond_wait(&c->cv, &c->mu);
+    t = f->result;
+    if (t)
+        atomic_fetch_add(&t->refs, 1);
+    if (--f->waiters == 0) {
+        sp__cached_tile_unref(f->result);
+        free(f);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return t;
+}
+
+void sp__tile_cache_land(sp_tile_cache *c, const void *slide, int level,
+                         int64_t col, int64_t row, sp_cached_tile *t) {
+    pthread_mutex_lock(&c->mu);
+    flight **pp = find_flight(c, slide, level, col, row), *f = *pp;
+    if (f) {
+        *pp = f->next;
+        f->done = true;
+        if (f->waiters == 0) {
+            free(f);
+        } else {
+            if (t)
+                atomic_fetch_add(&t->refs, 1); /* the waiters' */
+            f->result = t;
+            pthread_cond_broadcast(&c->cv);
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
 }
 
 sp_cached_tile *sp__tile_cache_put(sp_tile_cache *c, const void *slide,
@@ -181,8 +276,10 @@ const void *sp__cached_tile_data(const sp_cached_tile *t) { return t->data; }
 size_t sp__cached_tile_size(const sp_cached_tile *t) { return t->size; }
 
 void sp__tile_cache_stats(sp_tile_cache *c, size_t *bytes, size_t *entries,
-                          uint64_t *hits, uint64_t *misses) {
+                          uint64_t *hits, uint64_t *misses, uint64_t *waits) {
     pthread_mutex_lock(&c->mu);
+    if (waits)
+        *waits = c->waits;
     *bytes = c->bytes;
     *entries = c->entries;
     *hits = c->hits;

@@ -11,9 +11,9 @@
  *   sp_route    the URL grammar, as a pure function (fuzzed by the tests).
  *
  * Thread rules: a catalog is built on one thread, then shared read-only
- * by the server's connection threads (its reader pools, tile cache and
- * HDF5 access take their own locks). HDF5 is touched under one process-
- * wide lock. Nothing here prints.
+ * by the server's worker threads (its reader pool, overviews, tile cache
+ * and HDF5 access take their own locks). HDF5 is touched under one
+ * process-wide lock. Nothing here prints.
  */
 #ifndef SP_VIEWER_H
 #define SP_VIEWER_H
@@ -31,12 +31,19 @@ extern "C" {
 /* ---- the catalogue ------------------------------------------------------ */
 
 typedef struct {
-    bool show_associated;  /* serve label/macro/thumbnail images (off:
-                              labels carry patient identifiers) */
-    size_t cache_bytes;    /* on-the-fly tile cache; 0: 256 MiB */
-    int readers;           /* readers per slide; <= 0: cores + 1 */
-    const char *asset_dir; /* holds static/ and node_modules/; NULL: the
-                              viewer/ folder of the source tree */
+    bool show_associated;    /* serve label/macro/thumbnail images (off:
+                                labels carry patient identifiers) */
+    size_t cache_bytes;      /* on-the-fly tile cache; 0: 256 MiB */
+    int readers;             /* slide readers open at once, all slides
+                                together (each a private OpenSlide handle);
+                                <= 0: cores + 1, at most 32 */
+    int64_t overview_pixels; /* per slide: the overview (the Deep Zoom
+                                level low levels are cut from) holds at
+                                most this many pixels; 0: 16 Mi */
+    int overviews;           /* overviews in memory at once (LRU); 0: 2 */
+    int overview_threads;    /* readers building one; 0: cores */
+    const char *asset_dir;   /* holds static/ and node_modules/; NULL: the
+                                viewer/ folder of the source tree */
 } sp_catalog_opts;
 
 typedef struct sp_catalog sp_catalog;
@@ -68,21 +75,32 @@ const char *sp_catalog_warning(const sp_catalog *c, size_t i);
 typedef struct {
     const char *listen;       /* numeric IPv4/IPv6 address; NULL: 127.0.0.1 */
     int port;                 /* 0: an ephemeral port */
-    unsigned max_connections; /* 0: 64 */
-    unsigned timeout_s;       /* idle connection timeout; 0: 30 */
-    size_t memory_limit;      /* per connection, bounds the request head;
-                                 0: 32 KiB */
+    unsigned max_connections; /* open connections in all; 0: 256 */
+    unsigned per_ip_connections; /* per client address; 0: 32 */
+    unsigned threads;        /* worker threads of the event loop; 0: cores */
+    unsigned timeout_s;      /* idle connection timeout; 0: 30 */
+    unsigned head_timeout_s; /* a request head must be complete within
+                                this many seconds of the connection or
+                                of the previous response; 0: 10 */
+    size_t memory_limit;     /* per connection, bounds the request head;
+                                0: 32 KiB */
 } sp_server_opts;
 
 typedef struct sp_server sp_server;
 
-/* Start serving `c` (not owned; keep it open until sp_server_stop) on a
- * thread per connection. NULL with `err` set (SP_ERR_USAGE for a bad
- * address, SP_ERR_OUTPUT when the port cannot be bound). */
+/* Start serving `c` (not owned; keep it open until sp_server_stop): an
+ * epoll event loop on `threads` worker threads (a request is handled on
+ * the worker that owns its connection, so a tile being rendered holds
+ * that worker), HTTP/1.1 keep-alive, and a timer thread that cuts
+ * connections whose request head is late. NULL with `err` set
+ * (SP_ERR_USAGE for a bad address, SP_ERR_OUTPUT when the port cannot be
+ * bound). */
 sp_server *sp_server_start(sp_catalog *c, const sp_server_opts *opts,
                            sp_error *err);
 /* The port actually bound. */
 int sp_server_port(const sp_server *s);
+/* Connections cut so far for a late request head. */
+uint64_t sp_server_deadline_cuts(sp_server *s);
 /* Stop accepting, finish the open connections and free. Accepts NULL. */
 void sp_server_stop(sp_server *s);
 

@@ -56,11 +56,19 @@ typedef struct {
     char **columns; /* feature column names from the HDF5 file */
     int ncols;
     char version[17]; /* hex token naming this slide's content */
-    /* readers for on-the-fly tiles */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
+    /* readers for on-the-fly tiles: idle ones kept here, all of them
+     * counted against the catalogue's bound (guarded by c->rd_mu) */
     sp_reader *idle[SP_VIEWER_MAX_READERS];
-    int nidle, nmade, maxreaders;
+    int nidle, nmade;
+    /* the overview for low levels (guarded by c->ov_mu): Deep Zoom level
+     * ov_level (-1: none needed), built on first use */
+    int ov_level;
+    sp_render_path path[SP_VIEWER_MAX_LEVELS]; /* per Deep Zoom level */
+    sp_tile_overview *ov;
+    bool ov_building, ov_failed;
+    int ov_users;
+    uint64_t ov_used; /* LRU tick */
+    char ov_error[300];
     /* features, loaded once under the catalogue's HDF5 lock */
     bool feat_tried;
     sp_vfeatures *feat;
@@ -88,14 +96,39 @@ struct sp_catalog {
     size_t nassets;
     pthread_mutex_t h5_lock; /* every HDF5 call, process-wide */
     sp_tile_cache *cache;
+    /* open readers of all slides, at most rd_max */
+    pthread_mutex_t rd_mu;
+    pthread_cond_t rd_cv;
+    int rd_open, rd_max;
+    /* overviews in memory or being built, at most ov_max */
+    pthread_mutex_t ov_mu;
+    pthread_cond_t ov_cv;
+    int ov_resident, ov_max, ov_threads;
+    int64_t ov_pixels;
+    uint64_t ov_tick;
+    uint64_t ov_builds; /* counters for the tests */
 };
 
 sp_vslide *sp__catalog_find(const sp_catalog *c, const char *id);
 const sp_vasset *sp__catalog_asset(const sp_catalog *c, const char *name);
-/* Borrow a reader of s (blocks while all are busy); NULL with err set. */
-sp_reader *sp__slide_reader_get(sp_vslide *s, sp_error *err);
+/* Borrow a reader of s: an idle one of s, else a new one while fewer than
+ * the catalogue's bound are open, else after closing an idle reader of
+ * another slide; blocks while every reader is busy. NULL with err set. */
+sp_reader *sp__slide_reader_get(sp_catalog *c, sp_vslide *s, sp_error *err);
 /* Return it; `spent` frees it (after a failed read). */
-void sp__slide_reader_put(sp_vslide *s, sp_reader *r, bool spent);
+void sp__slide_reader_put(sp_catalog *c, sp_vslide *s, sp_reader *r,
+                          bool spent);
+
+/* ---- on-the-fly tiles (flytile.c) ---------------------------------------- */
+/* Plan the on-the-fly tiles of s (its overview level and per-level read
+ * path); called once when the slide is added. */
+void sp__fly_plan(sp_catalog *c, sp_vslide *s);
+/* Render tile (level, col, row) of s into out: cut from the slide's
+ * overview when the level would read level 0 past the exact bound
+ * (building the overview once, whoever asks), else with a pooled reader.
+ * False with err set. */
+bool sp__fly_render(sp_catalog *c, sp_vslide *s, int level, int64_t col,
+                    int64_t row, sp_buf *out, sp_error *err);
 /* The slide's features, loading them on first use; NULL when it has none
  * (why in s->feat_error). */
 const sp_vfeatures *sp__slide_features(sp_catalog *c, sp_vslide *s);
@@ -106,13 +139,25 @@ bool sp__slide_associated_png(sp_vslide *s, const char *name, sp_buf *out,
 /* ---- tile cache (tilecache.c) ------------------------------------------ */
 /* A byte-bounded LRU of encoded tiles, keyed by (slide, level, col, row),
  * safe to share between threads (one mutex around lookups and inserts;
- * the bytes are reference-counted so a hit is served without copying). */
+ * the bytes are reference-counted so a hit is served without copying),
+ * with single-flight misses (sp__tile_cache_claim). */
 typedef struct sp_cached_tile sp_cached_tile;
 sp_tile_cache *sp__tile_cache_new(size_t max_bytes);
 void sp__tile_cache_free(sp_tile_cache *c);
 /* A hit takes a reference: release it with sp__cached_tile_unref. */
 sp_cached_tile *sp__tile_cache_get(sp_tile_cache *c, const void *slide,
                                    int level, int64_t col, int64_t row);
+/* A hit, referenced; or NULL with *claimed true: the caller renders the
+ * tile, sp__tile_cache_put()s it and must then sp__tile_cache_land() it
+ * (even on failure, with NULL); or, when another thread has claimed it,
+ * waits for that thread's result and returns it referenced (NULL, with
+ * *claimed false, when that render failed). */
+sp_cached_tile *sp__tile_cache_claim(sp_tile_cache *c, const void *slide,
+                                     int level, int64_t col, int64_t row,
+                                     bool *claimed);
+/* End a claim: hand `t` (may be NULL; not consumed) to the waiters. */
+void sp__tile_cache_land(sp_tile_cache *c, const void *slide, int level,
+                         int64_t col, int64_t row, sp_cached_tile *t);
 /* Insert a copy of data; returns a referenced entry (NULL on OOM). */
 sp_cached_tile *sp__tile_cache_put(sp_tile_cache *c, const void *slide,
                                    int level, int64_t col, int64_t row,
@@ -122,7 +167,7 @@ size_t sp__cached_tile_size(const sp_cached_tile *t);
 void sp__cached_tile_unref(sp_cached_tile *t);
 /* Counters for the tests and the log. */
 void sp__tile_cache_stats(sp_tile_cache *c, size_t *bytes, size_t *entries,
-                          uint64_t *hits, uint64_t *misses);
+                          uint64_t *hits, uint64_t *misses, uint64_t *waits);
 
 /* ---- pages (pages.c) ---------------------------------------------------- */
 void sp__page_index(const sp_catalog *c, sp_buf *out);
