@@ -479,7 +479,7 @@ static void test_expr_errors(void) {
     CU_ASSERT_FALSE(sp_expr_parse(deep, &e, &err));
     CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "nested too deeply"));
     /* a long and/or chain is a deep tree: bounded, not a stack overflow
-     * (found by fuzz/fuzz_where.c) */
+     * (shown by fuzz/fuzz_where.c on such an input) */
     size_t terms = 100000, len = 0;
     char *chain = malloc(terms * 10);
     CU_ASSERT_FATAL(chain != NULL);

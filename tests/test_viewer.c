@@ -565,8 +565,8 @@ static void write_text(const char *path, const char *text) {
 }
 
 /* A sidecar whose manifest row is shorter than its level: skipped before
- * any memory is given to the level's cols x rows tiles (found by
- * fuzz/fuzz_dzi.c: 70 bytes asked for 2 GiB), and the levels after it
+ * any memory is given to the level's cols x rows tiles (shown by a
+ * seed of fuzz/fuzz_dzi.c: 70 bytes asked for 2 GiB), and the levels after it
  * are still read. Outside ASan, the address space is capped at 1 GiB
  * above the current size while the catalogue opens, so the old
  * allocation fails (and stopped reading the manifest there). */

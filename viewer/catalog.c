@@ -354,7 +354,7 @@ static bool load_pyramid(sp_vslide *s, const char *dzi, const char *json,
             continue;
         /* the rows must spell every tile before memory is given to them:
          * a short sidecar must not make it allocate cols x rows bytes
-         * (found by fuzz/fuzz_dzi.c) */
+         * (a seed of fuzz/fuzz_dzi.c) */
         bool good = true;
         for (int64_t r = 0; r < t.rows && good; r++) {
             const char *row = jstr(json_object_array_get_idx(tiles, (size_t)r));
