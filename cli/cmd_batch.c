@@ -66,8 +66,10 @@ static void help(FILE *f) {
         "finish; OUTDIR/cohort.h5 links every completed slide at the end.\n"
         "\n"
         "Resume: a slide whose OUTDIR/ID/done.json has the same slide\n"
-        "content (OpenSlide quickhash) and the same options is skipped\n"
-        "('already-done'); anything else is redone. --force redoes all.\n"
+        "content (OpenSlide quickhash), the same options and the same\n"
+        "--full-paths choice is skipped ('already-done'); anything else\n"
+        "(also a done.json of a version before path privacy) is redone.\n"
+        "--force redoes all.\n"
         "\n"
         "Threads: a slide of P level-0 megapixels runs with\n"
         "min(N, ceil(P/64)) threads; slides start largest first, smaller\n"
@@ -87,6 +89,10 @@ static void help(FILE *f) {
         "                       of text lines\n"
         "  --tile-size N, --overlap N, --quality N, --format F,\n"
         "  --skip-background    passed to 'slidepipe run' (see its --help)\n"
+        "  --full-paths         record absolute slide paths in the shared\n"
+        "                       outputs (default: the path below the input\n"
+        "                       folder, or the file name; no folder above\n"
+        "                       it, nor OUTDIR's path; see docs/OUTPUTS.md)\n"
         "  -h, --help           show this help\n"
         "\n"
         "Logs (stderr): a progress line on a terminal (slides done/total,\n"
@@ -428,7 +434,8 @@ int sp_cmd_batch(int argc, char **argv) {
         OPT_OVERLAP,
         OPT_QUALITY,
         OPT_FORMAT,
-        OPT_SKIP
+        OPT_SKIP,
+        OPT_FULLPATHS
     };
     static const struct option opts[] = {
         {"output", required_argument, NULL, 'o'},
@@ -443,6 +450,7 @@ int sp_cmd_batch(int argc, char **argv) {
         {"quality", required_argument, NULL, OPT_QUALITY},
         {"format", required_argument, NULL, OPT_FORMAT},
         {"skip-background", no_argument, NULL, OPT_SKIP},
+        {"full-paths", no_argument, NULL, OPT_FULLPATHS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     sp_batch_opts bo = {0};
@@ -482,6 +490,7 @@ int sp_cmd_batch(int argc, char **argv) {
         case OPT_QUALITY: add_opt(&common, "quality", optarg); break;
         case OPT_FORMAT: add_opt(&common, "format", optarg); break;
         case OPT_SKIP: add_opt(&common, "skip-background", NULL); break;
+        case OPT_FULLPATHS: bo.full_paths = true; break;
         case 'h': help(stdout); goto out;
         case ':':
             sp_cli_error(CMD, "option '%s' needs a value", argv[optind - 1]);

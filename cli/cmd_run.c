@@ -72,10 +72,20 @@ static const char common_help[] =
     "  --json                 one-line JSON summary on stdout (also on "
     "failure,\n"
     "                         with \"ok\": false, \"stage\" and \"error\")\n"
+    "  --full-paths           record the slide's absolute path in OUT.json\n"
+    "                         (default: its file name only; folders often "
+    "name\n"
+    "                         patients, and outputs are shared; the HDF5 "
+    "file\n"
+    "                         always holds the file name; docs/OUTPUTS.md)\n"
+    "  --source-name NAME     record NAME as the slide's path in OUT.json "
+    "instead\n"
+    "                         (batch passes the path below its input "
+    "folder)\n"
     "  -h, --help             show this help\n"
     "\n"
-    "Outputs are built under hidden temporary names and renamed when\n"
-    "complete: an interrupted run leaves nothing that looks complete.\n"
+    "Outputs are built under hidden temporary names and renamed together\n"
+    "once all are complete: a failed or interrupted run leaves none.\n"
     "Exit status: 0 ok, 1 unreadable slide, 2 usage error, 3 output error\n"
     "(e.g. it exists without --force), 4 internal, 130 interrupted.\n";
 
@@ -240,7 +250,9 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
         OPT_MINOBJ,
         OPT_MAXHOLE,
         OPT_MASKPNG,
-        OPT_STRIPE
+        OPT_STRIPE,
+        OPT_FULLPATHS,
+        OPT_SOURCENAME
     };
     const bool tiles = what & SP_RUN_TILES, feats = what & SP_RUN_FEATURES;
     /* --tile-size is the pyramid's for tile/run, the analysis's for analyze */
@@ -272,6 +284,8 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
         {"max-hole-um2", required_argument, NULL, OPT_MAXHOLE},
         {"mask-png", required_argument, NULL, OPT_MASKPNG},
         {"stripe-width", required_argument, NULL, OPT_STRIPE},
+        {"full-paths", no_argument, NULL, OPT_FULLPATHS},
+        {"source-name", required_argument, NULL, OPT_SOURCENAME},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     sp_run_opts o;
@@ -279,7 +293,8 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
     o.what = what;
     sp_analysis_params *ap = &o.analysis;
     const char *out = NULL;
-    bool quiet = false, json = false, overlap_given = false;
+    bool quiet = false, json = false, overlap_given = false, full = false;
+    const char *source_name = NULL;
     int64_t v;
     int c;
     opterr = 0;
@@ -430,6 +445,14 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
                 return SP_EXIT_USAGE;
             break;
         case OPT_MASKPNG: o.mask_png = optarg; break;
+        case OPT_FULLPATHS: full = true; break;
+        case OPT_SOURCENAME:
+            if (!optarg[0]) {
+                sp_cli_error(cmd, "--source-name: empty name");
+                return SP_EXIT_USAGE;
+            }
+            source_name = optarg;
+            break;
         case 'h': help(what, stdout); return SP_EXIT_OK;
         case ':':
             sp_cli_error(cmd, "option '%s' needs a value", name);
@@ -470,8 +493,20 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
         }
         o.tile.overlap = 0;
     }
+    if (full && source_name) {
+        sp_cli_error(cmd, "--full-paths and --source-name exclude each other");
+        return SP_EXIT_USAGE;
+    }
     const char *path = argv[optind];
-    char *stem = NULL, *h5 = NULL;
+    char *stem = NULL, *h5 = NULL, *abs = NULL;
+    if (full) {
+        /* the absolute path, resolved; as given when it cannot be (the
+         * slide then fails to open and says why) */
+        abs = realpath(path, NULL);
+        o.source_name = abs ? abs : path;
+    } else {
+        o.source_name = source_name; /* NULL: the file name */
+    }
     if (what == (SP_RUN_TILES | SP_RUN_FEATURES)) {
         stem = strip_ext(out, o.tile.container == SP_CONTAINER_TIFF ? ".tiff"
                                                                     : ".dzi");
@@ -479,6 +514,7 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
         h5 = stem ? malloc(n) : NULL;
         if (!h5) {
             free(stem);
+            free(abs);
             sp_cli_error(cmd, "out of memory");
             return SP_EXIT_INTERNAL;
         }
@@ -511,6 +547,7 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
     sigaction(SIGTERM, &old_term, NULL);
     free(stem);
     free(h5);
+    free(abs);
     int status = SP_EXIT_OK;
     if (!ok) {
         if (interrupted) {

@@ -68,8 +68,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     sp_batch_opts o = {.outdir = dir, .threads = 1};
     sp_error err = {0};
     batch = sp_batch_new(&o, &err);
-    if (!batch ||
-        !sp__batch_push(batch, "/nonexistent/x.svs", "s1", NULL, true, &err))
+    if (!batch || !sp__batch_push(batch, "/nonexistent/x.svs", NULL, NULL, "s1",
+                                  NULL, true, &err))
         abort();
     sp__bslide *s = batch->v[0];
     s->quickhash = strdup(QUICKHASH);

@@ -149,7 +149,7 @@ static const char *skip_value(const char *p, int depth) {
 }
 
 /* Decode the JSON string at p (malloc'd), or NULL (also for p NULL: a
- * key json_get did not find). */
+ * member json_get did not find). */
 static char *json_str(const char *p) {
     if (!p)
         return NULL;
@@ -265,6 +265,139 @@ static bool json_valid_object(const char *p) {
     return end && *ws(end) == '\0';
 }
 
+/* The object at p with the top-level members named in keys[] given the
+ * string values vals[] (JSON strings; NULL writes null), every other
+ * member copied as it is. malloc'd; NULL when malformed or out of memory. */
+static char *json_with(const char *p, const char *const *keys,
+                       const char *const *vals, size_t n) {
+    p = ws(p);
+    if (*p != '{')
+        return NULL;
+    sp_buf o;
+    sp_buf_init(&o);
+    sp_buf_puts(&o, "{");
+    p = ws(p + 1);
+    bool first = true;
+    while (*p == '"') {
+        const char *kend = skip_value(p, 0);
+        const char *v = kend ? ws(kend) : NULL;
+        if (!v || *v != ':')
+            goto bad;
+        v = ws(v + 1);
+        const char *vend = skip_value(v, 0);
+        if (!vend)
+            goto bad;
+        if (!first)
+            sp_buf_puts(&o, ",");
+        first = false;
+        sp_buf_append(&o, p, (size_t)(kend - p));
+        sp_buf_puts(&o, ":");
+        size_t k = 0;
+        while (k < n && !((size_t)(kend - p) == strlen(keys[k]) + 2 &&
+                          strncmp(p + 1, keys[k], strlen(keys[k])) == 0))
+            k++;
+        if (k < n && vals[k])
+            sp_json_escape(&o, vals[k]);
+        else if (k < n)
+            sp_buf_puts(&o, "null");
+        else
+            sp_buf_append(&o, v, (size_t)(vend - v));
+        p = ws(vend);
+        if (*p == ',')
+            p = ws(p + 1);
+        else if (*p != '}')
+            goto bad;
+    }
+    if (*p != '}')
+        goto bad;
+    sp_buf_puts(&o, "}");
+    if (o.oom)
+        goto bad;
+    return o.data;
+bad:
+    sp_buf_free(&o);
+    return NULL;
+}
+
+/* ---- paths in shared outputs -------------------------------------------- */
+
+/* `text` with every `from` replaced by `to` (malloc'd; NULL on OOM). */
+static char *replace_all(const char *text, const char *from, const char *to) {
+    sp_buf o;
+    sp_buf_init(&o);
+    sp_buf_puts(&o, "");
+    size_t n = strlen(from);
+    for (const char *p = text; *p;) {
+        if (n && strncmp(p, from, n) == 0) {
+            sp_buf_puts(&o, to);
+            p += n;
+        } else {
+            sp_buf_append(&o, p++, 1);
+        }
+    }
+    if (o.oom) {
+        sp_buf_free(&o);
+        return NULL;
+    }
+    return o.data;
+}
+
+/* In place: *text with `from` replaced by `to`; unchanged on OOM. */
+static void replace_in(char **text, const char *from, const char *to) {
+    if (!*text || !from || !from[0])
+        return;
+    char *r = replace_all(*text, from, to);
+    if (r) {
+        free(*text);
+        *text = r;
+    }
+}
+
+/* An absolute path for `p` (realpath, or the working folder joined when
+ * the file is gone); malloc'd. */
+static char *abs_path(const char *p) {
+    char *r = realpath(p, NULL);
+    if (r || p[0] == '/')
+        return r ? r : strdup(p);
+    char cwd[PATH_MAX];
+    return getcwd(cwd, sizeof cwd) ? sp_path_join(cwd, p) : strdup(p);
+}
+
+/* The slide as shared outputs (done.json, summaries) name it: its path
+ * below its input folder, or with full_paths its absolute path. */
+static char *recorded_path(const sp_batch *b, const sp__bslide *s) {
+    return b->o.full_paths ? abs_path(s->path) : xstrdup(s->rel);
+}
+
+/* A message as shared outputs carry it: without full_paths, the slide's
+ * path as given becomes its recorded one, and the input folder and OUTDIR
+ * prefixes go, so no folder above them is named. malloc'd. */
+static char *shared_text(const sp_batch *b, const sp__bslide *s,
+                         const char *text) {
+    char *t = xstrdup(text);
+    if (!t || b->o.full_paths)
+        return t;
+    if (s) {
+        replace_in(&t, s->path, s->rel);
+        /* "." and ".." name no folder: scrubbing "./" would mangle "../" */
+        if (s->root && s->root[0] && strcmp(s->root, ".") != 0 &&
+            strcmp(s->root, "./") != 0 && strcmp(s->root, "..") != 0) {
+            sp_buf r;
+            sp_buf_init(&r);
+            sp_buf_printf(&r, "%s%s", s->root,
+                          s->root[strlen(s->root) - 1] == '/' ? "" : "/");
+            if (!r.oom && strcmp(r.data, "/") != 0)
+                replace_in(&t, r.data, "");
+            sp_buf_free(&r);
+        }
+    }
+    char *od = sp_path_join(b->outdir, "");
+    if (od && strcmp(od, "/") != 0)
+        replace_in(&t, od, "");
+    free(od);
+    return t;
+}
+
 /* ---- the batch object --------------------------------------------------- */
 
 sp_batch *sp_batch_new(const sp_batch_opts *o, sp_error *err) {
@@ -313,6 +446,8 @@ static void slide_free(sp__bslide *s) {
     if (!s)
         return;
     free(s->path);
+    free(s->rel);
+    free(s->root);
     free(s->id);
     free(s->options);
     free(s->vendor);
@@ -379,8 +514,9 @@ sp_errcode sp_batch_exit_category(const sp_batch *b) {
     return codes[rank];
 }
 
-bool sp__batch_push(sp_batch *b, const char *path, const char *id,
-                    const char *options, bool is_explicit, sp_error *err) {
+bool sp__batch_push(sp_batch *b, const char *path, const char *rel,
+                    const char *root, const char *id, const char *options,
+                    bool is_explicit, sp_error *err) {
     struct stat st;
     bool is_file = stat(path, &st) == 0 && S_ISREG(st.st_mode);
     if (is_file)
@@ -400,6 +536,15 @@ bool sp__batch_push(sp_batch *b, const char *path, const char *id,
     if (!s)
         return sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
     s->path = strdup(path);
+    s->rel = strdup(rel ? rel : sp_basename(path));
+    if (root) {
+        s->root = strdup(root);
+    } else { /* the file's own folder */
+        size_t dl = (size_t)(sp_basename(path) - path);
+        while (dl > 1 && path[dl - 1] == '/')
+            dl--;
+        s->root = strndup(path, dl);
+    }
     s->id = xstrdup(id);
     s->options = xstrdup(options);
     s->has_id = id != NULL;
@@ -416,7 +561,8 @@ bool sp__batch_push(sp_batch *b, const char *path, const char *id,
     s->pub.seconds = NAN;
     sp_buf_init(&s->out);
     sp_buf_init(&s->err);
-    if (!s->path || (id && !s->id) || (options && !s->options)) {
+    if (!s->path || !s->rel || !s->root || (id && !s->id) ||
+        (options && !s->options)) {
         slide_free(s);
         return sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
     }
@@ -497,8 +643,13 @@ static bool write_summaries(sp_batch *b, sp_error *err) {
     sp_json_begin_object(&w);
     sp_json_key(&w, "slidepipe_version");
     sp_json_string(&w, SP_VERSION);
+    /* the folder's name; its full path only with full_paths */
+    char *outdir_abs = b->o.full_paths ? abs_path(b->outdir) : NULL;
     sp_json_key(&w, "outdir");
-    sp_json_string(&w, b->outdir);
+    sp_json_string(&w, outdir_abs ? outdir_abs : sp_basename(b->outdir));
+    free(outdir_abs);
+    sp_json_key(&w, "paths");
+    sp_json_string(&w, b->o.full_paths ? "full" : "relative");
     sp_json_key(&w, "started");
     sp_json_string(&w, b->started_iso);
     sp_json_key(&w, "updated");
@@ -531,16 +682,22 @@ static bool write_summaries(sp_batch *b, sp_error *err) {
     sp_json_end_object(&w);
     sp_json_key(&w, "cohort");
     sp_json_string(&w, b->cohort_written ? "cohort.h5" : NULL);
+    char *cerr = shared_text(b, NULL, b->cohort_error);
     sp_json_key(&w, "cohort_error");
-    sp_json_string(&w, b->cohort_error);
+    sp_json_string(&w, cerr);
+    free(cerr);
     sp_json_key(&w, "slides");
     sp_json_begin_array(&w);
     for (size_t i = 0; i < b->n; i++) {
         const sp_batch_slide *s = &b->v[i]->pub;
         const char *st = sp_batch_status_name(s->status);
+        char *path = recorded_path(b, b->v[i]);
+        char *error = shared_text(b, b->v[i], s->error);
+        if (!path || (s->error && !error))
+            t.oom = true;
         tsv_field(&t, s->id);
         sp_buf_puts(&t, "\t");
-        tsv_field(&t, s->path);
+        tsv_field(&t, path);
         sp_buf_printf(&t, "\t%s\t", st);
         if (isfinite(s->seconds))
             sp_buf_printf(&t, "%.2f", s->seconds);
@@ -553,14 +710,14 @@ static bool write_summaries(sp_batch *b, sp_error *err) {
         sp_buf_puts(&t, "\t");
         tsv_field(&t, s->stage);
         sp_buf_puts(&t, "\t");
-        tsv_field(&t, s->error);
+        tsv_field(&t, error);
         sp_buf_puts(&t, "\n");
 
         sp_json_begin_object(&w);
         sp_json_key(&w, "slide");
         sp_json_string(&w, s->id);
         sp_json_key(&w, "path");
-        sp_json_string(&w, s->path);
+        sp_json_string(&w, path);
         sp_json_key(&w, "status");
         sp_json_string(&w, st);
         sp_json_key(&w, "seconds");
@@ -575,7 +732,9 @@ static bool write_summaries(sp_batch *b, sp_error *err) {
         sp_json_key(&w, "stage");
         sp_json_string(&w, s->stage);
         sp_json_key(&w, "error");
-        sp_json_string(&w, s->error);
+        sp_json_string(&w, error);
+        free(path);
+        free(error);
         sp_json_key(&w, "vendor");
         sp_json_string(&w, s->vendor);
         sp_json_key(&w, "width");
@@ -792,11 +951,16 @@ bool sp__batch_already_done(sp_batch *b, sp__bslide *s) {
     char *schema = json_str(json_get(text, "schema"));
     char *qh = json_str(json_get(text, "quickhash"));
     char *fp = json_str(json_get(text, "fingerprint"));
-    ok = schema && qh && fp && strcmp(schema, DONE_SCHEMA) == 0 &&
-         strcmp(qh, s->quickhash) == 0 && strcmp(fp, s->fingerprint) == 0;
+    /* markers without "paths" predate path privacy: their outputs hold
+     * absolute paths, so they are redone, as is a change of --full-paths */
+    char *paths = json_str(json_get(text, "paths"));
+    ok = schema && qh && fp && paths && strcmp(schema, DONE_SCHEMA) == 0 &&
+         strcmp(qh, s->quickhash) == 0 && strcmp(fp, s->fingerprint) == 0 &&
+         strcmp(paths, b->o.full_paths ? "full" : "relative") == 0;
     free(schema);
     free(qh);
     free(fp);
+    free(paths);
     for (size_t i = 0; ok && i < N_OUTPUTS; i++) {
         char *p = sp_path_join(dir, OUTPUTS[i]);
         ok = p && sp_path_exists(p);
@@ -931,14 +1095,23 @@ static bool open_outdir(sp_batch *b, sp_error *err) {
     char *probe = sp_path_join(b->outdir, ".batch-write-test");
     if (!probe)
         return sp_error_set(err, SP_ERR_NOMEM, NULL, "out of memory");
-    bool ok = sp_write_file_atomic(probe, "ok\n", 3, err);
+    sp_error pe = {0};
+    bool ok = sp_write_file_atomic(probe, "ok\n", 3, &pe);
     unlink(probe);
-    free(probe);
     if (!ok) {
-        sp_error_clear(err);
-        return sp_error_errno(err, SP_ERR_OUTPUT, b->outdir, errno,
-                              "output directory is not writable");
+        /* the cause is in pe (errno belongs to the cleanup by now): keep
+         * it, naming OUTDIR rather than the probe file */
+        size_t k = strlen(probe);
+        const char *cause = strncmp(pe.msg, probe, k) == 0 && pe.msg[k] == ':'
+                                ? pe.msg + k + 2
+                                : pe.msg;
+        sp_error_set(err,
+                     pe.code == SP_ERR_NOMEM ? SP_ERR_NOMEM : SP_ERR_OUTPUT,
+                     b->outdir, "output directory is not writable: %s", cause);
+        free(probe);
+        return false;
     }
+    free(probe);
     remove_stale_temps(b);
     return true;
 }
@@ -975,6 +1148,11 @@ static bool build_argv(sp_batch *b, sp__bslide *s, const char *out, argv_t *a) {
         !argv_add(a, "--json") || !argv_add(a, "--quiet") ||
         !argv_add(a, "--threads") || !argv_add(a, threads))
         return false;
+    /* what the sidecar records: the path below the input folder, or the
+     * absolute path */
+    if (b->o.full_paths ? !argv_add(a, "--full-paths")
+                        : !argv_add(a, "--source-name") || !argv_add(a, s->rel))
+        return false;
     /* the options as fingerprinted, after the tag */
     const char *p = s->params + strlen(FINGERPRINT_TAG);
     char *vals[SP__BATCH_NKEYS];
@@ -993,7 +1171,6 @@ static bool build_argv(sp_batch *b, sp__bslide *s, const char *out, argv_t *a) {
             ok = argv_add(a, flag) && argv_add(a, vals[k]);
     }
     sp__batch_values_free(vals);
-    (void)b;
     return ok;
 }
 
@@ -1193,8 +1370,25 @@ static bool write_done(sp_batch *b, sp__bslide *s, const char *dir,
     sp_json_string(&w, DONE_SCHEMA);
     sp_json_key(&w, "slidepipe_version");
     sp_json_string(&w, SP_VERSION);
+    char *path = recorded_path(b, s);
+    /* OUTDIR exists (OUTDIR/<id> not yet): resolve that */
+    char *od = b->o.full_paths ? abs_path(b->outdir) : NULL;
+    char *final = b->o.full_paths ? (od ? sp_path_join(od, s->id) : NULL)
+                                  : xstrdup(s->id); /* below OUTDIR */
+    char *output = final ? sp_path_join(final, OUT_BASE ".dzi") : NULL;
+    /* the run's own line names the slide as given and the temporary
+     * folder: both as the outputs record them instead */
+    const char *keys[] = {"slide", "output"};
+    const char *vals[] = {path, output};
+    char *run = path && output ? json_with(s->run_json, keys, vals, 2) : NULL;
+    free(od);
+    free(final);
+    free(output);
     sp_json_key(&w, "slide");
-    sp_json_string(&w, s->path);
+    sp_json_string(&w, path);
+    free(path);
+    sp_json_key(&w, "paths");
+    sp_json_string(&w, b->o.full_paths ? "full" : "relative");
     sp_json_key(&w, "id");
     sp_json_string(&w, s->id);
     sp_json_key(&w, "quickhash");
@@ -1215,16 +1409,16 @@ static bool write_done(sp_batch *b, sp__bslide *s, const char *dir,
            (buf.data[buf.len - 1] == '}' || buf.data[buf.len - 1] == '\n' ||
             buf.data[buf.len - 1] == ' '))
         buf.len--;
-    sp_buf_printf(&buf, ",\n  \"run\": %s\n}\n", s->run_json);
-    char *path = sp_path_join(dir, DONE_FILE);
+    sp_buf_printf(&buf, ",\n  \"run\": %s\n}\n", run ? run : "null");
+    char *done = sp_path_join(dir, DONE_FILE);
     bool ok = false;
-    if (buf.oom || !path)
+    if (buf.oom || !done || !run)
         sp_error_set(err, SP_ERR_NOMEM, NULL, "out of memory");
     else
-        ok = sp_write_file_atomic(path, buf.data, buf.len, err);
-    free(path);
+        ok = sp_write_file_atomic(done, buf.data, buf.len, err);
+    free(done);
+    free(run);
     sp_buf_free(&buf);
-    (void)b;
     return ok;
 }
 
@@ -1335,6 +1529,10 @@ static void finish(sp_batch *b, sp__bslide *s, int st) {
     }
     if (s->pub.status != SP_BATCH_DONE && s->tmpdir)
         sp_remove_tree(s->tmpdir, NULL);
+    /* messages name the folder the slide's outputs would have had, not
+     * the temporary one, which is gone */
+    if (final && s->tmpdir)
+        replace_in(&s->error, s->tmpdir, final);
     free(s->tmpdir);
     s->tmpdir = NULL;
     sp_buf_free(&s->out);

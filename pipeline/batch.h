@@ -18,13 +18,18 @@
  *   layout     OUTDIR/<id>/slide.dzi, slide_files/, slide.json, slide.h5
  *              (`slidepipe run SLIDE -o OUTDIR/<id>/slide`), then
  *              OUTDIR/<id>/done.json, written last and atomically: the
- *              quickhash, the parameter fingerprint, the version and the
- *              run's JSON line. OUTDIR/batch-summary.tsv and .json are
- *              rewritten atomically as slides finish; OUTDIR/cohort.h5
+ *              quickhash, the parameter fingerprint, the version, the
+ *              path choice ("paths": relative|full) and the run's JSON
+ *              line (its slide and output rewritten: the slide as shared
+ *              outputs name it, the final OUTDIR/<id>/slide.dzi below
+ *              OUTDIR, not the temporary folder). OUTDIR/batch-summary.tsv and
+ * .json are rewritten atomically as slides finish; OUTDIR/cohort.h5
  *              (sp_store_index over every completed slide) at the end.
  *   resume     a slide is skipped when OUTDIR/<id>/done.json holds the
- *              same quickhash (file size + mtime for a slide without one)
- *              and the same parameter fingerprint and its outputs exist.
+ *              same quickhash (file size + mtime for a slide without one),
+ *              the same parameter fingerprint and the same path choice,
+ *              and its outputs exist (a marker without "paths" predates
+ *              path privacy: redone).
  *              Anything else under OUTDIR/<id>/ is stale: removed, redone.
  *              `force` redoes every slide.
  *   scheduling one child process per slide (`EXE run ... --json --quiet
@@ -74,7 +79,9 @@ typedef enum {
  * "already-done", "failed", "interrupted", "not-a-slide". */
 const char *sp_batch_status_name(sp_batch_status s);
 
-/* One candidate. Strings are owned by the batch; NULL when unknown. */
+/* One candidate. Strings are owned by the batch; NULL when unknown. The
+ * strings may name full paths (for the console); the shared outputs carry
+ * them as full_paths says. */
 typedef struct {
     const char *path;    /* as given or found */
     const char *id;      /* output folder name; NULL for not-a-slide */
@@ -136,6 +143,13 @@ typedef struct {
     bool dry_run;        /* probe and plan only; write nothing */
     const char *options; /* common run options, manifest syntax
                             ("tile-size=512 quality=90"), or NULL */
+    /* Shared outputs (each slide's slide.json and done.json, the
+     * summaries) name a slide by its path below the input folder it was
+     * found in (a manifest's own relative path, else the file name) and
+     * name no folder above it or OUTDIR; true records absolute paths
+     * instead. The HDF5 files and cohort.h5 hold file names and paths
+     * relative to OUTDIR either way (docs/OUTPUTS.md). */
+    bool full_paths;
     sp_batch_event_fn on_event;
     void *user;
     volatile sig_atomic_t *cancel; /* set non-zero to stop */

@@ -19,6 +19,11 @@
 typedef struct {
     sp_batch_slide pub;
     char *path, *id, *options, *vendor, *quickhash, *fingerprint, *params;
+    /* what shared outputs call the slide (unless full_paths): its path
+     * below the input folder it was found in, the manifest-relative path
+     * written in a manifest, else its file name; and the folder prefix
+     * scrubbed from shared error texts ("" when none) */
+    char *rel, *root;
     char *stage, *error, *run_json;
     bool has_id;  /* id given in a manifest */
     bool has_ino; /* dev/ino known (a regular file at push time) */
@@ -52,9 +57,12 @@ struct sp_batch {
 };
 
 /* Append a candidate (copies the strings). Files already listed (same
- * device and inode) are dropped. */
-bool sp__batch_push(sp_batch *b, const char *path, const char *id,
-                    const char *options, bool is_explicit, sp_error *err);
+ * device and inode) are dropped. `rel` is the name shared outputs record
+ * (NULL: the file name), `root` the input folder it is relative to (NULL:
+ * the file's own folder). */
+bool sp__batch_push(sp_batch *b, const char *path, const char *rel,
+                    const char *root, const char *id, const char *options,
+                    bool is_explicit, sp_error *err);
 
 /* Parse options text into values per key (malloc'd strings, NULL when
  * absent); canonical values. */

@@ -227,8 +227,19 @@ typedef struct {
     ino_t ino;
 } dir_id;
 
-static bool walk(sp_batch *b, const char *dir, dir_id *stack, int depth,
-                 sp_error *err) {
+/* `p` below folder `root` (p starts with root: sp_path_join built it). */
+static const char *below(const char *root, const char *p) {
+    size_t n = strlen(root);
+    if (strncmp(p, root, n) != 0)
+        return sp_basename(p);
+    p += n;
+    while (*p == '/')
+        p++;
+    return *p ? p : sp_basename(root);
+}
+
+static bool walk(sp_batch *b, const char *root, const char *dir, dir_id *stack,
+                 int depth, sp_error *err) {
     if (depth >= 64)
         return true; /* deeper than any real slide tree: a loop or a joke */
     size_t n = 0;
@@ -256,7 +267,8 @@ static bool walk(sp_batch *b, const char *dir, dir_id *stack, int depth,
         struct stat st;
         if (stat(p, &st) != 0) {
             /* a dangling link or a file that vanished: let the probe say */
-            ok = sp__batch_push(b, p, NULL, NULL, false, err);
+            ok = sp__batch_push(b, p, below(root, p), root, NULL, NULL, false,
+                                err);
         } else if (S_ISDIR(st.st_mode)) {
             bool loop = b->outdir_exists && st.st_dev == b->out_dev &&
                         st.st_ino == b->out_ino;
@@ -265,10 +277,11 @@ static bool walk(sp_batch *b, const char *dir, dir_id *stack, int depth,
             if (!loop) {
                 stack[depth].dev = st.st_dev;
                 stack[depth].ino = st.st_ino;
-                ok = walk(b, p, stack, depth + 1, err);
+                ok = walk(b, root, p, stack, depth + 1, err);
             }
         } else if (S_ISREG(st.st_mode)) {
-            ok = sp__batch_push(b, p, NULL, NULL, false, err);
+            ok = sp__batch_push(b, p, below(root, p), root, NULL, NULL, false,
+                                err);
         }
         free(p);
     }
@@ -288,10 +301,10 @@ bool sp_batch_add_path(sp_batch *b, const char *path, sp_error *err) {
             st.st_ino == b->out_ino)
             return sp_error_set(err, SP_ERR_USAGE, path,
                                 "is the output directory");
-        return walk(b, path, stack, 1, err);
+        return walk(b, path, path, stack, 1, err);
     }
     /* a file, or something missing: the probe reports it as a failure */
-    return sp__batch_push(b, path, NULL, NULL, true, err);
+    return sp__batch_push(b, path, NULL, NULL, NULL, NULL, true, err);
 }
 
 /* ---- manifest ----------------------------------------------------------- */
@@ -389,7 +402,20 @@ bool sp_batch_add_manifest(sp_batch *b, const char *tsv, sp_error *err) {
             ok = sp_error_set(err, SP_ERR_NOMEM, tsv, "out of memory");
             break;
         }
-        ok = sp__batch_push(b, full, id, canon, true, err);
+        /* shared outputs name it as the manifest does when that is a path
+         * below the manifest's folder, else by its file name */
+        while (path[0] == '.' && path[1] == '/')
+            path += 2;
+        bool below_manifest =
+            path[0] != '/' && strcmp(path, "..") != 0 &&
+            strncmp(path, "../", 3) != 0 && !strstr(path, "/../") &&
+            !(strlen(path) >= 3 && strcmp(path + strlen(path) - 3, "/..") == 0);
+        char *root = below_manifest && dirlen
+                         ? strndup(tsv, dirlen > 1 ? dirlen - 1 : dirlen)
+                         : NULL;
+        ok = sp__batch_push(b, full, below_manifest ? path : NULL, root, id,
+                            canon, true, err);
+        free(root);
         free(full);
         free(canon);
     }
@@ -402,6 +428,8 @@ bool sp_batch_add_manifest(sp_batch *b, const char *tsv, sp_error *err) {
         while (b->n > before) {
             sp__bslide *s = b->v[--b->n];
             free(s->path);
+            free(s->rel);
+            free(s->root);
             free(s->id);
             free(s->options);
             free(s);

@@ -58,6 +58,12 @@ typedef struct {
     int threads;                 /* 0: all cores */
     bool force;                  /* replace existing outputs */
     const char *parameters_json; /* recorded as provenance; NULL: built */
+    /* What the pyramid's sidecar records as the slide's path
+     * (source.path): NULL records the file name alone, never a folder
+     * (outputs are shared; folders often name patients). The caller
+     * passes a full path only when the user asks for it. The HDF5 file
+     * always records the file name alone (source_file). */
+    const char *source_name;
     sp_run_progress_fn progress;
     void *progress_user;
     /* When non-NULL and set non-zero (e.g. by a signal handler), the run
@@ -82,11 +88,17 @@ typedef struct {
                            "tiles", "features", "write", "done" */
 } sp_run_result;
 
-/* Run `slide_path`. On failure nothing is left at any final output path
- * and `err` names the slide or the output and the cause (SP_ERR_INPUT for
- * an unreadable slide, SP_ERR_OUTPUT for an unwritable output,
- * SP_ERR_USAGE for bad options, "interrupted" when cancelled). `res` may
- * be NULL. */
+/* Run `slide_path`. All or nothing: every output (the pyramid and its
+ * sidecar, the HDF5 file, the mask PNG) is completed under a hidden
+ * temporary name ("<dir>/.<name>.tmp-<pid>...") and they are renamed into
+ * place together only once every one of them succeeded (the .dzi/.tiff
+ * last); when one rename fails, those already renamed are removed again.
+ * On failure nothing is left at any final output path (an output replaced
+ * with `force` is then gone too) and `err` names the slide or the final
+ * output path and the cause (SP_ERR_INPUT for an unreadable slide,
+ * SP_ERR_OUTPUT for an unwritable output, SP_ERR_USAGE for bad options,
+ * "interrupted" when cancelled). Temporaries of dead runs with the same
+ * output names are removed first. `res` may be NULL. */
 bool sp_run_slide(const char *slide_path, const sp_run_opts *opts,
                   sp_run_result *res, sp_error *err);
 

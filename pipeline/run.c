@@ -3,11 +3,15 @@
  * store from this thread only. */
 #include "pipeline.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "store.h"
 
@@ -671,18 +675,249 @@ static bool tile_has_tissue(void *user, const uint8_t *rgb, int64_t w,
                             need) >= need;
 }
 
-/* Remove a finished pyramid (when a later step fails). */
-static void remove_pyramid(const sp_tile_stats *st) {
-    if (!st->output[0])
+/* ---- all or nothing: staged outputs, renamed together ------------------ */
+
+#define MAX_STAGED 5
+
+/* Every output of a run is completed under a hidden name and renamed into
+ * place with the others at the end (commit_staged), so that a failure in
+ * any of them leaves none at a final path. */
+typedef struct {
+    char *final[MAX_STAGED], *stage[MAX_STAGED];
+    bool is_dir[MAX_STAGED];
+    int n;
+    int main_tiles; /* the .dzi/.tiff: renamed last; -1 when none */
+    char *tiles_stem, *tiles_stage_stem; /* pyramid names without ext */
+    char *tiles_stage_out;               /* what the pyramid is told */
+    char *h5_stage, *png_stage;
+} staging;
+
+static void staging_free(staging *g) {
+    for (int i = 0; i < g->n; i++) {
+        free(g->final[i]);
+        free(g->stage[i]);
+    }
+    free(g->tiles_stem);
+    free(g->tiles_stage_stem);
+    free(g->tiles_stage_out);
+    memset(g, 0, sizeof *g);
+    g->main_tiles = -1;
+}
+
+static bool ends_with(const char *s, const char *tail) {
+    size_t n = strlen(s), k = strlen(tail);
+    return n >= k && strcmp(s + n - k, tail) == 0;
+}
+
+static char *cat(const char *a, size_t alen, const char *b) {
+    size_t n = alen + strlen(b) + 1;
+    char *s = malloc(n);
+    if (s)
+        snprintf(s, n, "%.*s%s", (int)alen, a, b);
+    return s;
+}
+
+/* Record final path `fin` (copied) staged at `stg` (taken). */
+static bool stage_add(staging *g, const char *fin, char *stg, bool is_dir) {
+    char *f = fin ? strdup(fin) : NULL;
+    if (!f || !stg || g->n == MAX_STAGED) {
+        free(f);
+        free(stg);
+        return false;
+    }
+    g->final[g->n] = f;
+    g->stage[g->n] = stg;
+    g->is_dir[g->n] = is_dir;
+    g->n++;
+    return true;
+}
+
+/* The names: the pyramid OUT (+ .dzi or .tiff/.tif) is built as
+ * <dir>/.<OUT>.tmp-<pid> with the same extension, so its .json and
+ * _files follow; the HDF5 file and the PNG are built at their
+ * sp_temp_sibling names. False when out of memory. */
+static bool staging_plan(const sp_run_opts *o, staging *g) {
+    memset(g, 0, sizeof *g);
+    g->main_tiles = -1;
+    if (o->what & SP_RUN_TILES) {
+        const char *out = o->tiles_out;
+        const bool tiff = o->tile.container == SP_CONTAINER_TIFF;
+        const char *given = !tiff && ends_with(out, ".dzi")   ? ".dzi"
+                            : tiff && ends_with(out, ".tiff") ? ".tiff"
+                            : tiff && ends_with(out, ".tif")  ? ".tif"
+                                                              : "";
+        const char *main_ext = given[0] ? given : tiff ? ".tiff" : ".dzi";
+        g->tiles_stem = cat(out, strlen(out) - strlen(given), "");
+        g->tiles_stage_stem =
+            g->tiles_stem ? sp_temp_sibling(g->tiles_stem) : NULL;
+        if (!g->tiles_stage_stem)
+            return false;
+        g->tiles_stage_out =
+            cat(g->tiles_stage_stem, strlen(g->tiles_stage_stem), given);
+        char *f_json = cat(g->tiles_stem, strlen(g->tiles_stem), ".json");
+        char *f_files = cat(g->tiles_stem, strlen(g->tiles_stem), "_files");
+        char *f_main = cat(g->tiles_stem, strlen(g->tiles_stem), main_ext);
+        const char *ss = g->tiles_stage_stem;
+        bool ok = g->tiles_stage_out && f_json && f_files && f_main &&
+                  stage_add(g, f_json, cat(ss, strlen(ss), ".json"), false) &&
+                  (tiff || stage_add(g, f_files, cat(ss, strlen(ss), "_files"),
+                                     true)) &&
+                  stage_add(g, f_main, cat(ss, strlen(ss), main_ext), false);
+        if (ok)
+            g->main_tiles = g->n - 1;
+        free(f_json);
+        free(f_files);
+        free(f_main);
+        if (!ok)
+            return false;
+    }
+    if (o->what & SP_RUN_FEATURES) {
+        if (!stage_add(g, o->features_out, sp_temp_sibling(o->features_out),
+                       false))
+            return false;
+        g->h5_stage = g->stage[g->n - 1];
+        if (o->mask_png) {
+            if (!stage_add(g, o->mask_png, sp_temp_sibling(o->mask_png), false))
+                return false;
+            g->png_stage = g->stage[g->n - 1];
+        }
+    }
+    return true;
+}
+
+/* Remove every staged output (after a failure). */
+static void staging_remove(const staging *g) {
+    for (int i = 0; i < g->n; i++)
+        sp_remove_tree(g->stage[i], NULL);
+}
+
+/* Error messages name the final paths, never the staged ones: replace
+ * every staged name in err->msg (longest first, so the pyramid's stem
+ * comes after the names built on it). */
+static void unstage_msg(const staging *g, sp_error *err) {
+    if (!err || !sp_error_is_set(err))
         return;
-    char path[4200];
-    const char *dot = strrchr(st->output, '.');
-    size_t stem = dot ? (size_t)(dot - st->output) : strlen(st->output);
-    snprintf(path, sizeof path, "%.*s_files", (int)stem, st->output);
-    sp_remove_tree(path, NULL);
-    snprintf(path, sizeof path, "%.*s.json", (int)stem, st->output);
-    sp_remove_tree(path, NULL);
-    sp_remove_tree(st->output, NULL);
+    const char *from[MAX_STAGED + 1], *to[MAX_STAGED + 1];
+    int k = 0;
+    for (int i = 0; i < g->n; i++) {
+        from[k] = g->stage[i];
+        to[k++] = g->final[i];
+    }
+    if (g->tiles_stage_stem) {
+        from[k] = g->tiles_stage_stem;
+        to[k++] = g->tiles_stem;
+    }
+    for (int i = 0; i < k; i++)
+        for (int j = i + 1; j < k; j++)
+            if (strlen(from[j]) > strlen(from[i])) {
+                const char *t = from[i];
+                from[i] = from[j];
+                from[j] = t;
+                t = to[i];
+                to[i] = to[j];
+                to[j] = t;
+            }
+    sp_buf b;
+    sp_buf_init(&b);
+    for (const char *p = err->msg; *p;) {
+        int hit = -1;
+        for (int i = 0; i < k && hit < 0; i++)
+            if (strncmp(p, from[i], strlen(from[i])) == 0)
+                hit = i;
+        if (hit >= 0) {
+            sp_buf_puts(&b, to[hit]);
+            p += strlen(from[hit]);
+        } else {
+            sp_buf_append(&b, p++, 1);
+        }
+    }
+    if (!b.oom && b.data)
+        snprintf(err->msg, sizeof err->msg, "%s", b.data);
+    sp_buf_free(&b);
+}
+
+/* Remove the leftovers of dead runs in `fin`'s folder: entries named
+ * ".<base>.tmp-<pid>..." (more leading dots: the writers' own temporaries
+ * of staged names) whose process is gone. */
+static void clean_stale_of(const char *fin) {
+    const char *base = sp_basename(fin);
+    size_t dirlen = (size_t)(base - fin), n = strlen(base);
+    char *dir = dirlen ? cat(fin, dirlen, "") : strdup(".");
+    DIR *d = dir ? opendir(dir) : NULL;
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        const char *nm = e->d_name;
+        if (nm[0] != '.')
+            continue;
+        while (*nm == '.')
+            nm++;
+        if (strncmp(nm, base, n) != 0 || strncmp(nm + n, ".tmp-", 5) != 0)
+            continue;
+        char *end = NULL;
+        long pid = strtol(nm + n + 5, &end, 10);
+        if (pid <= 0 || end == nm + n + 5)
+            continue;
+        if (pid != (long)getpid() &&
+            !(kill((pid_t)pid, 0) != 0 && errno == ESRCH))
+            continue;
+        char *path = sp_path_join(dir, e->d_name);
+        if (path)
+            sp_remove_tree(path, NULL);
+        free(path);
+    }
+    if (d)
+        closedir(d);
+    free(dir);
+}
+
+static void staging_clean_stale(const sp_run_opts *o, const staging *g) {
+    if (g->tiles_stem)
+        clean_stale_of(g->tiles_stem);
+    if (o->what & SP_RUN_FEATURES) {
+        clean_stale_of(o->features_out);
+        if (o->mask_png)
+            clean_stale_of(o->mask_png);
+    }
+}
+
+/* Rename every staged output into place, the .dzi/.tiff last (an old one
+ * is removed first: it stops looking complete before it is replaced).
+ * When one fails, the ones already renamed are removed, and with `force`
+ * the old outputs not yet replaced as well: none is left. */
+static bool commit_staged(const staging *g, bool force, sp_error *err) {
+    bool done[MAX_STAGED] = {false};
+    int failed = -1, e = 0;
+    const char *what = "cannot rename into place";
+    if (g->main_tiles >= 0 && sp_path_exists(g->final[g->main_tiles]) &&
+        remove(g->final[g->main_tiles]) != 0) {
+        e = errno;
+        failed = g->main_tiles;
+        what = "cannot replace";
+    }
+    for (int pass = 0; pass < 2 && failed < 0; pass++)
+        for (int i = 0; i < g->n && failed < 0; i++) {
+            if ((i == g->main_tiles) != (pass == 1))
+                continue;
+            if (g->is_dir[i] && sp_path_exists(g->final[i]) &&
+                !sp_remove_tree(g->final[i], err)) {
+                failed = i;
+                break;
+            }
+            if (rename(g->stage[i], g->final[i]) != 0) {
+                e = errno; /* saved before any cleanup call */
+                failed = i;
+                break;
+            }
+            done[i] = true;
+        }
+    if (failed < 0)
+        return true;
+    for (int i = 0; i < g->n; i++)
+        if (done[i] || force)
+            sp_remove_tree(g->final[i], NULL);
+    if (e)
+        sp_error_errno(err, SP_ERR_OUTPUT, g->final[failed], e, what);
+    return false;
 }
 
 bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
@@ -699,9 +934,26 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
         return sp_error_set(err, SP_ERR_USAGE, slide_path, "nothing to do");
     if ((want_tiles && !o->tiles_out) || (want_feat && !o->features_out))
         return sp_error_set(err, SP_ERR_USAGE, slide_path, "no output given");
-    if (want_feat && !o->force && sp_path_exists(o->features_out))
-        return sp_error_set(err, SP_ERR_OUTPUT, o->features_out,
-                            "already exists (use --force to replace it)");
+    staging stg;
+    if (!staging_plan(o, &stg)) {
+        staging_free(&stg);
+        return sp_error_set(err, SP_ERR_NOMEM, slide_path, "out of memory");
+    }
+    /* the final names are the ones that must not exist (the pyramid is
+     * told a staged name): its main file, the HDF5 file */
+    const bool force = o->force || o->tile.force;
+    const char *exists = NULL;
+    if (stg.main_tiles >= 0 && sp_path_exists(stg.final[stg.main_tiles]))
+        exists = stg.final[stg.main_tiles];
+    else if (want_feat && sp_path_exists(o->features_out))
+        exists = o->features_out;
+    if (exists && !force) {
+        sp_error_set(err, SP_ERR_OUTPUT, exists,
+                     "already exists (use --force to replace it)");
+        staging_free(&stg);
+        return false;
+    }
+    staging_clean_stale(o, &stg);
 
     const int threads = o->threads > 0 ? o->threads : sp_default_threads();
     sp_slide *s = NULL;
@@ -716,7 +968,7 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
     sp_mask bg_mask;
     memset(&bg_mask, 0, sizeof bg_mask);
     sp_store_writer *store = NULL; /* the HDF5 file until its commit */
-    bool have_pyramid = false, ok = false;
+    bool ok = false;
 
     res->stage = "open";
     if (!sp_slide_open(slide_path, true, &s, err))
@@ -751,12 +1003,12 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
     if (want_tiles) {
         sp_pyramid_params pp;
         memset(&pp, 0, sizeof pp);
-        pp.output = o->tiles_out;
+        pp.output = stg.tiles_stage_out;
         pp.width = l0->width;
         pp.height = l0->height;
         pp.opts = o->tile;
         pp.opts.threads = threads;
-        pp.opts.force = o->force || o->tile.force;
+        pp.opts.force = true; /* a staged name: ours alone */
         pp.opts.progress = NULL;
         pp.band_rows = sp_band_rows_for(s, 0);
         /* analysis tiles may reach past a stripe: read them in place too */
@@ -776,7 +1028,8 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
         double mx = 0, my = 0, pw = 0;
         sp_slide_mpp(s, &mx, &my);
         sp_slide_objective_power(s, &pw);
-        pp.source.path = sp_slide_path(s);
+        pp.source.path =
+            o->source_name ? o->source_name : sp_basename(sp_slide_path(s));
         pp.source.vendor = sp_slide_vendor(s);
         pp.source.quickhash = sp_slide_quickhash(s);
         pp.source.mpp_x = mx;
@@ -886,7 +1139,7 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
         {
 #pragma omp task shared(fin_ok, fin_err, ar, ap)
             fin_ok = sp_analysis_finish(s, &ap, &ar, &fin_err);
-            st_ok = store_begin(o->features_out, s, o, &ar, th, t_start, &store,
+            st_ok = store_begin(stg.h5_stage, s, o, &ar, th, t_start, &store,
                                 &st_err);
         }
         if (!fin_ok || !st_ok) {
@@ -902,8 +1155,9 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
         pyr = NULL;
         if (!sp_pyramid_finish(p, &tstats, err))
             goto out;
-        have_pyramid = true;
-        res->tiles = tstats;
+        /* the name it will have */
+        snprintf(tstats.output, sizeof tstats.output, "%s",
+                 stg.final[stg.main_tiles]);
     }
     if (want_feat) {
         sp_store_writer *w = store;
@@ -914,17 +1168,23 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
         res->tissue_tiles = (int64_t)ar.summary.tiles_tissue;
         res->tissue_area_mm2 = ar.summary.tissue_area_mm2;
     }
-    if (o->mask_png && mask && !sp_mask_write_png(mask, o->mask_png, err))
+    if (stg.png_stage && mask && !sp_mask_write_png(mask, stg.png_stage, err))
         goto out;
+    /* every output is complete: all of them into place, or none */
+    if (!commit_staged(&stg, force, err))
+        goto out;
+    if (want_tiles)
+        res->tiles = tstats;
     ok = true;
     res->stage = "done";
 out:
     if (!ok) {
         sp_store_abort(store);
         sp_pyramid_abort(pyr);
-        if (have_pyramid)
-            remove_pyramid(&tstats);
+        staging_remove(&stg);
+        unstage_msg(&stg, err);
     }
+    staging_free(&stg);
     free(bc.streams);
     free(bc.segs);
     free(bc.nseg);

@@ -42,3 +42,167 @@ def files_of(d):
             with open(p, "rb") as fh:
                 out[os.path.relpath(p, d)] = fh.read()
     return out
+
+
+# ---- what a shared output must not carry (docs/OUTPUTS.md) ----------------
+
+def tiff_associated_bytes(path, words=(b"label", b"macro")):
+    """Raw strip/tile bytes of the TIFF directories whose ImageDescription
+    names one of `words` (Aperio's label and macro images), read with a
+    few lines of struct instead of our code or OpenSlide: word -> bytes
+    of the directory's first strip."""
+    import struct
+    out = {}
+    with open(path, "rb") as f:
+        data = f.read()
+    bo = "<" if data[:2] == b"II" else ">"
+    big = struct.unpack(bo + "H", data[2:4])[0] == 43
+    if big:
+        off = struct.unpack(bo + "Q", data[8:16])[0]
+    else:
+        off = struct.unpack(bo + "I", data[4:8])[0]
+    sizes = {1: 1, 2: 1, 3: 2, 4: 4, 7: 1, 16: 8}
+    seen = set()
+    while off and off not in seen and off < len(data):
+        seen.add(off)
+        if big:
+            n = struct.unpack(bo + "Q", data[off:off + 8])[0]
+            ent, esz, p = 20, 8, off + 8
+        else:
+            n = struct.unpack(bo + "H", data[off:off + 2])[0]
+            ent, esz, p = 12, 4, off + 2
+        tags = {}
+        for i in range(n):
+            e = data[p + i * ent:p + (i + 1) * ent]
+            tag, typ = struct.unpack(bo + "HH", e[:4])
+            cnt = struct.unpack(bo + ("Q" if big else "I"),
+                                e[4:4 + esz])[0]
+            sz = sizes.get(typ, 1) * cnt
+            val = e[4 + esz:]
+            if sz > esz:
+                vo = struct.unpack(bo + ("Q" if big else "I"), val)[0]
+                val = data[vo:vo + sz]
+            else:
+                val = val[:sz]
+            if typ in (3, 4, 16):
+                fmt = {3: "H", 4: "I", 16: "Q"}[typ]
+                tags[tag] = struct.unpack(bo + fmt * cnt, val)
+            else:
+                tags[tag] = val
+        p += n * ent
+        nxt = data[p:p + esz]
+        off = struct.unpack(bo + ("Q" if big else "I"), nxt)[0] if nxt else 0
+        desc = tags.get(270, b"")
+        for w in words:
+            if w in desc and 273 in tags and 279 in tags:
+                o, c = tags[273][0], tags[279][0]
+                out[w.decode()] = data[o:o + c]
+    return out
+
+
+def distinct_windows(buf, size=64, count=4, min_distinct=24):
+    """Up to `count` windows of `size` bytes of `buf` with at least
+    `min_distinct` different byte values (never a run of background that
+    could occur anywhere by chance)."""
+    out, i = [], len(buf) // 8  # past any header
+    step = max(size, len(buf) // (count * 8) or 1)
+    while i + size <= len(buf) and len(out) < count:
+        w = bytes(buf[i:i + size])
+        if len(set(w)) >= min_distinct:
+            out.append(w)
+            i += step
+        else:
+            i += size // 2
+    return out
+
+
+def leaks(folder, needles):
+    """Where any needle (name -> bytes) occurs in the output `folder`: in
+    file names, in every file's bytes, and inside each HDF5 file through
+    h5py (every attribute, string datasets element by element, numeric
+    datasets as decoded bytes, virtual sources and link targets, which
+    compression or the global heap could hide from the raw scan).
+    Returns a list of 'file: where: needle name'."""
+    import h5py
+    import numpy as np
+    found = []
+
+    def look(blob, where):
+        if isinstance(blob, str):
+            blob = blob.encode("utf-8", "surrogateescape")
+        for name, nd in needles.items():
+            if nd and nd in blob:
+                found.append(f"{where}: {name}")
+
+    def attr_bytes(v):
+        if isinstance(v, (bytes, str)):
+            return v if isinstance(v, bytes) else v.encode()
+        a = np.asarray(v)
+        if a.dtype.kind in "OSU":
+            return b"\0".join(x if isinstance(x, bytes) else str(x).encode()
+                              for x in a.ravel())
+        return a.tobytes()
+
+    for root, dirs, files in os.walk(folder):
+        for n in dirs + files:
+            look(os.path.relpath(os.path.join(root, n), folder),
+                 f"name {os.path.join(root, n)}")
+        for n in files:
+            p = os.path.join(root, n)
+            with open(p, "rb") as fh:
+                look(fh.read(), p)
+            if not n.endswith(".h5"):
+                continue
+            with h5py.File(p, "r") as f:
+                objs = [("/", f)]
+                f.visititems(lambda k, o: objs.append((k, o)))
+                for k, o in objs:
+                    for an, av in o.attrs.items():
+                        look(attr_bytes(av), f"{p}:{k}@{an}")
+                    if isinstance(o, h5py.Dataset):
+                        if o.is_virtual:
+                            for vs in o.virtual_sources():
+                                look(vs.file_name, f"{p}:{k} virtual source")
+                        try:
+                            look(attr_bytes(o[()]), f"{p}:{k}")
+                        except (OSError, ValueError):
+                            pass  # a virtual dataset whose member is absent
+                    if isinstance(o, h5py.Group):
+                        for ln in o:
+                            lk = o.get(ln, getlink=True)
+                            if isinstance(lk, h5py.ExternalLink):
+                                look(lk.filename, f"{p}:{k}/{ln} link")
+    return found
+
+
+def slide_secrets(slide, path):
+    """The needles for `path`, a copy of `slide` (under another name, so
+    that the file name recorded on purpose holds none of its properties):
+    its absolute path, its folder's path and name, the label and macro
+    image bytes (raw from the file and decoded by OpenSlide) and the
+    property values a shared output must not carry."""
+    import numpy as np
+    import openslide
+    secret_dir = os.path.dirname(path)
+    needles = {"absolute path": path.encode(),
+               "input folder": secret_dir.encode(),
+               "folder name": os.path.basename(secret_dir).encode()}
+    for word, raw in tiff_associated_bytes(slide).items():
+        for i, w in enumerate(distinct_windows(raw)):
+            needles[f"{word} image file bytes #{i}"] = w
+    s = openslide.OpenSlide(slide)
+    for word in ("label", "macro"):
+        if word in s.associated_images:
+            px = np.asarray(s.associated_images[word].convert("RGB"))
+            for i, w in enumerate(distinct_windows(px.tobytes(), 96, 4, 40)):
+                needles[f"{word} image pixels #{i}"] = w
+    skip = {"openslide.vendor", "openslide.quickhash-1", "aperio.Time"}
+    for k, v in s.properties.items():
+        try:
+            float(v)
+            continue  # numbers (mpp, sizes) are recorded on purpose
+        except ValueError:
+            pass
+        if k not in skip and len(v) >= 5:
+            needles[f"property {k}"] = v.encode()
+    return needles

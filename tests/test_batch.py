@@ -21,6 +21,7 @@
 import json
 import os
 import resource
+import shlex
 import shutil
 import signal
 import subprocess
@@ -30,7 +31,7 @@ import time
 
 import h5py
 import numpy as np
-from sptest import DATA, check, files_of, finish
+from sptest import DATA, check, files_of, finish, leaks, slide_secrets
 
 BIN = os.environ["SLIDEPIPE_BIN"]
 SYNTH = os.environ["SLIDEPIPE_SYNTH"]
@@ -68,6 +69,7 @@ def summary(out):
 
 
 def by_path(js):
+    """summary entries by path: below the input folder (or the file name)"""
     return {s["path"]: s for s in js["slides"]}
 
 
@@ -186,34 +188,34 @@ def test_full(tmp):
     ids = {}
     for name in GOOD:
         ext = ".tiff" if name == "boxes" else ".svs"
-        s = sl.get(p(DATA, name + ext))
+        s = sl.get(p(name + ext))
         if check(s is not None and s["status"] == "done",
                  f"{name}: done ({s and s['status']}: {s and s['error']})"):
             ids[name] = s["slide"]
     for name, cause in BROKEN.items():
-        s = sl.get(p(DATA, name))
+        s = sl.get(p(name))
         check(s is not None and s["status"] == "failed" and
               cause in (s["error"] or "") and s["stage"],
               f"{name}: failed with '{cause}' and a stage: {s}")
     for name in NOT_SLIDES:
-        s = sl.get(p(DATA, name))
+        s = sl.get(p(name))
         check(s is not None and s["status"] == "not-a-slide" and
               "not a slide format" in (s["error"] or ""),
               f"{name}: listed as not-a-slide with the cause: {s}")
-    check(sl.get(p(gen, "damaged.svs"), {}).get("status") == "failed",
+    check(sl.get(p("damaged.svs"), {}).get("status") == "failed",
           "damaged .svs in a directory: a failure, not 'not a slide'")
-    check("empty file" in (sl.get(p(gen, "empty.svs"), {}).get("error") or ""),
+    check("empty file" in (sl.get(p("empty.svs"), {}).get("error") or ""),
           "empty .svs: failed, 'empty file'")
-    check(sl.get(p(gen, "mx.mrxs"), {}).get("status") == "failed",
+    check(sl.get(p("mx.mrxs"), {}).get("status") == "failed",
           "fake .mrxs: reported as a (failed) slide")
-    check(sl.get(p(gen, "notes.txt"), {}).get("status") == "not-a-slide",
+    check(sl.get(p("notes.txt"), {}).get("status") == "not-a-slide",
           "notes.txt: not-a-slide")
     for owned in ("mx/Slidedat.ini", "mx/Data0000.dat", "hm.jpg", "hm_map.jpg",
                   ".hidden.svs"):
-        check(p(gen, owned) not in sl,
+        check(owned not in sl,
               f"{owned}: part of a multi-file slide / hidden: not listed")
-    check(p(gen, "hm.vms") in sl, "hm.vms: listed once")
-    a, b = sl.get(p(gen, "s1.svs")), sl.get(p(gen, "sub", "s1.svs"))
+    check("hm.vms" in sl, "hm.vms: listed once")
+    a, b = sl.get(p("s1.svs")), sl.get(p("sub", "s1.svs"))
     check(a and b and a["status"] == b["status"] == "done" and
           {a["slide"], b["slide"]} == {"s1", "s1-2"},
           f"two s1.svs: ids s1 and s1-2 ({a and a['slide']}, {b and b['slide']})")
@@ -229,25 +231,38 @@ def test_full(tmp):
         if s["status"] == "done":
             check(isinstance(s["tiles"], int) and s["tiles"] > 0 and
                   s["seconds"] > 0, f"{s['slide']}: tiles and seconds")
-    cmu = sl[p(DATA, "CMU-1-Small-Region.svs")]
+    cmu = sl[p("CMU-1-Small-Region.svs")]
     check(cmu["tissue_area_mm2"] and cmu["tissue_area_mm2"] > 0,
           "CMU: tissue area in the summary")
-    check(sl[p(DATA, "boxes.tiff")]["tissue_area_mm2"] is None,
+    check(sl[p("boxes.tiff")]["tissue_area_mm2"] is None,
           "boxes (no mpp): tissue area null, not 0")
     no_partials(out, "full batch")
     # done slides are what `slidepipe run` makes on its own
     ref = os.path.join(tmp, "ref")
     os.makedirs(ref)
-    for name, src in (("CMU-1-Small-Region", p(DATA, "CMU-1-Small-Region.svs")),
-                      ("s1-2", p(gen, "sub", "s1.svs"))):
-        rr = run("run", src, "-o", p(ref, name), "--quiet", "--threads", "1")
+    for name, root, rel in (("CMU-1-Small-Region", DATA,
+                             "CMU-1-Small-Region.svs"),
+                            ("s1-2", gen, "sub/s1.svs")):
+        rr = run("run", p(root, rel), "-o", p(ref, name), "--quiet",
+                 "--threads", "1")
         check(rr.returncode == 0, f"reference run {name}: {rr.stderr}")
-        same_as_reference(p(out, sl[src]["slide"]), p(ref, name), f"{name}")
+        same_as_reference(p(out, sl[rel]["slide"]), p(ref, name), f"{name}")
     # done.json records what resume needs
     with open(p(out, ids["CMU-1-Small-Region"], "done.json")) as f:
         done = json.load(f)
     check(done["quickhash"] == cmu["quickhash"] and len(done["fingerprint"]) == 16
           and done["run"]["ok"] is True, "done.json: quickhash, fingerprint, run")
+    # ...and names the final output, below OUTDIR, never the temporary
+    # folder it was built in
+    cid = ids["CMU-1-Small-Region"]
+    check(done["run"]["output"] == f"{cid}/slide.dzi" and
+          done["slide"] == done["run"]["slide"] == "CMU-1-Small-Region.svs"
+          and done["paths"] == "relative",
+          f"done.json: final output and slide as recorded: {done['run']}")
+    with open(p(out, cid, "done.json")) as f:
+        text = f.read()
+    check(".tmp-" not in text and out not in text and DATA not in text,
+          "done.json: no temporary folder, no OUTDIR or input folder")
     # the cohort links every done slide
     n_done = sum(1 for s in js["slides"] if s["status"] == "done")
     with h5py.File(p(out, "cohort.h5"), "r") as f:
@@ -451,6 +466,10 @@ def test_unwritable(tmp, mount_ok):
                 w in (s["error"] or "") for w in
                 ("No space left on device", "File too large")),
                 f"{what}: {s['slide']} failed with the cause: {s['error']}")
+            check(".tmp-" not in (s["error"] or "") and
+                  out not in (s["error"] or ""),
+                  f"{what}: the error names the final file below OUTDIR: "
+                  f"{s['error']}")
         nothing_done(out, what)
         for name in os.listdir(out):
             check(".tmp-" not in name, f"{what}: temporary {name} left")
@@ -472,6 +491,143 @@ def test_unwritable(tmp, mount_ok):
               preexec_fn=small_files)
 
 
+def fill(d):
+    """Fill the file system of folder d to the last byte."""
+    with open(os.path.join(d, "filler"), "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    with open(os.path.join(d, "filler2"), "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0")
+                f.flush()
+        except OSError:
+            pass
+
+
+def test_disk_full(tmp, mount_ok):
+    """OUTDIR on a file system with no byte left: the one error line says
+    "No space left on device" and names OUTDIR (errno was once read after
+    the probe file's unlink: "No such file or directory")."""
+    src = os.path.join(tmp, "dfsrc")
+    os.makedirs(src)
+    synth(os.path.join(src, "d1.svs"), 600, 400, 51)
+    mnt = os.path.join(tmp, "dfull")
+    os.makedirs(mnt)
+    out = os.path.join(mnt, "out")
+    if mount_ok:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", mnt],
+                       check=True)
+        try:
+            fill(mnt)
+            r = run("batch", src, "-o", out)
+        finally:
+            subprocess.run(["umount", mnt])
+        rc, err = r.returncode, r.stderr
+    elif os.geteuid() == 0 and shutil.which("unshare"):
+        # no mount here: a private mount namespace of our own
+        q = shlex.quote
+        script = (f"mount -t tmpfs -o size=2m tmpfs {q(mnt)} || exit 99; "
+                  f"dd if=/dev/zero of={q(mnt)}/filler bs=64k 2>/dev/null; "
+                  f"dd if=/dev/zero of={q(mnt)}/filler2 bs=1 2>/dev/null; "
+                  f"exec {q(BIN)} batch {q(src)} -o {q(out)}")
+        r = subprocess.run(["unshare", "-m", "sh", "-c", script],
+                           capture_output=True, text=True, timeout=300)
+        rc, err = r.returncode, r.stderr
+        if rc == 99 or "unshare:" in err:
+            print(f"disk full: SKIPPED, cannot mount a tmpfs even in "
+                  f"unshare -m: {err.strip()}", file=sys.stderr)
+            return
+    else:
+        print("disk full: SKIPPED, mounting a tmpfs needs root "
+              f"(euid {os.geteuid()})", file=sys.stderr)
+        return
+    lines = err.strip().splitlines()
+    check(rc == 3 and len(lines) == 1 and
+          "No space left on device" in lines[0] and out in lines[0],
+          f"full OUTDIR: exit {rc}, one line naming it and the cause: "
+          f"{lines}")
+
+
+def test_privacy(tmp):
+    """Shared outputs carry no folder above the input folder, no absolute
+    path, no label or macro image, no slide property (docs/OUTPUTS.md):
+    every file of OUTDIR and, through h5py, every attribute and string of
+    its HDF5 files, is scanned. --full-paths records the absolute path.
+    done.json markers from before (no "paths") are redone."""
+    secret = os.path.join(tmp, "MRN-0042-ACC-7")  # the folder names a patient
+    os.makedirs(os.path.join(secret, "sub"))
+    cmu = os.path.join(DATA, "CMU-1-Small-Region.svs")
+    shutil.copy(cmu, os.path.join(secret, "case.svs"))
+    shutil.copy(os.path.join(DATA, "unreadable.svs"),
+                os.path.join(secret, "sub", "broken.svs"))
+    synth(os.path.join(secret, "sub", "other.svs"), 800, 600, 61)
+    out = os.path.join(tmp, "pout")
+    r = run("batch", secret, "-o", out, "--threads", "2")
+    check(r.returncode == 1, f"privacy batch: exit {r.returncode}: {r.stderr}")
+    needles = slide_secrets(cmu, os.path.join(secret, "case.svs"))
+    needles["output folder"] = out.encode()
+    needles["temporary folder"] = b".tmp-"
+    found = leaks(out, needles)
+    check(not found, f"batch outputs carry: {found[:12]}")
+    js, _ = summary(out)
+    sl = by_path(js)
+    check(set(sl) == {"case.svs", "sub/broken.svs", "sub/other.svs"},
+          f"summary paths below the input folder: {sorted(sl)}")
+    check("sub/broken.svs" in (sl["sub/broken.svs"]["error"] or ""),
+          f"the error names the slide below the input folder: "
+          f"{sl['sub/broken.svs']['error']}")
+    check(os.path.join(secret, "sub", "broken.svs") in r.stderr,
+          "stderr (not shared) keeps the full path")
+    with open(os.path.join(out, "case", "slide.json")) as f:
+        check(json.load(f)["source"]["path"] == "case.svs",
+              "sidecar: the path below the input folder")
+    with h5py.File(os.path.join(out, "case", "slide.h5"), "r") as f:
+        check(f.attrs["source_file"] == "case.svs", "HDF5: the file name")
+
+    # done.json of a version before path privacy (no "paths"): redone;
+    # a current one: kept
+    dj = os.path.join(out, "case", "done.json")
+    with open(dj) as f:
+        old = json.load(f)
+    del old["paths"]
+    old["slide"] = os.path.join(secret, "case.svs")
+    with open(dj, "w") as f:
+        json.dump(old, f)
+    r = run("batch", secret, "-o", out, "--threads", "2")
+    check(r.returncode == 1, f"rerun over an old marker: exit {r.returncode}")
+    sl = by_path(summary(out)[0])
+    check(sl["case.svs"]["status"] == "done" and
+          sl["sub/other.svs"]["status"] == "already-done",
+          "an old done.json is redone, a current one kept: "
+          f"{sl['case.svs']['status']}, {sl['sub/other.svs']['status']}")
+    found = leaks(out, needles)
+    check(not found, f"after redoing an old marker: {found[:12]}")
+
+    # --full-paths: absolute paths, on request; switching redoes
+    r = run("batch", secret, "-o", out, "--threads", "2", "--full-paths")
+    check(r.returncode == 1, f"--full-paths rerun: exit {r.returncode}")
+    js, _ = summary(out)
+    sl = {s["slide"]: s for s in js["slides"]}
+    case = os.path.join(secret, "case.svs")
+    check(sl["case"]["path"] == case and sl["case"]["status"] == "done",
+          f"--full-paths: summary path absolute, redone: {sl['case']}")
+    with open(os.path.join(out, "case", "slide.json")) as f:
+        check(json.load(f)["source"]["path"] == case,
+              "--full-paths: sidecar path absolute")
+    with open(os.path.join(out, "case", "done.json")) as f:
+        d = json.load(f)
+    check(d["slide"] == case and d["paths"] == "full" and
+          d["run"]["output"] == os.path.join(os.path.realpath(out), "case",
+                                             "slide.dzi"),
+          f"--full-paths: done.json slide and final output: {d['run']}")
+    check(js["outdir"] == os.path.realpath(out), "--full-paths: outdir")
+
+
 def test_vanish(tmp):
     """A slide cut short while the batch runs: that slide fails with the
     cause, exit 1, nothing marked done."""
@@ -491,8 +647,9 @@ def test_vanish(tmp):
     check(p.returncode == 1, f"input cut mid-run: exit {p.returncode}, want 1")
     js, _ = summary(out)
     s = js["slides"][0]
-    check(s["status"] == "failed" and big in (s["error"] or ""),
-          f"input cut mid-run: failed naming the slide: {s}")
+    check(s["status"] == "failed" and "v.svs" in (s["error"] or "") and
+          src not in (s["error"] or ""),
+          f"input cut mid-run: failed naming the slide (not its folder): {s}")
     check(not os.path.exists(os.path.join(out, "v")), "input cut: no output")
 
 
@@ -543,7 +700,9 @@ def main():
                          ("manifest", lambda: test_manifest(tmp)),
                          ("vanish", lambda: test_vanish(tmp)),
                          ("done_json", lambda: test_done_json(tmp)),
-                         ("unwritable", lambda: test_unwritable(tmp, mount_ok))):
+                         ("unwritable", lambda: test_unwritable(tmp, mount_ok)),
+                         ("disk full", lambda: test_disk_full(tmp, mount_ok)),
+                         ("privacy", lambda: test_privacy(tmp))):
             t = time.time()
             try:
                 fn()
@@ -553,7 +712,7 @@ def main():
                 check(False, f"{name}: {e!r}")
             print(f"{name}: {time.time() - t:.1f} s", file=sys.stderr)
     finally:
-        for d in ("ro", "full"):
+        for d in ("ro", "full", "dfull"):
             subprocess.run(["umount", os.path.join(tmp, d)],
                            capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 import openslide
 from skimage.color import rgb2hsv
-from sptest import DATA, check, files_of, finish
+from sptest import DATA, check, files_of, finish, leaks, slide_secrets
 
 BIN = os.environ["SLIDEPIPE_BIN"]
 DUMP = os.environ["SLIDEPIPE_ANALYSIS_DUMP"]
@@ -247,8 +247,8 @@ def test_sigint_leaves_nothing(tmp):
                           "--quiet", "--threads", "1"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 30
-    while time.time() < deadline and not any(
-            n.startswith(".x") for n in os.listdir(d)):
+    while time.time() < deadline and not any(  # any hidden temporary
+            n.startswith(".") for n in os.listdir(d)):
         time.sleep(0.02)
     time.sleep(0.3)
     p.send_signal(signal.SIGINT)
@@ -256,6 +256,136 @@ def test_sigint_leaves_nothing(tmp):
     check(p.returncode == 130, f"SIGINT: exit {p.returncode}")
     check("interrupted" in err, "says interrupted")
     check(os.listdir(d) == [], f"SIGINT left {os.listdir(d)}")
+
+
+def test_all_or_nothing(tmp):
+    """Every output of a run commits together or not at all: a mask PNG
+    that cannot be written leaves no OUT.h5, no pyramid, no temporary."""
+    for cmd, out in (("run", "x"), ("analyze", "y.h5")):
+        d = os.path.join(tmp, "aon-" + cmd)
+        os.mkdir(d)
+        bad = os.path.join(d, "no-such-dir", "mask.png")
+        r = run(cmd, CMU, "-o", os.path.join(d, out), "--quiet",
+                "--mask-png", bad)
+        err = r.stderr.splitlines()
+        check(r.returncode == 3 and len(err) == 1 and bad in err[0],
+              f"{cmd} --mask-png BADPATH: exit {r.returncode}, one line "
+              f"naming it: {err}")
+        check(os.listdir(d) == [], f"{cmd} --mask-png BADPATH left "
+                                   f"{os.listdir(d)}")
+        # and with a good one, all of them
+        good = os.path.join(d, "mask.png")
+        r = run(cmd, CMU, "-o", os.path.join(d, out), "--quiet",
+                "--mask-png", good)
+        want = ({"x.dzi", "x_files", "x.json", "x.h5", "mask.png"}
+                if cmd == "run" else {"y.h5", "mask.png"})
+        check(r.returncode == 0 and set(os.listdir(d)) == want,
+              f"{cmd} with a mask PNG: {sorted(os.listdir(d))}")
+    # a rename that fails when everything is complete (the HDF5 name is a
+    # folder): the outputs renamed before it are taken back
+    d = os.path.join(tmp, "aon-commit")
+    os.makedirs(os.path.join(d, "x.h5", "in-the-way"))
+    r = run("run", CMU, "-o", os.path.join(d, "x"), "--quiet", "--force")
+    err = r.stderr.splitlines()
+    check(r.returncode == 3 and len(err) == 1 and
+          os.path.join(d, "x.h5") in err[0],
+          f"commit failure: exit {r.returncode}, one line naming x.h5: {err}")
+    check(os.listdir(d) == [], f"commit failure left {os.listdir(d)}")
+
+
+def mount_tmpfs(d, size):
+    os.makedirs(d, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}",
+                           "tmpfs", d], capture_output=True).returncode == 0
+
+
+def test_disk_full(tmp):
+    """On a full file system: one line naming the final file and "No space
+    left on device" (never a temporary name); nothing left behind, also
+    when the HDF5 file fails after the pyramid is complete."""
+    if os.geteuid() != 0:
+        print(f"disk full: SKIPPED, mounting a tmpfs needs root "
+              f"(euid {os.geteuid()})", file=sys.stderr)
+        return
+    d = os.path.join(tmp, "full")
+    if not mount_tmpfs(d, "2m"):
+        print("disk full: SKIPPED, mount -t tmpfs failed", file=sys.stderr)
+        return
+    try:
+        # 2 MB: the pyramid (1.3 MB) fits, the HDF5 file then does not
+        for cmd, out, tiff in (("run", "r", False), ("run", "r", True),
+                               ("tile", "t", False), ("analyze", "a.h5", False)):
+            args = [cmd, CMU, "-o", os.path.join(d, out), "--quiet"]
+            if tiff:
+                args += ["--container", "tiff"]
+            for filled in (False, True):
+                if filled:
+                    with open(os.path.join(d, "filler"), "wb", buffering=0) as f:
+                        try:
+                            while True:
+                                f.write(b"\0" * 4096)
+                                f.flush()
+                        except OSError:
+                            pass
+                r = run(*args)
+                err = r.stderr.splitlines()
+                what = f"{' '.join(args[:1] + args[3:])} on a " + \
+                    ("full" if filled else "small") + " disk"
+                left = sorted(set(os.listdir(d)) - {"filler"})
+                if not filled and r.returncode == 0 and \
+                        not (cmd == "run" and not tiff):
+                    # it fits: remove it for the next case (run's DZI
+                    # pyramid fits and its HDF5 file must fail: checked)
+                    for n in left:
+                        q = os.path.join(d, n)
+                        shutil.rmtree(q) if os.path.isdir(q) else os.remove(q)
+                    continue
+                check(r.returncode == 3 and len(err) == 1 and
+                      "No space left on device" in err[0] and d in err[0] and
+                      ".tmp-" not in err[0],
+                      f"{what}: exit {r.returncode}, one line naming a final "
+                      f"file and the cause: {err}")
+                check(left == [], f"{what}: left {left}")
+                if filled:
+                    os.remove(os.path.join(d, "filler"))
+    finally:
+        subprocess.run(["umount", d])
+
+
+def test_privacy(tmp):
+    """run, tile (both containers) and analyze outputs carry the slide's
+    file name, never its folder, no label or macro image, no property
+    (every file, every HDF5 attribute and string); --full-paths and
+    --source-name record what they say."""
+    secret = os.path.join(tmp, "MRN-0042-ACC-7")
+    os.mkdir(secret)
+    slide = os.path.join(secret, "case.svs")
+    shutil.copy(CMU, slide)
+    outs = os.path.join(tmp, "priv")
+    os.mkdir(outs)
+    for args in (("run", "-o", os.path.join(outs, "r"), "--mask-png",
+                  os.path.join(outs, "m.png")),
+                 ("tile", "-o", os.path.join(outs, "t")),
+                 ("tile", "-o", os.path.join(outs, "tt"), "--container", "tiff"),
+                 ("analyze", "-o", os.path.join(outs, "a.h5"))):
+        r = run(args[0], slide, *args[1:], "--quiet")
+        check(r.returncode == 0, f"{args[0]}: {r.stderr}")
+    found = leaks(outs, slide_secrets(CMU, slide))
+    check(not found, f"run/tile/analyze outputs carry: {found[:12]}")
+    with open(os.path.join(outs, "r.json")) as f:
+        check(json.load(f)["source"]["path"] == "case.svs",
+              "sidecar: the file name")
+    r = run("tile", slide, "-o", os.path.join(outs, "f"), "--quiet",
+            "--full-paths")
+    with open(os.path.join(outs, "f.json")) as f:
+        check(r.returncode == 0 and json.load(f)["source"]["path"] == slide,
+              "--full-paths: the absolute path")
+    r = run("tile", slide, "-o", os.path.join(outs, "n"), "--quiet",
+            "--source-name", "site/case.svs")
+    with open(os.path.join(outs, "n.json")) as f:
+        check(r.returncode == 0 and
+              json.load(f)["source"]["path"] == "site/case.svs",
+              "--source-name: that name")
 
 
 def test_usage(tmp):
@@ -275,12 +405,15 @@ def main():
         for t in (test_run_equals_tile_plus_analyze, test_other_resolution_not_fused,
                   test_skip_background_by_mask, test_bad_inputs,
                   test_existing_output_and_force, test_sigint_leaves_nothing,
+                  test_all_or_nothing, test_disk_full, test_privacy,
                   test_usage):
             try:
                 t(tmp)
             except Exception as e:  # a crash in a check is a failure
                 check(False, f"{t.__name__}: {type(e).__name__}: {e}")
     finally:
+        subprocess.run(["umount", os.path.join(tmp, "full")],
+                       capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
     return finish()
 

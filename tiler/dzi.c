@@ -110,6 +110,19 @@ fail:
     return NULL;
 }
 
+/* Write `tmp`, an error naming `final` (the file the user will look for;
+ * the temporary is gone by the time the message is read). */
+static bool write_as(const char *tmp, const char *final, const uint8_t *data,
+                     size_t n, sp_error *err) {
+    sp_error e = {0};
+    if (sp__write_file(tmp, data, n, &e))
+        return true;
+    size_t k = strlen(tmp);
+    const char *cause =
+        strncmp(e.msg, tmp, k) == 0 && e.msg[k] == ':' ? e.msg + k + 2 : e.msg;
+    return sp_error_set(err, e.code, final, "%s", cause);
+}
+
 static bool dzi_put(sp_writer *w, int d, int64_t col, int64_t row,
                     const uint8_t *data, size_t n, sp_error *err) {
     char path[4096];
@@ -118,9 +131,10 @@ static bool dzi_put(sp_writer *w, int d, int64_t col, int64_t row,
                  w->nlevels - 1 - d, (long long)col, (long long)row, w->ext);
     if (k < 0 || (size_t)k >= sizeof path)
         return sp_error_set(err, SP_ERR_OUTPUT, w->files, "path too long");
-    if (!sp__write_file(path, data, n, err))
-        return false;
-    return true;
+    char fin[4096]; /* the name errors give */
+    snprintf(fin, sizeof fin, "%s/%d/%lld_%lld.%s", w->files,
+             w->nlevels - 1 - d, (long long)col, (long long)row, w->ext);
+    return write_as(path, fin, data, n, err);
 }
 
 static bool dzi_finish(sp_writer *w, const char *sidecar, size_t sidecar_n,
@@ -141,8 +155,9 @@ static bool dzi_finish(sp_writer *w, const char *sidecar, size_t sidecar_n,
         "  />\n"
         "</Image>\n",
         w->ext, p->O, p->T, (long long)p->prm.height, (long long)p->prm.width);
-    if (!sp__write_file(w->tmp_dzi, (const uint8_t *)xml, (size_t)n, err) ||
-        !sp__write_file(w->tmp_json, (const uint8_t *)sidecar, sidecar_n, err))
+    if (!write_as(w->tmp_dzi, w->dzi, (const uint8_t *)xml, (size_t)n, err) ||
+        !write_as(w->tmp_json, w->json, (const uint8_t *)sidecar, sidecar_n,
+                  err))
         goto fail;
     /* an old pyramid stops looking complete before it is replaced */
     if (sp_path_exists(w->dzi) && remove(w->dzi) != 0) {
