@@ -928,7 +928,7 @@ static bool plan_params(sp_batch *b, sp__bslide *s, sp_error *err) {
 
 /* True when OUTDIR/<id> holds a complete result for this content and
  * these parameters; fills what the summary shows. */
-static bool already_done(sp_batch *b, sp__bslide *s) {
+bool sp__batch_already_done(sp_batch *b, sp__bslide *s) {
     char *dir = sp_path_join(b->outdir, s->id);
     char *done = dir ? sp_path_join(dir, DONE_FILE) : NULL;
     bool ok = false;
@@ -969,12 +969,13 @@ static bool already_done(sp_batch *b, sp__bslide *s) {
     if (ok) {
         const char *run = json_get(text, "run");
         double t = json_num(json_get(run ? run : "", "tiles_written"));
-        s->pub.tiles = isfinite(t) ? (int64_t)t : -1;
+        /* a number out of range is unknown, never converted (UB) */
+        s->pub.tiles = t >= 0 && t < 0x1p63 ? (int64_t)t : -1;
         s->pub.tissue_area_mm2 =
             json_num(json_get(run ? run : "", "tissue_area_mm2"));
         s->pub.seconds = json_num(json_get(text, "seconds"));
         double th = json_num(json_get(text, "threads"));
-        s->pub.threads = isfinite(th) ? (int)th : 0;
+        s->pub.threads = th >= 1 && th <= INT_MAX ? (int)th : 0;
     }
 out:
     free(text);
@@ -1034,7 +1035,7 @@ static bool plan(sp_batch *b, sp_error *err) {
         if (!plan_params(b, s, err))
             return false;
         s->pub.threads = want_threads(b, s);
-        if (!b->o.force && already_done(b, s))
+        if (!b->o.force && sp__batch_already_done(b, s))
             s->pub.status = SP_BATCH_ALREADY_DONE;
         else
             b->mp_total += s->pub.megapixels;
@@ -1445,7 +1446,8 @@ static void finish(sp_batch *b, sp__bslide *s, int st) {
     if (WIFEXITED(st) && WEXITSTATUS(st) == 0 && line &&
         json_true(json_get(line, "ok"))) {
         double t = json_num(json_get(line, "tiles_written"));
-        s->pub.tiles = isfinite(t) ? (int64_t)t : -1;
+        /* a number out of range is unknown, never converted (UB) */
+        s->pub.tiles = t >= 0 && t < 0x1p63 ? (int64_t)t : -1;
         s->pub.tissue_area_mm2 = json_num(json_get(line, "tissue_area_mm2"));
         set_str(&s->run_json, line);
         sp_error e = {0};

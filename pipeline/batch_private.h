@@ -76,6 +76,11 @@ char *sp__batch_values_text(char *const vals[SP__BATCH_NKEYS]);
 const char *sp__batch_key_name(int i);
 bool sp__batch_key_is_flag(int i);
 
+/* True when OUTDIR/<id>/done.json (batch.c's own small JSON reader)
+ * records s's quickhash and fingerprint and the outputs exist; fills what
+ * the summary shows. Not static only for fuzz/fuzz_done.c. */
+bool sp__batch_already_done(sp_batch *b, sp__bslide *s);
+
 /* Open `path` in a forked child (so a crash inside OpenSlide only fails
  * this file). On success fills vendor/quickhash (malloc'd; quickhash is
  * NULL when the slide has none) and the size. On failure fills `err`;

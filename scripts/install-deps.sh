@@ -2,6 +2,7 @@
 # Install every Debian 12 package slidepipe's build, tests and benchmarks
 # need. Does nothing when all are present. Run as root (or with sudo).
 #   scripts/install-deps.sh          build + tests + benchmarks
+# (clang, its libFuzzer runtime and libomp build the fuzz targets.)
 set -eu
 
 PKGS="
@@ -11,6 +12,7 @@ libtiff-dev libtiff-tools
 libvips-dev libvips-tools
 libhdf5-dev hdf5-tools zlib1g-dev
 libcunit1-dev
+clang libclang-rt-14-dev libomp-dev
 libturbojpeg0-dev libjpeg-turbo-progs libjpeg-dev libpng-dev libwebp-dev
 libmicrohttpd-dev libjson-c-dev
 chromium wrk iipimage-server lighttpd nodejs

@@ -1,8 +1,10 @@
 #!/bin/sh
 # Install what is missing, build, and run every test: the normal build and
-# the ASan/UBSan build run the same ctest suites. Exits non-zero on any
-# failure. Test slides come from $SLIDEPIPE_TESTDATA (default
-# ../shared/testdata beside the checkout).
+# the ASan/UBSan build run the same ctest suites, then the libFuzzer build
+# (build-fuzz, clang) runs each fuzz target for a few seconds from its
+# seeds (docs/FUZZING.md). Exits non-zero on any failure. Test slides
+# come from $SLIDEPIPE_TESTDATA (default ../shared/testdata beside the
+# checkout).
 set -eu
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -22,4 +24,10 @@ for variant in build build-asan; do
     echo "== ctest ($variant)"
     (cd "$variant" && ctest --output-on-failure -j"$jobs") || status=1
 done
+# fuzz smoke runs: the seeds of some targets include real outputs of the
+# normal build's slidepipe
+scripts/build.sh build-fuzz -DSP_FUZZ=ON -DCMAKE_C_COMPILER=clang
+echo "== ctest (build-fuzz)"
+(cd build-fuzz && SLIDEPIPE_BIN="$PWD/../build/cli/slidepipe" \
+    ctest --output-on-failure -j"$jobs") || status=1
 exit $status

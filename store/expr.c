@@ -11,6 +11,9 @@
 #include <strings.h>
 
 #define MAX_DEPTH 200
+/* Nodes of one expression: a chain of and/or is as deep as it is long
+ * (freeing and evaluating recurse), so its length is bounded too. */
+#define MAX_NODES 10000
 
 typedef enum { OP_LT, OP_LE, OP_GT, OP_GE, OP_EQ, OP_NE } cmp_op;
 static const char *const OP_TEXT[] = {"<", "<=", ">", ">=", "==", "!="};
@@ -67,6 +70,7 @@ typedef struct {
     sp_expr *e;
     sp_error *err;
     int depth;
+    int nodes;
 } parser;
 
 static bool ident_start(char c) {
@@ -180,6 +184,14 @@ static void node_free(node *n) {
 }
 
 static node *node_new(parser *p, node_kind k) {
+    if (++p->nodes > MAX_NODES) {
+        if (!sp_error_is_set(p->err))
+            sp_error_set(p->err, SP_ERR_USAGE, NULL,
+                         "position %zu: expression too long (over %d "
+                         "comparisons and operators)",
+                         p->tok.pos + 1, MAX_NODES);
+        return NULL;
+    }
     node *n = calloc(1, sizeof *n);
     if (!n)
         sp_error_set(p->err, SP_ERR_NOMEM, NULL, "out of memory");

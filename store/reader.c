@@ -66,6 +66,40 @@ static bool precheck(const char *path, bool *has_sig, sp_error *err) {
     return true;
 }
 
+/* True when all of d's data is stored: every chunk written, or the
+ * whole contiguous or compact block (dims already bounded). */
+static bool fully_stored(hid_t d, int rank, const hsize_t *dims) {
+    hid_t p = H5Dget_create_plist(d), t = H5Dget_type(d);
+    bool ok = false;
+    hsize_t need = 1;
+    if (p >= 0 && t >= 0 && H5Pget_layout(p) == H5D_CHUNKED) {
+        hsize_t c[3] = {1, 1, 1}, have = 0;
+        if (H5Pget_chunk(p, rank, c) == rank) {
+            bool fits = true;
+            for (int i = 0; i < rank; i++) {
+                hsize_t k = c[i] ? dims[i] / c[i] + (dims[i] % c[i] != 0) : 0;
+                fits = fits && (k == 0 || need <= UINT64_MAX / k);
+                need *= k;
+            }
+            hid_t s = H5Dget_space(d);
+            ok = fits && s >= 0 && H5Dget_num_chunks(d, s, &have) >= 0 &&
+                 have == need;
+            sps_close_any(s);
+        }
+    } else if (p >= 0 && t >= 0) {
+        size_t es = H5Tget_size(t);
+        ok = es > 0;
+        for (int i = 0; ok && i < rank; i++) {
+            ok = dims[i] == 0 || need <= UINT64_MAX / es / dims[i];
+            need *= dims[i];
+        }
+        ok = ok && H5Dget_storage_size(d) >= need * es;
+    }
+    sps_close_any(t);
+    sps_close_any(p);
+    return ok;
+}
+
 /* Read a 1-D variable-length string dataset. */
 static bool read_str_dataset(hid_t loc, const char *name, char ***out,
                              size_t *n, const char *file, sp_error *err) {
@@ -86,6 +120,20 @@ static bool read_str_dataset(hid_t loc, const char *name, char ***out,
         H5Tset_cset(t, H5Tget_cset(ft)) < 0 ||
         (np = H5Sget_simple_extent_npoints(s)) < 0) {
         sps_h5_error(err, SP_ERR_INPUT, file, "cannot read dataset");
+        goto out;
+    }
+    /* one string per member, all stored: a count the file merely claims
+     * is never allocated (found by fuzz/fuzz_h5schema.c) */
+    hsize_t dim = 0;
+    if (H5Sget_simple_extent_ndims(s) != 1 ||
+        H5Sget_simple_extent_dims(s, &dim, NULL) != 1 ||
+        H5Tget_class(ft) != H5T_STRING || !fully_stored(d, 1, &dim)) {
+        H5Eclear2(H5E_DEFAULT);
+        np = 0;
+        sp_error_set(err, SP_ERR_INPUT, file,
+                     "damaged slidepipe file: dataset '%s' has the wrong "
+                     "shape or no data",
+                     name);
         goto out;
     }
     vl = calloc(np ? (size_t)np : 1, sizeof *vl);
@@ -210,6 +258,20 @@ static bool open_slide(sp_store_reader *r, sp_error *err) {
     if (!check_2d(r->coords, H5T_INTEGER, 2, cd, f, SPS_COORDS, err) ||
         !check_2d(r->features, H5T_FLOAT, -1, fd, f, SPS_FEATURES, err))
         return false;
+    /* /coords is read through HDF5, which allocates a chunk whole: one
+     * far larger than the writer's (1 MiB) is refused */
+    hid_t ccpl = H5Dget_create_plist(r->coords);
+    hsize_t cc[2] = {0, 0};
+    bool big = ccpl >= 0 && H5Pget_layout(ccpl) == H5D_CHUNKED &&
+               H5Pget_chunk(ccpl, 2, cc) == 2 &&
+               cc[0] * cc[1] > 2 * SPS_MAX_CHUNK_ROWS;
+    sps_close_any(ccpl);
+    if (big)
+        return sp_error_set(err, SP_ERR_INPUT, f,
+                            "damaged slidepipe file: /coords has chunks of "
+                            "%llu x %llu values (at most %d)",
+                            (unsigned long long)cc[0],
+                            (unsigned long long)cc[1], 2 * SPS_MAX_CHUNK_ROWS);
     if (cd[0] != fd[0])
         return sp_error_set(err, SP_ERR_INPUT, f,
                             "damaged slidepipe file: /coords has %llu rows, "
@@ -228,9 +290,21 @@ static bool open_slide(sp_store_reader *r, sp_error *err) {
     r->block_rows = SPS_CHUNK_ROWS;
     hid_t dcpl = H5Dget_create_plist(r->features);
     if (dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED) {
-        hsize_t chunk[2];
+        hsize_t chunk[2] = {0, 0};
         if (H5Pget_chunk(dcpl, 2, chunk) == 2 && chunk[0] > 0)
             r->block_rows = (size_t)chunk[0];
+        /* a chunk is read (and, direct, inflated) whole: one far larger
+         * than the writer's 1 MiB would be allocated whole, so refuse it
+         * (seen while writing fuzz/fuzz_h5schema.c) */
+        if (chunk[0] * chunk[1] > SPS_MAX_CHUNK_ROWS) {
+            sps_close_any(dcpl);
+            return sp_error_set(err, SP_ERR_INPUT, f,
+                                "damaged slidepipe file: /features has "
+                                "chunks of %llu x %llu values (at most %d)",
+                                (unsigned long long)chunk[0],
+                                (unsigned long long)chunk[1],
+                                SPS_MAX_CHUNK_ROWS);
+        }
     }
     r->direct = false;
     if (dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED) {
@@ -255,6 +329,16 @@ static bool open_slide(sp_store_reader *r, sp_error *err) {
         H5Eclear2(H5E_DEFAULT);
     }
     sps_close_any(dcpl);
+    /* rows the file claims but does not store would be "read" as fill
+     * values: a 20 KB file could make `index` write a /slide_id of 2^40
+     * rows (seen while writing fuzz/fuzz_h5schema.c) */
+    if (!fully_stored(r->features, 2, fd) || !fully_stored(r->coords, 2, cd)) {
+        H5Eclear2(H5E_DEFAULT);
+        return sp_error_set(err, SP_ERR_INPUT, f,
+                            "damaged slidepipe file: /features or /coords "
+                            "claims %llu rows but does not store them",
+                            (unsigned long long)fd[0]);
+    }
     r->fspace = H5Dget_space(r->features);
     r->cspace = H5Dget_space(r->coords);
     if (r->fspace < 0 || r->cspace < 0)
@@ -675,7 +759,21 @@ bool sp_store_read_image(sp_store_reader *r, const char *name, uint8_t **data,
         sps_h5_error(err, SP_ERR_INPUT, r->path, "cannot read image");
         goto out;
     }
-    size_t total = (size_t)(dims[0] * dims[1] * (rank == 3 ? dims[2] : 1));
+    /* the shapes the writer makes (mask H x W, thumbnail H x W [x 1|3]),
+     * at most the mask's own limit of pixels, and data for all of it:
+     * never allocate what a damaged file merely claims */
+    hsize_t ch = rank == 3 ? dims[2] : 1;
+    if (dims[0] < 1 || dims[1] < 1 || (ch != 1 && ch != 3) ||
+        (ch != 1 && strcmp(name, "mask") == 0) ||
+        dims[0] > INT32_MAX / 2 / dims[1] || !fully_stored(d, rank, dims)) {
+        H5Eclear2(H5E_DEFAULT);
+        sp_error_set(err, SP_ERR_INPUT, r->path,
+                     "damaged slidepipe file: /%s has the wrong shape or no "
+                     "data",
+                     name);
+        goto out;
+    }
+    size_t total = (size_t)(dims[0] * dims[1] * ch);
     buf = malloc(total ? total : 1);
     if (!buf) {
         sp_error_set(err, SP_ERR_NOMEM, r->path, "out of memory");

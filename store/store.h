@@ -185,7 +185,9 @@ bool sp_store_index(const char *out_path, const char *const *paths, size_t n,
 typedef struct sp_expr sp_expr;
 
 /* Parse `text`. On a syntax error: SP_ERR_USAGE with the message
- * "position P: expected ... " (P is the 1-based character position). */
+ * "position P: expected ... " (P is the 1-based character position); also
+ * SP_ERR_USAGE for nesting over 200 deep or over 10000 comparisons and
+ * operators. */
 bool sp_expr_parse(const char *text, sp_expr **out, sp_error *err);
 void sp_expr_free(sp_expr *e);
 /* The distinct column names the expression uses, in first-use order. */

@@ -26,6 +26,9 @@
  * and of /coords (2 columns of int64: 1 MiB). */
 #define SPS_CHUNK_ROWS 262144
 #define SPS_COORD_CHUNK_ROWS 65536
+/* The reader refuses /features chunks of more rows (4 MiB of float32):
+ * a chunk is allocated whole when read. */
+#define SPS_MAX_CHUNK_ROWS (4 * SPS_CHUNK_ROWS)
 #define SPS_DEFLATE_LEVEL 4
 /* images (mask, thumbnail): written once, read whole; level 1 is several
  * times faster than 4 for a few percent more bytes */

@@ -653,6 +653,43 @@ def test_vanish(tmp):
     check(not os.path.exists(os.path.join(out, "v")), "input cut: no output")
 
 
+def test_done_json(tmp):
+    """done.json edited by hand or by an older version (found by
+    fuzz/fuzz_done.c): a missing key makes the slide stale (redone, the
+    batch did crash), numbers out of range are unknown (converting them
+    was undefined behaviour)."""
+    d = os.path.join(tmp, "dj")
+    os.makedirs(d)
+    synth(os.path.join(d, "a.svs"), 600, 400, 31)
+    out = os.path.join(tmp, "djout")
+    r = run("batch", d, "-o", out, "--threads", "1")
+    check(r.returncode == 0, f"done.json: first run {r.returncode} {r.stderr}")
+    done = os.path.join(out, "a", "done.json")
+    with open(done) as f:
+        good = json.load(f)
+    bad = dict(good, threads=1e19)
+    bad["run"] = dict(good["run"], tiles_written=1e300)
+    with open(done, "w") as f:
+        json.dump(bad, f)
+    r = run("batch", d, "-o", out, "--threads", "1")
+    js, _ = summary(out)
+    s = js["slides"][0] if js["slides"] else {}
+    check(r.returncode == 0 and s.get("status") == "already-done" and
+          s.get("threads") is None and s.get("tiles") is None,
+          f"done.json with huge numbers: exit {r.returncode}, {s}")
+    for key in ("fingerprint", "quickhash", "schema"):
+        with open(done, "w") as f:
+            json.dump({k: v for k, v in good.items() if k != key}, f)
+        r = run("batch", d, "-o", out, "--threads", "1")
+        js, _ = summary(out)
+        s = js["slides"][0] if js["slides"] else {}
+        check(r.returncode == 0 and s.get("status") == "done",
+              f"done.json without {key}: redone, exit {r.returncode} "
+              f"{r.stderr[-300:]!r} {s}")
+        with open(done) as f:
+            good = json.load(f)
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="sp-batch-")
     t0 = time.time()
@@ -662,6 +699,7 @@ def main():
                          ("kill", lambda: test_kill(tmp)),
                          ("manifest", lambda: test_manifest(tmp)),
                          ("vanish", lambda: test_vanish(tmp)),
+                         ("done_json", lambda: test_done_json(tmp)),
                          ("unwritable", lambda: test_unwritable(tmp, mount_ok)),
                          ("disk full", lambda: test_disk_full(tmp, mount_ok)),
                          ("privacy", lambda: test_privacy(tmp))):

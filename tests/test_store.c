@@ -219,6 +219,175 @@ static void expect_reject(const char *path, const char *words) {
     CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, words));
 }
 
+/* Replace /thumbnail of `path` by a dataset of `rank` dims (chunked,
+ * unlimited, nothing written when `empty`). */
+static void replace_thumbnail(const char *path, int rank, const hsize_t *dims,
+                              bool empty) {
+    hid_t fid = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    CU_ASSERT_TRUE_FATAL(fid >= 0);
+    CU_ASSERT_TRUE(H5Ldelete(fid, "thumbnail", H5P_DEFAULT) >= 0);
+    hsize_t maxd[3] = {H5S_UNLIMITED, H5S_UNLIMITED, H5S_UNLIMITED};
+    hsize_t chunk[3] = {1, 1, 1};
+    hid_t s = H5Screate_simple(rank, dims, maxd);
+    hid_t p = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(p, rank, chunk);
+    hid_t d = H5Dcreate2(fid, "thumbnail", H5T_STD_U8LE, s, H5P_DEFAULT, p,
+                         H5P_DEFAULT);
+    CU_ASSERT_TRUE(d >= 0);
+    if (!empty) {
+        uint8_t px[64] = {0};
+        CU_ASSERT_TRUE(H5Dwrite(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL,
+                                H5P_DEFAULT, px) >= 0);
+    }
+    H5Dclose(d);
+    H5Pclose(p);
+    H5Sclose(s);
+    H5Fclose(fid);
+}
+
+/* An image whose shape is not the writer's, or whose size is claimed
+ * without data, is refused before anything is allocated for it (found by
+ * fuzz/fuzz_h5schema.c: a 2^40 x 2^40 image with no data, 0 channels). */
+static void test_damaged_images(void) {
+    const char *path = tmp_path("images.h5");
+    static const struct {
+        int rank;
+        hsize_t dims[3];
+        bool empty;
+    } cases[] = {{2, {UINT64_C(1) << 40, UINT64_C(1) << 40, 1}, true},
+                 {2, {40000, 40000, 1}, true},
+                 {3, {1, 0, 0}, false},
+                 {3, {2, 2, 2}, false},
+                 {2, {0, 5, 1}, false}};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        CU_ASSERT_TRUE_FATAL(write_file(path, 10, 10));
+        replace_thumbnail(path, cases[k].rank, cases[k].dims, cases[k].empty);
+        sp_store_reader *r = NULL;
+        sp_error err = {0};
+        CU_ASSERT_TRUE_FATAL(sp_store_open(path, &r, &err));
+        uint8_t *img = NULL;
+        int64_t w, h;
+        int ch;
+        CU_ASSERT_FALSE(
+            sp_store_read_image(r, "thumbnail", &img, &w, &h, &ch, &err));
+        CU_ASSERT_PTR_NULL(img);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "wrong shape or no data"));
+        sp_store_close(r);
+    }
+    /* a small thumbnail of the writer's shape, written: read */
+    CU_ASSERT_TRUE_FATAL(write_file(path, 10, 10));
+    hsize_t ok[3] = {4, 4, 3};
+    replace_thumbnail(path, 3, ok, false);
+    sp_store_reader *r = NULL;
+    sp_error err = {0};
+    CU_ASSERT_TRUE_FATAL(sp_store_open(path, &r, &err));
+    uint8_t *img = NULL;
+    int64_t w, h;
+    int ch;
+    CU_ASSERT_TRUE(
+        sp_store_read_image(r, "thumbnail", &img, &w, &h, &ch, &err));
+    CU_ASSERT(w == 4 && h == 4 && ch == 3);
+    free(img);
+    sp_store_close(r);
+}
+
+/* A cohort whose member list claims more paths than it stores is refused
+ * without allocating for them (found by fuzz/fuzz_h5schema.c). */
+static void test_damaged_cohort(void) {
+    const char *slide = tmp_path("member.h5"), *cohort = tmp_path("co.h5");
+    CU_ASSERT_TRUE_FATAL(write_file(slide, 10, 10));
+    sp_error err = {0};
+    CU_ASSERT_TRUE_FATAL(sp_store_index(cohort, &slide, 1, &err));
+    hid_t fid = H5Fopen(cohort, H5F_ACC_RDWR, H5P_DEFAULT);
+    CU_ASSERT_TRUE_FATAL(fid >= 0);
+    CU_ASSERT_TRUE(H5Ldelete(fid, "slides/path", H5P_DEFAULT) >= 0);
+    hsize_t dim = UINT64_C(1) << 40, maxd = H5S_UNLIMITED, chunk = 1024;
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, H5T_VARIABLE);
+    hid_t s = H5Screate_simple(1, &dim, &maxd);
+    hid_t p = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(p, 1, &chunk);
+    hid_t d = H5Dcreate2(fid, "slides/path", t, s, H5P_DEFAULT, p, H5P_DEFAULT);
+    CU_ASSERT_TRUE(d >= 0);
+    H5Dclose(d);
+    H5Pclose(p);
+    H5Sclose(s);
+    H5Tclose(t);
+    H5Fclose(fid);
+    sp_store_reader *r = NULL;
+    CU_ASSERT_FALSE(sp_store_open(cohort, &r, &err));
+    CU_ASSERT_PTR_NULL(r);
+    CU_ASSERT_EQUAL(err.code, SP_ERR_INPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "wrong shape or no data"));
+}
+
+/* /features in chunks far larger than the writer's: refused at open, as
+ * a chunk is allocated whole when read (seen while writing
+ * fuzz/fuzz_h5schema.c, which reaches it). */
+static void test_huge_chunks(void) {
+    const char *path = tmp_path("chunks.h5");
+    CU_ASSERT_TRUE_FATAL(write_file(path, 10, 10));
+    hid_t fid = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    CU_ASSERT_TRUE_FATAL(fid >= 0);
+    hid_t f0 = H5Dopen2(fid, "features", H5P_DEFAULT);
+    hid_t a0 = H5Aopen(f0, "columns", H5P_DEFAULT);
+    hid_t at = H5Aget_type(a0), as = H5Aget_space(a0);
+    char *names[3];
+    CU_ASSERT_TRUE_FATAL(H5Aread(a0, at, names) >= 0);
+    H5Aclose(a0);
+    H5Dclose(f0);
+    CU_ASSERT_TRUE(H5Ldelete(fid, "features", H5P_DEFAULT) >= 0);
+    hsize_t dims[2] = {10, 3}, maxd[2] = {H5S_UNLIMITED, 3};
+    hsize_t chunk[2] = {UINT64_C(1) << 28, 1};
+    hid_t s = H5Screate_simple(2, dims, maxd);
+    hid_t p = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(p, 2, chunk);
+    hid_t d = H5Dcreate2(fid, "features", H5T_IEEE_F32LE, s, H5P_DEFAULT, p,
+                         H5P_DEFAULT);
+    CU_ASSERT_TRUE_FATAL(d >= 0);
+    hid_t a = H5Acreate2(d, "columns", at, as, H5P_DEFAULT, H5P_DEFAULT);
+    CU_ASSERT_TRUE(a >= 0 && H5Awrite(a, at, names) >= 0);
+    H5Dvlen_reclaim(at, as, H5P_DEFAULT, names);
+    H5Aclose(a);
+    H5Dclose(d);
+    H5Pclose(p);
+    H5Sclose(s);
+    H5Sclose(as);
+    H5Tclose(at);
+    H5Fclose(fid);
+    sp_store_reader *r = NULL;
+    sp_error err = {0};
+    CU_ASSERT_FALSE(sp_store_open(path, &r, &err));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "chunks of 268435456 x 1 values"));
+}
+
+/* Rows a file claims without storing them are refused at open: they
+ * would be read as fill values (a 20 KB file made `index` write a
+ * /slide_id of 2^40 rows; seen while writing fuzz/fuzz_h5schema.c). */
+static void test_unstored_rows(void) {
+    const char *path = tmp_path("unstored.h5");
+    CU_ASSERT_TRUE_FATAL(write_file(path, 10, 10));
+    hid_t fid = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    CU_ASSERT_TRUE_FATAL(fid >= 0);
+    hid_t f = H5Dopen2(fid, "features", H5P_DEFAULT);
+    hid_t c = H5Dopen2(fid, "coords", H5P_DEFAULT);
+    hsize_t fd[2] = {UINT64_C(1) << 40, 3}, cd[2] = {UINT64_C(1) << 40, 2};
+    CU_ASSERT_TRUE(H5Dset_extent(f, fd) >= 0);
+    CU_ASSERT_TRUE(H5Dset_extent(c, cd) >= 0);
+    H5Dclose(c);
+    H5Dclose(f);
+    H5Fclose(fid);
+    sp_store_reader *r = NULL;
+    sp_error err = {0};
+    CU_ASSERT_FALSE(sp_store_open(path, &r, &err));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "claims 1099511627776 rows"));
+    /* the file as written opens */
+    CU_ASSERT_TRUE_FATAL(write_file(path, 10, 10));
+    sp_error_clear(&err);
+    CU_ASSERT_TRUE(sp_store_open(path, &r, &err));
+    sp_store_close(r);
+}
+
 static void test_rejected_files(void) {
     const char *empty = tmp_path("empty.h5");
     FILE *f = fopen(empty, "wb");
@@ -309,6 +478,31 @@ static void test_expr_errors(void) {
     sp_error err = {0};
     CU_ASSERT_FALSE(sp_expr_parse(deep, &e, &err));
     CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "nested too deeply"));
+    /* a long and/or chain is a deep tree: bounded, not a stack overflow
+     * (shown by fuzz/fuzz_where.c on such an input) */
+    size_t terms = 100000, len = 0;
+    char *chain = malloc(terms * 10);
+    CU_ASSERT_FATAL(chain != NULL);
+    for (size_t i = 0; i < terms; i++)
+        len += (size_t)sprintf(chain + len, "%sa<%zu", i ? " or " : "", i % 7);
+    sp_error_clear(&err);
+    CU_ASSERT_FALSE(sp_expr_parse(chain, &e, &err));
+    CU_ASSERT_PTR_NULL(e);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "expression too long"));
+    /* 2000 terms still parse and evaluate */
+    chain[0] = '\0';
+    len = 0;
+    for (size_t i = 0; i < 2000; i++)
+        len += (size_t)sprintf(chain + len, "%sa>%zu", i ? " and " : "", i);
+    sp_error_clear(&err);
+    CU_ASSERT_TRUE(sp_expr_parse(chain, &e, &err));
+    float av[2] = {5000, 10};
+    uint8_t out[2];
+    sp_expr_input in = {.f32 = av};
+    CU_ASSERT_TRUE(e && sp_expr_eval(e, &in, 2, out));
+    CU_ASSERT(out[0] == 1 && out[1] == 0);
+    sp_expr_free(e);
+    free(chain);
 }
 
 static size_t eval_count(const char *text, const float *a, const float *b,
@@ -398,6 +592,10 @@ int main(void) {
     CU_ADD_TEST(s, test_round_trip);
     CU_ADD_TEST(s, test_abort_and_validation);
     CU_ADD_TEST(s, test_rejected_files);
+    CU_ADD_TEST(s, test_damaged_images);
+    CU_ADD_TEST(s, test_damaged_cohort);
+    CU_ADD_TEST(s, test_huge_chunks);
+    CU_ADD_TEST(s, test_unstored_rows);
     CU_ADD_TEST(s, test_expr_errors);
     CU_ADD_TEST(s, test_expr_eval);
     CU_ADD_TEST(s, test_index);

@@ -352,11 +352,20 @@ static bool load_pyramid(sp_vslide *s, const char *dzi, const char *json,
             !sp_tile_dz_geometry(w, h, (int)ts, (int)ov, (int)li, 0, 0, &t) ||
             (int64_t)json_object_array_length(tiles) != t.rows)
             continue;
+        /* the rows must spell every tile before memory is given to them:
+         * a short sidecar must not make it allocate cols x rows bytes
+         * (a seed of fuzz/fuzz_dzi.c) */
+        bool good = true;
+        for (int64_t r = 0; r < t.rows && good; r++) {
+            const char *row = jstr(json_object_array_get_idx(tiles, (size_t)r));
+            good = row && (int64_t)strlen(row) == t.cols;
+        }
+        if (!good)
+            continue;
         int l = (int)li;
         uint8_t *m = calloc((size_t)(t.cols * t.rows), 1);
         if (!m)
             break;
-        bool good = true;
         for (int64_t r = 0; r < t.rows && good; r++) {
             const char *row = jstr(json_object_array_get_idx(tiles, (size_t)r));
             if (!row || (int64_t)strlen(row) != t.cols)
