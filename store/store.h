@@ -250,7 +250,9 @@ typedef struct {
     float min, max; /* NAN when count is 0 */
 } sp_query_stat;
 
-/* Callbacks return false when they cannot take the result (out of
+/* The callback of the mode (on_row, on_count or on_stats) is required,
+ * the others may be NULL. Strings handed to callbacks are owned by the
+ * query. Callbacks return false when they cannot take the result (out of
  * memory): the query then stops and fails with SP_ERR_NOMEM. */
 typedef struct {
     sp_query_mode mode;
@@ -262,7 +264,9 @@ typedef struct {
     const char *order_by; /* ROWS: order by this column (not slide), NaN
                              last, ties in input order; NULL: stored order */
     bool desc;            /* with order_by: descending */
-    int64_t limit;        /* ROWS: at most this many rows; -1: no limit */
+    int64_t limit;        /* ROWS: at most this many rows; -1: no limit.
+                             (0 without order_by still hands over the
+                             first row, as `query -n 0` always did) */
     void *ctx;            /* passed to every callback */
     /* once, when the first slide file has fixed the columns */
     bool (*on_begin)(void *ctx, const sp_query *q);
@@ -273,8 +277,8 @@ typedef struct {
     /* STATS: per slide file, then slide == NULL over all of them */
     bool (*on_stats)(void *ctx, const char *slide, const sp_query_stat *s,
                      size_t n);
-    /* a file or folder that could not be read; the query goes on. May be
-     * NULL. */
+    /* a file or folder that could not be read (or a folder without
+     * *.h5 files); the query goes on */
     void (*on_input_error)(void *ctx, const sp_error *err);
 } sp_query_opts;
 
@@ -305,8 +309,8 @@ void sp_query_free(sp_query *q);
 bool sp_query_add(sp_query *q, const char *path, sp_error *err);
 
 /* After the last sp_query_add: hands over the ordered rows, the total
- * count or the overall statistics. Does nothing when no slide file was
- * read. False only with SP_ERR_NOMEM. */
+ * count or the overall statistics. Does nothing when no slide file could
+ * be opened. False only with SP_ERR_NOMEM. */
 bool sp_query_finish(sp_query *q, sp_error *err);
 
 /* The selected columns, known once on_begin has been called. */
