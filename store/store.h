@@ -1,6 +1,7 @@
 /*
  * store: the per-slide HDF5 file (schema in docs/SCHEMA.md), its reader,
- * the cohort index, and the --where expression language of `query`.
+ * the cohort index, the --where expression language, and the query engine
+ * of `slidepipe query` (filter, order, count, statistics).
  *
  * The module knows only plain data: numbers, strings and arrays handed in
  * by the caller. It never prints.
@@ -203,6 +204,124 @@ typedef struct {
 /* Evaluate over n rows: in[i] is the column sp_expr_column(e, i). Writes
  * out[r] = 1 when row r matches, else 0. False only when out of memory. */
 bool sp_expr_eval(sp_expr *e, const sp_expr_input *in, size_t n, uint8_t *out);
+
+/* ---- query: filter, order, count and summarise tile rows ---------------- */
+/*
+ * The engine of `slidepipe query`, streaming one block of rows at a time.
+ * Columns: `slide` (the slide's file name), `x`, `y` (level-0 top-left of
+ * the tile) and every feature column. Names are checked against the first
+ * slide file read; a later file without a needed column is an input error.
+ *
+ * Results go to the callbacks of sp_query_opts: rows file by file in
+ * stored order as they are read, except ordered rows, the total count and
+ * the overall statistics, which sp_query_finish hands over. Memory does
+ * not grow with the number of rows, except with order_by and no limit.
+ *
+ * Thread rules: an sp_query is used by one thread; it reads HDF5, so the
+ * one-thread rule of this header holds for the whole process.
+ */
+typedef struct sp_query sp_query;
+
+typedef enum {
+    SP_QUERY_ROWS,  /* matching rows (opts.order_by, opts.limit) */
+    SP_QUERY_COUNT, /* the number of matching rows per slide, then total */
+    SP_QUERY_STATS  /* count, mean, min, max of each selected feature */
+} sp_query_mode;
+
+/* One value of a row: exactly the member named by `type` is set. */
+typedef enum {
+    SP_QV_TEXT, /* text (owned by the query, valid during the callback) */
+    SP_QV_INT,  /* i */
+    SP_QV_F32,  /* d, a float32 value widened (print it as a float) */
+    SP_QV_F64,  /* d */
+    SP_QV_NULL  /* no value */
+} sp_query_vtype;
+
+typedef struct {
+    sp_query_vtype type;
+    const char *text;
+    int64_t i;
+    double d;
+} sp_query_value;
+
+/* Statistics of one feature over the matching rows, NaN left out. */
+typedef struct {
+    const char *column;
+    int64_t count;  /* non-NaN values */
+    double mean;    /* in double precision; NAN when count is 0 */
+    float min, max; /* NAN when count is 0 */
+} sp_query_stat;
+
+/* The callback of the mode (on_row, on_count or on_stats) is required,
+ * the others may be NULL. Strings handed to callbacks are owned by the
+ * query. Callbacks return false when they cannot take the result (out of
+ * memory): the query then stops and fails with SP_ERR_NOMEM. */
+typedef struct {
+    sp_query_mode mode;
+    const char *where;         /* filter (grammar below); NULL: every row */
+    const char *const *select; /* n_select columns; NULL: slide, x, y and
+                                  every feature column. STATS uses the
+                                  features among them, each once */
+    size_t n_select;
+    const char *order_by; /* ROWS: order by this column (not slide), NaN
+                             last, ties in input order; NULL: stored order */
+    bool desc;            /* with order_by: descending */
+    int64_t limit;        /* ROWS: at most this many rows; -1: no limit.
+                             (0 without order_by still hands over the
+                             first row, as `query -n 0` always did) */
+    void *ctx;            /* passed to every callback */
+    /* once, when the first slide file has fixed the columns */
+    bool (*on_begin)(void *ctx, const sp_query *q);
+    /* ROWS: one value per selected column (sp_query_column_*) */
+    bool (*on_row)(void *ctx, const sp_query_value *values);
+    /* COUNT: per slide file, then slide == NULL for the total */
+    bool (*on_count)(void *ctx, const char *slide, int64_t count);
+    /* STATS: per slide file, then slide == NULL over all of them */
+    bool (*on_stats)(void *ctx, const char *slide, const sp_query_stat *s,
+                     size_t n);
+    /* a file or folder that could not be read (or a folder without
+     * *.h5 files); the query goes on */
+    void (*on_input_error)(void *ctx, const sp_error *err);
+} sp_query_opts;
+
+/* Which option a SP_ERR_USAGE error of sp_query_add is about, so that the
+ * caller can name it as its user spelt it. */
+typedef enum {
+    SP_QUERY_FIELD_NONE,
+    SP_QUERY_FIELD_WHERE,
+    SP_QUERY_FIELD_SELECT,
+    SP_QUERY_FIELD_ORDER_BY
+} sp_query_field;
+
+/* Parse the options (strings are copied; the callbacks are kept). Fails
+ * with SP_ERR_USAGE only when `where` does not parse (the message of
+ * sp_expr_parse), else SP_ERR_NOMEM. *out is freed with sp_query_free. */
+bool sp_query_create(const sp_query_opts *opts, sp_query **out, sp_error *err);
+/* Accepts NULL. */
+void sp_query_free(sp_query *q);
+
+/* Query `path`: a slide file; a cohort index (its member slide files); a
+ * folder (its *.h5 files sorted by name, not recursive, hidden files and
+ * cohort indexes skipped). Files that cannot be read go to
+ * on_input_error. Returns false only when the whole query must stop:
+ * SP_ERR_USAGE (a column that the first slide file lacks, or a text
+ * column where a number is needed; see sp_query_error_field) or
+ * SP_ERR_NOMEM. Once `limit` rows have been handed over (without
+ * order_by), later files are not opened. */
+bool sp_query_add(sp_query *q, const char *path, sp_error *err);
+
+/* After the last sp_query_add: hands over the ordered rows, the total
+ * count or the overall statistics. Does nothing when no slide file could
+ * be opened. False only with SP_ERR_NOMEM. */
+bool sp_query_finish(sp_query *q, sp_error *err);
+
+/* The selected columns, known once on_begin has been called. */
+size_t sp_query_column_count(const sp_query *q);
+const char *sp_query_column_name(const sp_query *q, size_t i);
+/* SP_QV_TEXT (slide), SP_QV_INT (x, y) or SP_QV_F32 (features). */
+sp_query_vtype sp_query_column_type(const sp_query *q, size_t i);
+/* The option of the last SP_ERR_USAGE error, else SP_QUERY_FIELD_NONE. */
+sp_query_field sp_query_error_field(const sp_query *q);
 
 #ifdef __cplusplus
 }

@@ -76,4 +76,31 @@ double sps_wall_time(void);
 /* fsync a path (file or directory); false with errno set. */
 bool sps_fsync_path(const char *path);
 
+/* ---- query (query.c) helpers --------------------------------------------- */
+
+/* query_order.c: the rows held for an ordered query, each a key, where it
+ * came from and `nvals` float32 values. With limit >= 0 only the best
+ * `limit` rows are kept (a heap), else every row. NaN keys sort last;
+ * equal keys keep the order in which they were offered. */
+typedef struct sps_order sps_order;
+sps_order *sps_order_new(bool desc, int64_t limit, size_t nvals);
+void sps_order_free(sps_order *o);
+/* Offer a row: returns where to write its nvals values, or NULL when it
+ * does not make the cut (or, with *oom set, when memory ran out). */
+float *sps_order_offer(sps_order *o, double key, uint32_t slide, int64_t x,
+                       int64_t y, bool *oom);
+/* Hand the rows over in order; false when `fn` or memory fails. */
+typedef bool (*sps_order_fn)(void *ctx, uint32_t slide, int64_t x, int64_t y,
+                             const float *vals);
+bool sps_order_emit(sps_order *o, sps_order_fn fn, void *ctx);
+
+/* query_stats.c: count, sum, min and max of float32 values, NaN left out. */
+typedef struct {
+    int64_t count;
+    double sum;
+    float min, max;
+} sps_acc;
+void sps_acc_add(sps_acc *a, const float *v, const uint8_t *mask, size_t n);
+void sps_acc_merge(sps_acc *into, const sps_acc *a);
+
 #endif
