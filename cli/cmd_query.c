@@ -66,36 +66,6 @@ static void help(FILE *f) {
         "column).\n");
 }
 
-/* ---- small vectors ------------------------------------------------------ */
-
-typedef struct {
-    char **v;
-    size_t n, cap;
-} strvec;
-
-static bool strvec_push(strvec *s, const char *x) {
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 16;
-        char **v = realloc(s->v, cap * sizeof *v);
-        if (!v)
-            return false;
-        s->v = v;
-        s->cap = cap;
-    }
-    if (!(s->v[s->n] = strdup(x)))
-        return false;
-    s->n++;
-    return true;
-}
-
-static void strvec_free(strvec *s) {
-    for (size_t i = 0; i < s->n; i++)
-        free(s->v[i]);
-    free(s->v);
-    s->v = NULL;
-    s->n = s->cap = 0;
-}
-
 /* ---- cells and output --------------------------------------------------- */
 
 enum { FMT_TABLE, FMT_CSV, FMT_TSV, FMT_JSON };
@@ -466,7 +436,7 @@ static bool is_desc_word(const char *s, size_t n) {
 }
 
 /* "a, b,c" into names; false (message printed) on an empty name */
-static bool parse_select(const char *arg, strvec *v) {
+static bool parse_select(const char *arg, sp_strvec *v) {
     const char *p = arg;
     while (true) {
         const char *comma = strchr(p, ',');
@@ -476,14 +446,14 @@ static bool parse_select(const char *arg, strvec *v) {
         while (len && (p[len - 1] == ' ' || p[len - 1] == '\t'))
             len--;
         if (len == 0) {
-            strvec_free(v);
+            sp_strvec_free(v);
             sp_cli_error(CMD, "--select: empty column name in '%s'", arg);
             return false;
         }
         char *name = strndup(p, len);
-        if (!name || !strvec_push(v, name)) {
+        if (!name || !sp_strvec_push(v, name)) {
             free(name);
-            strvec_free(v);
+            sp_strvec_free(v);
             sp_cli_error(CMD, "out of memory");
             return false;
         }
@@ -513,7 +483,7 @@ int sp_cmd_query(int argc, char **argv) {
     sp_query *q = NULL;
     int rc = SP_EXIT_OK;
     char *order_name = NULL;
-    strvec select = {0};
+    sp_strvec select = {0};
     bool sel_given = false, count = false, stats = false;
     int c;
     opterr = 0;
@@ -668,7 +638,7 @@ out:
     sp_query_free(q);
     if (cli.out_ready)
         sink_free(&cli.out);
-    strvec_free(&select);
+    sp_strvec_free(&select);
     free(order_name);
     return rc;
 }

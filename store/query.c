@@ -13,36 +13,6 @@
 
 #define MAX_BLOCK_ROWS 1048576
 
-/* ---- small vectors ------------------------------------------------------ */
-
-typedef struct {
-    char **v;
-    size_t n, cap;
-} strvec;
-
-static bool strvec_push(strvec *s, const char *x) {
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 16;
-        char **v = realloc(s->v, cap * sizeof *v);
-        if (!v)
-            return false;
-        s->v = v;
-        s->cap = cap;
-    }
-    if (!(s->v[s->n] = strdup(x)))
-        return false;
-    s->n++;
-    return true;
-}
-
-static void strvec_free(strvec *s) {
-    for (size_t i = 0; i < s->n; i++)
-        free(s->v[i]);
-    free(s->v);
-    s->v = NULL;
-    s->n = s->cap = 0;
-}
-
 /* ---- the query ---------------------------------------------------------- */
 
 typedef enum { C_SLIDE, C_X, C_Y, C_FEAT } col_kind;
@@ -61,7 +31,7 @@ struct sp_query {
     char *order_name;
     colref order;
     /* distinct feature columns needed, by name */
-    strvec need;
+    sp_strvec need;
     int *where_need; /* need indices the filter reads */
     size_t nwhere_need;
     int *out_need; /* need indices the output reads */
@@ -83,7 +53,7 @@ struct sp_query {
     /* results */
     int64_t emitted, total;
     bool stop;
-    strvec slides; /* slide names by slide index */
+    sp_strvec slides; /* slide names by slide index */
     /* stats: per selected feature (stat_need[k] indexes need) */
     int *stat_need;
     sp_query_stat *stat_out;
@@ -141,7 +111,7 @@ void sp_query_free(sp_query *q) {
         for (size_t i = 0; i < q->need.n; i++)
             free(q->buf[i]);
     free(q->buf);
-    strvec_free(&q->need);
+    sp_strvec_free(&q->need);
     free(q->where_cols);
     free(q->where_need);
     free(q->out_need);
@@ -153,7 +123,7 @@ void sp_query_free(sp_query *q) {
     free(q->xs);
     free(q->ys);
     free(q->mask);
-    strvec_free(&q->slides);
+    sp_strvec_free(&q->slides);
     free(q->stat_need);
     free(q->stat_out);
     free(q->slide_acc);
@@ -188,7 +158,7 @@ static bool add_need(sp_query *q, const char *name, int *idx) {
             *idx = (int)i;
             return true;
         }
-    if (!strvec_push(&q->need, name))
+    if (!sp_strvec_push(&q->need, name))
         return false;
     *idx = (int)q->need.n - 1;
     return true;
@@ -684,7 +654,7 @@ static bool add_file(sp_query *q, const char *path, bool nested,
         q->validated = true;
     }
     const char *name = sp_store_reader_meta(r)->source_file;
-    if (!strvec_push(&q->slides, name)) {
+    if (!sp_strvec_push(&q->slides, name)) {
         sp_store_close(r);
         return oom(err);
     }

@@ -45,6 +45,29 @@ void sp_free_names(char **names, size_t n) {
     free(names);
 }
 
+bool sp_strvec_push(sp_strvec *s, const char *x) {
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 16;
+        char **v = realloc(s->v, cap * sizeof *v);
+        if (!v)
+            return false;
+        s->v = v;
+        s->cap = cap;
+    }
+    if (!(s->v[s->n] = strdup(x)))
+        return false;
+    s->n++;
+    return true;
+}
+
+void sp_strvec_free(sp_strvec *s) {
+    for (size_t i = 0; i < s->n; i++)
+        free(s->v[i]);
+    free(s->v);
+    s->v = NULL;
+    s->n = s->cap = 0;
+}
+
 char **sp_dir_names(const char *dir, size_t *n) {
     *n = 0;
     DIR *d = opendir(dir);

@@ -142,6 +142,16 @@ char *sp_path_join(const char *dir, const char *name);
 char **sp_dir_names(const char *dir, size_t *n);
 void sp_free_names(char **names, size_t n);
 
+/* A growable list of malloc'd strings; zero-initialise, free with
+ * sp_strvec_free (which leaves it empty and reusable). */
+typedef struct {
+    char **v;
+    size_t n, cap;
+} sp_strvec;
+/* Append a copy of `x`; false when memory runs out (the list is intact). */
+bool sp_strvec_push(sp_strvec *s, const char *x);
+void sp_strvec_free(sp_strvec *s);
+
 /* ---- misc -------------------------------------------------------------- */
 
 /* Monotonic seconds. */
