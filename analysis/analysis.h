@@ -80,13 +80,13 @@ typedef struct {
     /* A pixel counts towards `cellularity` when its hematoxylin OD is above
      * this. */
     double cellularity_od;
-} sp_feature_params;
+} sp_feature_opts;
 
 #define SP_DEFAULT_TISSUE_THRESHOLD 20
 #define SP_DEFAULT_CELLULARITY_OD 0.4
 
 /* Fill `p` with the documented defaults. */
-void sp_feature_params_default(sp_feature_params *p);
+void sp_feature_opts_default(sp_feature_opts *p);
 
 /* Compute the SP_N_FEATURES features of the w x h RGB image at `rgb`
  * (3 bytes per pixel, rows `stride` bytes apart, stride >= 3*w) into
@@ -95,7 +95,7 @@ void sp_feature_params_default(sp_feature_params *p);
  * SP_ERR_NOMEM when a row buffer cannot be had (only for w > 4096); `out`
  * is then untouched. Reentrant; allocates nothing for w <= 4096. */
 bool sp_features_compute(const uint8_t *rgb, int w, int h, size_t stride,
-                         const sp_feature_params *p, float *out, sp_error *err);
+                         const sp_feature_opts *p, float *out, sp_error *err);
 
 /* Streaming form of sp_features_compute, for a w x h buffer whose rows
  * arrive in order, in chunks of any sizes that add up to h:
@@ -114,7 +114,7 @@ bool sp_features_compute(const uint8_t *rgb, int w, int h, size_t stride,
  * the pixels or into itself, so chunks may come from different buffers.
  * No allocation. One state per stream; distinct states on any threads. */
 size_t sp_features_stream_size(int w);
-bool sp_features_begin(void *state, int w, int h, const sp_feature_params *p,
+bool sp_features_begin(void *state, int w, int h, const sp_feature_opts *p,
                        sp_error *err);
 bool sp_features_rows(void *state, const uint8_t *rgb, size_t stride, int rows,
                       sp_error *err);
@@ -144,9 +144,9 @@ typedef struct {
     double beta;       /* drop pixels with OD below this in any channel: 0.15 */
     double alpha;      /* percentile of the extreme angles, in percent: 1 */
     size_t min_pixels; /* fewer usable pixels than this is an error: 100 */
-} sp_macenko_params;
+} sp_macenko_opts;
 
-void sp_macenko_params_default(sp_macenko_params *p);
+void sp_macenko_opts_default(sp_macenko_opts *p);
 
 /* Macenko 2009 stain vectors of `n` RGB pixels (3 bytes each). On success
  * he[0] is hematoxylin and he[1] eosin (the vector with the larger red OD
@@ -154,7 +154,7 @@ void sp_macenko_params_default(sp_macenko_params *p);
  * positive sum; *used (may be NULL) receives the number of pixels that
  * passed the OD filter. Fails with SP_ERR_INPUT when fewer than min_pixels
  * pixels pass the filter. `p` may be NULL (defaults). */
-bool sp_stain_macenko(const uint8_t *rgb, size_t n, const sp_macenko_params *p,
+bool sp_stain_macenko(const uint8_t *rgb, size_t n, const sp_macenko_opts *p,
                       double he[2][3], size_t *used, sp_error *err);
 
 /* The Ruifrok & Johnston matrix used for deconvolution (rows H, E, DAB;
@@ -172,9 +172,9 @@ typedef struct {
     double min_object_um2; /* drop objects smaller than this: 10000 */
     int max_hole_px;       /* the same two in mask pixels, used when the */
     int min_object_px;     /* slide records no mpp: 32 and 32 */
-} sp_mask_params;
+} sp_mask_opts;
 
-void sp_mask_params_default(sp_mask_params *p);
+void sp_mask_opts_default(sp_mask_opts *p);
 
 typedef struct {
     int width, height; /* mask pixels */
@@ -194,7 +194,7 @@ typedef struct {
 /* Compute the tissue mask of `s` (FEATURES.md, "Tissue mask"), reading with
  * `threads` threads (0: sp_default_threads()). `p` may be NULL. On success
  * `*out` is filled and owns `data`. */
-bool sp_mask_compute(sp_slide *s, const sp_mask_params *p, int threads,
+bool sp_mask_compute(sp_slide *s, const sp_mask_opts *p, int threads,
                      sp_mask *out, sp_error *err);
 /* Free the data of a mask (not the struct). Accepts NULL. */
 void sp_mask_free(sp_mask *m);
@@ -216,10 +216,10 @@ typedef void (*sp_analysis_progress)(void *user, const char *phase, size_t done,
                                      size_t total);
 
 typedef struct {
-    sp_mask_params mask;
-    sp_feature_params features; /* tissue_threshold is replaced by the
+    sp_mask_opts mask;
+    sp_feature_opts features; /* tissue_threshold is replaced by the
                                    mask's threshold */
-    sp_macenko_params macenko;
+    sp_macenko_opts macenko;
     int tile_size;         /* analysis px per tile side: 256 */
     double mpp;            /* analyse at this um/px (0: not set) */
     double magnification;  /* or at this objective power (0: not set) */
@@ -233,9 +233,9 @@ typedef struct {
     int threads;           /* 0: sp_default_threads() */
     sp_analysis_progress progress; /* may be NULL */
     void *progress_user;
-} sp_analysis_params;
+} sp_analysis_opts;
 
-void sp_analysis_params_default(sp_analysis_params *p);
+void sp_analysis_opts_default(sp_analysis_opts *p);
 
 typedef struct {
     bool mpp_known;
@@ -270,10 +270,10 @@ typedef struct {
     sp_slide_summary summary;
     double seconds; /* wall time of sp_analyze_slide */
     /* working state between sp_analysis_prepare and sp_analysis_finish */
-    uint8_t *is_tissue; /* n: tile's mask coverage above min */
-    uint8_t *samples;   /* n x SP_STAIN_SAMPLE_N RGB lattice pixels */
-    double read_ratio;  /* read_level px per analysis px */
-    sp_feature_params feature_params; /* with the mask's threshold */
+    uint8_t *is_tissue;           /* n: tile's mask coverage above min */
+    uint8_t *samples;             /* n x SP_STAIN_SAMPLE_N RGB lattice pixels */
+    double read_ratio;            /* read_level px per analysis px */
+    sp_feature_opts feature_opts; /* with the mask's threshold */
 } sp_analysis_result;
 
 /* Analyse `s`: tissue mask, grid, features of every tissue tile (or every
@@ -281,7 +281,7 @@ typedef struct {
  * bad parameters (mpp asked of a slide without mpp, a resolution finer than
  * level 0, ...), SP_ERR_INPUT when the slide cannot be read; then `*out` is
  * zeroed. On success the caller frees `out` with sp_analysis_result_free. */
-bool sp_analyze_slide(sp_slide *s, const sp_analysis_params *p,
+bool sp_analyze_slide(sp_slide *s, const sp_analysis_opts *p,
                       sp_analysis_result *out, sp_error *err);
 /* The three steps of sp_analyze_slide, for a caller that already has the
  * pixels (the fused pass of pipeline/ hands over level-0 bands it decoded
@@ -295,11 +295,11 @@ bool sp_analyze_slide(sp_slide *s, const sp_analysis_params *p,
  *   sp_analysis_finish   the slide summary, in tile order.
  * Any thread count and any order of sp_analysis_tile calls give the same
  * bytes. On failure free `r` with sp_analysis_result_free. */
-bool sp_analysis_prepare(sp_slide *s, const sp_analysis_params *p,
+bool sp_analysis_prepare(sp_slide *s, const sp_analysis_opts *p,
                          sp_analysis_result *r, sp_error *err);
 bool sp_analysis_tile(sp_analysis_result *r, size_t k, const uint8_t *rgb,
                       size_t stride, sp_error *err);
-bool sp_analysis_finish(sp_slide *s, const sp_analysis_params *p,
+bool sp_analysis_finish(sp_slide *s, const sp_analysis_opts *p,
                         sp_analysis_result *r, sp_error *err);
 /* Streaming analysis of tile k (between prepare and finish), for a caller
  * whose pixels arrive in bands: the tile's rows come in order, in chunks of
@@ -334,7 +334,7 @@ bool sp_analysis_stream_rows(sp_analysis_result *r, void *state,
 /* Between prepare and finish, for a caller without the pixels: read each
  * chosen tile (only those: background is never decoded) on an OpenMP team
  * of p->threads, one reader per thread, and call sp_analysis_tile. */
-bool sp_analysis_read_tiles(sp_slide *s, const sp_analysis_params *p,
+bool sp_analysis_read_tiles(sp_slide *s, const sp_analysis_opts *p,
                             sp_analysis_result *r, sp_error *err);
 
 /* Free what a result owns and zero it. Accepts NULL. */

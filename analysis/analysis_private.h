@@ -57,7 +57,7 @@ typedef enum {
 /* True when the AVX2 implementation is built in and the CPU supports it. */
 bool sp__features_have_avx2(void);
 
-/* Largest analysis tile side (sp_analysis_params.tile_size). */
+/* Largest analysis tile side (sp_analysis_opts.tile_size). */
 #define SP__TILE_SIZE_MAX 8192
 
 /* Memory of a streaming feature state (features.c): its sums and
@@ -73,7 +73,7 @@ bool sp__features_have_avx2(void);
 
 /* sp_features_begin with a chosen implementation and number of rows kept
  * (2 or 3, as above). */
-bool sp__features_begin(void *state, int w, int h, const sp_feature_params *p,
+bool sp__features_begin(void *state, int w, int h, const sp_feature_opts *p,
                         int nrows, sp__features_impl impl, sp_error *err);
 
 /* Rows a begun stream has had so far. */
@@ -88,7 +88,7 @@ void sp__stain_sample_rows(const uint8_t *rgb, int w, int h, size_t stride,
  * Every implementation gives the same bytes. Asking for one the CPU lacks
  * returns false (SP_ERR_USAGE). */
 bool sp__features_compute_impl(const uint8_t *rgb, int w, int h, size_t stride,
-                               const sp_feature_params *p, float *out,
+                               const sp_feature_opts *p, float *out,
                                sp_error *err, sp__features_impl impl);
 
 #endif

@@ -49,7 +49,7 @@ static const sp_feature_info feature_table[SP_N_FEATURES] = {
 
 const sp_feature_info *sp_feature_table(void) { return feature_table; }
 
-void sp_feature_params_default(sp_feature_params *p) {
+void sp_feature_opts_default(sp_feature_opts *p) {
     p->tissue_threshold = SP_DEFAULT_TISSUE_THRESHOLD;
     p->cellularity_od = SP_DEFAULT_CELLULARITY_OD;
 }
@@ -631,7 +631,7 @@ _Static_assert(sizeof(fstream) <= SP__FEATURES_STREAM_HEAD,
 _Static_assert(_Alignof(fstream) <= _Alignof(max_align_t),
                "a streaming state needs more than malloc's alignment");
 
-static bool check_args(int w, int h, const sp_feature_params *p,
+static bool check_args(int w, int h, const sp_feature_opts *p,
                        sp__features_impl impl, sp_error *err) {
     if (w <= 0 || h <= 0 || (int64_t)w * h > UINT32_MAX)
         return sp_error_set(err, SP_ERR_USAGE, NULL,
@@ -648,11 +648,11 @@ static bool check_args(int w, int h, const sp_feature_params *p,
     return true;
 }
 
-bool sp__features_begin(void *state, int w, int h, const sp_feature_params *p,
+bool sp__features_begin(void *state, int w, int h, const sp_feature_opts *p,
                         int nrows, sp__features_impl impl, sp_error *err) {
-    sp_feature_params def;
+    sp_feature_opts def;
     if (!p) {
-        sp_feature_params_default(&def);
+        sp_feature_opts_default(&def);
         p = &def;
     }
     if (!state || (nrows != 2 && nrows != 3) ||
@@ -683,7 +683,7 @@ size_t sp_features_stream_size(int w) {
     return w > 0 ? SP__FEATURES_STREAM_BYTES(w, 3) : 0;
 }
 
-bool sp_features_begin(void *state, int w, int h, const sp_feature_params *p,
+bool sp_features_begin(void *state, int w, int h, const sp_feature_opts *p,
                        sp_error *err) {
     return sp__features_begin(state, w, h, p, 3, SP__FEATURES_AUTO, err);
 }
@@ -806,16 +806,16 @@ bool sp_features_end(void *state, float *out, sp_error *err) {
 #define STACK_W 4096
 
 bool sp__features_compute_impl(const uint8_t *rgb, int w, int h, size_t stride,
-                               const sp_feature_params *p, float *out,
+                               const sp_feature_opts *p, float *out,
                                sp_error *err, sp__features_impl impl) {
     if (!rgb || !out || w <= 0 || h <= 0 || stride < (size_t)w * 3 ||
         (int64_t)w * h > UINT32_MAX)
         return sp_error_set(err, SP_ERR_USAGE, NULL,
                             "features: bad buffer (%d x %d, stride %zu)", w, h,
                             stride);
-    sp_feature_params def;
+    sp_feature_opts def;
     if (!p) {
-        sp_feature_params_default(&def);
+        sp_feature_opts_default(&def);
         p = &def;
     }
     if (!check_args(w, h, p, impl, err))
@@ -841,8 +841,7 @@ bool sp__features_compute_impl(const uint8_t *rgb, int w, int h, size_t stride,
 }
 
 bool sp_features_compute(const uint8_t *rgb, int w, int h, size_t stride,
-                         const sp_feature_params *p, float *out,
-                         sp_error *err) {
+                         const sp_feature_opts *p, float *out, sp_error *err) {
     return sp__features_compute_impl(rgb, w, h, stride, p, out, err,
                                      SP__FEATURES_AUTO);
 }

@@ -13,11 +13,11 @@
 /* Most pixels handed to Macenko (tissue tiles are thinned evenly above). */
 #define STAIN_MAX_PIXELS (1u << 20)
 
-void sp_analysis_params_default(sp_analysis_params *p) {
+void sp_analysis_opts_default(sp_analysis_opts *p) {
     memset(p, 0, sizeof *p);
-    sp_mask_params_default(&p->mask);
-    sp_feature_params_default(&p->features);
-    sp_macenko_params_default(&p->macenko);
+    sp_mask_opts_default(&p->mask);
+    sp_feature_opts_default(&p->features);
+    sp_macenko_opts_default(&p->macenko);
     p->tile_size = 256;
     p->min_coverage = 0.0;
     p->blur_threshold = 50.0;
@@ -101,7 +101,7 @@ static void shrink(const uint8_t *src, int sw, int sh, double r, uint8_t *dst,
     }
 }
 
-static bool check_params(const sp_analysis_params *p, const char *path,
+static bool check_params(const sp_analysis_opts *p, const char *path,
                          sp_error *err) {
     if (p->tile_size < 8 || p->tile_size > SP__TILE_SIZE_MAX)
         return sp_error_set(err, SP_ERR_USAGE, path,
@@ -136,7 +136,7 @@ static bool check_params(const sp_analysis_params *p, const char *path,
 }
 
 /* Level-0 px per analysis px. */
-static bool analysis_downsample(sp_slide *s, const sp_analysis_params *p,
+static bool analysis_downsample(sp_slide *s, const sp_analysis_opts *p,
                                 double *ds, sp_error *err) {
     const char *path = sp_slide_path(s);
     *ds = 1.0;
@@ -167,11 +167,11 @@ static bool analysis_downsample(sp_slide *s, const sp_analysis_params *p,
     return true;
 }
 
-bool sp_analysis_prepare(sp_slide *s, const sp_analysis_params *p,
+bool sp_analysis_prepare(sp_slide *s, const sp_analysis_opts *p,
                          sp_analysis_result *out, sp_error *err) {
-    sp_analysis_params def;
+    sp_analysis_opts def;
     if (!p) {
-        sp_analysis_params_default(&def);
+        sp_analysis_opts_default(&def);
         p = &def;
     }
     memset(out, 0, sizeof *out);
@@ -262,8 +262,8 @@ bool sp_analysis_prepare(sp_slide *s, const sp_analysis_params *p,
         r.size[2 * k + 1] =
             (int32_t)((j + 1) * T < r.height ? T : r.height - j * T);
     }
-    r.feature_params = p->features;
-    r.feature_params.tissue_threshold = r.mask.threshold;
+    r.feature_opts = p->features;
+    r.feature_opts.tissue_threshold = r.mask.threshold;
     ok = true;
 out:
     free(tile_xy);
@@ -313,7 +313,7 @@ bool sp_analysis_stream_rows(sp_analysis_result *r, void *state,
                             "analysis: tile %zu out of range", k);
     const int w = r->size[2 * k], h = r->size[2 * k + 1];
     if (st->magic == STREAM_BEGUN) {
-        if (!sp__features_begin(st->features, w, h, &r->feature_params, 2,
+        if (!sp__features_begin(st->features, w, h, &r->feature_opts, 2,
                                 SP__FEATURES_AUTO, err))
             return false;
         st->magic = STREAM_OPEN;
@@ -348,11 +348,11 @@ bool sp_analysis_tile(sp_analysis_result *r, size_t k, const uint8_t *rgb,
                                    err);
 }
 
-bool sp_analysis_finish(sp_slide *s, const sp_analysis_params *p,
+bool sp_analysis_finish(sp_slide *s, const sp_analysis_opts *p,
                         sp_analysis_result *r, sp_error *err) {
-    sp_analysis_params def;
+    sp_analysis_opts def;
     if (!p) {
-        sp_analysis_params_default(&def);
+        sp_analysis_opts_default(&def);
         p = &def;
     }
     const char *path = sp_slide_path(s);
@@ -443,11 +443,11 @@ out:
     return ok;
 }
 
-bool sp_analysis_read_tiles(sp_slide *s, const sp_analysis_params *p,
+bool sp_analysis_read_tiles(sp_slide *s, const sp_analysis_opts *p,
                             sp_analysis_result *rr, sp_error *err) {
-    sp_analysis_params def;
+    sp_analysis_opts def;
     if (!p) {
-        sp_analysis_params_default(&def);
+        sp_analysis_opts_default(&def);
         p = &def;
     }
     const char *path = sp_slide_path(s);
@@ -525,7 +525,7 @@ bool sp_analysis_read_tiles(sp_slide *s, const sp_analysis_params *p,
     return true;
 }
 
-bool sp_analyze_slide(sp_slide *s, const sp_analysis_params *p,
+bool sp_analyze_slide(sp_slide *s, const sp_analysis_opts *p,
                       sp_analysis_result *out, sp_error *err) {
     const double t0 = sp_now();
     sp_analysis_result r;

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-void sp_mask_params_default(sp_mask_params *p) {
+void sp_mask_opts_default(sp_mask_opts *p) {
     p->downsample = 32.0;
     p->threshold = -1;
     p->min_threshold = 8;
@@ -258,11 +258,11 @@ static void drop_small(uint8_t *m, int w, int h, uint8_t value,
     }
 }
 
-bool sp_mask_compute(sp_slide *s, const sp_mask_params *p, int threads,
+bool sp_mask_compute(sp_slide *s, const sp_mask_opts *p, int threads,
                      sp_mask *out, sp_error *err) {
-    sp_mask_params def;
+    sp_mask_opts def;
     if (!p) {
-        sp_mask_params_default(&def);
+        sp_mask_opts_default(&def);
         p = &def;
     }
     memset(out, 0, sizeof *out);

@@ -75,7 +75,7 @@ void sp_stain_sample(const uint8_t *rgb, int w, int h, size_t stride,
     sp__stain_sample_rows(rgb, w, h, stride, 0, h, out);
 }
 
-void sp_macenko_params_default(sp_macenko_params *p) {
+void sp_macenko_opts_default(sp_macenko_opts *p) {
     p->beta = 0.15;
     p->alpha = 1.0;
     p->min_pixels = 100;
@@ -204,11 +204,11 @@ static double percentile_select(double *a, size_t n, double q, bool slopes) {
     return lo >= n - 1 ? v0 : v0 + (v1 - v0) * t;
 }
 
-bool sp_stain_macenko(const uint8_t *rgb, size_t n, const sp_macenko_params *p,
+bool sp_stain_macenko(const uint8_t *rgb, size_t n, const sp_macenko_opts *p,
                       double he[2][3], size_t *used, sp_error *err) {
-    sp_macenko_params def;
+    sp_macenko_opts def;
     if (!p) {
-        sp_macenko_params_default(&def);
+        sp_macenko_opts_default(&def);
         p = &def;
     }
     if (!(p->beta >= 0) || !(p->alpha >= 0 && p->alpha < 50) || (n > 0 && !rgb))

@@ -291,7 +291,7 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
     sp_run_opts o;
     sp_run_opts_default(&o);
     o.what = what;
-    sp_analysis_params *ap = &o.analysis;
+    sp_analysis_opts *ap = &o.analysis;
     const char *out = NULL;
     bool quiet = false, json = false, overlap_given = false, full = false;
     const char *source_name = NULL;

@@ -241,9 +241,9 @@ static void set_attr(hid_t f, in_t *in, char *strs) {
     if (buf)
         H5Awrite(a, t, buf);
     free(buf);
-    sps_close_any(a);
-    sps_close_any(s);
-    sps_close_any(t);
+    sp__close_any(a);
+    sp__close_any(s);
+    sp__close_any(t);
 }
 
 /* Replace a dataset by one of another type/shape/layout; its schema
@@ -299,25 +299,25 @@ static void new_dataset(hid_t f, in_t *in, char *strs) {
         int64_t ps = 256, pl = 0, dim[2] = {2000, 1500};
         double dsm[2] = {1, 1};
         if (strcmp(name, "/coords") == 0) {
-            sps_attr_put_i64(ds, "patch_size", &ps, 1, "f", &e);
-            sps_attr_put_i64(ds, "patch_level", &pl, 1, "f", &e);
-            sps_attr_put_f64(ds, "downsample", dsm, 2, "f", &e);
-            sps_attr_put_i64(ds, "level_dim", dim, 2, "f", &e);
+            sp__attr_put_i64(ds, "patch_size", &ps, 1, "f", &e);
+            sp__attr_put_i64(ds, "patch_level", &pl, 1, "f", &e);
+            sp__attr_put_f64(ds, "downsample", dsm, 2, "f", &e);
+            sp__attr_put_i64(ds, "level_dim", dim, 2, "f", &e);
         } else if (strcmp(name, "/features") == 0) {
             size_t nc = rank == 2 && d[1] < 4000 ? (size_t)d[1] : u8(in);
             const char **names = calloc(nc ? nc : 1, sizeof *names);
             for (size_t i = 0; names && i < nc; i++)
                 names[i] = i < NCOL ? COLS[i] : "c";
             if (names)
-                sps_attr_put_strs(ds, SPS_COLUMNS, names, nc, "f", &e);
+                sp__attr_put_strs(ds, SPS_COLUMNS, names, nc, "f", &e);
             free(names);
         }
         H5Eclear2(H5E_DEFAULT);
     }
-    sps_close_any(ds);
-    sps_close_any(p);
-    sps_close_any(s);
-    sps_close_any(t);
+    sp__close_any(ds);
+    sp__close_any(p);
+    sp__close_any(s);
+    sp__close_any(t);
 }
 
 static void edit(hid_t f, in_t *in, char *strs) {
@@ -349,7 +349,7 @@ static void edit(hid_t f, in_t *in, char *strs) {
     case 6: { /* a group in place of the object */
         H5Ldelete(f, obj, H5P_DEFAULT);
         hid_t g = H5Gcreate2(f, obj, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        sps_close_any(g);
+        sp__close_any(g);
         break;
     }
     default: { /* many summary values */
@@ -360,9 +360,9 @@ static void edit(hid_t f, in_t *in, char *strs) {
             snprintf(nm, sizeof nm, "v%u", i);
             double v = pick_f64(in);
             sp_error e = {0};
-            sps_attr_put_f64(g, nm, &v, 1, "f", &e);
+            sp__attr_put_f64(g, nm, &v, 1, "f", &e);
         }
-        sps_close_any(g);
+        sp__close_any(g);
     }
     }
     H5Eclear2(H5E_DEFAULT);
@@ -580,7 +580,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     /* one thread: the parallel inflate is the same code, and idle OpenMP
      * workers spinning between inputs would cost most of the time */
     omp_set_num_threads(1);
-    sps_h5_quiet();
+    sp__h5_quiet();
     /* HDF5 keeps freed blocks on free lists for reuse; bound them so the
      * resident size says what our code holds */
     H5set_free_list_limits(1 << 20, 1 << 18, 1 << 20, 1 << 18, 1 << 20,

@@ -46,12 +46,12 @@ typedef void (*sp_run_progress_fn)(void *user, const char *phase, int64_t done,
                                    int64_t total);
 
 typedef struct {
-    unsigned what;               /* SP_RUN_TILES | SP_RUN_FEATURES */
-    const char *tiles_out;       /* pyramid name (see tiler.h), with TILES */
-    const char *features_out;    /* HDF5 path, with FEATURES */
-    const char *mask_png;        /* also write the tissue mask here, or NULL */
-    sp_tile_opts tile;           /* its threads/progress fields are ignored */
-    sp_analysis_params analysis; /* its threads/progress fields are ignored */
+    unsigned what;             /* SP_RUN_TILES | SP_RUN_FEATURES */
+    const char *tiles_out;     /* pyramid name (see tiler.h), with TILES */
+    const char *features_out;  /* HDF5 path, with FEATURES */
+    const char *mask_png;      /* also write the tissue mask here, or NULL */
+    sp_tile_opts tile;         /* its threads/progress fields are ignored */
+    sp_analysis_opts analysis; /* its threads/progress fields are ignored */
     /* The tissue mask decides which tiles are background for
      * tile.skip_background (instead of the tiler's colour rule). */
     bool mask_for_background;

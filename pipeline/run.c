@@ -24,7 +24,7 @@ void sp_run_opts_default(sp_run_opts *o) {
     memset(o, 0, sizeof *o);
     o->what = SP_RUN_TILES | SP_RUN_FEATURES;
     sp_tile_opts_default(&o->tile);
-    sp_analysis_params_default(&o->analysis);
+    sp_analysis_opts_default(&o->analysis);
     o->mask_for_background = true;
 }
 
@@ -520,7 +520,7 @@ static void params_json(const sp_run_opts *o, sp_buf *b) {
         sp_json_bool(&j, o->tile.skip_background);
     }
     if (o->what & SP_RUN_FEATURES) {
-        const sp_analysis_params *a = &o->analysis;
+        const sp_analysis_opts *a = &o->analysis;
         sp_json_key(&j, "analysis_tile_size");
         sp_json_int(&j, a->tile_size);
         sp_json_key(&j, "mpp");
@@ -978,7 +978,7 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
         snprintf(res->quickhash, sizeof res->quickhash, "%s",
                  sp_slide_quickhash(s));
     const sp_level *l0 = sp_slide_level(s, 0);
-    sp_analysis_params ap = o->analysis;
+    sp_analysis_opts ap = o->analysis;
     ap.threads = threads;
     ap.progress = NULL;
 
@@ -1001,7 +1001,7 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
     /* 2. the pyramid */
     res->stage = want_tiles ? "tiles" : "features";
     if (want_tiles) {
-        sp_pyramid_params pp;
+        sp_pyramid_opts pp;
         memset(&pp, 0, sizeof pp);
         pp.output = stg.tiles_stage_out;
         pp.width = l0->width;

@@ -19,7 +19,7 @@
 static pthread_once_t h5_once = PTHREAD_ONCE_INIT;
 static void h5_init(void) { H5dont_atexit(); }
 
-void sps_h5_quiet(void) {
+void sp__h5_quiet(void) {
     pthread_once(&h5_once, h5_init);
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
 }
@@ -52,7 +52,7 @@ static herr_t walk_cb(unsigned n, const H5E_error2_t *e, void *data) {
     return 0;
 }
 
-bool sps_h5_error(sp_error *err, sp_errcode code, const char *file,
+bool sp__h5_error(sp_error *err, sp_errcode code, const char *file,
                   const char *what) {
     walk_state s = {.have = false};
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_cb, &s);
@@ -66,7 +66,7 @@ bool sps_h5_error(sp_error *err, sp_errcode code, const char *file,
                         s.desc[0] ? s.desc : s.minor);
 }
 
-void sps_close_any(hid_t id) {
+void sp__close_any(hid_t id) {
     if (id < 0)
         return;
     switch (H5Iget_type(id)) {
@@ -99,12 +99,12 @@ static bool put_attr(hid_t obj, const char *name, hid_t type, hid_t space,
     bool ok = false;
     hid_t a = H5I_INVALID_HID;
     if (H5Aexists(obj, name) > 0 && H5Adelete(obj, name) < 0) {
-        sps_h5_error(err, SP_ERR_OUTPUT, file, "cannot replace attribute");
+        sp__h5_error(err, SP_ERR_OUTPUT, file, "cannot replace attribute");
         goto out;
     }
     a = H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
     if (a < 0 || H5Awrite(a, type, buf) < 0) {
-        sps_h5_error(err, SP_ERR_OUTPUT, file, "cannot write attribute");
+        sp__h5_error(err, SP_ERR_OUTPUT, file, "cannot write attribute");
         goto out;
     }
     ok = true;
@@ -114,34 +114,34 @@ out:
     return ok;
 }
 
-bool sps_attr_put_str(hid_t obj, const char *name, const char *value,
+bool sp__attr_put_str(hid_t obj, const char *name, const char *value,
                       const char *file, sp_error *err) {
     bool ok = false;
     hid_t t = utf8_vlen_type(), s = H5Screate(H5S_SCALAR);
     if (t < 0 || s < 0) {
-        sps_h5_error(err, SP_ERR_OUTPUT, file, "cannot write attribute");
+        sp__h5_error(err, SP_ERR_OUTPUT, file, "cannot write attribute");
         goto out;
     }
     ok = put_attr(obj, name, t, s, &value, file, err);
 out:
-    sps_close_any(s);
-    sps_close_any(t);
+    sp__close_any(s);
+    sp__close_any(t);
     return ok;
 }
 
-bool sps_attr_put_strs(hid_t obj, const char *name, const char *const *v,
+bool sp__attr_put_strs(hid_t obj, const char *name, const char *const *v,
                        size_t n, const char *file, sp_error *err) {
     bool ok = false;
     hsize_t dim = n;
     hid_t t = utf8_vlen_type(), s = H5Screate_simple(1, &dim, NULL);
     if (t < 0 || s < 0) {
-        sps_h5_error(err, SP_ERR_OUTPUT, file, "cannot write attribute");
+        sp__h5_error(err, SP_ERR_OUTPUT, file, "cannot write attribute");
         goto out;
     }
     ok = put_attr(obj, name, t, s, v, file, err);
 out:
-    sps_close_any(s);
-    sps_close_any(t);
+    sp__close_any(s);
+    sp__close_any(t);
     return ok;
 }
 
@@ -150,29 +150,29 @@ static bool put_num(hid_t obj, const char *name, hid_t type, const void *v,
     hsize_t dim = n;
     hid_t s = n == 1 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &dim, NULL);
     if (s < 0)
-        return sps_h5_error(err, SP_ERR_OUTPUT, file, "cannot write attribute");
+        return sp__h5_error(err, SP_ERR_OUTPUT, file, "cannot write attribute");
     bool ok = put_attr(obj, name, type, s, v, file, err);
     H5Sclose(s);
     return ok;
 }
 
-bool sps_attr_put_i64(hid_t obj, const char *name, const int64_t *v, size_t n,
+bool sp__attr_put_i64(hid_t obj, const char *name, const int64_t *v, size_t n,
                       const char *file, sp_error *err) {
     return put_num(obj, name, H5T_NATIVE_INT64, v, n, file, err);
 }
 
-bool sps_attr_put_f64(hid_t obj, const char *name, const double *v, size_t n,
+bool sp__attr_put_f64(hid_t obj, const char *name, const double *v, size_t n,
                       const char *file, sp_error *err) {
     return put_num(obj, name, H5T_NATIVE_DOUBLE, v, n, file, err);
 }
 
 /* ---- reading attributes ----------------------------------------------- */
 
-bool sps_attr_exists(hid_t obj, const char *name) {
+bool sp__attr_exists(hid_t obj, const char *name) {
     return H5Aexists(obj, name) > 0;
 }
 
-void sps_free_strs(char **v, size_t n) {
+void sp__free_strs(char **v, size_t n) {
     if (!v)
         return;
     for (size_t i = 0; i < n; i++)
@@ -239,13 +239,13 @@ static bool read_strs(hid_t a, hid_t ftype, size_t n, char **out,
     ok = true;
     goto out;
 h5fail:
-    sps_h5_error(err, SP_ERR_INPUT, file, "cannot read attribute");
+    sp__h5_error(err, SP_ERR_INPUT, file, "cannot read attribute");
     (void)name;
 out:
     free(vl);
     free(fixed);
-    sps_close_any(space);
-    sps_close_any(mt);
+    sp__close_any(space);
+    sp__close_any(mt);
     return ok;
 }
 
@@ -260,7 +260,7 @@ static hid_t open_attr(hid_t obj, const char *name, H5T_class_t want,
     }
     a = H5Aopen(obj, name, H5P_DEFAULT);
     if (a < 0) {
-        sps_h5_error(err, SP_ERR_INPUT, file, "cannot open attribute");
+        sp__h5_error(err, SP_ERR_INPUT, file, "cannot open attribute");
         return H5I_INVALID_HID;
     }
     t = H5Aget_type(a);
@@ -269,8 +269,8 @@ static hid_t open_attr(hid_t obj, const char *name, H5T_class_t want,
     hssize_t np = s >= 0 ? H5Sget_simple_extent_npoints(s) : -1;
     bool good = cls == want || (want == H5T_FLOAT && cls == H5T_INTEGER) ||
                 (want == H5T_INTEGER && cls == H5T_FLOAT);
-    sps_close_any(t);
-    sps_close_any(s);
+    sp__close_any(t);
+    sp__close_any(s);
     if (!good || np < 0) {
         H5Aclose(a);
         sp_error_set(err, SP_ERR_INPUT, file,
@@ -281,7 +281,7 @@ static hid_t open_attr(hid_t obj, const char *name, H5T_class_t want,
     return a;
 }
 
-bool sps_attr_get_str(hid_t obj, const char *name, char **out, const char *file,
+bool sp__attr_get_str(hid_t obj, const char *name, char **out, const char *file,
                       sp_error *err) {
     hssize_t np = 0;
     hid_t a = open_attr(obj, name, H5T_STRING, &np, file, err);
@@ -295,14 +295,14 @@ bool sps_attr_get_str(hid_t obj, const char *name, char **out, const char *file,
     } else if (t >= 0) {
         ok = read_strs(a, t, 1, out, file, name, err);
     } else {
-        sps_h5_error(err, SP_ERR_INPUT, file, "cannot read attribute");
+        sp__h5_error(err, SP_ERR_INPUT, file, "cannot read attribute");
     }
-    sps_close_any(t);
+    sp__close_any(t);
     H5Aclose(a);
     return ok;
 }
 
-bool sps_attr_get_strs(hid_t obj, const char *name, char ***out, size_t *n,
+bool sp__attr_get_strs(hid_t obj, const char *name, char ***out, size_t *n,
                        const char *file, sp_error *err) {
     hssize_t np = 0;
     hid_t a = open_attr(obj, name, H5T_STRING, &np, file, err);
@@ -314,14 +314,14 @@ bool sps_attr_get_strs(hid_t obj, const char *name, char ***out, size_t *n,
     if (!v) {
         sp_error_set(err, SP_ERR_NOMEM, file, "out of memory");
     } else if (t < 0) {
-        sps_h5_error(err, SP_ERR_INPUT, file, "cannot read attribute");
+        sp__h5_error(err, SP_ERR_INPUT, file, "cannot read attribute");
     } else {
         ok = read_strs(a, t, (size_t)np, v, file, name, err);
     }
-    sps_close_any(t);
+    sp__close_any(t);
     H5Aclose(a);
     if (!ok) {
-        sps_free_strs(v, (size_t)np);
+        sp__free_strs(v, (size_t)np);
         return false;
     }
     *out = v;
@@ -350,7 +350,7 @@ static bool get_num(hid_t obj, const char *name, hid_t mtype, H5T_class_t cls,
         goto out;
     }
     if (H5Aread(a, mtype, tmp) < 0) {
-        sps_h5_error(err, SP_ERR_INPUT, file, "cannot read attribute");
+        sp__h5_error(err, SP_ERR_INPUT, file, "cannot read attribute");
         goto out;
     }
     memcpy(out, tmp, n * elsize);
@@ -361,13 +361,13 @@ out:
     return ok;
 }
 
-bool sps_attr_get_i64(hid_t obj, const char *name, int64_t *out, size_t n,
+bool sp__attr_get_i64(hid_t obj, const char *name, int64_t *out, size_t n,
                       const char *file, sp_error *err) {
     return get_num(obj, name, H5T_NATIVE_INT64, H5T_INTEGER, out, sizeof *out,
                    n, file, err);
 }
 
-bool sps_attr_get_f64(hid_t obj, const char *name, double *out, size_t n,
+bool sp__attr_get_f64(hid_t obj, const char *name, double *out, size_t n,
                       const char *file, sp_error *err) {
     return get_num(obj, name, H5T_NATIVE_DOUBLE, H5T_FLOAT, out, sizeof *out, n,
                    file, err);
@@ -375,15 +375,15 @@ bool sps_attr_get_f64(hid_t obj, const char *name, double *out, size_t n,
 
 /* ---- time and files ---------------------------------------------------- */
 
-double sps_wall_time(void) {
+double sp__wall_time(void) {
     struct timeval tv;
     gettimeofday(&tv, NULL);
     return (double)tv.tv_sec + (double)tv.tv_usec * 1e-6;
 }
 
-void sps_format_time(double t, char out[32]) { sp_format_utc(t, out); }
+void sp__format_time(double t, char out[32]) { sp_format_utc(t, out); }
 
-bool sps_fsync_path(const char *path) {
+bool sp__fsync_path(const char *path) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return false;

@@ -208,14 +208,14 @@ static bool make_vds(hid_t file, const char *name, hid_t type, hsize_t cols,
     ok = true;
     goto out;
 h5fail:
-    sps_h5_error(err, SP_ERR_OUTPUT, out_path,
+    sp__h5_error(err, SP_ERR_OUTPUT, out_path,
                  "cannot create the virtual "
                  "dataset");
 out:
-    sps_close_any(d);
-    sps_close_any(src);
-    sps_close_any(dcpl);
-    sps_close_any(vspace);
+    sp__close_any(d);
+    sp__close_any(src);
+    sp__close_any(dcpl);
+    sp__close_any(vspace);
     return ok;
 }
 
@@ -265,12 +265,12 @@ static bool write_slide_id(hid_t file, const member *m, size_t n, int64_t total,
     ok = true;
     goto out;
 h5fail:
-    sps_h5_error(err, SP_ERR_OUTPUT, out_path, "cannot write /slide_id");
+    sp__h5_error(err, SP_ERR_OUTPUT, out_path, "cannot write /slide_id");
 out:
-    sps_close_any(ms);
-    sps_close_any(d);
-    sps_close_any(p);
-    sps_close_any(s);
+    sp__close_any(ms);
+    sp__close_any(d);
+    sp__close_any(p);
+    sp__close_any(s);
     free(buf);
     return ok;
 }
@@ -288,10 +288,10 @@ static bool write_strs_dataset(hid_t loc, const char *name,
                               H5P_DEFAULT)) >= 0 &&
               H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0;
     if (!ok)
-        sps_h5_error(err, SP_ERR_OUTPUT, out_path, "cannot write /slides");
-    sps_close_any(d);
-    sps_close_any(s);
-    sps_close_any(t);
+        sp__h5_error(err, SP_ERR_OUTPUT, out_path, "cannot write /slides");
+    sp__close_any(d);
+    sp__close_any(s);
+    sp__close_any(t);
     return ok;
 }
 
@@ -306,9 +306,9 @@ static bool write_i64_dataset(hid_t loc, const char *name, const int64_t *v,
                         H5P_DEFAULT)) >= 0 &&
         H5Dwrite(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0;
     if (!ok)
-        sps_h5_error(err, SP_ERR_OUTPUT, out_path, "cannot write /slides");
-    sps_close_any(d);
-    sps_close_any(s);
+        sp__h5_error(err, SP_ERR_OUTPUT, out_path, "cannot write /slides");
+    sp__close_any(d);
+    sp__close_any(s);
     return ok;
 }
 
@@ -333,7 +333,7 @@ static bool write_slides(hid_t file, const member *m, size_t n,
     links = H5Gcreate2(file, SPS_SLIDE_LINKS, H5P_DEFAULT, H5P_DEFAULT,
                        H5P_DEFAULT);
     if (g < 0 || links < 0) {
-        sps_h5_error(err, SP_ERR_OUTPUT, out_path, "cannot create groups");
+        sp__h5_error(err, SP_ERR_OUTPUT, out_path, "cannot create groups");
         goto out;
     }
     if (!write_strs_dataset(g, "name", names, n, out_path, err) ||
@@ -344,14 +344,14 @@ static bool write_slides(hid_t file, const member *m, size_t n,
     for (size_t i = 0; i < n; i++)
         if (H5Lcreate_external(m[i].rel, "/", links, m[i].link, H5P_DEFAULT,
                                H5P_DEFAULT) < 0) {
-            sps_h5_error(err, SP_ERR_OUTPUT, out_path,
+            sp__h5_error(err, SP_ERR_OUTPUT, out_path,
                          "cannot create an external link");
             goto out;
         }
     ok = true;
 out:
-    sps_close_any(links);
-    sps_close_any(g);
+    sp__close_any(links);
+    sp__close_any(g);
     free(names);
     free(rels);
     free(off);
@@ -361,7 +361,7 @@ out:
 
 bool sp_store_index(const char *out_path, const char *const *paths, size_t n,
                     sp_error *err) {
-    sps_h5_quiet();
+    sp__h5_quiet();
     if (n == 0)
         return sp_error_set(err, SP_ERR_USAGE, out_path,
                             "no slide files to index");
@@ -380,20 +380,20 @@ bool sp_store_index(const char *out_path, const char *const *paths, size_t n,
     int64_t total = n ? m[n - 1].offset + m[n - 1].rows : 0;
     file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (file < 0) {
-        sps_h5_error(err, SP_ERR_OUTPUT, out_path, "cannot create");
+        sp__h5_error(err, SP_ERR_OUTPUT, out_path, "cannot create");
         goto out;
     }
     int64_t ver = SP_STORE_SCHEMA_VERSION, nslides = (int64_t)n;
     char now[32];
-    sps_format_time(sps_wall_time(), now);
-    if (!sps_attr_put_str(file, SPS_ATTR_SCHEMA, SP_STORE_COHORT_SCHEMA,
+    sp__format_time(sp__wall_time(), now);
+    if (!sp__attr_put_str(file, SPS_ATTR_SCHEMA, SP_STORE_COHORT_SCHEMA,
                           out_path, err) ||
-        !sps_attr_put_i64(file, SPS_ATTR_VERSION, &ver, 1, out_path, err) ||
-        !sps_attr_put_str(file, "slidepipe_version", SP_VERSION, out_path,
+        !sp__attr_put_i64(file, SPS_ATTR_VERSION, &ver, 1, out_path, err) ||
+        !sp__attr_put_str(file, "slidepipe_version", SP_VERSION, out_path,
                           err) ||
-        !sps_attr_put_str(file, "created", now, out_path, err) ||
-        !sps_attr_put_i64(file, "slide_count", &nslides, 1, out_path, err) ||
-        !sps_attr_put_i64(file, "row_count", &total, 1, out_path, err))
+        !sp__attr_put_str(file, "created", now, out_path, err) ||
+        !sp__attr_put_i64(file, "slide_count", &nslides, 1, out_path, err) ||
+        !sp__attr_put_i64(file, "row_count", &total, 1, out_path, err))
         goto out;
     if (!make_vds(file, SPS_FEATURES, H5T_IEEE_F32LE, ncol, m, n, total,
                   out_path, err) ||
@@ -404,10 +404,10 @@ bool sp_store_index(const char *out_path, const char *const *paths, size_t n,
         goto out;
     feat = H5Dopen2(file, SPS_FEATURES, H5P_DEFAULT);
     if (feat < 0) {
-        sps_h5_error(err, SP_ERR_OUTPUT, out_path, "cannot open /features");
+        sp__h5_error(err, SP_ERR_OUTPUT, out_path, "cannot open /features");
         goto out;
     }
-    if (!sps_attr_put_strs(feat, SPS_COLUMNS, (const char *const *)columns,
+    if (!sp__attr_put_strs(feat, SPS_COLUMNS, (const char *const *)columns,
                            ncol, out_path, err))
         goto out;
     H5Dclose(feat);
@@ -415,10 +415,10 @@ bool sp_store_index(const char *out_path, const char *const *paths, size_t n,
     herr_t rc = H5Fclose(file);
     file = H5I_INVALID_HID;
     if (rc < 0) {
-        sps_h5_error(err, SP_ERR_OUTPUT, out_path, "cannot close");
+        sp__h5_error(err, SP_ERR_OUTPUT, out_path, "cannot close");
         goto out;
     }
-    if (!sps_fsync_path(tmp)) {
+    if (!sp__fsync_path(tmp)) {
         sp_error_errno(err, SP_ERR_OUTPUT, out_path, errno, "fsync failed");
         goto out;
     }
@@ -429,12 +429,12 @@ bool sp_store_index(const char *out_path, const char *const *paths, size_t n,
     }
     ok = true;
 out:
-    sps_close_any(feat);
-    sps_close_any(file);
+    sp__close_any(feat);
+    sp__close_any(file);
     if (!ok && tmp)
         unlink(tmp);
     free(tmp);
-    sps_free_strs(columns, ncol);
+    sp__free_strs(columns, ncol);
     free_members(m, n);
     return ok;
 }

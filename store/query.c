@@ -58,9 +58,9 @@ struct sp_query {
     int *stat_need;
     sp_query_stat *stat_out;
     size_t nstat;
-    sps_acc *slide_acc, *all_acc;
+    sp__acc *slide_acc, *all_acc;
     /* ordering */
-    sps_order *ord;
+    sp__order *ord;
 };
 
 /* ---- options ------------------------------------------------------------ */
@@ -128,7 +128,7 @@ void sp_query_free(sp_query *q) {
     free(q->stat_out);
     free(q->slide_acc);
     free(q->all_acc);
-    sps_order_free(q->ord);
+    sp__order_free(q->ord);
     free(q);
 }
 
@@ -310,8 +310,8 @@ static bool plan_stages(sp_query *q, sp_error *err) {
                 q->stat_need[q->nstat] = q->sel[i].need;
                 q->stat_out[q->nstat++].column = q->sel_names[i];
             }
-        q->slide_acc = calloc(q->nstat ? q->nstat : 1, sizeof(sps_acc));
-        q->all_acc = calloc(q->nstat ? q->nstat : 1, sizeof(sps_acc));
+        q->slide_acc = calloc(q->nstat ? q->nstat : 1, sizeof(sp__acc));
+        q->all_acc = calloc(q->nstat ? q->nstat : 1, sizeof(sp__acc));
         if (!q->slide_acc || !q->all_acc)
             return oom(err);
     } else if (q->o.mode == SP_QUERY_ROWS) {
@@ -319,7 +319,7 @@ static bool plan_stages(sp_query *q, sp_error *err) {
         if (!q->cells)
             return oom(err);
         if (q->order_name &&
-            !(q->ord = sps_order_new(q->o.desc, q->o.limit, n)))
+            !(q->ord = sp__order_new(q->o.desc, q->o.limit, n)))
             return oom(err);
     }
     if (q->o.on_begin && !q->o.on_begin(q->o.ctx, q))
@@ -441,7 +441,7 @@ static bool order_add(sp_query *q, size_t row, uint32_t slide) {
                                         : (double)q->buf[q->order.need][row];
     bool oom_ = false;
     float *v =
-        sps_order_offer(q->ord, key, slide, q->xs[row], q->ys[row], &oom_);
+        sp__order_offer(q->ord, key, slide, q->xs[row], q->ys[row], &oom_);
     if (v)
         for (size_t i = 0; i < q->nsel; i++)
             v[i] =
@@ -467,9 +467,9 @@ static bool order_row(void *ctx, uint32_t slide, int64_t x, int64_t y,
     return q->o.on_row(q->o.ctx, q->cells);
 }
 
-static bool stats_emit(sp_query *q, const char *slide, const sps_acc *accs) {
+static bool stats_emit(sp_query *q, const char *slide, const sp__acc *accs) {
     for (size_t k = 0; k < q->nstat; k++) {
-        const sps_acc *a = &accs[k];
+        const sp__acc *a = &accs[k];
         sp_query_stat *s = &q->stat_out[k];
         s->count = a->count;
         s->mean = a->count ? a->sum / (double)a->count : NAN;
@@ -531,7 +531,7 @@ static bool scan_slide(sp_query *q, sp_store_reader *r, uint32_t slide,
     }
     int64_t slide_count = 0;
     if (stats)
-        memset(q->slide_acc, 0, q->nstat * sizeof(sps_acc));
+        memset(q->slide_acc, 0, q->nstat * sizeof(sp__acc));
     size_t nwhere = q->where ? sp_expr_column_count(q->where) : 0;
     for (int64_t start = 0; start < rows && !q->stop; start += (int64_t)block) {
         size_t n = (size_t)(rows - start < (int64_t)block ? rows - start
@@ -577,7 +577,7 @@ static bool scan_slide(sp_query *q, sp_store_reader *r, uint32_t slide,
                 int nd = q->stat_need[k];
                 if (!load_column(q, r, nd, start, n, err))
                     return false;
-                sps_acc_add(&q->slide_acc[k], q->buf[nd], q->mask, n);
+                sp__acc_add(&q->slide_acc[k], q->buf[nd], q->mask, n);
             }
             continue;
         }
@@ -598,7 +598,7 @@ static bool scan_slide(sp_query *q, sp_store_reader *r, uint32_t slide,
     }
     if (stats) {
         for (size_t k = 0; k < q->nstat; k++)
-            sps_acc_merge(&q->all_acc[k], &q->slide_acc[k]);
+            sp__acc_merge(&q->all_acc[k], &q->slide_acc[k]);
         if (!stats_emit(q, q->slides.v[slide], q->slide_acc))
             return sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
     }
@@ -725,7 +725,7 @@ bool sp_query_finish(sp_query *q, sp_error *err) {
     if (!q->validated)
         return true;
     if (q->ord)
-        ok = sps_order_emit(q->ord, order_row, q);
+        ok = sp__order_emit(q->ord, order_row, q);
     else if (q->o.mode == SP_QUERY_COUNT)
         ok = q->o.on_count(q->o.ctx, NULL, q->total);
     else if (q->o.mode == SP_QUERY_STATS)

@@ -13,7 +13,7 @@ typedef struct {
     int64_t x, y;
 } entry_hdr; /* followed by nvals floats */
 
-struct sps_order {
+struct sp__order {
     bool desc;
     int64_t limit; /* -1: keep every row */
     size_t nvals;
@@ -24,8 +24,8 @@ struct sps_order {
     uint64_t seq;
 };
 
-sps_order *sps_order_new(bool desc, int64_t limit, size_t nvals) {
-    sps_order *o = calloc(1, sizeof *o);
+sp__order *sp__order_new(bool desc, int64_t limit, size_t nvals) {
+    sp__order *o = calloc(1, sizeof *o);
     if (!o)
         return NULL;
     o->desc = desc;
@@ -36,7 +36,7 @@ sps_order *sps_order_new(bool desc, int64_t limit, size_t nvals) {
     return o;
 }
 
-void sps_order_free(sps_order *o) {
+void sp__order_free(sp__order *o) {
     if (!o)
         return;
     free(o->pool);
@@ -44,12 +44,12 @@ void sps_order_free(sps_order *o) {
     free(o);
 }
 
-static entry_hdr *entry_at(const sps_order *o, size_t i) {
+static entry_hdr *entry_at(const sp__order *o, size_t i) {
     return (entry_hdr *)(o->pool + i * o->esize);
 }
 
 /* true when a comes before b in the output */
-static bool before(const sps_order *o, const entry_hdr *a, const entry_hdr *b) {
+static bool before(const sp__order *o, const entry_hdr *a, const entry_hdr *b) {
     bool an = isnan(a->dkey), bn = isnan(b->dkey);
     if (an != bn)
         return bn; /* NaN last */
@@ -58,7 +58,7 @@ static bool before(const sps_order *o, const entry_hdr *a, const entry_hdr *b) {
     return a->seq < b->seq;
 }
 
-static void heap_sift_down(sps_order *o, size_t i) {
+static void heap_sift_down(sp__order *o, size_t i) {
     /* max-heap on "comes later" */
     for (;;) {
         size_t l = 2 * i + 1, r = l + 1, m = i;
@@ -77,7 +77,7 @@ static void heap_sift_down(sps_order *o, size_t i) {
     }
 }
 
-static void heap_sift_up(sps_order *o, size_t i) {
+static void heap_sift_up(sp__order *o, size_t i) {
     while (i > 0) {
         size_t p = (i - 1) / 2;
         if (!before(o, entry_at(o, o->heap[p]), entry_at(o, o->heap[i])))
@@ -89,7 +89,7 @@ static void heap_sift_up(sps_order *o, size_t i) {
     }
 }
 
-static float *fill_entry(sps_order *o, entry_hdr *e, double key, uint32_t slide,
+static float *fill_entry(sp__order *o, entry_hdr *e, double key, uint32_t slide,
                          int64_t x, int64_t y) {
     e->dkey = key;
     e->seq = o->seq;
@@ -99,7 +99,7 @@ static float *fill_entry(sps_order *o, entry_hdr *e, double key, uint32_t slide,
     return (float *)(e + 1);
 }
 
-float *sps_order_offer(sps_order *o, double key, uint32_t slide, int64_t x,
+float *sp__order_offer(sp__order *o, double key, uint32_t slide, int64_t x,
                        int64_t y, bool *oom) {
     *oom = false;
     o->seq++;
@@ -144,7 +144,7 @@ float *sps_order_offer(sps_order *o, double key, uint32_t slide, int64_t x,
 
 /* qsort has no context argument in C11: the order being sorted, per
  * thread */
-static _Thread_local const sps_order *sort_o;
+static _Thread_local const sp__order *sort_o;
 
 static int cmp_entries(const void *a, const void *b) {
     const entry_hdr *x = entry_at(sort_o, *(const size_t *)a);
@@ -156,7 +156,7 @@ static int cmp_entries(const void *a, const void *b) {
     return 0;
 }
 
-bool sps_order_emit(sps_order *o, sps_order_fn fn, void *ctx) {
+bool sp__order_emit(sp__order *o, sp__order_fn fn, void *ctx) {
     size_t n = o->npool;
     size_t *idx = malloc((n ? n : 1) * sizeof *idx);
     if (!idx)

@@ -4,7 +4,7 @@
 
 #include <math.h>
 
-void sps_acc_add(sps_acc *a, const float *v, const uint8_t *mask, size_t n) {
+void sp__acc_add(sp__acc *a, const float *v, const uint8_t *mask, size_t n) {
     for (size_t i = 0; i < n; i++) {
         if (!mask[i] || isnan(v[i]))
             continue;
@@ -17,7 +17,7 @@ void sps_acc_add(sps_acc *a, const float *v, const uint8_t *mask, size_t n) {
     }
 }
 
-void sps_acc_merge(sps_acc *into, const sps_acc *a) {
+void sp__acc_merge(sp__acc *into, const sp__acc *a) {
     if (a->count == 0)
         return;
     if (into->count == 0 || a->min < into->min)

@@ -84,7 +84,7 @@ static bool fully_stored(hid_t d, int rank, const hsize_t *dims) {
             hid_t s = H5Dget_space(d);
             ok = fits && s >= 0 && H5Dget_num_chunks(d, s, &have) >= 0 &&
                  have == need;
-            sps_close_any(s);
+            sp__close_any(s);
         }
     } else if (p >= 0 && t >= 0) {
         size_t es = H5Tget_size(t);
@@ -95,8 +95,8 @@ static bool fully_stored(hid_t d, int rank, const hsize_t *dims) {
         }
         ok = ok && H5Dget_storage_size(d) >= need * es;
     }
-    sps_close_any(t);
-    sps_close_any(p);
+    sp__close_any(t);
+    sp__close_any(p);
     return ok;
 }
 
@@ -110,7 +110,7 @@ static bool read_str_dataset(hid_t loc, const char *name, char ***out,
     hssize_t np = 0;
     d = H5Dopen2(loc, name, H5P_DEFAULT);
     if (d < 0) {
-        sps_h5_error(err, SP_ERR_INPUT, file, "cannot open dataset");
+        sp__h5_error(err, SP_ERR_INPUT, file, "cannot open dataset");
         goto out;
     }
     s = H5Dget_space(d);
@@ -119,7 +119,7 @@ static bool read_str_dataset(hid_t loc, const char *name, char ***out,
     if (s < 0 || t < 0 || ft < 0 || H5Tset_size(t, H5T_VARIABLE) < 0 ||
         H5Tset_cset(t, H5Tget_cset(ft)) < 0 ||
         (np = H5Sget_simple_extent_npoints(s)) < 0) {
-        sps_h5_error(err, SP_ERR_INPUT, file, "cannot read dataset");
+        sp__h5_error(err, SP_ERR_INPUT, file, "cannot read dataset");
         goto out;
     }
     /* one string per member, all stored: a count the file merely claims
@@ -143,7 +143,7 @@ static bool read_str_dataset(hid_t loc, const char *name, char ***out,
         goto out;
     }
     if (H5Dread(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, vl) < 0) {
-        sps_h5_error(err, SP_ERR_INPUT, file, "cannot read dataset");
+        sp__h5_error(err, SP_ERR_INPUT, file, "cannot read dataset");
         goto out;
     }
     ok = true;
@@ -159,12 +159,12 @@ static bool read_str_dataset(hid_t loc, const char *name, char ***out,
     *n = (size_t)np;
     v = NULL;
 out:
-    sps_free_strs(v, np > 0 ? (size_t)np : 0);
+    sp__free_strs(v, np > 0 ? (size_t)np : 0);
     free(vl);
-    sps_close_any(ft);
-    sps_close_any(t);
-    sps_close_any(s);
-    sps_close_any(d);
+    sp__close_any(ft);
+    sp__close_any(t);
+    sp__close_any(s);
+    sp__close_any(d);
     return ok;
 }
 
@@ -177,8 +177,8 @@ static bool check_2d(hid_t d, H5T_class_t cls, long long cols, hsize_t dims[2],
     bool ok = rank == 2 && H5Sget_simple_extent_dims(s, dims, NULL) == 2 &&
               t >= 0 && H5Tget_class(t) == cls &&
               (cols < 0 || dims[1] == (hsize_t)cols);
-    sps_close_any(t);
-    sps_close_any(s);
+    sp__close_any(t);
+    sp__close_any(s);
     if (!ok)
         return sp_error_set(err, SP_ERR_INPUT, file,
                             "damaged slidepipe file: /%s has the wrong shape "
@@ -205,13 +205,13 @@ static herr_t collect_attr_name(hid_t loc, const char *name,
 static bool read_summary(sp_store_reader *r, sp_error *err) {
     hid_t g = H5Gopen2(r->file, SPS_SUMMARY, H5P_DEFAULT);
     if (g < 0)
-        return sps_h5_error(err, SP_ERR_INPUT, r->path,
+        return sp__h5_error(err, SP_ERR_INPUT, r->path,
                             "damaged slidepipe file: no /summary");
     bool ok = false;
     hsize_t idx = 0;
     if (H5Aiterate2(g, H5_INDEX_NAME, H5_ITER_INC, &idx, collect_attr_name, r) <
         0) {
-        sps_h5_error(err, SP_ERR_INPUT, r->path, "cannot read /summary");
+        sp__h5_error(err, SP_ERR_INPUT, r->path, "cannot read /summary");
         goto out;
     }
     r->sum_values = calloc(r->nsum ? r->nsum : 1, sizeof(double));
@@ -220,7 +220,7 @@ static bool read_summary(sp_store_reader *r, sp_error *err) {
         goto out;
     }
     for (size_t i = 0; i < r->nsum; i++)
-        if (!sps_attr_get_f64(g, r->sum_names[i], &r->sum_values[i], 1, r->path,
+        if (!sp__attr_get_f64(g, r->sum_names[i], &r->sum_values[i], 1, r->path,
                               err))
             goto out;
     ok = true;
@@ -233,9 +233,9 @@ out:
 static bool opt_f64(hid_t obj, const char *name, double *out, const char *file,
                     sp_error *err) {
     *out = NAN;
-    if (!sps_attr_exists(obj, name))
+    if (!sp__attr_exists(obj, name))
         return true;
-    return sps_attr_get_f64(obj, name, out, 1, file, err);
+    return sp__attr_get_f64(obj, name, out, 1, file, err);
 }
 
 static bool open_slide(sp_store_reader *r, sp_error *err) {
@@ -244,16 +244,16 @@ static bool open_slide(sp_store_reader *r, sp_error *err) {
     hsize_t cd[2], fd[2];
     r->coords = H5Dopen2(r->file, SPS_COORDS, H5P_DEFAULT);
     if (r->coords < 0)
-        return sps_h5_error(err, SP_ERR_INPUT, f,
+        return sp__h5_error(err, SP_ERR_INPUT, f,
                             "damaged slidepipe file: no /coords");
     /* no chunk cache: column blocks are read whole, once */
     hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
     if (dapl >= 0)
         H5Pset_chunk_cache(dapl, 0, 0, 1.0);
     r->features = H5Dopen2(r->file, SPS_FEATURES, dapl);
-    sps_close_any(dapl);
+    sp__close_any(dapl);
     if (r->features < 0)
-        return sps_h5_error(err, SP_ERR_INPUT, f,
+        return sp__h5_error(err, SP_ERR_INPUT, f,
                             "damaged slidepipe file: no /features");
     if (!check_2d(r->coords, H5T_INTEGER, 2, cd, f, SPS_COORDS, err) ||
         !check_2d(r->features, H5T_FLOAT, -1, fd, f, SPS_FEATURES, err))
@@ -265,7 +265,7 @@ static bool open_slide(sp_store_reader *r, sp_error *err) {
     bool big = ccpl >= 0 && H5Pget_layout(ccpl) == H5D_CHUNKED &&
                H5Pget_chunk(ccpl, 2, cc) == 2 &&
                cc[0] * cc[1] > 2 * SPS_MAX_CHUNK_ROWS;
-    sps_close_any(ccpl);
+    sp__close_any(ccpl);
     if (big)
         return sp_error_set(err, SP_ERR_INPUT, f,
                             "damaged slidepipe file: /coords has chunks of "
@@ -279,7 +279,7 @@ static bool open_slide(sp_store_reader *r, sp_error *err) {
                             (unsigned long long)cd[0],
                             (unsigned long long)fd[0]);
     r->nrows = (int64_t)fd[0];
-    if (!sps_attr_get_strs(r->features, SPS_COLUMNS, &r->columns, &r->ncol, f,
+    if (!sp__attr_get_strs(r->features, SPS_COLUMNS, &r->columns, &r->ncol, f,
                            err))
         return false;
     if (r->ncol != fd[1])
@@ -297,7 +297,7 @@ static bool open_slide(sp_store_reader *r, sp_error *err) {
          * than the writer's 1 MiB would be allocated whole, so refuse it
          * (seen while writing fuzz/fuzz_h5schema.c) */
         if (chunk[0] * chunk[1] > SPS_MAX_CHUNK_ROWS) {
-            sps_close_any(dcpl);
+            sp__close_any(dcpl);
             return sp_error_set(err, SP_ERR_INPUT, f,
                                 "damaged slidepipe file: /features has "
                                 "chunks of %llu x %llu values (at most %d)",
@@ -314,7 +314,7 @@ static bool open_slide(sp_store_reader *r, sp_error *err) {
         hid_t t = H5Dget_type(r->features);
         bool le32 = t >= 0 && H5Tequal(t, H5T_IEEE_F32LE) > 0 &&
                     H5Tequal(H5T_NATIVE_FLOAT, H5T_IEEE_F32LE) > 0;
-        sps_close_any(t);
+        sp__close_any(t);
         if (le32 && H5Pget_chunk(dcpl, 2, chunk) == 2 && chunk[1] == 1 &&
             H5Pget_nfilters(dcpl) == 2 &&
             H5Pget_filter2(dcpl, 0, &flags, &ncd, cd, 0, NULL, NULL) ==
@@ -328,7 +328,7 @@ static bool open_slide(sp_store_reader *r, sp_error *err) {
         }
         H5Eclear2(H5E_DEFAULT);
     }
-    sps_close_any(dcpl);
+    sp__close_any(dcpl);
     /* rows the file claims but does not store would be "read" as fill
      * values: a 20 KB file could make `index` write a /slide_id of 2^40
      * rows (seen while writing fuzz/fuzz_h5schema.c) */
@@ -342,26 +342,26 @@ static bool open_slide(sp_store_reader *r, sp_error *err) {
     r->fspace = H5Dget_space(r->features);
     r->cspace = H5Dget_space(r->coords);
     if (r->fspace < 0 || r->cspace < 0)
-        return sps_h5_error(err, SP_ERR_INPUT, f, "cannot read");
+        return sp__h5_error(err, SP_ERR_INPUT, f, "cannot read");
 
     hid_t root = r->file;
     int64_t ps = 0, pl = 0, dim[2] = {0, 0};
     double ds[2] = {1, 1};
-    if (!sps_attr_get_str(root, "source_file", &r->source_file, f, err) ||
-        !sps_attr_get_str(root, "vendor", &r->vendor, f, err) ||
-        !sps_attr_get_str(root, "slidepipe_version", &r->swversion, f, err) ||
-        !sps_attr_get_str(root, "parameters", &r->parameters, f, err) ||
-        !sps_attr_get_i64(root, "width", &m->width, 1, f, err) ||
-        !sps_attr_get_i64(root, "height", &m->height, 1, f, err) ||
+    if (!sp__attr_get_str(root, "source_file", &r->source_file, f, err) ||
+        !sp__attr_get_str(root, "vendor", &r->vendor, f, err) ||
+        !sp__attr_get_str(root, "slidepipe_version", &r->swversion, f, err) ||
+        !sp__attr_get_str(root, "parameters", &r->parameters, f, err) ||
+        !sp__attr_get_i64(root, "width", &m->width, 1, f, err) ||
+        !sp__attr_get_i64(root, "height", &m->height, 1, f, err) ||
         !opt_f64(root, "mpp_x", &m->mpp_x, f, err) ||
         !opt_f64(root, "mpp_y", &m->mpp_y, f, err) ||
         !opt_f64(root, "objective_power", &m->objective_power, f, err) ||
-        (sps_attr_exists(root, "quickhash") &&
-         !sps_attr_get_str(root, "quickhash", &r->quickhash, f, err)) ||
-        !sps_attr_get_i64(r->coords, "patch_size", &ps, 1, f, err) ||
-        !sps_attr_get_i64(r->coords, "patch_level", &pl, 1, f, err) ||
-        !sps_attr_get_f64(r->coords, "downsample", ds, 1, f, err) ||
-        !sps_attr_get_i64(r->coords, "level_dim", dim, 2, f, err))
+        (sp__attr_exists(root, "quickhash") &&
+         !sp__attr_get_str(root, "quickhash", &r->quickhash, f, err)) ||
+        !sp__attr_get_i64(r->coords, "patch_size", &ps, 1, f, err) ||
+        !sp__attr_get_i64(r->coords, "patch_level", &pl, 1, f, err) ||
+        !sp__attr_get_f64(r->coords, "downsample", ds, 1, f, err) ||
+        !sp__attr_get_i64(r->coords, "level_dim", dim, 2, f, err))
         return false;
     m->source_file = r->source_file;
     m->vendor = r->vendor;
@@ -395,7 +395,7 @@ static char *resolve_member(const char *cohort, const char *member) {
 static bool open_cohort(sp_store_reader *r, sp_error *err) {
     hid_t g = H5Gopen2(r->file, SPS_SLIDES, H5P_DEFAULT);
     if (g < 0)
-        return sps_h5_error(err, SP_ERR_INPUT, r->path,
+        return sp__h5_error(err, SP_ERR_INPUT, r->path,
                             "damaged slidepipe cohort: no /slides");
     char **rel = NULL;
     size_t n = 0;
@@ -405,21 +405,21 @@ static bool open_cohort(sp_store_reader *r, sp_error *err) {
         return false;
     r->members = calloc(n ? n : 1, sizeof *r->members);
     if (!r->members) {
-        sps_free_strs(rel, n);
+        sp__free_strs(rel, n);
         return sp_error_set(err, SP_ERR_NOMEM, r->path, "out of memory");
     }
     r->nmembers = n;
     for (size_t i = 0; i < n; i++)
         if (!(r->members[i] = resolve_member(r->path, rel[i])))
             ok = false;
-    sps_free_strs(rel, n);
+    sp__free_strs(rel, n);
     if (!ok)
         return sp_error_set(err, SP_ERR_NOMEM, r->path, "out of memory");
     return true;
 }
 
 bool sp_store_open(const char *path, sp_store_reader **out, sp_error *err) {
-    sps_h5_quiet();
+    sp__h5_quiet();
     *out = NULL;
     bool has_sig = false;
     if (!precheck(path, &has_sig, err))
@@ -442,15 +442,15 @@ bool sp_store_open(const char *path, sp_store_reader **out, sp_error *err) {
         goto fail;
     }
     if (fapl < 0 || H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0) {
-        sps_h5_error(err, SP_ERR_INTERNAL, path, "cannot set up HDF5");
+        sp__h5_error(err, SP_ERR_INTERNAL, path, "cannot set up HDF5");
         goto fail;
     }
     r->file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     if (r->file < 0) {
-        sps_h5_error(err, SP_ERR_INPUT, path, "truncated or damaged HDF5 file");
+        sp__h5_error(err, SP_ERR_INPUT, path, "truncated or damaged HDF5 file");
         goto fail;
     }
-    if (!sps_attr_exists(r->file, SPS_ATTR_SCHEMA)) {
+    if (!sp__attr_exists(r->file, SPS_ATTR_SCHEMA)) {
         H5Eclear2(H5E_DEFAULT);
         sp_error_set(err, SP_ERR_INPUT, path,
                      "not a slidepipe file (an HDF5 file without the root "
@@ -458,7 +458,7 @@ bool sp_store_open(const char *path, sp_store_reader **out, sp_error *err) {
         goto fail;
     }
     sp_error e2 = {0};
-    if (!sps_attr_get_str(r->file, SPS_ATTR_SCHEMA, &schema, path, &e2)) {
+    if (!sp__attr_get_str(r->file, SPS_ATTR_SCHEMA, &schema, path, &e2)) {
         sp_error_set(err, SP_ERR_INPUT, path,
                      "not a slidepipe file (unreadable 'schema' attribute: %s)",
                      e2.msg);
@@ -474,7 +474,7 @@ bool sp_store_open(const char *path, sp_store_reader **out, sp_error *err) {
                      schema, SP_STORE_SCHEMA);
         goto fail;
     }
-    if (!sps_attr_get_i64(r->file, SPS_ATTR_VERSION, &version, 1, path, &e2)) {
+    if (!sp__attr_get_i64(r->file, SPS_ATTR_VERSION, &version, 1, path, &e2)) {
         sp_error_set(err, SP_ERR_INPUT, path,
                      "damaged slidepipe file: no readable 'schema_version'");
         goto fail;
@@ -501,7 +501,7 @@ bool sp_store_open(const char *path, sp_store_reader **out, sp_error *err) {
     return true;
 fail:
     free(schema);
-    sps_close_any(fapl);
+    sp__close_any(fapl);
     sp_store_close(r);
     return false;
 }
@@ -509,15 +509,15 @@ fail:
 void sp_store_close(sp_store_reader *r) {
     if (!r)
         return;
-    sps_h5_quiet();
-    sps_close_any(r->cspace);
-    sps_close_any(r->fspace);
-    sps_close_any(r->features);
-    sps_close_any(r->coords);
-    sps_close_any(r->file);
-    sps_free_strs(r->columns, r->ncol);
-    sps_free_strs(r->sum_names, r->nsum);
-    sps_free_strs(r->members, r->nmembers);
+    sp__h5_quiet();
+    sp__close_any(r->cspace);
+    sp__close_any(r->fspace);
+    sp__close_any(r->features);
+    sp__close_any(r->coords);
+    sp__close_any(r->file);
+    sp__free_strs(r->columns, r->ncol);
+    sp__free_strs(r->sum_names, r->nsum);
+    sp__free_strs(r->members, r->nmembers);
     for (size_t i = 0; i < r->nslots; i++) {
         free(r->raw[i]);
         free(r->plain[i]);
@@ -577,13 +577,13 @@ static bool read_rows(hid_t d, hid_t space, hid_t mtype, int64_t start,
         ms >= 0 &&
         H5Sselect_hyperslab(space, H5S_SELECT_SET, off, NULL, cnt, NULL) >= 0 &&
         H5Dread(d, mtype, ms, space, H5P_DEFAULT, out) >= 0;
-    sps_close_any(ms);
+    sp__close_any(ms);
     return ok;
 }
 
 bool sp_store_read_column(sp_store_reader *r, int column, int64_t start,
                           size_t n, float *out, sp_error *err) {
-    sps_h5_quiet();
+    sp__h5_quiet();
     if (r->kind != SP_STORE_SLIDE || column < 0 || (size_t)column >= r->ncol ||
         start < 0 || (uint64_t)start + n > (uint64_t)r->nrows)
         return sp_error_set(err, SP_ERR_INTERNAL, r->path,
@@ -592,7 +592,7 @@ bool sp_store_read_column(sp_store_reader *r, int column, int64_t start,
         return true;
     if (!read_rows(r->features, r->fspace, H5T_NATIVE_FLOAT, start, n,
                    (hsize_t)column, 1, out))
-        return sps_h5_error(err, SP_ERR_INPUT, r->path,
+        return sp__h5_error(err, SP_ERR_INPUT, r->path,
                             "cannot read /features");
     return true;
 }
@@ -660,7 +660,7 @@ static bool decode_chunk(const unsigned char *raw, size_t rawlen,
 bool sp_store_read_columns(sp_store_reader *r, const int *columns, size_t ncols,
                            int64_t start, size_t n, float *const *out,
                            sp_error *err) {
-    sps_h5_quiet();
+    sp__h5_quiet();
     for (size_t k = 0; k < ncols; k++)
         if (r->kind != SP_STORE_SLIDE || columns[k] < 0 ||
             (size_t)columns[k] >= r->ncol || start < 0 ||
@@ -724,7 +724,7 @@ bool sp_store_read_columns(sp_store_reader *r, const int *columns, size_t ncols,
 
 bool sp_store_read_coords(sp_store_reader *r, int64_t start, size_t n,
                           int64_t *xy, sp_error *err) {
-    sps_h5_quiet();
+    sp__h5_quiet();
     if (r->kind != SP_STORE_SLIDE || start < 0 ||
         (uint64_t)start + n > (uint64_t)r->nrows)
         return sp_error_set(err, SP_ERR_INTERNAL, r->path,
@@ -732,14 +732,14 @@ bool sp_store_read_coords(sp_store_reader *r, int64_t start, size_t n,
     if (n == 0)
         return true;
     if (!read_rows(r->coords, r->cspace, H5T_NATIVE_INT64, start, n, 0, 2, xy))
-        return sps_h5_error(err, SP_ERR_INPUT, r->path, "cannot read /coords");
+        return sp__h5_error(err, SP_ERR_INPUT, r->path, "cannot read /coords");
     return true;
 }
 
 bool sp_store_read_image(sp_store_reader *r, const char *name, uint8_t **data,
                          int64_t *width, int64_t *height, int *channels,
                          sp_error *err) {
-    sps_h5_quiet();
+    sp__h5_quiet();
     *data = NULL;
     if (r->kind != SP_STORE_SLIDE ||
         (strcmp(name, "mask") != 0 && strcmp(name, "thumbnail") != 0))
@@ -756,7 +756,7 @@ bool sp_store_read_image(sp_store_reader *r, const char *name, uint8_t **data,
     hsize_t dims[3] = {0, 0, 1};
     int rank = s >= 0 ? H5Sget_simple_extent_ndims(s) : -1;
     if (rank < 2 || rank > 3 || H5Sget_simple_extent_dims(s, dims, NULL) < 0) {
-        sps_h5_error(err, SP_ERR_INPUT, r->path, "cannot read image");
+        sp__h5_error(err, SP_ERR_INPUT, r->path, "cannot read image");
         goto out;
     }
     /* the shapes the writer makes (mask H x W, thumbnail H x W [x 1|3]),
@@ -780,7 +780,7 @@ bool sp_store_read_image(sp_store_reader *r, const char *name, uint8_t **data,
         goto out;
     }
     if (H5Dread(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
-        sps_h5_error(err, SP_ERR_INPUT, r->path, "cannot read image");
+        sp__h5_error(err, SP_ERR_INPUT, r->path, "cannot read image");
         goto out;
     }
     *data = buf;
@@ -791,7 +791,7 @@ bool sp_store_read_image(sp_store_reader *r, const char *name, uint8_t **data,
     ok = true;
 out:
     free(buf);
-    sps_close_any(s);
-    sps_close_any(d);
+    sp__close_any(s);
+    sp__close_any(d);
     return ok;
 }

@@ -35,46 +35,46 @@
 #define SPS_IMAGE_DEFLATE_LEVEL 1
 
 /* Silence HDF5's printer for this thread's default stack (idempotent). */
-void sps_h5_quiet(void);
+void sp__h5_quiet(void);
 /* Record an error: "<file>: <what>: <HDF5's innermost cause>" from the
  * current error stack, which is then cleared. Returns false. */
-bool sps_h5_error(sp_error *err, sp_errcode code, const char *file,
+bool sp__h5_error(sp_error *err, sp_errcode code, const char *file,
                   const char *what);
 
 /* Close helpers that accept H5I_INVALID_HID / negative ids. */
-void sps_close_any(hid_t id);
+void sp__close_any(hid_t id);
 
 /* Attributes. Writers return false with an HDF5-derived error. */
-bool sps_attr_put_str(hid_t obj, const char *name, const char *value,
+bool sp__attr_put_str(hid_t obj, const char *name, const char *value,
                       const char *file, sp_error *err);
-bool sps_attr_put_strs(hid_t obj, const char *name, const char *const *v,
+bool sp__attr_put_strs(hid_t obj, const char *name, const char *const *v,
                        size_t n, const char *file, sp_error *err);
-bool sps_attr_put_i64(hid_t obj, const char *name, const int64_t *v, size_t n,
+bool sp__attr_put_i64(hid_t obj, const char *name, const int64_t *v, size_t n,
                       const char *file, sp_error *err);
-bool sps_attr_put_f64(hid_t obj, const char *name, const double *v, size_t n,
+bool sp__attr_put_f64(hid_t obj, const char *name, const double *v, size_t n,
                       const char *file, sp_error *err);
 /* Readers: false with SP_ERR_INPUT when absent or of the wrong kind.
  * Strings accept fixed or variable length; the result is malloc'd. */
-bool sps_attr_exists(hid_t obj, const char *name);
-bool sps_attr_get_str(hid_t obj, const char *name, char **out, const char *file,
+bool sp__attr_exists(hid_t obj, const char *name);
+bool sp__attr_get_str(hid_t obj, const char *name, char **out, const char *file,
                       sp_error *err);
 /* A 1-D string array attribute; *out is a malloc'd array of malloc'd
- * strings (free with sps_free_strs). */
-bool sps_attr_get_strs(hid_t obj, const char *name, char ***out, size_t *n,
+ * strings (free with sp__free_strs). */
+bool sp__attr_get_strs(hid_t obj, const char *name, char ***out, size_t *n,
                        const char *file, sp_error *err);
-void sps_free_strs(char **v, size_t n);
+void sp__free_strs(char **v, size_t n);
 /* Scalar or the first `n` elements, converted to int64 / double. */
-bool sps_attr_get_i64(hid_t obj, const char *name, int64_t *out, size_t n,
+bool sp__attr_get_i64(hid_t obj, const char *name, int64_t *out, size_t n,
                       const char *file, sp_error *err);
-bool sps_attr_get_f64(hid_t obj, const char *name, double *out, size_t n,
+bool sp__attr_get_f64(hid_t obj, const char *name, double *out, size_t n,
                       const char *file, sp_error *err);
 
 /* ISO 8601 UTC ("2024-05-01T12:00:00Z") of Unix seconds. */
-void sps_format_time(double unix_seconds, char out[32]);
+void sp__format_time(double unix_seconds, char out[32]);
 /* Unix seconds now. */
-double sps_wall_time(void);
+double sp__wall_time(void);
 /* fsync a path (file or directory); false with errno set. */
-bool sps_fsync_path(const char *path);
+bool sp__fsync_path(const char *path);
 
 /* ---- query (query.c) helpers --------------------------------------------- */
 
@@ -82,25 +82,25 @@ bool sps_fsync_path(const char *path);
  * came from and `nvals` float32 values. With limit >= 0 only the best
  * `limit` rows are kept (a heap), else every row. NaN keys sort last;
  * equal keys keep the order in which they were offered. */
-typedef struct sps_order sps_order;
-sps_order *sps_order_new(bool desc, int64_t limit, size_t nvals);
-void sps_order_free(sps_order *o);
+typedef struct sp__order sp__order;
+sp__order *sp__order_new(bool desc, int64_t limit, size_t nvals);
+void sp__order_free(sp__order *o);
 /* Offer a row: returns where to write its nvals values, or NULL when it
  * does not make the cut (or, with *oom set, when memory ran out). */
-float *sps_order_offer(sps_order *o, double key, uint32_t slide, int64_t x,
+float *sp__order_offer(sp__order *o, double key, uint32_t slide, int64_t x,
                        int64_t y, bool *oom);
 /* Hand the rows over in order; false when `fn` or memory fails. */
-typedef bool (*sps_order_fn)(void *ctx, uint32_t slide, int64_t x, int64_t y,
+typedef bool (*sp__order_fn)(void *ctx, uint32_t slide, int64_t x, int64_t y,
                              const float *vals);
-bool sps_order_emit(sps_order *o, sps_order_fn fn, void *ctx);
+bool sp__order_emit(sp__order *o, sp__order_fn fn, void *ctx);
 
 /* query_stats.c: count, sum, min and max of float32 values, NaN left out. */
 typedef struct {
     int64_t count;
     double sum;
     float min, max;
-} sps_acc;
-void sps_acc_add(sps_acc *a, const float *v, const uint8_t *mask, size_t n);
-void sps_acc_merge(sps_acc *into, const sps_acc *a);
+} sp__acc;
+void sp__acc_add(sp__acc *a, const float *v, const uint8_t *mask, size_t n);
+void sp__acc_merge(sp__acc *into, const sp__acc *a);
 
 #endif

@@ -115,9 +115,9 @@ static hid_t create_extendible(hid_t file, const char *name, hid_t type,
     hid_t a = nocache_dapl();
     if (s >= 0 && p >= 0 && a >= 0)
         d = H5Dcreate2(file, name, type, s, H5P_DEFAULT, p, a);
-    sps_close_any(a);
-    sps_close_any(p);
-    sps_close_any(s);
+    sp__close_any(a);
+    sp__close_any(p);
+    sp__close_any(s);
     return d;
 }
 
@@ -128,29 +128,29 @@ static bool write_root_attrs(sp_store_writer *w, const sp_store_meta *m,
     int64_t ver = SP_STORE_SCHEMA_VERSION;
     int64_t wh[2] = {m->width, m->height};
     char start[32];
-    sps_format_time(isnan(m->start_time) ? sps_wall_time() : m->start_time,
+    sp__format_time(isnan(m->start_time) ? sp__wall_time() : m->start_time,
                     start);
-    if (!sps_attr_put_str(r, SPS_ATTR_SCHEMA, SP_STORE_SCHEMA, f, err) ||
-        !sps_attr_put_i64(r, SPS_ATTR_VERSION, &ver, 1, f, err) ||
-        !sps_attr_put_str(r, "source_file", m->source_file, f, err) ||
-        !sps_attr_put_str(r, "vendor", m->vendor ? m->vendor : "unknown", f,
+    if (!sp__attr_put_str(r, SPS_ATTR_SCHEMA, SP_STORE_SCHEMA, f, err) ||
+        !sp__attr_put_i64(r, SPS_ATTR_VERSION, &ver, 1, f, err) ||
+        !sp__attr_put_str(r, "source_file", m->source_file, f, err) ||
+        !sp__attr_put_str(r, "vendor", m->vendor ? m->vendor : "unknown", f,
                           err) ||
-        !sps_attr_put_i64(r, "width", &wh[0], 1, f, err) ||
-        !sps_attr_put_i64(r, "height", &wh[1], 1, f, err) ||
-        !sps_attr_put_str(r, "slidepipe_version",
+        !sp__attr_put_i64(r, "width", &wh[0], 1, f, err) ||
+        !sp__attr_put_i64(r, "height", &wh[1], 1, f, err) ||
+        !sp__attr_put_str(r, "slidepipe_version",
                           m->version ? m->version : SP_VERSION, f, err) ||
-        !sps_attr_put_str(r, "parameters", m->parameters ? m->parameters : "{}",
+        !sp__attr_put_str(r, "parameters", m->parameters ? m->parameters : "{}",
                           f, err) ||
-        !sps_attr_put_str(r, "start_time", start, f, err))
+        !sp__attr_put_str(r, "start_time", start, f, err))
         return false;
-    if (!isnan(m->mpp_x) && !sps_attr_put_f64(r, "mpp_x", &m->mpp_x, 1, f, err))
+    if (!isnan(m->mpp_x) && !sp__attr_put_f64(r, "mpp_x", &m->mpp_x, 1, f, err))
         return false;
-    if (!isnan(m->mpp_y) && !sps_attr_put_f64(r, "mpp_y", &m->mpp_y, 1, f, err))
+    if (!isnan(m->mpp_y) && !sp__attr_put_f64(r, "mpp_y", &m->mpp_y, 1, f, err))
         return false;
     if (!isnan(m->objective_power) &&
-        !sps_attr_put_f64(r, "objective_power", &m->objective_power, 1, f, err))
+        !sp__attr_put_f64(r, "objective_power", &m->objective_power, 1, f, err))
         return false;
-    if (m->quickhash && !sps_attr_put_str(r, "quickhash", m->quickhash, f, err))
+    if (m->quickhash && !sp__attr_put_str(r, "quickhash", m->quickhash, f, err))
         return false;
     return true;
 }
@@ -168,20 +168,20 @@ static bool write_coords_attrs(sp_store_writer *w, const sp_store_meta *m,
     char *dot = strrchr(name, '.');
     if (dot && dot != name)
         *dot = '\0';
-    return sps_attr_put_i64(w->coords, "patch_size", &ps, 1, f, err) &&
-           sps_attr_put_i64(w->coords, "patch_level", &pl, 1, f, err) &&
-           sps_attr_put_f64(w->coords, "downsample", ds, 2, f, err) &&
-           sps_attr_put_i64(w->coords, "level_dim", dim, 2, f, err) &&
-           sps_attr_put_i64(w->coords, "downsampled_level_dim", dim, 2, f,
+    return sp__attr_put_i64(w->coords, "patch_size", &ps, 1, f, err) &&
+           sp__attr_put_i64(w->coords, "patch_level", &pl, 1, f, err) &&
+           sp__attr_put_f64(w->coords, "downsample", ds, 2, f, err) &&
+           sp__attr_put_i64(w->coords, "level_dim", dim, 2, f, err) &&
+           sp__attr_put_i64(w->coords, "downsampled_level_dim", dim, 2, f,
                             err) &&
-           sps_attr_put_str(w->coords, "name", name, f, err);
+           sp__attr_put_str(w->coords, "name", name, f, err);
 }
 
 static void close_handles(sp_store_writer *w) {
-    sps_close_any(w->summary);
-    sps_close_any(w->features);
-    sps_close_any(w->coords);
-    sps_close_any(w->file);
+    sp__close_any(w->summary);
+    sp__close_any(w->features);
+    sp__close_any(w->coords);
+    sp__close_any(w->file);
     w->summary = w->features = w->coords = w->file = H5I_INVALID_HID;
 }
 
@@ -203,7 +203,7 @@ static void writer_free(sp_store_writer *w) {
 
 bool sp_store_create(const char *path, const sp_store_meta *meta,
                      sp_store_writer **out, sp_error *err) {
-    sps_h5_quiet();
+    sp__h5_quiet();
     *out = NULL;
     if (!validate(path, meta, err))
         return false;
@@ -225,18 +225,18 @@ bool sp_store_create(const char *path, const sp_store_meta *meta,
     }
     fapl = H5Pcreate(H5P_FILE_ACCESS);
     if (fapl < 0 || H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0) {
-        sps_h5_error(err, SP_ERR_INTERNAL, path, "cannot set up HDF5");
+        sp__h5_error(err, SP_ERR_INTERNAL, path, "cannot set up HDF5");
         goto fail;
     }
     w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     if (w->file < 0) {
-        sps_h5_error(err, SP_ERR_OUTPUT, path, "cannot create");
+        sp__h5_error(err, SP_ERR_OUTPUT, path, "cannot create");
         goto fail;
     }
     w->summary =
         H5Gcreate2(w->file, SPS_SUMMARY, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (w->summary < 0) {
-        sps_h5_error(err, SP_ERR_OUTPUT, path, "cannot create /summary");
+        sp__h5_error(err, SP_ERR_OUTPUT, path, "cannot create /summary");
         goto fail;
     }
     if (!write_root_attrs(w, meta, err))
@@ -262,7 +262,7 @@ bool sp_store_create(const char *path, const sp_store_meta *meta,
     *out = w;
     return true;
 fail:
-    sps_close_any(fapl);
+    sp__close_any(fapl);
     close_handles(w);
     if (w->tmp)
         unlink(w->tmp);
@@ -289,8 +289,8 @@ static bool write_block(hid_t d, hsize_t rows, hsize_t total_cols,
         goto out;
     ok = true;
 out:
-    sps_close_any(ms);
-    sps_close_any(fs);
+    sp__close_any(ms);
+    sp__close_any(fs);
     return ok;
 }
 
@@ -301,15 +301,15 @@ static bool create_datasets(sp_store_writer *w, hsize_t chunk_rows,
     w->coords =
         create_extendible(w->file, SPS_COORDS, H5T_STD_I64LE, 2, crows, 2);
     if (w->coords < 0)
-        return sps_h5_error(err, SP_ERR_OUTPUT, w->path,
+        return sp__h5_error(err, SP_ERR_OUTPUT, w->path,
                             "cannot create /coords");
     w->features = create_extendible(w->file, SPS_FEATURES, H5T_IEEE_F32LE,
                                     w->ncol, chunk_rows, 1);
     if (w->features < 0)
-        return sps_h5_error(err, SP_ERR_OUTPUT, w->path,
+        return sp__h5_error(err, SP_ERR_OUTPUT, w->path,
                             "cannot create /features");
     return write_coords_attrs(w, &w->grid, err) &&
-           sps_attr_put_strs(w->features, SPS_COLUMNS,
+           sp__attr_put_strs(w->features, SPS_COLUMNS,
                              (const char *const *)w->columns, w->ncol, w->path,
                              err);
 }
@@ -331,14 +331,14 @@ static bool flush_rows(sp_store_writer *w, bool final, sp_error *err) {
     if (!write_block(w->coords, rows, 2, start, n, 0, 2, H5T_NATIVE_INT64,
                      w->xybuf)) {
         w->failed = true;
-        return sps_h5_error(err, SP_ERR_OUTPUT, w->path,
+        return sp__h5_error(err, SP_ERR_OUTPUT, w->path,
                             "cannot write /coords");
     }
     if (w->ncol == 0) {
         hsize_t dims[2] = {rows, 0};
         if (H5Dset_extent(w->features, dims) < 0) {
             w->failed = true;
-            return sps_h5_error(err, SP_ERR_OUTPUT, w->path,
+            return sp__h5_error(err, SP_ERR_OUTPUT, w->path,
                                 "cannot write /features");
         }
     }
@@ -346,7 +346,7 @@ static bool flush_rows(sp_store_writer *w, bool final, sp_error *err) {
         if (!write_block(w->features, rows, w->ncol, start, n, c, 1,
                          H5T_NATIVE_FLOAT, w->colbuf + c * SPS_CHUNK_ROWS)) {
             w->failed = true;
-            return sps_h5_error(err, SP_ERR_OUTPUT, w->path,
+            return sp__h5_error(err, SP_ERR_OUTPUT, w->path,
                                 "cannot write /features");
         }
     }
@@ -357,7 +357,7 @@ static bool flush_rows(sp_store_writer *w, bool final, sp_error *err) {
 
 bool sp_store_append_rows(sp_store_writer *w, const int64_t *coords_xy,
                           const float *features, size_t n, sp_error *err) {
-    sps_h5_quiet();
+    sp__h5_quiet();
     if (w->failed)
         return sp_error_set(err, SP_ERR_OUTPUT, w->path,
                             "store: an earlier write failed");
@@ -454,7 +454,7 @@ static bool write_image_chunks(hid_t d, const uint8_t *data, hsize_t height,
 bool sp_store_put_image(sp_store_writer *w, const char *name,
                         const uint8_t *data, int64_t width, int64_t height,
                         int channels, double downsample, sp_error *err) {
-    sps_h5_quiet();
+    sp__h5_quiet();
     bool is_mask = strcmp(name, "mask") == 0;
     bool is_thumb = strcmp(name, "thumbnail") == 0;
     if (!is_mask && !is_thumb)
@@ -490,14 +490,14 @@ bool sp_store_put_image(sp_store_writer *w, const char *name,
                                      SPS_IMAGE_DEFLATE_LEVEL))
         goto h5fail;
     /* HDF5 Image and Palette Specification 1.2, so viewers show it */
-    if (!sps_attr_put_str(d, "CLASS", "IMAGE", w->path, err) ||
-        !sps_attr_put_str(d, "IMAGE_VERSION", "1.2", w->path, err) ||
-        !sps_attr_put_str(d, "IMAGE_SUBCLASS",
+    if (!sp__attr_put_str(d, "CLASS", "IMAGE", w->path, err) ||
+        !sp__attr_put_str(d, "IMAGE_VERSION", "1.2", w->path, err) ||
+        !sp__attr_put_str(d, "IMAGE_SUBCLASS",
                           channels == 3 ? "IMAGE_TRUECOLOR" : "IMAGE_GRAYSCALE",
                           w->path, err) ||
-        (channels == 3 && !sps_attr_put_str(d, "INTERLACE_MODE",
+        (channels == 3 && !sp__attr_put_str(d, "INTERLACE_MODE",
                                             "INTERLACE_PIXEL", w->path, err)) ||
-        !sps_attr_put_f64(d, "downsample", &downsample, 1, w->path, err))
+        !sp__attr_put_f64(d, "downsample", &downsample, 1, w->path, err))
         goto out;
     if (is_mask)
         w->have_mask = true;
@@ -506,11 +506,11 @@ bool sp_store_put_image(sp_store_writer *w, const char *name,
     ok = true;
     goto out;
 h5fail:
-    sps_h5_error(err, SP_ERR_OUTPUT, w->path, "cannot write image");
+    sp__h5_error(err, SP_ERR_OUTPUT, w->path, "cannot write image");
 out:
-    sps_close_any(d);
-    sps_close_any(p);
-    sps_close_any(s);
+    sp__close_any(d);
+    sp__close_any(p);
+    sp__close_any(s);
     if (!ok)
         w->failed = true;
     return ok;
@@ -518,12 +518,12 @@ out:
 
 bool sp_store_set_summary(sp_store_writer *w, const char *const *names,
                           const double *values, size_t n, sp_error *err) {
-    sps_h5_quiet();
+    sp__h5_quiet();
     for (size_t i = 0; i < n; i++) {
         if (!names[i] || !*names[i] || strchr(names[i], '/'))
             return sp_error_set(err, SP_ERR_USAGE, w->path,
                                 "store: invalid summary name");
-        if (!sps_attr_put_f64(w->summary, names[i], &values[i], 1, w->path,
+        if (!sp__attr_put_f64(w->summary, names[i], &values[i], 1, w->path,
                               err)) {
             w->failed = true;
             return false;
@@ -533,7 +533,7 @@ bool sp_store_set_summary(sp_store_writer *w, const char *const *names,
 }
 
 bool sp_store_commit(sp_store_writer *w, sp_error *err) {
-    sps_h5_quiet();
+    sp__h5_quiet();
     bool ok = false;
     char end[32];
     if (w->failed) {
@@ -543,20 +543,20 @@ bool sp_store_commit(sp_store_writer *w, sp_error *err) {
     }
     if (!flush_rows(w, true, err))
         goto out;
-    sps_format_time(isnan(w->end_time) ? sps_wall_time() : w->end_time, end);
-    if (!sps_attr_put_str(w->file, "end_time", end, w->path, err))
+    sp__format_time(isnan(w->end_time) ? sp__wall_time() : w->end_time, end);
+    if (!sp__attr_put_str(w->file, "end_time", end, w->path, err))
         goto out;
-    sps_close_any(w->summary);
-    sps_close_any(w->features);
-    sps_close_any(w->coords);
+    sp__close_any(w->summary);
+    sp__close_any(w->features);
+    sp__close_any(w->coords);
     w->summary = w->features = w->coords = H5I_INVALID_HID;
     herr_t rc = H5Fclose(w->file);
     w->file = H5I_INVALID_HID;
     if (rc < 0) {
-        sps_h5_error(err, SP_ERR_OUTPUT, w->path, "cannot close");
+        sp__h5_error(err, SP_ERR_OUTPUT, w->path, "cannot close");
         goto out;
     }
-    if (!sps_fsync_path(w->tmp)) {
+    if (!sp__fsync_path(w->tmp)) {
         sp_error_errno(err, SP_ERR_OUTPUT, w->path, errno, "fsync failed");
         goto out;
     }
@@ -572,7 +572,7 @@ bool sp_store_commit(sp_store_writer *w, sp_error *err) {
             char *slash = strrchr(dir, '/');
             if (slash)
                 *(slash == dir ? slash + 1 : slash) = '\0';
-            sps_fsync_path(slash ? dir : ".");
+            sp__fsync_path(slash ? dir : ".");
             free(dir);
         }
     }
@@ -588,7 +588,7 @@ out:
 void sp_store_abort(sp_store_writer *w) {
     if (!w)
         return;
-    sps_h5_quiet();
+    sp__h5_quiet();
     close_handles(w);
     unlink(w->tmp);
     writer_free(w);

@@ -59,8 +59,8 @@ static int cmd_features(int argc, char **argv) {
     if (!sp_slide_open(argv[1], false, &s, &e))
         return fail("open", &e);
     int level = atoi(argv[2]);
-    sp_feature_params fp;
-    sp_feature_params_default(&fp);
+    sp_feature_opts fp;
+    sp_feature_opts_default(&fp);
     fp.tissue_threshold = atoi(argv[3]);
     fp.cellularity_od = atof(argv[4]);
     int nreg = (argc - 5) / 4;
@@ -136,8 +136,8 @@ static int cmd_mask(int argc, char **argv) {
         rc = fail("write", &e);
     if (rc == 0 && argc > 3 && !sp_mask_write_png(&m, argv[3], &e))
         rc = fail("png", &e);
-    sp_mask_params mp;
-    sp_mask_params_default(&mp);
+    sp_mask_opts mp;
+    sp_mask_opts_default(&mp);
     sp_buf b;
     sp_buf_init(&b);
     sp_json j;
@@ -204,8 +204,8 @@ static bool write_tiles(const char *path, const sp_analysis_result *r,
 static int cmd_analyze(int argc, char **argv) {
     if (argc < 2)
         return fail("usage: analyze SLIDE [options]", NULL);
-    sp_analysis_params p;
-    sp_analysis_params_default(&p);
+    sp_analysis_opts p;
+    sp_analysis_opts_default(&p);
     const char *outp = NULL;
     int repeat = 1;
     for (int i = 2; i < argc; i++) {

@@ -167,7 +167,7 @@ typedef struct {
 } pixel_ref;
 
 static pixel_ref pixel_reference(const uint8_t *buf, int w, int h,
-                                 size_t stride, const sp_feature_params *fp) {
+                                 size_t stride, const sp_feature_opts *fp) {
     const sp__stain_tables *T = sp__stain_tables_get();
     pixel_ref r = {0};
     for (int y = 0; y < h; y++)
@@ -195,7 +195,7 @@ static int impl_failures;
  * exactly, H and E means to the fixed point's 6e-9 OD), and the AVX2 kernel
  * (where the CPU has it) gives the portable kernel's bytes. */
 static void check_impls(const uint8_t *buf, int w, int h, size_t stride,
-                        const sp_feature_params *fp, const char *what) {
+                        const sp_feature_opts *fp, const char *what) {
     float fs[SP_N_FEATURES], fv[SP_N_FEATURES], fa[SP_N_FEATURES];
     sp_error e = {0};
     CU_ASSERT_TRUE_FATAL(sp__features_compute_impl(buf, w, h, stride, fp, fs,
@@ -303,8 +303,8 @@ static void test_kernels(void) {
                 CU_ASSERT_PTR_NOT_NULL_FATAL(buf);
                 fill_kind(buf, w, h, stride, kind, &seed);
                 for (size_t k = 0; k < sizeof cells / sizeof cells[0]; k++) {
-                    sp_feature_params fp = {.tissue_threshold = thrs[k % 3],
-                                            .cellularity_od = cells[k]};
+                    sp_feature_opts fp = {.tissue_threshold = thrs[k % 3],
+                                          .cellularity_od = cells[k]};
                     check_impls(buf, w, h, stride, &fp,
                                 kind == PX_RANDOM    ? "random"
                                 : kind == PX_STAINED ? "stained"
@@ -318,8 +318,8 @@ static void test_kernels(void) {
         uint8_t *buf = malloc((size_t)w * h * 3);
         CU_ASSERT_PTR_NOT_NULL_FATAL(buf);
         fill_kind(buf, w, h, (size_t)w * 3, PX_STAINED, &seed);
-        sp_feature_params fp;
-        sp_feature_params_default(&fp);
+        sp_feature_opts fp;
+        sp_feature_opts_default(&fp);
         check_impls(buf, w, h, (size_t)w * 3, &fp, "wide");
         free(buf);
     }
@@ -335,8 +335,8 @@ static void test_kernels(void) {
     r = sp_reader_create(s, 0, NULL, &e);
     CU_ASSERT_PTR_NOT_NULL_FATAL(r);
     CU_ASSERT_TRUE_FATAL(sp_reader_read(r, 0, 900, 1300, side, side, img, &e));
-    sp_feature_params fp;
-    sp_feature_params_default(&fp);
+    sp_feature_opts fp;
+    sp_feature_opts_default(&fp);
     const size_t stride = (size_t)side * 3;
     for (int ty = 0; ty < 2; ty++)
         for (int tx = 0; tx < 2; tx++)
@@ -392,7 +392,7 @@ static uint8_t *chunk_copy(const uint8_t *buf, size_t stride, int w, int y,
 /* The features of a buffer streamed in chunks (`nrows` luma rows kept, as
  * in analysis_private.h; 0: the public sp_features_begin). */
 static bool stream_features(const uint8_t *buf, int w, int h, size_t stride,
-                            const sp_feature_params *fp, int nrows,
+                            const sp_feature_opts *fp, int nrows,
                             sp__features_impl impl, int mode, unsigned *seed,
                             float *out) {
     size_t size = nrows ? SP__FEATURES_STREAM_BYTES(w, nrows)
@@ -424,7 +424,7 @@ static int stream_failures;
 /* Every chunking, with 2 and 3 rows kept, on the portable and the AVX2
  * path, gives sp_features_compute's bytes. */
 static void check_stream(const uint8_t *buf, int w, int h, size_t stride,
-                         const sp_feature_params *fp, unsigned *seed,
+                         const sp_feature_opts *fp, unsigned *seed,
                          const char *what) {
     const sp__features_impl impls[] = {SP__FEATURES_SCALAR, SP__FEATURES_AUTO};
     for (size_t i = 0; i < sizeof impls / sizeof impls[0]; i++) {
@@ -458,8 +458,8 @@ static void test_features_stream(void) {
     const int widths[] = {1, 2, 3, 17, 33, 97, 256};
     const int heights[] = {1, 2, 3, 5, 37};
     unsigned seed = 99;
-    sp_feature_params fp;
-    sp_feature_params_default(&fp);
+    sp_feature_opts fp;
+    sp_feature_opts_default(&fp);
     for (int kind = 0; kind < PX_KINDS; kind++)
         for (size_t wi = 0; wi < sizeof widths / sizeof widths[0]; wi++)
             for (size_t hi = 0; hi < sizeof heights / sizeof heights[0]; hi++) {
@@ -532,8 +532,8 @@ static void fake_result(sp_analysis_result *r, int tissue_threshold) {
     }
     memset(r->features, 0x5a, n * SP_N_FEATURES * sizeof *r->features);
     memset(r->samples, 0x5a, n * 3 * SP_STAIN_SAMPLE_N);
-    sp_feature_params_default(&r->feature_params);
-    r->feature_params.tissue_threshold = tissue_threshold;
+    sp_feature_opts_default(&r->feature_opts);
+    r->feature_opts.tissue_threshold = tissue_threshold;
 }
 
 static bool same_tiles(const sp_analysis_result *a,
@@ -574,7 +574,7 @@ static void test_analysis_stream(void) {
         float f[SP_N_FEATURES];
         uint8_t smp[3 * SP_STAIN_SAMPLE_N];
         CU_ASSERT_TRUE(sp_features_compute(p, t->w, t->h, stride,
-                                           &one.feature_params, f, &e));
+                                           &one.feature_opts, f, &e));
         CU_ASSERT_EQUAL(memcmp(f, one.features + k * SP_N_FEATURES, sizeof f),
                         0);
         sp_stain_sample(p, t->w, t->h, stride, smp);
@@ -637,8 +637,8 @@ static void test_analysis_stream_bands(void) {
     sp_slide *s = NULL;
     sp_error e = {0};
     CU_ASSERT_TRUE_FATAL(sp_slide_open(path, false, &s, &e));
-    sp_analysis_params ap;
-    sp_analysis_params_default(&ap);
+    sp_analysis_opts ap;
+    sp_analysis_opts_default(&ap);
     ap.tile_size = 228;
     ap.all_tiles = true;
     ap.threads = 2;
@@ -741,8 +741,8 @@ static void test_stream_misuse(void) {
     CU_ASSERT_FALSE(sp_features_begin(fs, w, 0, NULL, &e));
     CU_ASSERT_EQUAL(e.code, SP_ERR_USAGE);
     sp_error_clear(&e);
-    sp_feature_params bad;
-    sp_feature_params_default(&bad);
+    sp_feature_opts bad;
+    sp_feature_opts_default(&bad);
     bad.tissue_threshold = 255;
     CU_ASSERT_FALSE(sp_features_begin(fs, w, h, &bad, &e));
     CU_ASSERT_EQUAL(e.code, SP_ERR_USAGE);
@@ -920,8 +920,8 @@ static void test_bad_parameters(void) {
     CU_ASSERT_FALSE(sp_features_compute(NULL, 4, 4, 12, NULL, f, &e));
     CU_ASSERT_EQUAL(e.code, SP_ERR_USAGE);
     sp_error_clear(&e);
-    sp_feature_params fp;
-    sp_feature_params_default(&fp);
+    sp_feature_opts fp;
+    sp_feature_opts_default(&fp);
     fp.tissue_threshold = 300;
     CU_ASSERT_FALSE(sp_features_compute(px, 4, 4, 12, &fp, f, &e));
     CU_ASSERT_EQUAL(e.code, SP_ERR_USAGE);
@@ -937,11 +937,11 @@ static void test_bad_parameters(void) {
     sp_slide *cmu = NULL, *tcga = NULL;
     CU_ASSERT_TRUE_FATAL(sp_slide_open(p, false, &cmu, &e));
     CU_ASSERT_TRUE_FATAL(sp_slide_open(q, false, &tcga, &e));
-    sp_analysis_params ap;
+    sp_analysis_opts ap;
     sp_analysis_result r;
     /* each case: one bad field, SP_ERR_USAGE naming the slide, result zeroed */
     for (int k = 0; k < 9; k++) {
-        sp_analysis_params_default(&ap);
+        sp_analysis_opts_default(&ap);
         sp_slide *s = cmu;
         const char *want = NULL;
         switch (k) {
@@ -1057,8 +1057,8 @@ static void test_threads_identical(void) {
         sp_slide *s = NULL;
         sp_error e = {0};
         CU_ASSERT_TRUE_FATAL(sp_slide_open(p, false, &s, &e));
-        sp_analysis_params ap;
-        sp_analysis_params_default(&ap);
+        sp_analysis_opts ap;
+        sp_analysis_opts_default(&ap);
         ap.mpp = runs[k].mpp;
         ap.all_tiles = runs[k].all;
         ap.tile_size = runs[k].tile;
@@ -1116,8 +1116,8 @@ static void test_unreadable_slide(void) {
     sp_slide *s = NULL;
     sp_error e = {0};
     CU_ASSERT_TRUE_FATAL(sp_slide_open(p, false, &s, &e));
-    sp_analysis_params ap;
-    sp_analysis_params_default(&ap);
+    sp_analysis_opts ap;
+    sp_analysis_opts_default(&ap);
     ap.threads = 2;
     sp_analysis_result r;
     CU_ASSERT_FALSE(sp_analyze_slide(s, &ap, &r, &e));

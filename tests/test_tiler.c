@@ -80,8 +80,8 @@ static int count_files(const char *dir) {
     return n;
 }
 
-static sp_pyramid_params png_params(const char *out, int T, int O) {
-    sp_pyramid_params p;
+static sp_pyramid_opts png_params(const char *out, int T, int O) {
+    sp_pyramid_opts p;
     memset(&p, 0, sizeof p);
     p.output = out;
     p.width = IW;
@@ -97,8 +97,8 @@ static sp_pyramid_params png_params(const char *out, int T, int O) {
 
 /* Push the image `chunk` rows at a time, stripe by stripe; check that
  * the stripes' cores partition the width and their windows hold them. */
-static bool build_in(const sp_pyramid_params *prm, const uint8_t *img,
-                     int chunk, bool in_place, sp_tile_stats *st, sp_error *e) {
+static bool build_in(const sp_pyramid_opts *prm, const uint8_t *img, int chunk,
+                     bool in_place, sp_tile_stats *st, sp_error *e) {
     sp_pyramid *p = sp_pyramid_create(prm, e);
     if (!p)
         return false;
@@ -135,7 +135,7 @@ static bool build_in(const sp_pyramid_params *prm, const uint8_t *img,
     return sp_pyramid_finish(p, st, e);
 }
 
-static bool build(const sp_pyramid_params *prm, const uint8_t *img, int chunk,
+static bool build(const sp_pyramid_opts *prm, const uint8_t *img, int chunk,
                   sp_tile_stats *st, sp_error *e) {
     return build_in(prm, img, chunk, false, st, e);
 }
@@ -148,7 +148,7 @@ static void check_reference(int T, int O, int64_t stripe_width,
     char out[512];
     snprintf(out, sizeof out, "%s/ref%d_%d_%lld", sp_test_tmpdir(), T, O,
              (long long)stripe_width);
-    sp_pyramid_params prm = png_params(out, T, O);
+    sp_pyramid_opts prm = png_params(out, T, O);
     prm.opts.stripe_width = stripe_width;
     sp_tile_stats st;
     sp_error e = {0};
@@ -254,7 +254,7 @@ static void test_band_independence(void) {
     for (int i = 0; i < 3; i++) {
         char out[512];
         snprintf(out, sizeof out, "%s/band%d", sp_test_tmpdir(), i);
-        sp_pyramid_params prm = png_params(out, 254, 1);
+        sp_pyramid_opts prm = png_params(out, 254, 1);
         prm.band_rows = bands[i];
         prm.opts.threads = threads[i];
         sp_error e = {0};
@@ -278,7 +278,7 @@ static void test_misuse_and_abort(void) {
     sp_error e = {0};
     CU_ASSERT_TRUE_FATAL(sp_mkdir_p(dir, &e));
     snprintf(out, sizeof out, "%s/x", dir);
-    sp_pyramid_params prm = png_params(out, 254, 1);
+    sp_pyramid_opts prm = png_params(out, 254, 1);
     sp_pyramid *p = sp_pyramid_create(&prm, &e);
     CU_ASSERT_PTR_NOT_NULL_FATAL(p);
     CU_ASSERT_TRUE(sp_pyramid_push_rows(p, img, IW * 3, 0, 300, &e));
@@ -301,14 +301,14 @@ static void test_misuse_and_abort(void) {
     const int bad[][2] = {{0, 1}, {100, 60}, {9000, 0}};
     for (int i = 0; i < 3; i++) {
         sp_error_clear(&e);
-        sp_pyramid_params b = png_params(out, bad[i][0], bad[i][1]);
+        sp_pyramid_opts b = png_params(out, bad[i][0], bad[i][1]);
         if (bad[i][0] == 0)
             b.width = 0;
         CU_ASSERT_PTR_NULL(sp_pyramid_create(&b, &e));
         CU_ASSERT_EQUAL(e.code, SP_ERR_USAGE);
     }
     sp_error_clear(&e);
-    sp_pyramid_params t = png_params(out, 250, 0);
+    sp_pyramid_opts t = png_params(out, 250, 0);
     t.opts.container = SP_CONTAINER_TIFF; /* png and 250: both refused */
     CU_ASSERT_PTR_NULL(sp_pyramid_create(&t, &e));
     CU_ASSERT_EQUAL(e.code, SP_ERR_USAGE);
@@ -336,7 +336,7 @@ static void test_mask_skips(void) {
     sp_tissue_mask m = {.cells = cells, .width = 10, .height = 8, .scale = 100};
     char out[512];
     snprintf(out, sizeof out, "%s/mask", sp_test_tmpdir());
-    sp_pyramid_params prm = png_params(out, 254, 1);
+    sp_pyramid_opts prm = png_params(out, 254, 1);
     prm.opts.skip_background = true;
     prm.opts.mask = &m;
     sp_error e = {0};
@@ -366,7 +366,7 @@ static void test_cancel(void) {
     sp_error e = {0};
     CU_ASSERT_TRUE_FATAL(sp_mkdir_p(dir, &e));
     snprintf(out, sizeof out, "%s/x", dir);
-    sp_pyramid_params prm = png_params(out, 64, 1);
+    sp_pyramid_opts prm = png_params(out, 64, 1);
     prm.opts.progress = cancel_cb;
     CU_ASSERT_FALSE(build(&prm, img, 200, NULL, &e));
     CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "interrupted"));
@@ -379,7 +379,7 @@ static void test_tiff_directories(void) {
     uint8_t *img = make_image();
     char out[512];
     snprintf(out, sizeof out, "%s/pyr.tif", sp_test_tmpdir());
-    sp_pyramid_params prm = png_params(out, 128, 0);
+    sp_pyramid_opts prm = png_params(out, 128, 0);
     prm.opts.container = SP_CONTAINER_TIFF;
     prm.opts.format = SP_TILE_JPEG;
     prm.source.mpp_x = prm.source.mpp_y = 0.25;

@@ -224,7 +224,7 @@ void sp_pyramid_stripe(const sp_pyramid *p, int i, sp_stripe *out) {
     out->core1 = c1 * p->T < p->prm.width ? c1 * p->T : p->prm.width;
 }
 
-sp_pyramid *sp_pyramid_create(const sp_pyramid_params *prm, sp_error *err) {
+sp_pyramid *sp_pyramid_create(const sp_pyramid_opts *prm, sp_error *err) {
     const sp_tile_opts *o = &prm->opts;
     const char *out = prm->output ? prm->output : "(null)";
     if (!prm->output || !*prm->output) {

@@ -21,7 +21,7 @@ static uint8_t *pyramid_dest(void *user, int stripe, int64_t y0, int64_t rows,
 bool sp_tile_slide(sp_slide *s, const char *out, const sp_tile_opts *opts,
                    sp_tile_stats *stats, sp_error *err) {
     const sp_level *l0 = sp_slide_level(s, 0);
-    sp_pyramid_params prm;
+    sp_pyramid_opts prm;
     memset(&prm, 0, sizeof prm);
     prm.output = out;
     prm.width = l0->width;

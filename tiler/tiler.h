@@ -142,7 +142,7 @@ typedef struct {
     /* Columns past a stripe's x1 that a caller may read in place along
      * with it (sp_pyramid_input); 0: none. */
     int64_t input_extra;
-} sp_pyramid_params;
+} sp_pyramid_opts;
 
 /* The default stripe width wish: T * 2^k is the first multiple at or
  * above it (16256 for T = 254, 16384 for T = 256). */
@@ -164,7 +164,7 @@ typedef struct sp_pyramid sp_pyramid;
 
 /* Validate the parameters, refuse an existing output (unless force),
  * create the temporary output. NULL with `err` set on failure. */
-sp_pyramid *sp_pyramid_create(const sp_pyramid_params *params, sp_error *err);
+sp_pyramid *sp_pyramid_create(const sp_pyramid_opts *params, sp_error *err);
 /* How many stripes the pyramid is built in (1 for most slides), and the
  * columns of stripe `i` (0 <= i < count). */
 int sp_pyramid_stripes(const sp_pyramid *p);

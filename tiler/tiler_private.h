@@ -86,7 +86,7 @@ typedef struct {
 } sp_pthread;
 
 struct sp_pyramid {
-    sp_pyramid_params prm; /* strings below are our copies */
+    sp_pyramid_opts prm; /* strings below are our copies */
     char *output, *src_path, *src_vendor, *src_quickhash;
     char *final_main; /* set by the writer: OUT.dzi or OUT.tiff */
     int T, O;
