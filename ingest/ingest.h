@@ -136,6 +136,14 @@ bool sp_reader_read_stride(sp_reader *r, int level, int64_t x, int64_t y,
  * libtiff themselves (the TIFF writer). */
 void sp_libtiff_quiet(void);
 
+/* What a file name's extension says, from the one list of slide
+ * extensions: SP_EXT_SLIDE when only whole-slide formats use it (.svs
+ * .ndpi .vms .vmu .scn .mrxs .svslide .bif: such a file that cannot be
+ * opened is a damaged slide), SP_EXT_IMAGE when slides and other images
+ * share it (.tif .tiff), else SP_EXT_OTHER. Case-insensitive. */
+typedef enum { SP_EXT_OTHER = 0, SP_EXT_IMAGE, SP_EXT_SLIDE } sp_ext_kind;
+sp_ext_kind sp_slide_ext_kind(const char *name);
+
 /* OpenSlide's library version string. */
 const char *sp_openslide_version(void);
 

@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <tiffio.h>
 
@@ -346,4 +347,22 @@ bool sp_slide_read_associated(sp_slide *s, const char *name, uint8_t *rgb,
     sp__argb_to_rgb(argb, n, bg ? bg : white, rgb);
     free(argb);
     return true;
+}
+
+sp_ext_kind sp_slide_ext_kind(const char *name) {
+    static const struct {
+        const char *ext;
+        sp_ext_kind kind;
+    } exts[] = {{".svs", SP_EXT_SLIDE},     {".ndpi", SP_EXT_SLIDE},
+                {".vms", SP_EXT_SLIDE},     {".vmu", SP_EXT_SLIDE},
+                {".scn", SP_EXT_SLIDE},     {".mrxs", SP_EXT_SLIDE},
+                {".svslide", SP_EXT_SLIDE}, {".bif", SP_EXT_SLIDE},
+                {".tif", SP_EXT_IMAGE},     {".tiff", SP_EXT_IMAGE}};
+    const char *dot = strrchr(sp_basename(name), '.');
+    if (!dot)
+        return SP_EXT_OTHER;
+    for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++)
+        if (strcasecmp(dot, exts[i].ext) == 0)
+            return exts[i].kind;
+    return SP_EXT_OTHER;
 }

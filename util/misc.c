@@ -1,10 +1,12 @@
 /* Clocks, core counts and strict number parsing. */
 #include "util.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -83,4 +85,43 @@ void *sp_big_alloc(size_t n) {
         madvise(p, r, MADV_HUGEPAGE); /* a hint: failure is harmless */
 #endif
     return p;
+}
+
+uint64_t sp_fnv1a(uint64_t h, const void *data, size_t n) {
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= UINT64_C(0x100000001b3);
+    }
+    return h;
+}
+
+char *sp_slide_id(const char *path) {
+    const char *base = sp_basename(path);
+    size_t n = strlen(base);
+    while (n && base[n - 1] == '/')
+        n--;
+    const char *dot = NULL;
+    for (size_t i = 1; i < n; i++)
+        if (base[i] == '.')
+            dot = base + i;
+    if (dot)
+        n = (size_t)(dot - base);
+    if (n > 200)
+        n = 200;
+    char *id = malloc(n + 16);
+    if (!id)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        char c = base[i];
+        id[i] = isalnum((unsigned char)c) || c == '.' || c == '_' || c == '-'
+                    ? c
+                    : '_';
+    }
+    id[n] = '\0';
+    if (!n)
+        strcpy(id, "slide");
+    if (id[0] == '.')
+        id[0] = '_';
+    return id;
 }

@@ -152,6 +152,20 @@ typedef struct {
 bool sp_strvec_push(sp_strvec *s, const char *x);
 void sp_strvec_free(sp_strvec *s);
 
+/* ---- names and hashes -------------------------------------------------- */
+
+/* FNV-1a, 64 bits, the one hash for cache keys and fingerprints: stable
+ * across builds and machines. Start with SP_FNV_SEED; chain calls. */
+#define SP_FNV_SEED UINT64_C(0xcbf29ce484222325)
+uint64_t sp_fnv1a(uint64_t h, const void *data, size_t n);
+
+/* The id of the slide at `path`, the one rule for batch output folders
+ * and viewer URLs: its file name without the last extension, every
+ * character outside [A-Za-z0-9._-] replaced by '_', at most 200 bytes, a
+ * leading '.' made '_', "slide" when nothing is left. malloc'd; NULL on
+ * OOM. */
+char *sp_slide_id(const char *path);
+
 /* ---- misc -------------------------------------------------------------- */
 
 /* Monotonic seconds. */
