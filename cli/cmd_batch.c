@@ -521,20 +521,10 @@ int sp_cmd_batch(int argc, char **argv) {
         goto out;
     }
 
-    char exe[PATH_MAX];
-    ssize_t el = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (el <= 0) {
-        sp_cli_error(CMD,
-                     "cannot find the slidepipe executable (/proc/self/exe)");
-        rc = SP_EXIT_INTERNAL;
-        goto out;
-    }
-    exe[el] = '\0';
     logger lg = {.quiet = quiet};
     lg.mode = log_json                            ? LOG_JSON
               : (!quiet && sp_progress_default()) ? LOG_TTY
                                                   : LOG_PLAIN;
-    bo.exe = exe;
     bo.options = common.len ? common.data : NULL;
     bo.on_event = on_event;
     bo.user = &lg;

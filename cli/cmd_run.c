@@ -153,58 +153,10 @@ static void on_progress(void *user, const char *phase, int64_t done,
     sp_progress_update(c->bar, done);
 }
 
-static void print_json(const char *slide, const sp_run_result *r,
-                       const sp_error *err) {
+static void print_json(const char *slide, const sp_run_result *r) {
     sp_buf b;
     sp_buf_init(&b);
-    sp_json j;
-    sp_json_init(&j, &b, false);
-    sp_json_begin_object(&j);
-    sp_json_key(&j, "slide");
-    sp_json_string(&j, slide);
-    sp_json_key(&j, "ok");
-    sp_json_bool(&j, err == NULL);
-    if (err) {
-        sp_json_key(&j, "stage");
-        sp_json_string(&j, r->stage ? r->stage : "open");
-        sp_json_key(&j, "error");
-        sp_json_string(&j, err->msg);
-    } else {
-        sp_json_key(&j, "quickhash");
-        sp_json_string(&j, r->quickhash[0] ? r->quickhash : NULL);
-        sp_json_key(&j, "fused");
-        sp_json_bool(&j, r->fused);
-        if (r->tiles.output[0]) {
-            sp_json_key(&j, "output");
-            sp_json_string(&j, r->tiles.output);
-            sp_json_key(&j, "width");
-            sp_json_int(&j, r->tiles.width);
-            sp_json_key(&j, "height");
-            sp_json_int(&j, r->tiles.height);
-            sp_json_key(&j, "levels");
-            sp_json_int(&j, r->tiles.levels);
-            sp_json_key(&j, "stripes");
-            sp_json_int(&j, r->tiles.stripes);
-            sp_json_key(&j, "tiles_written");
-            sp_json_int(&j, r->tiles.tiles_written);
-            sp_json_key(&j, "tiles_skipped");
-            sp_json_int(&j, r->tiles.tiles_skipped);
-            sp_json_key(&j, "bytes");
-            sp_json_int(&j, r->tiles.bytes_written);
-        }
-        sp_json_key(&j, "tiles_analysed");
-        sp_json_int(&j, r->tiles_analysed);
-        sp_json_key(&j, "tissue_tiles");
-        sp_json_int(&j, r->tissue_tiles);
-        sp_json_key(&j, "tissue_area_mm2");
-        sp_json_number(&j, r->tissue_area_mm2);
-        sp_json_key(&j, "megapixels");
-        sp_json_number(&j, r->megapixels);
-    }
-    sp_json_key(&j, "seconds");
-    sp_json_number(&j, r->seconds);
-    sp_json_end_object(&j);
-    if (!b.oom)
+    if (sp_run_result_json(r, slide, NULL, &b))
         printf("%s\n", b.data);
     fflush(stdout);
     sp_buf_free(&b);
@@ -549,18 +501,10 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
     free(h5);
     free(abs);
     int status = SP_EXIT_OK;
-    if (!ok) {
-        if (interrupted) {
-            sp_error_clear(&err);
-            sp_error_set(&err, SP_ERR_INTERNAL, path, "interrupted");
-            sp_cli_error(cmd, "%s", err.msg);
-            status = SP_EXIT_INTERRUPTED;
-        } else {
-            status = sp_cli_report(cmd, &err);
-        }
-    }
+    if (!ok)
+        status = sp_cli_report(cmd, &err); /* cancelled: 130 */
     if (json)
-        print_json(path, &r, ok ? NULL : &err);
+        print_json(path, &r);
     return status;
 }
 

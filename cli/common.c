@@ -23,11 +23,13 @@ void sp_cli_error(const char *cmd, const char *fmt, ...) {
 int sp_cli_exit_code(sp_errcode code) {
     switch (code) {
     case SP_OK: return SP_EXIT_OK;
-    case SP_ERR_INPUT: return SP_EXIT_INPUT;
+    case SP_ERR_INPUT:
+    case SP_ERR_NOT_SLIDE: return SP_EXIT_INPUT;
     case SP_ERR_OUTPUT: return SP_EXIT_OUTPUT;
     case SP_ERR_USAGE: return SP_EXIT_USAGE;
     case SP_ERR_NOMEM:
     case SP_ERR_INTERNAL: return SP_EXIT_INTERNAL;
+    case SP_ERR_CANCELLED: return SP_EXIT_INTERRUPTED;
     }
     return SP_EXIT_INTERNAL;
 }

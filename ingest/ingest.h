@@ -136,6 +136,12 @@ bool sp_reader_read_stride(sp_reader *r, int level, int64_t x, int64_t y,
  * libtiff themselves (the TIFF writer). */
 void sp_libtiff_quiet(void);
 
+/* True when `path` is a readable regular file that OpenSlide's vendor
+ * detection does not recognise (no slide is opened): not a slide at all,
+ * as opposed to a missing, unreadable or damaged slide. For a caller that
+ * must tell the two apart after sp_slide_open failed. */
+bool sp_slide_not_a_slide(const char *path);
+
 /* What a file name's extension says, from the one list of slide
  * extensions: SP_EXT_SLIDE when only whole-slide formats use it (.svs
  * .ndpi .vms .vmu .scn .mrxs .svslide .bif: such a file that cannot be

@@ -366,3 +366,16 @@ sp_ext_kind sp_slide_ext_kind(const char *name) {
             return exts[i].kind;
     return SP_EXT_OTHER;
 }
+
+bool sp_slide_not_a_slide(const char *path) {
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+        return false;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return false;
+    fclose(f);
+    sp_libtiff_quiet();
+    sp_capture_clear();
+    return openslide_detect_vendor(path) == NULL;
+}

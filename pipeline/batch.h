@@ -16,15 +16,15 @@
  *              extension) is not walked; a Hamamatsu `.vms`/`.vmu` is the
  *              slide and the files its index names are not candidates.
  *   layout     OUTDIR/<id>/slide.dzi, slide_files/, slide.json, slide.h5
- *              (`slidepipe run SLIDE -o OUTDIR/<id>/slide`), then
+ *              (the slide job with OUTDIR/<id>/slide as its output), then
  *              OUTDIR/<id>/done.json, written last and atomically: the
  *              quickhash, the parameter fingerprint, the version, the
- *              path choice ("paths": relative|full) and the run's JSON
- *              line (its slide and output rewritten: the slide as shared
- *              outputs name it, the final OUTDIR/<id>/slide.dzi below
- *              OUTDIR, not the temporary folder). OUTDIR/batch-summary.tsv and
- * .json are rewritten atomically as slides finish; OUTDIR/cohort.h5
- *              (sp_store_index over every completed slide) at the end.
+ *              path choice ("paths": relative|full) and the job's result
+ *              record as `slidepipe run --json` prints it (the slide as
+ *              shared outputs name it, the final OUTDIR/<id>/slide.dzi,
+ *              not the temporary folder). OUTDIR/batch-summary.tsv and
+ *              .json are rewritten atomically as slides finish;
+ * OUTDIR/cohort.h5 (sp_store_index over every completed slide) at the end.
  *   resume     a slide is skipped when OUTDIR/<id>/done.json holds the
  *              same quickhash (file size + mtime for a slide without one),
  *              the same parameter fingerprint and the same path choice,
@@ -32,18 +32,19 @@
  *              path privacy: redone).
  *              Anything else under OUTDIR/<id>/ is stale: removed, redone.
  *              `force` redoes every slide.
- *   scheduling one child process per slide (`EXE run ... --json --quiet
- *              --threads K`); a slide of P level-0 megapixels asks for
- *              K = clamp(ceil(P / 64), 1, N) of the N threads. Slides
- *              start largest first; when the next one does not fit in the
- *              free threads, the largest queued slide that fits starts
- *              instead. The threads of running children never add up to
- *              more than N.
- *   signals    `cancel` set (SIGINT/SIGTERM): running children get
- *              SIGTERM (they remove their temporaries), their folders are
- *              removed, they are reported "interrupted". Children die with
- *              the batch (PR_SET_PDEATHSIG) if it is killed; OUTDIR is
- *              locked (flock on OUTDIR/.batch.lock) by one batch at a time.
+ *   scheduling one forked child process per slide, which calls the slide
+ *              job (sp_run_slide, pipeline.h) with K threads and sends
+ *              its result record back over a pipe (a crash in a library
+ *              fails that slide only); a slide of P level-0 megapixels
+ *              asks for K = clamp(ceil(P / 64), 1, N) of the N threads.
+ *              Slides start largest first; when the next one does not
+ *              fit in the free threads, the largest queued slide that fits
+ *              starts *              instead. The threads of running children
+ * never add up to more than N. signals    `cancel` set (SIGINT/SIGTERM):
+ * running children get SIGTERM (they remove their temporaries), their folders
+ * are removed, they are reported "interrupted". Children die with the batch
+ * (PR_SET_PDEATHSIG) if it is killed; OUTDIR is locked (flock on
+ * OUTDIR/.batch.lock) by one batch at a time.
  *
  * Thread rules: an sp_batch belongs to one thread; it forks, so call it
  * from a process that runs no other threads. It never touches HDF5 except
@@ -137,7 +138,6 @@ typedef void (*sp_batch_event_fn)(void *user, const sp_batch_event *ev);
 
 typedef struct {
     const char *outdir;  /* required */
-    const char *exe;     /* slidepipe executable for the children */
     int threads;         /* total budget; <= 0: all cores */
     bool force;          /* redo completed slides */
     bool dry_run;        /* probe and plan only; write nothing */

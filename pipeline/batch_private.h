@@ -1,18 +1,43 @@
 /*
- * batch internals shared by pipeline/batch.c (plan, run, resume, summary)
- * and pipeline/discover.c (inputs, manifest, options, probe). Not for
- * use outside pipeline/.
+ * batch internals, shared by the batch's files, one job each:
+ *
+ *   batch.c          the public object and sp_batch_run, which calls:
+ *   batch_slide.c    the candidate list (push, fail, free)
+ *   discover.c       inputs: directory walks, manifests, the probe
+ *   batch_options.c  per-slide run options: parsing, canonical text, and
+ *                    the sp_run_opts they make
+ *   batch_plan.c     ids, parameter fingerprints, the plan of every slide
+ *   batch_resume.c   OUTDIR/<id>/done.json: read (resume) and write
+ *   batch_outdir.c   the output folder: lock, write check, stale temps
+ *   batch_child.c    one slide's job in a forked child, its record back
+ *   batch_sched.c    the loop: start what fits, reap, cancel
+ *   batch_report.c   counts and events, summaries, the cohort
+ *   batch_paths.c    how shared outputs name slides and folders
+ *
+ * Calls point down this list (a file calls only files below it, and
+ * batch_slide.c, batch_paths.c); not for use outside pipeline/.
  */
 #ifndef SP_BATCH_PRIVATE_H
 #define SP_BATCH_PRIVATE_H
 
+#include <string.h>
 #include <sys/types.h>
 
 #include "batch.h"
+#include "pipeline.h"
 
 /* The per-slide run options a manifest or the command line may set, in
  * canonical order. */
 #define SP__BATCH_NKEYS 5
+
+/* What each slide leaves in OUTDIR/<id>/ besides done.json. */
+#define SP__BATCH_OUT_BASE "slide"
+extern const char *const sp__batch_outputs[];
+#define SP__BATCH_N_OUTPUTS 4
+#define SP__BATCH_DONE_FILE "done.json"
+/* The tag the parameter fingerprint starts with: a change of what a
+ * slide's job does (not of its options) changes every fingerprint. */
+#define SP__BATCH_FINGERPRINT_TAG "slidepipe-batch/1 run"
 
 /* One candidate: the public view plus the strings it points to and the
  * state of its child process. */
@@ -24,7 +49,7 @@ typedef struct {
      * written in a manifest, else its file name; and the folder prefix
      * scrubbed from shared error texts ("" when none) */
     char *rel, *root;
-    char *stage, *error, *run_json;
+    char *stage, *error;
     bool has_id;  /* id given in a manifest */
     bool has_ino; /* dev/ino known (a regular file at push time) */
     dev_t dev;
@@ -32,15 +57,15 @@ typedef struct {
     bool probed;
     /* child */
     pid_t pid;
-    int fd_out, fd_err;
-    sp_buf out, err;
+    int fd_rec, fd_err; /* its result record, its stderr */
+    sp_buf rec, err;
     double t0;
     char *tmpdir; /* OUTDIR/.<id>.tmp-<pid> while running */
 } sp__bslide;
 
 struct sp_batch {
     sp_batch_opts o; /* strings below are our copies */
-    char *outdir, *exe, *common;
+    char *outdir, *common;
     bool outdir_exists;
     dev_t out_dev;
     ino_t out_ino;
@@ -56,6 +81,8 @@ struct sp_batch {
     double mp_done, mp_total;
 };
 
+/* ---- batch_slide.c: the candidate list ---------------------------------- */
+
 /* Append a candidate (copies the strings). Files already listed (same
  * device and inode) are dropped. `rel` is the name shared outputs record
  * (NULL: the file name), `root` the input folder it is relative to (NULL:
@@ -63,6 +90,30 @@ struct sp_batch {
 bool sp__batch_push(sp_batch *b, const char *path, const char *rel,
                     const char *root, const char *id, const char *options,
                     bool is_explicit, sp_error *err);
+/* Remove the candidates after the first `n` (a manifest that failed). */
+void sp__batch_truncate(sp_batch *b, size_t n);
+void sp__bslide_free(sp__bslide *s);
+/* Point the public view at the current strings (after any change). */
+void sp__bslide_sync(sp__bslide *s);
+/* Mark failed at `stage` with a one-line message. */
+void sp__bslide_fail(sp__bslide *s, const char *stage, sp_errcode code,
+                     const char *msg);
+/* A copy of `s`, NULL for NULL (and when out of memory). */
+static inline char *sp__strdup0(const char *s) { return s ? strdup(s) : NULL; }
+/* Replace *dst with a copy of `s` (NULL allowed). */
+void sp__set_str(char **dst, const char *s);
+
+/* ---- discover.c: the probe ---------------------------------------------- */
+
+/* Open `path` in a forked child (so a crash inside OpenSlide only fails
+ * this file). On success fills vendor/quickhash (malloc'd; quickhash is
+ * NULL when the slide has none) and the size. On failure fills `err`,
+ * whose code is SP_ERR_NOT_SLIDE when OpenSlide does not recognise the
+ * file at all. */
+bool sp__batch_probe(const char *path, char **vendor, char **quickhash,
+                     int64_t *width, int64_t *height, sp_error *err);
+
+/* ---- batch_options.c ---------------------------------------------------- */
 
 /* Parse options text into values per key (malloc'd strings, NULL when
  * absent); canonical values. */
@@ -71,22 +122,76 @@ bool sp__batch_option_values(const char *text, char *vals[SP__BATCH_NKEYS],
 void sp__batch_values_free(char *vals[SP__BATCH_NKEYS]);
 /* Canonical text of values: "key=value ..." in key order (malloc'd). */
 char *sp__batch_values_text(char *const vals[SP__BATCH_NKEYS]);
-/* Key i (0 <= i < SP__BATCH_NKEYS): its name ("tile-size") and whether
- * it is a flag (value "yes"/"no", given to run as a bare --key). */
-const char *sp__batch_key_name(int i);
-bool sp__batch_key_is_flag(int i);
+/* Set in `o` what canonical options text (as in a fingerprint's
+ * parameters, after the tag) asks for. */
+bool sp__batch_apply_options(const char *text, sp_run_opts *o, sp_error *err);
 
-/* True when OUTDIR/<id>/done.json (batch.c's own small JSON reader)
- * records s's quickhash and fingerprint and the outputs exist; fills what
- * the summary shows. Not static only for fuzz/fuzz_done.c. */
+/* ---- batch_plan.c ------------------------------------------------------- */
+
+/* Probe every candidate, give ids, fingerprints, resume decisions. False
+ * only when the batch cannot go on (out of memory, duplicate ids). */
+bool sp__batch_plan(sp_batch *b, sp_error *err);
+
+/* ---- batch_resume.c ----------------------------------------------------- */
+
+/* True when OUTDIR/<id>/done.json records s's quickhash, fingerprint and
+ * path choice and the outputs exist; fills what the summary shows. Not
+ * static also for fuzz/fuzz_done.c. */
 bool sp__batch_already_done(sp_batch *b, sp__bslide *s);
+/* Write `dir`/done.json for `s`, whose job gave `r`, atomically. */
+bool sp__batch_write_done(sp_batch *b, const sp__bslide *s, const char *dir,
+                          const sp_run_result *r, double seconds,
+                          sp_error *err);
 
-/* Open `path` in a forked child (so a crash inside OpenSlide only fails
- * this file). On success fills vendor/quickhash (malloc'd; quickhash is
- * NULL when the slide has none) and the size. On failure fills `err`;
- * *not_slide says OpenSlide did not recognise the file at all. */
-bool sp__batch_probe(const char *path, char **vendor, char **quickhash,
-                     int64_t *width, int64_t *height, bool *not_slide,
-                     sp_error *err);
+/* ---- batch_outdir.c ----------------------------------------------------- */
+
+/* Create and lock OUTDIR, check it is writable, remove what dead batches
+ * left there. */
+bool sp__batch_open_outdir(sp_batch *b, sp_error *err);
+
+/* ---- batch_child.c ------------------------------------------------------ */
+
+/* Start the job of slide `s` in a forked child, into
+ * OUTDIR/.<id>.tmp-<pid>. On failure the slide is marked failed (returns
+ * false only when out of memory). */
+bool sp__batch_spawn(sp_batch *b, sp__bslide *s);
+/* Read what the child's pipe `fd` has into `buf` (its record, or the
+ * tail of its stderr). False at end of file. */
+bool sp__batch_drain(sp__bslide *s, int fd);
+/* The child of `s` has exited with wait status `st`: take its record,
+ * move its folder into place and mark the slide. */
+void sp__batch_finish(sp_batch *b, sp__bslide *s, int st);
+
+/* ---- batch_sched.c ------------------------------------------------------ */
+
+/* Run every pending slide, largest first, within the thread budget. */
+bool sp__batch_run_all(sp_batch *b, sp_error *err);
+
+/* ---- batch_report.c ----------------------------------------------------- */
+
+void sp__batch_recount(sp_batch *b);
+void sp__batch_emit(sp_batch *b, sp_batch_event_kind kind, const sp__bslide *s,
+                    const char *error);
+/* OUTDIR/batch-summary.tsv and .json, atomically. */
+bool sp__batch_write_summaries(sp_batch *b, sp_error *err);
+/* The same at most once a second for large batches. */
+void sp__batch_maybe_summary(sp_batch *b);
+/* OUTDIR/cohort.h5 over every completed slide. */
+void sp__batch_write_cohort(sp_batch *b);
+
+/* ---- batch_paths.c ------------------------------------------------------ */
+
+/* An absolute path for `p` (realpath, or the working folder joined when
+ * the file is gone); malloc'd. */
+char *sp__batch_abs_path(const char *p);
+/* The slide as shared outputs name it (malloc'd). */
+char *sp__batch_recorded_path(const sp_batch *b, const sp__bslide *s);
+/* A message as shared outputs carry it (malloc'd). */
+char *sp__batch_shared_text(const sp_batch *b, const sp__bslide *s,
+                            const char *text);
+/* Replace every `from` in *text by `to` (unchanged when out of memory). */
+void sp__batch_replace_in(char **text, const char *from, const char *to);
+/* Now as "YYYY-MM-DDTHH:MM:SSZ". */
+void sp__batch_iso_now(char *out, size_t n);
 
 #endif

@@ -1,5 +1,5 @@
 /* batch inputs: directory walks (multi-file formats counted once), TSV
- * manifests, per-slide options, and the forked probe of each candidate. */
+ * manifests, and the forked probe of each candidate. */
 #include "batch_private.h"
 
 #include <ctype.h>
@@ -14,163 +14,6 @@
 #include <unistd.h>
 
 #include "ingest.h"
-
-/* ---- options ------------------------------------------------------------ */
-
-typedef enum { K_INT, K_ENUM, K_FLAG } key_kind;
-
-static const struct {
-    const char *name;
-    key_kind kind;
-    int64_t min, max;
-    const char *const *choices;
-} KEYS[SP__BATCH_NKEYS] = {
-    {"tile-size", K_INT, 1, 8192, NULL},
-    {"overlap", K_INT, 0, 4096, NULL},
-    {"quality", K_INT, 1, 100, NULL},
-    {"format", K_ENUM, 0, 0,
-     (const char *const[]){"jpeg", "png", "webp", NULL}},
-    {"skip-background", K_FLAG, 0, 0, NULL},
-};
-
-const char *sp__batch_key_name(int i) { return KEYS[i].name; }
-bool sp__batch_key_is_flag(int i) { return KEYS[i].kind == K_FLAG; }
-
-void sp__batch_values_free(char *vals[SP__BATCH_NKEYS]) {
-    for (int i = 0; i < SP__BATCH_NKEYS; i++) {
-        free(vals[i]);
-        vals[i] = NULL;
-    }
-}
-
-/* Canonical value of `v` for key k, or NULL (malloc'd). */
-static char *canon_value(int k, const char *v) {
-    char buf[64];
-    switch (KEYS[k].kind) {
-    case K_INT: {
-        int64_t x;
-        if (!v || !sp_parse_int64(v, &x) || x < KEYS[k].min || x > KEYS[k].max)
-            return NULL;
-        snprintf(buf, sizeof buf, "%lld", (long long)x);
-        return strdup(buf);
-    }
-    case K_ENUM:
-        if (!v)
-            return NULL;
-        for (const char *const *c = KEYS[k].choices; *c; c++)
-            if (strcasecmp(v, *c) == 0)
-                return strdup(*c);
-        return NULL;
-    case K_FLAG:
-        if (!v || strcasecmp(v, "yes") == 0 || strcasecmp(v, "true") == 0 ||
-            strcmp(v, "1") == 0 || strcasecmp(v, "on") == 0)
-            return strdup("yes");
-        if (strcasecmp(v, "no") == 0 || strcasecmp(v, "false") == 0 ||
-            strcmp(v, "0") == 0 || strcasecmp(v, "off") == 0)
-            return strdup("no");
-        return NULL;
-    }
-    return NULL;
-}
-
-static void expected(int k, char *out, size_t n) {
-    switch (KEYS[k].kind) {
-    case K_INT:
-        snprintf(out, n, "a whole number from %lld to %lld",
-                 (long long)KEYS[k].min, (long long)KEYS[k].max);
-        break;
-    case K_ENUM: {
-        size_t len = 0;
-        out[0] = '\0';
-        for (const char *const *c = KEYS[k].choices; *c; c++)
-            len += (size_t)snprintf(out + len, len < n ? n - len : 0, "%s%s",
-                                    c == KEYS[k].choices ? ""
-                                    : c[1]               ? ", "
-                                                         : " or ",
-                                    *c);
-        break;
-    }
-    case K_FLAG: snprintf(out, n, "yes or no"); break;
-    }
-}
-
-bool sp__batch_option_values(const char *text, char *vals[SP__BATCH_NKEYS],
-                             sp_error *err) {
-    for (int i = 0; i < SP__BATCH_NKEYS; i++)
-        vals[i] = NULL;
-    if (!text)
-        return true;
-    char *copy = strdup(text);
-    if (!copy)
-        return sp_error_set(err, SP_ERR_NOMEM, NULL, "out of memory");
-    bool ok = true;
-    char *save = NULL;
-    for (char *w = strtok_r(copy, " \t,", &save); w && ok;
-         w = strtok_r(NULL, " \t,", &save)) {
-        char *eq = strchr(w, '=');
-        if (eq)
-            *eq = '\0';
-        const char *key = w[0] == '-' && w[1] == '-' ? w + 2 : w;
-        int k = -1;
-        for (int i = 0; i < SP__BATCH_NKEYS; i++)
-            if (strcmp(key, KEYS[i].name) == 0)
-                k = i;
-        if (k < 0) {
-            ok = sp_error_set(err, SP_ERR_USAGE, NULL,
-                              "unknown option '%s' (allowed: tile-size, "
-                              "overlap, quality, format, skip-background)",
-                              key);
-            break;
-        }
-        if (vals[k]) {
-            ok = sp_error_set(err, SP_ERR_USAGE, NULL,
-                              "option '%s' given twice", key);
-            break;
-        }
-        if (!eq && KEYS[k].kind != K_FLAG) {
-            ok = sp_error_set(err, SP_ERR_USAGE, NULL,
-                              "option '%s' needs a value (%s=VALUE)", key, key);
-            break;
-        }
-        vals[k] = canon_value(k, eq ? eq + 1 : NULL);
-        if (!vals[k]) {
-            char want[128];
-            expected(k, want, sizeof want);
-            ok = sp_error_set(err, SP_ERR_USAGE, NULL,
-                              "option '%s': expected %s, got '%s'", key, want,
-                              eq ? eq + 1 : "");
-        }
-    }
-    free(copy);
-    if (!ok)
-        sp__batch_values_free(vals);
-    return ok;
-}
-
-char *sp__batch_values_text(char *const vals[SP__BATCH_NKEYS]) {
-    sp_buf b;
-    sp_buf_init(&b);
-    sp_buf_puts(&b, "");
-    for (int i = 0; i < SP__BATCH_NKEYS; i++)
-        if (vals[i])
-            sp_buf_printf(&b, "%s%s=%s", b.len ? " " : "", KEYS[i].name,
-                          vals[i]);
-    if (b.oom) {
-        sp_buf_free(&b);
-        return NULL;
-    }
-    return b.data;
-}
-
-bool sp_batch_parse_options(const char *text, char **out, sp_error *err) {
-    char *vals[SP__BATCH_NKEYS];
-    *out = NULL;
-    if (!sp__batch_option_values(text, vals, err))
-        return false;
-    *out = sp__batch_values_text(vals);
-    sp__batch_values_free(vals);
-    return *out ? true : sp_error_set(err, SP_ERR_NOMEM, NULL, "out of memory");
-}
 
 /* ---- directory walk ----------------------------------------------------- */
 
@@ -423,55 +266,44 @@ bool sp_batch_add_manifest(sp_batch *b, const char *tsv, sp_error *err) {
         ok = sp_error_errno(err, SP_ERR_INPUT, tsv, errno, "read failed");
     free(line);
     fclose(f);
-    if (!ok) {
-        /* a bad manifest adds nothing */
-        while (b->n > before) {
-            sp__bslide *s = b->v[--b->n];
-            free(s->path);
-            free(s->rel);
-            free(s->root);
-            free(s->id);
-            free(s->options);
-            free(s);
-        }
-    }
+    if (!ok)
+        sp__batch_truncate(b, before); /* a bad manifest adds nothing */
     return ok;
 }
 
 /* ---- probe -------------------------------------------------------------- */
 
-static bool write_all(int fd, const char *p, size_t n) {
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return false;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return true;
-}
+/* What the probe child sends back, as bytes over a pipe. */
+typedef struct {
+    sp_errcode code;
+    char msg[SP_ERROR_MAX];
+    char vendor[64];
+    char quickhash[80]; /* "" when the slide has none */
+    int64_t width, height;
+} probe_record;
 
 /* The forked child: open, report on `fd`, exit without running atexit
  * handlers (the parent owns them). */
 static void probe_child(const char *path, int fd) {
     sp_slide *s = NULL;
     sp_error err = {0};
-    char buf[SP_ERROR_MAX + 512];
+    static probe_record r;
     if (sp_slide_open(path, false, &s, &err)) {
         const sp_level *l0 = sp_slide_level(s, 0);
         const char *qh = sp_slide_quickhash(s);
         const char *vendor = sp_slide_vendor(s);
-        snprintf(buf, sizeof buf, "OK\n%s\n%lld\n%lld\n%s\n",
-                 vendor ? vendor : "unknown", (long long)l0->width,
-                 (long long)l0->height, qh && qh[0] ? qh : "-");
+        snprintf(r.vendor, sizeof r.vendor, "%s", vendor ? vendor : "unknown");
+        snprintf(r.quickhash, sizeof r.quickhash, "%s", qh ? qh : "");
+        r.width = l0->width;
+        r.height = l0->height;
     } else {
-        snprintf(buf, sizeof buf, "ERR\n%s\n", err.msg);
+        r.code = err.code == SP_ERR_INPUT && sp_slide_not_a_slide(path)
+                     ? SP_ERR_NOT_SLIDE
+                     : err.code;
+        snprintf(r.msg, sizeof r.msg, "%s", err.msg);
     }
     /* no sp_slide_close: exiting is cheaper and frees everything */
-    write_all(fd, buf, strlen(buf));
+    sp_write_all(fd, &r, sizeof r);
     _exit(0);
 }
 
@@ -481,10 +313,8 @@ static const char *signame(int sig) {
 }
 
 bool sp__batch_probe(const char *path, char **vendor, char **quickhash,
-                     int64_t *width, int64_t *height, bool *not_slide,
-                     sp_error *err) {
+                     int64_t *width, int64_t *height, sp_error *err) {
     *vendor = *quickhash = NULL;
-    *not_slide = false;
     int fds[2];
     if (pipe(fds) != 0)
         return sp_error_errno(err, SP_ERR_INTERNAL, path, errno, "pipe");
@@ -501,58 +331,38 @@ bool sp__batch_probe(const char *path, char **vendor, char **quickhash,
         probe_child(path, fds[1]);
     }
     close(fds[1]);
-    sp_buf out;
-    sp_buf_init(&out);
-    char chunk[4096];
-    for (;;) {
-        ssize_t r = read(fds[0], chunk, sizeof chunk);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        sp_buf_append(&out, chunk, (size_t)r);
-    }
+    probe_record *r = calloc(1, sizeof *r);
+    ssize_t got = r ? sp_read_all(fds[0], r, sizeof *r) : -1;
     close(fds[0]);
     int st = 0;
     while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
         ;
     bool ok = false;
-    if (WIFSIGNALED(st)) {
+    if (!r) {
+        sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
+    } else if (WIFSIGNALED(st)) {
         sp_error_set(err, SP_ERR_INTERNAL, path,
                      "OpenSlide crashed opening the file (%s)",
                      signame(WTERMSIG(st)));
-    } else if (out.oom || !out.data) {
+    } else if (got != (ssize_t)sizeof *r) {
         sp_error_set(err, SP_ERR_INTERNAL, path,
                      "the probe process gave no answer (exit %d)",
                      WIFEXITED(st) ? WEXITSTATUS(st) : -1);
-    } else if (strncmp(out.data, "OK\n", 3) == 0) {
-        char *save = NULL;
-        char *v = strtok_r(out.data + 3, "\n", &save);
-        char *w = strtok_r(NULL, "\n", &save);
-        char *h = strtok_r(NULL, "\n", &save);
-        char *q = strtok_r(NULL, "\n", &save);
-        if (v && w && h && q) {
-            *width = strtoll(w, NULL, 10);
-            *height = strtoll(h, NULL, 10);
-            *vendor = strdup(v);
-            *quickhash = strcmp(q, "-") == 0 ? NULL : strdup(q);
-            ok = *vendor != NULL;
-            if (!ok)
-                sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
-        } else {
-            sp_error_set(err, SP_ERR_INTERNAL, path, "bad probe answer");
-        }
-    } else if (strncmp(out.data, "ERR\n", 4) == 0) {
-        char *msg = out.data + 4;
-        size_t n = strlen(msg);
-        if (n && msg[n - 1] == '\n')
-            msg[n - 1] = '\0';
+    } else if (r->code != SP_OK) {
+        r->msg[sizeof r->msg - 1] = '\0';
         /* the message already names the file */
-        sp_error_set(err, SP_ERR_INPUT, NULL, "%s", msg);
-        *not_slide = strstr(msg, "not a slide format") != NULL;
+        sp_error_set(err, r->code, NULL, "%s", r->msg);
     } else {
-        sp_error_set(err, SP_ERR_INTERNAL, path, "bad probe answer");
+        r->vendor[sizeof r->vendor - 1] = '\0';
+        r->quickhash[sizeof r->quickhash - 1] = '\0';
+        *width = r->width;
+        *height = r->height;
+        *vendor = strdup(r->vendor);
+        *quickhash = r->quickhash[0] ? strdup(r->quickhash) : NULL;
+        ok = *vendor && (*quickhash || !r->quickhash[0]);
+        if (!ok)
+            sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
     }
-    sp_buf_free(&out);
+    free(r);
     return ok;
 }

@@ -75,32 +75,55 @@ typedef struct {
  * background decisions, all cores. */
 void sp_run_opts_default(sp_run_opts *o);
 
+/* The slide job's result record: what every scheduler (the CLI, the
+ * batch's forked children, a cluster rank) gets back from one slide.
+ * Plain data, no pointers: it may be copied as bytes over a pipe or a
+ * message between processes of the same build. */
 typedef struct {
-    bool fused;             /* one decode fed both tiles and features */
-    sp_tile_stats tiles;    /* when TILES */
-    int64_t tiles_analysed; /* feature rows written */
+    /* SP_OK, or why the job failed:
+     *   SP_ERR_NOT_SLIDE  OpenSlide does not recognise the input at all
+     *   SP_ERR_INPUT      a slide that cannot be opened or read (damaged)
+     *   SP_ERR_OUTPUT     an output could not be written (or exists)
+     *   SP_ERR_CANCELLED  the cancel flag was set
+     *   SP_ERR_USAGE      bad options
+     *   SP_ERR_NOMEM, SP_ERR_INTERNAL */
+    sp_errcode code;
+    char error[SP_ERROR_MAX]; /* "" when ok; one line naming the file */
+    char stage[16];           /* where it stopped: "open", "mask", "tiles",
+                                 "features", "write", "done" */
+    bool fused;               /* one decode fed both tiles and features */
+    sp_tile_stats tiles;      /* when TILES */
+    int64_t tiles_analysed;   /* feature rows written */
     int64_t tissue_tiles;
     double tissue_area_mm2; /* NAN when mpp unknown or no FEATURES */
     double megapixels;      /* level-0 pixels decoded, in millions */
     double seconds;
     char quickhash[80]; /* OpenSlide's quickhash-1, "" when absent */
-    const char *stage;  /* where it stopped: "open", "mask",
-                           "tiles", "features", "write", "done" */
 } sp_run_result;
 
-/* Run `slide_path`. All or nothing: every output (the pyramid and its
+/* Run `slide_path`: the whole job of one slide, and the one call every
+ * scheduler makes. All or nothing: every output (the pyramid and its
  * sidecar, the HDF5 file, the mask PNG) is completed under a hidden
  * temporary name ("<dir>/.<name>.tmp-<pid>...") and they are renamed into
  * place together only once every one of them succeeded (the .dzi/.tiff
  * last); when one rename fails, those already renamed are removed again.
  * On failure nothing is left at any final output path (an output replaced
- * with `force` is then gone too) and `err` names the slide or the final
- * output path and the cause (SP_ERR_INPUT for an unreadable slide,
- * SP_ERR_OUTPUT for an unwritable output, SP_ERR_USAGE for bad options,
- * "interrupted" when cancelled). Temporaries of dead runs with the same
- * output names are removed first. `res` may be NULL. */
+ * with `force` is then gone too), and `res` (always filled) and `err` (may
+ * be NULL) hold the code and a message naming the slide or the final
+ * output path and the cause. Temporaries of dead runs with the same
+ * output names are removed first. */
 bool sp_run_slide(const char *slide_path, const sp_run_opts *opts,
                   sp_run_result *res, sp_error *err);
+
+/* The record as one line of JSON (no newline), appended to `out`: the
+ * line `slidepipe run --json` prints and the batch keeps in done.json.
+ * `slide` names the slide; `output` names the pyramid (NULL: the one in
+ * the record). Keys: slide, ok; then stage and error on failure, or
+ * quickhash, fused, [output, width, height, levels, stripes,
+ * tiles_written, tiles_skipped, bytes,] tiles_analysed, tissue_tiles,
+ * tissue_area_mm2, megapixels; then seconds. False when out of memory. */
+bool sp_run_result_json(const sp_run_result *r, const char *slide,
+                        const char *output, sp_buf *out);
 
 #ifdef __cplusplus
 }

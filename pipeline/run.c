@@ -920,14 +920,37 @@ static bool commit_staged(const staging *g, bool force, sp_error *err) {
     return false;
 }
 
-bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
-                  sp_run_result *res, sp_error *err) {
+static void set_stage(sp_run_result *res, const char *stage) {
+    snprintf(res->stage, sizeof res->stage, "%s", stage);
+}
+
+/* Fill the record's code and message from the failure in `err`: a file
+ * OpenSlide does not recognise at all is not a slide, a stop asked for
+ * is a cancellation, whatever the step that noticed it said. */
+static void record_failure(const char *slide_path, const sp_run_opts *o,
+                           sp_run_result *res, sp_error *err) {
+    if (!sp_error_is_set(err))
+        sp_error_set(err, SP_ERR_INTERNAL, slide_path, "failed");
+    if (o->cancel && *o->cancel) {
+        sp_error_clear(err);
+        sp_error_set(err, SP_ERR_CANCELLED, slide_path, "interrupted");
+    } else if (err->code == SP_ERR_INPUT && strcmp(res->stage, "open") == 0 &&
+               sp_slide_not_a_slide(slide_path)) {
+        err->code = SP_ERR_NOT_SLIDE;
+    }
+    res->code = err->code;
+    snprintf(res->error, sizeof res->error, "%s", err->msg);
+}
+
+static bool run_slide(const char *slide_path, const sp_run_opts *o,
+                      sp_run_result *res, sp_error *err) {
     const double t0 = sp_now(), t_start = sp_wall_clock();
     sp_run_result dummy;
     if (!res)
         res = &dummy;
     memset(res, 0, sizeof *res);
     res->tissue_area_mm2 = NAN;
+    set_stage(res, "open");
     const bool want_tiles = o->what & SP_RUN_TILES;
     const bool want_feat = o->what & SP_RUN_FEATURES;
     if (!want_tiles && !want_feat)
@@ -970,10 +993,9 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
     sp_store_writer *store = NULL; /* the HDF5 file until its commit */
     bool ok = false;
 
-    res->stage = "open";
     if (!sp_slide_open(slide_path, true, &s, err))
         goto out;
-    res->stage = "mask";
+    set_stage(res, "mask");
     if (sp_slide_quickhash(s))
         snprintf(res->quickhash, sizeof res->quickhash, "%s",
                  sp_slide_quickhash(s));
@@ -999,7 +1021,7 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
     res->fused = want_tiles && feat_in_bands;
 
     /* 2. the pyramid */
-    res->stage = want_tiles ? "tiles" : "features";
+    set_stage(res, want_tiles ? "tiles" : "features");
     if (want_tiles) {
         sp_pyramid_opts pp;
         memset(&pp, 0, sizeof pp);
@@ -1116,7 +1138,7 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
         }
     }
     if (want_feat && !feat_in_bands) {
-        res->stage = "features";
+        set_stage(res, "features");
         if (!sp_analysis_read_tiles(s, &ap, &ar, err))
             goto out;
     }
@@ -1143,13 +1165,13 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
                                 &st_err);
         }
         if (!fin_ok || !st_ok) {
-            res->stage = !fin_ok ? "features" : "write";
+            set_stage(res, !fin_ok ? "features" : "write");
             if (err && !sp_error_is_set(err))
                 *err = !fin_ok ? fin_err : st_err;
             goto out;
         }
     }
-    res->stage = "write";
+    set_stage(res, "write");
     if (pyr) {
         sp_pyramid *p = pyr;
         pyr = NULL;
@@ -1176,7 +1198,7 @@ bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
     if (want_tiles)
         res->tiles = tstats;
     ok = true;
-    res->stage = "done";
+    set_stage(res, "done");
 out:
     if (!ok) {
         sp_store_abort(store);
@@ -1199,4 +1221,18 @@ out:
     sp_slide_close(s);
     res->seconds = sp_now() - t0;
     return ok;
+}
+
+bool sp_run_slide(const char *slide_path, const sp_run_opts *o,
+                  sp_run_result *res, sp_error *err) {
+    sp_run_result dummy;
+    if (!res)
+        res = &dummy;
+    sp_error e = {0};
+    if (run_slide(slide_path, o, res, &e))
+        return true;
+    record_failure(slide_path, o, res, &e);
+    if (err && !sp_error_is_set(err))
+        *err = e;
+    return false;
 }

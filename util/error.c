@@ -47,3 +47,17 @@ void sp_error_clear(sp_error *err) {
         err->msg[0] = '\0';
     }
 }
+
+const char *sp_errcode_name(sp_errcode code) {
+    switch (code) {
+    case SP_OK: return "ok";
+    case SP_ERR_INPUT: return "unreadable";
+    case SP_ERR_OUTPUT: return "output";
+    case SP_ERR_USAGE: return "usage";
+    case SP_ERR_NOMEM: return "out-of-memory";
+    case SP_ERR_INTERNAL: return "internal";
+    case SP_ERR_NOT_SLIDE: return "not-a-slide";
+    case SP_ERR_CANCELLED: return "cancelled";
+    }
+    return "internal";
+}

@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -27,12 +28,19 @@ extern "C" {
 /* Error categories; the CLI maps them to exit codes. */
 typedef enum {
     SP_OK = 0,
-    SP_ERR_INPUT,   /* the input could not be opened or read */
-    SP_ERR_OUTPUT,  /* an output could not be written */
-    SP_ERR_USAGE,   /* bad arguments or parameters */
-    SP_ERR_NOMEM,   /* out of memory */
-    SP_ERR_INTERNAL /* a bug or an unexpected library failure */
+    SP_ERR_INPUT,     /* the input could not be opened or read */
+    SP_ERR_OUTPUT,    /* an output could not be written */
+    SP_ERR_USAGE,     /* bad arguments or parameters */
+    SP_ERR_NOMEM,     /* out of memory */
+    SP_ERR_INTERNAL,  /* a bug or an unexpected library failure */
+    SP_ERR_NOT_SLIDE, /* an input no reader recognises as a slide (an
+                         SP_ERR_INPUT kind; set by the slide job) */
+    SP_ERR_CANCELLED  /* stopped on request (a signal, a scheduler) */
 } sp_errcode;
+
+/* The code's word in records and logs: "ok", "unreadable", "output",
+ * "usage", "out-of-memory", "internal", "not-a-slide", "cancelled". */
+const char *sp_errcode_name(sp_errcode code);
 
 #define SP_ERROR_MAX 1024
 
@@ -130,6 +138,11 @@ char *sp_temp_sibling(const char *final_path);
 /* Write a whole buffer to `path` atomically (temp file, fsync, rename). */
 bool sp_write_file_atomic(const char *path, const void *data, size_t n,
                           sp_error *err);
+/* Write all `n` bytes to `fd` (retrying short writes and EINTR). */
+bool sp_write_all(int fd, const void *data, size_t n);
+/* Read up to `n` bytes from `fd`, until end of file (retrying EINTR):
+ * the count read, or -1 on a read error. */
+ssize_t sp_read_all(int fd, void *data, size_t n);
 /* The last path component (points into `path`). */
 const char *sp_basename(const char *path);
 /* "dir/name" (no doubled slash when dir ends in one), malloc'd; NULL on
