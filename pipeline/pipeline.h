@@ -18,7 +18,10 @@
  * Thread rules: sp_run_slide runs its own OpenMP teams of `threads`
  * threads and calls HDF5 only from the calling thread. Two sp_run_slide
  * calls must not run at once in one process (HDF5 is not thread-safe);
- * the batch runs slides in child processes. Nothing here prints.
+ * the batch runs slides in forked child processes. A process that forks
+ * children to run sp_run_slide must not have run it (or any OpenMP code)
+ * itself: libgomp's thread pool does not survive fork, and the child
+ * would wait for it forever. Nothing here prints.
  */
 #ifndef SP_PIPELINE_H
 #define SP_PIPELINE_H
