@@ -130,6 +130,11 @@ char *sp_temp_sibling(const char *final_path);
 /* Write a whole buffer to `path` atomically (temp file, fsync, rename). */
 bool sp_write_file_atomic(const char *path, const void *data, size_t n,
                           sp_error *err);
+/* Read the whole regular file `path` (a symbolic link as its last
+ * component is refused) of at most `max` bytes: malloc'd, NUL-terminated,
+ * its length in *n. NULL with `err` set (SP_ERR_INPUT naming `path`, or
+ * SP_ERR_NOMEM). */
+char *sp_read_file(const char *path, size_t max, size_t *n, sp_error *err);
 /* The last path component (points into `path`). */
 const char *sp_basename(const char *path);
 /* "dir/name" (no doubled slash when dir ends in one), malloc'd; NULL on
