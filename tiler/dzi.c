@@ -1,6 +1,7 @@
 /* Deep Zoom writer: OUT.dzi + OUT_files/<level>/<col>_<row>.<ext>, plus
- * OUT.json. Built as hidden temporaries, renamed at the end, OUT.dzi last
- * (so a pyramid without its .dzi is never a finished one). */
+ * OUT.json (names from layout.c). Built as hidden temporaries, renamed at
+ * the end, OUT.dzi last (so a pyramid without its .dzi is never a
+ * finished one). pyramid_read.c reads the descriptor back. */
 #include "tiler_private.h"
 
 #include <errno.h>

@@ -3,7 +3,8 @@
  * when the data could pass 4 GB. Level 0 carries an Aperio-style
  * ImageDescription ("Aperio ... |AppMag = 20|MPP = 0.499"), which is how
  * OpenSlide 3.4 learns mpp and magnification of a plain TIFF, and every
- * level resolution tags in pixels per centimetre for other readers.
+ * level resolution tags in pixels per centimetre for other readers. The
+ * names of OUT.tiff and OUT.json come from layout.c.
  *
  * Tiles arrive from many threads in pyramid order, all levels at once,
  * while TIFF wants one directory at a time: workers append encoded tiles
