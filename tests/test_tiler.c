@@ -1,6 +1,7 @@
 /* tiler: the streaming pyramid fed through its public API, checked against
  * a whole-image reference shrink written here, band-size independence,
- * masks, TIFF directories, cancellation and failure cleanup. */
+ * masks, TIFF directories, cancellation and failure cleanup; a pyramid's
+ * names, and its descriptor and sidecar read back. */
 #include <dirent.h>
 #include <png.h>
 #include <stdio.h>
@@ -452,6 +453,120 @@ static void test_unreadable_slide(void) {
     free(src);
 }
 
+/* The names every writer and reader takes from layout.c. */
+static void test_pyramid_names(void) {
+    sp_pyramid_names n;
+    CU_ASSERT_TRUE_FATAL(sp_pyramid_names_of(&n, "d/x", SP_CONTAINER_DZI));
+    CU_ASSERT_STRING_EQUAL(n.stem, "d/x");
+    CU_ASSERT_STRING_EQUAL(n.main, "d/x.dzi");
+    CU_ASSERT_STRING_EQUAL(n.files, "d/x_files");
+    CU_ASSERT_STRING_EQUAL(n.sidecar, "d/x.json");
+    sp_pyramid_names_free(&n);
+    CU_ASSERT_PTR_NULL(n.main);
+    CU_ASSERT_TRUE_FATAL(sp_pyramid_names_of(&n, "d/x.dzi", SP_CONTAINER_DZI));
+    CU_ASSERT_STRING_EQUAL(n.stem, "d/x");
+    CU_ASSERT_STRING_EQUAL(n.main, "d/x.dzi");
+    sp_pyramid_names_free(&n);
+    /* another container's extension is part of the stem */
+    CU_ASSERT_TRUE_FATAL(sp_pyramid_names_of(&n, "d/x.tiff", SP_CONTAINER_DZI));
+    CU_ASSERT_STRING_EQUAL(n.main, "d/x.tiff.dzi");
+    CU_ASSERT_STRING_EQUAL(n.sidecar, "d/x.tiff.json");
+    sp_pyramid_names_free(&n);
+    CU_ASSERT_TRUE_FATAL(sp_pyramid_names_of(&n, "d/x", SP_CONTAINER_TIFF));
+    CU_ASSERT_STRING_EQUAL(n.main, "d/x.tiff");
+    CU_ASSERT_PTR_NULL(n.files);
+    CU_ASSERT_STRING_EQUAL(n.sidecar, "d/x.json");
+    sp_pyramid_names_free(&n);
+    CU_ASSERT_TRUE_FATAL(sp_pyramid_names_of(&n, "d/x.tif", SP_CONTAINER_TIFF));
+    CU_ASSERT_STRING_EQUAL(n.stem, "d/x");
+    CU_ASSERT_STRING_EQUAL(n.main, "d/x.tif");
+    sp_pyramid_names_free(&n);
+    CU_ASSERT_TRUE_FATAL(
+        sp_pyramid_names_init(&n, "d/x.dzi", SP_CONTAINER_TIFF, ".tif"));
+    CU_ASSERT_STRING_EQUAL(n.main, "d/x.dzi.tif");
+    sp_pyramid_names_free(&n);
+    CU_ASSERT_STRING_EQUAL(sp_pyramid_ext("a.tif", SP_CONTAINER_TIFF), ".tif");
+    CU_ASSERT_STRING_EQUAL(sp_pyramid_ext("a.tif", SP_CONTAINER_DZI), "");
+    CU_ASSERT_STRING_EQUAL(sp_pyramid_ext(".dzi", SP_CONTAINER_DZI), "");
+    char name[32];
+    sp_pyramid_tile_name(name, sizeof name, 3, 14, "jpeg");
+    CU_ASSERT_STRING_EQUAL(name, "3_14.jpeg");
+}
+
+/* A pyramid read back: the descriptor's geometry is what was asked for,
+ * and the sidecar's manifest says '1' exactly for the tile files on disk. */
+static void test_pyramid_read_back(void) {
+    uint8_t *img = make_image();
+    uint8_t cells[10 * 8];
+    memset(cells, 0, sizeof cells);
+    cells[3 * 10 + 4] = 1;
+    sp_tissue_mask m = {.cells = cells, .width = 10, .height = 8, .scale = 100};
+    char out[512];
+    snprintf(out, sizeof out, "%s/readback.dzi", sp_test_tmpdir());
+    sp_pyramid_opts prm = png_params(out, 254, 1);
+    prm.opts.skip_background = true;
+    prm.opts.mask = &m;
+    sp_error e = {0};
+    sp_tile_stats st;
+    CU_ASSERT_TRUE_FATAL(build(&prm, img, 200, &st, &e));
+    free(img);
+    sp_pyramid_names n;
+    CU_ASSERT_TRUE_FATAL(sp_pyramid_names_of(&n, out, SP_CONTAINER_DZI));
+    CU_ASSERT_STRING_EQUAL(st.output, n.main);
+    sp_dzi_info d;
+    CU_ASSERT_TRUE_FATAL(sp_dzi_read(n.main, &d, &e));
+    CU_ASSERT_EQUAL(d.width, IW);
+    CU_ASSERT_EQUAL(d.height, IH);
+    CU_ASSERT_EQUAL(d.tile_size, 254);
+    CU_ASSERT_EQUAL(d.overlap, 1);
+    CU_ASSERT_EQUAL(d.format, SP_TILE_PNG);
+    CU_ASSERT_EQUAL(d.levels, st.levels);
+    sp_sidecar sc;
+    CU_ASSERT_TRUE_FATAL(sp_sidecar_read(n.sidecar, &d, &sc, &e));
+    CU_ASSERT_EQUAL(sc.levels, d.levels);
+    CU_ASSERT_EQUAL(sc.quality, prm.opts.quality);
+    CU_ASSERT_TRUE(sc.has_background);
+    CU_ASSERT_EQUAL(sc.background[0], 255);
+    int64_t ones = 0;
+    for (int l = 0; l < sc.levels; l++) {
+        const sp_manifest_level *ml = &sc.manifest[l];
+        CU_ASSERT_PTR_NOT_NULL_FATAL(ml->tiles);
+        sp_tile_rect t;
+        CU_ASSERT_TRUE(sp_tile_dz_geometry(d.width, d.height, d.tile_size,
+                                           d.overlap, l, 0, 0, &t));
+        CU_ASSERT_EQUAL(ml->cols, t.cols);
+        CU_ASSERT_EQUAL(ml->rows, t.rows);
+        for (int64_t r = 0; r < ml->rows; r++)
+            for (int64_t c = 0; c < ml->cols; c++) {
+                char tile[32], path[700];
+                sp_pyramid_tile_name(tile, sizeof tile, c, r, "png");
+                snprintf(path, sizeof path, "%s/%d/%s", n.files, l, tile);
+                CU_ASSERT_EQUAL(ml->tiles[r * ml->cols + c],
+                                sp_path_exists(path));
+                ones += ml->tiles[r * ml->cols + c];
+            }
+    }
+    CU_ASSERT_EQUAL(ones, st.tiles_written);
+    sp_sidecar_free(&sc);
+    /* what is not a descriptor slidepipe can serve */
+    CU_ASSERT_FALSE(sp_dzi_parse("<Image TileSize=\"254\" Overlap=\"200\" "
+                                 "Format=\"png\"><Size Width=\"9\" "
+                                 "Height=\"9\"/></Image>",
+                                 "o.dzi", &d, &e));
+    CU_ASSERT_EQUAL(e.code, SP_ERR_INPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "o.dzi"));
+    e = (sp_error){0}; /* the first error sticks */
+    CU_ASSERT_FALSE(sp_dzi_parse("<Image TileSize=\"254\" Overlap=\"1\" "
+                                 "Format=\"gif\"><Size Width=\"9\" "
+                                 "Height=\"9\"/></Image>",
+                                 "f.dzi", &d, &e));
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "unsupported tile format 'gif'"));
+    e = (sp_error){0};
+    CU_ASSERT_FALSE(sp_sidecar_parse("[1]", 3, "s.json", &d, &sc, &e));
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "malformed JSON"));
+    sp_pyramid_names_free(&n);
+}
+
 int main(void) {
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 2;
@@ -463,5 +578,7 @@ int main(void) {
     CU_ADD_TEST(s, test_cancel);
     CU_ADD_TEST(s, test_tiff_directories);
     CU_ADD_TEST(s, test_unreadable_slide);
+    CU_ADD_TEST(s, test_pyramid_names);
+    CU_ADD_TEST(s, test_pyramid_read_back);
     return sp_test_run();
 }
