@@ -329,20 +329,32 @@ static void test_misuse_and_abort(void) {
 }
 
 /* A mask with one tissue cell: only the tiles under it are written. */
-static void test_mask_skips(void) {
+/* The PNG pyramid (T 254, O 1) of make_image() at `out`, background
+ * skipped under a mask whose one tissue cell covers level-0 pixels
+ * [400,500) x [300,400). */
+static bool build_one_cell(const char *out, sp_pyramid_opts *prm,
+                           sp_tile_stats *st, sp_error *e) {
     uint8_t *img = make_image();
     uint8_t cells[10 * 8];
     memset(cells, 0, sizeof cells);
-    cells[3 * 10 + 4] = 1; /* level-0 pixels [400,500) x [300,400) */
+    cells[3 * 10 + 4] = 1;
     sp_tissue_mask m = {.cells = cells, .width = 10, .height = 8, .scale = 100};
+    *prm = png_params(out, 254, 1);
+    prm->opts.skip_background = true;
+    prm->opts.mask = &m;
+    bool ok = build(prm, img, 200, st, e);
+    prm->opts.mask = NULL; /* gone with this frame */
+    free(img);
+    return ok;
+}
+
+static void test_mask_skips(void) {
     char out[512];
     snprintf(out, sizeof out, "%s/mask", sp_test_tmpdir());
-    sp_pyramid_opts prm = png_params(out, 254, 1);
-    prm.opts.skip_background = true;
-    prm.opts.mask = &m;
+    sp_pyramid_opts prm;
     sp_error e = {0};
     sp_tile_stats st;
-    CU_ASSERT_TRUE_FATAL(build(&prm, img, 200, &st, &e));
+    CU_ASSERT_TRUE_FATAL(build_one_cell(out, &prm, &st, &e));
     char top[600];
     snprintf(top, sizeof top, "%s_files/%d", out, st.levels - 1);
     /* top level: x 400..500 is column 1 only; y 300..400 is row 1 only */
@@ -351,7 +363,6 @@ static void test_mask_skips(void) {
     CU_ASSERT_TRUE(sp_path_exists(top));
     CU_ASSERT_EQUAL(st.tiles_written + st.tiles_skipped, st.tiles_total);
     CU_ASSERT_EQUAL(st.tiles_written, st.levels); /* one tile per level */
-    free(img);
 }
 
 static bool cancel_cb(void *user, int64_t done, int64_t total) {
@@ -455,32 +466,36 @@ static void test_unreadable_slide(void) {
 
 /* The names every writer and reader takes from layout.c. */
 static void test_pyramid_names(void) {
+    static const struct {
+        const char *out;
+        sp_container c;
+        const char *stem, *main, *files, *sidecar;
+    } cases[] = {
+        {"d/x", SP_CONTAINER_DZI, "d/x", "d/x.dzi", "d/x_files", "d/x.json"},
+        {"d/x.dzi", SP_CONTAINER_DZI, "d/x", "d/x.dzi", "d/x_files",
+         "d/x.json"},
+        /* another container's extension is part of the stem */
+        {"d/x.tiff", SP_CONTAINER_DZI, "d/x.tiff", "d/x.tiff.dzi",
+         "d/x.tiff_files", "d/x.tiff.json"},
+        {"d/x", SP_CONTAINER_TIFF, "d/x", "d/x.tiff", NULL, "d/x.json"},
+        {"d/x.tif", SP_CONTAINER_TIFF, "d/x", "d/x.tif", NULL, "d/x.json"},
+        {"d/x.tiff", SP_CONTAINER_TIFF, "d/x", "d/x.tiff", NULL, "d/x.json"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        sp_pyramid_names n;
+        CU_ASSERT_TRUE_FATAL(sp_pyramid_names_of(&n, cases[i].out, cases[i].c));
+        CU_ASSERT_STRING_EQUAL(n.stem, cases[i].stem);
+        CU_ASSERT_STRING_EQUAL(n.main, cases[i].main);
+        if (cases[i].files) {
+            CU_ASSERT_STRING_EQUAL(n.files, cases[i].files);
+        } else {
+            CU_ASSERT_PTR_NULL(n.files);
+        }
+        CU_ASSERT_STRING_EQUAL(n.sidecar, cases[i].sidecar);
+        sp_pyramid_names_free(&n);
+        CU_ASSERT_PTR_NULL(n.main);
+    }
     sp_pyramid_names n;
-    CU_ASSERT_TRUE_FATAL(sp_pyramid_names_of(&n, "d/x", SP_CONTAINER_DZI));
-    CU_ASSERT_STRING_EQUAL(n.stem, "d/x");
-    CU_ASSERT_STRING_EQUAL(n.main, "d/x.dzi");
-    CU_ASSERT_STRING_EQUAL(n.files, "d/x_files");
-    CU_ASSERT_STRING_EQUAL(n.sidecar, "d/x.json");
-    sp_pyramid_names_free(&n);
-    CU_ASSERT_PTR_NULL(n.main);
-    CU_ASSERT_TRUE_FATAL(sp_pyramid_names_of(&n, "d/x.dzi", SP_CONTAINER_DZI));
-    CU_ASSERT_STRING_EQUAL(n.stem, "d/x");
-    CU_ASSERT_STRING_EQUAL(n.main, "d/x.dzi");
-    sp_pyramid_names_free(&n);
-    /* another container's extension is part of the stem */
-    CU_ASSERT_TRUE_FATAL(sp_pyramid_names_of(&n, "d/x.tiff", SP_CONTAINER_DZI));
-    CU_ASSERT_STRING_EQUAL(n.main, "d/x.tiff.dzi");
-    CU_ASSERT_STRING_EQUAL(n.sidecar, "d/x.tiff.json");
-    sp_pyramid_names_free(&n);
-    CU_ASSERT_TRUE_FATAL(sp_pyramid_names_of(&n, "d/x", SP_CONTAINER_TIFF));
-    CU_ASSERT_STRING_EQUAL(n.main, "d/x.tiff");
-    CU_ASSERT_PTR_NULL(n.files);
-    CU_ASSERT_STRING_EQUAL(n.sidecar, "d/x.json");
-    sp_pyramid_names_free(&n);
-    CU_ASSERT_TRUE_FATAL(sp_pyramid_names_of(&n, "d/x.tif", SP_CONTAINER_TIFF));
-    CU_ASSERT_STRING_EQUAL(n.stem, "d/x");
-    CU_ASSERT_STRING_EQUAL(n.main, "d/x.tif");
-    sp_pyramid_names_free(&n);
     CU_ASSERT_TRUE_FATAL(
         sp_pyramid_names_init(&n, "d/x.dzi", SP_CONTAINER_TIFF, ".tif"));
     CU_ASSERT_STRING_EQUAL(n.main, "d/x.dzi.tif");
@@ -496,20 +511,12 @@ static void test_pyramid_names(void) {
 /* A pyramid read back: the descriptor's geometry is what was asked for,
  * and the sidecar's manifest says '1' exactly for the tile files on disk. */
 static void test_pyramid_read_back(void) {
-    uint8_t *img = make_image();
-    uint8_t cells[10 * 8];
-    memset(cells, 0, sizeof cells);
-    cells[3 * 10 + 4] = 1;
-    sp_tissue_mask m = {.cells = cells, .width = 10, .height = 8, .scale = 100};
     char out[512];
     snprintf(out, sizeof out, "%s/readback.dzi", sp_test_tmpdir());
-    sp_pyramid_opts prm = png_params(out, 254, 1);
-    prm.opts.skip_background = true;
-    prm.opts.mask = &m;
+    sp_pyramid_opts prm;
     sp_error e = {0};
     sp_tile_stats st;
-    CU_ASSERT_TRUE_FATAL(build(&prm, img, 200, &st, &e));
-    free(img);
+    CU_ASSERT_TRUE_FATAL(build_one_cell(out, &prm, &st, &e));
     sp_pyramid_names n;
     CU_ASSERT_TRUE_FATAL(sp_pyramid_names_of(&n, out, SP_CONTAINER_DZI));
     CU_ASSERT_STRING_EQUAL(st.output, n.main);
