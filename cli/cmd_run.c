@@ -162,19 +162,6 @@ static void print_json(const char *slide, const sp_run_result *r) {
     sp_buf_free(&b);
 }
 
-/* "x.dzi" -> "x" (for run's -o, which names several outputs). */
-static char *strip_ext(const char *s, const char *ext) {
-    size_t n = strlen(s), e = strlen(ext);
-    if (n > e && strcmp(s + n - e, ext) == 0)
-        n -= e;
-    char *r = malloc(n + 1);
-    if (r) {
-        memcpy(r, s, n);
-        r[n] = '\0';
-    }
-    return r;
-}
-
 static int drive(const char *cmd, unsigned what, int argc, char **argv) {
     enum {
         OPT_CONTAINER = 1000,
@@ -460,8 +447,10 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
         o.source_name = source_name; /* NULL: the file name */
     }
     if (what == (SP_RUN_TILES | SP_RUN_FEATURES)) {
-        stem = strip_ext(out, o.tile.container == SP_CONTAINER_TIFF ? ".tiff"
-                                                                    : ".dzi");
+        /* OUT or OUT.dzi/OUT.tiff names the pyramid; OUT.h5 goes beside */
+        const char *ext = sp_pyramid_ext(out, o.tile.container);
+        size_t keep = strlen(out) - strlen(ext);
+        stem = strndup(out, keep ? keep : strlen(out));
         size_t n = stem ? strlen(stem) + 4 : 0;
         h5 = stem ? malloc(n) : NULL;
         if (!h5) {
@@ -471,7 +460,7 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
             return SP_EXIT_INTERNAL;
         }
         snprintf(h5, n, "%s.h5", stem);
-        o.tiles_out = stem;
+        o.tiles_out = out;
         o.features_out = h5;
     } else if (tiles) {
         o.tiles_out = out;

@@ -1,9 +1,11 @@
 /* Shared by fuzz_dzi.c and fuzz_sidecar.c: feed a Deep Zoom descriptor
- * (X.dzi) and its sidecar (X.json) to the viewer's catalogue through its
- * public entry point, sp_catalog_open, exactly as `slidepipe serve X.dzi`
- * does, then render the slide's page and JSON (which show what the
- * sidecar said). A private folder holds X_files/ with a few level
- * folders and stand-in browser assets. */
+ * (X.dzi) and its sidecar (X.json) to tiler's readers of them
+ * (tiler/pyramid_read.c: sp_dzi_parse, sp_sidecar_parse) in memory, then
+ * to the viewer's catalogue through its public entry point,
+ * sp_catalog_open, exactly as `slidepipe serve X.dzi` does (which reads
+ * them with sp_dzi_read and sp_sidecar_read), and render the slide's page
+ * and JSON (which show what the sidecar said). A private folder holds
+ * X_files/ with a few level folders and stand-in browser assets. */
 #ifndef SP_FUZZ_CATALOG_HARNESS_H
 #define SP_FUZZ_CATALOG_HARNESS_H
 
@@ -99,9 +101,48 @@ static void h_setup(const char *name) {
     atexit(h_cleanup);
 }
 
-/* One input: write the two files (json NULL: no sidecar), open, render. */
+/* The parsers alone: what they accept must hold their promises. */
+static void h_parse(const void *dzi, size_t dzin, const void *json,
+                    size_t jsonn) {
+    char *xml = malloc(dzin + 1);
+    if (!xml)
+        abort();
+    memcpy(xml, dzi, dzin);
+    xml[dzin] = '\0';
+    sp_dzi_info d;
+    sp_error err = {0};
+    bool ok = sp_dzi_parse(xml, "p.dzi", &d, &err);
+    free(xml);
+    if (!ok) {
+        if (!sp_error_is_set(&err))
+            abort();
+        return;
+    }
+    if (d.width < 1 || d.height < 1 || d.tile_size < 1 || d.overlap < 0 ||
+        d.levels != sp_tile_dz_level_count(d.width, d.height))
+        abort();
+    if (!json)
+        return;
+    sp_sidecar sc;
+    if (!sp_sidecar_parse(json, jsonn, "p.json", &d, &sc, &err)) {
+        if (!sp_error_is_set(&err))
+            abort();
+        return;
+    }
+    if (sc.levels != d.levels || sc.quality < 0 || sc.quality > 100)
+        abort();
+    for (int l = 0; l < sc.levels; l++)
+        if (sc.manifest[l].tiles &&
+            (sc.manifest[l].cols < 1 || sc.manifest[l].rows < 1))
+            abort();
+    sp_sidecar_free(&sc);
+}
+
+/* One input: parse it in memory, then write the two files (json NULL: no
+ * sidecar), open, render. */
 static void h_run(const void *dzi, size_t dzin, const void *json,
                   size_t jsonn) {
+    h_parse(dzi, dzin, json, jsonn);
     h_write(h_dzi, dzi, dzin);
     if (json)
         h_write(h_json, json, jsonn);

@@ -1,8 +1,8 @@
-/* libFuzzer target: the viewer's reader of Deep Zoom descriptors (.dzi,
- * written by tiler/dzi.c) together with its sidecar, through
- * sp_catalog_open (see catalog_harness.h). Input: the .dzi bytes, then,
- * after a NUL byte, the sidecar's (no NUL: no sidecar). fuzz_sidecar
- * varies the sidecar alone beside a fixed descriptor. */
+/* libFuzzer target: the reader of Deep Zoom descriptors (.dzi, written
+ * by tiler/dzi.c, read back by tiler/pyramid_read.c) together with its
+ * sidecar, alone and through sp_catalog_open (see catalog_harness.h). Input:
+ * the .dzi bytes, then, after a NUL byte, the sidecar's (no NUL: no sidecar).
+ * fuzz_sidecar varies the sidecar alone beside a fixed descriptor. */
 #include "catalog_harness.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);

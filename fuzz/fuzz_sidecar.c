@@ -1,8 +1,9 @@
-/* libFuzzer target: the viewer's reader of the sidecar OUT.json (written
- * by tiler/pyramid.c: source metadata, parameters, the per-level tile
- * manifest), through sp_catalog_open (see catalog_harness.h). Input: the
- * JSON bytes, beside a fixed valid 1000x700 .dzi (tile 254, overlap 1:
- * 11 levels, level 10 has 4x3 tiles). */
+/* libFuzzer target: the reader of the sidecar OUT.json (written by
+ * tiler/pyramid.c: source metadata, parameters, the per-level tile
+ * manifest; read back by tiler/pyramid_read.c), alone and through
+ * sp_catalog_open (see catalog_harness.h). Input: the JSON bytes, beside
+ * a fixed valid 1000x700 .dzi (tile 254, overlap 1: 11 levels, level 10
+ * has 4x3 tiles). */
 #include "catalog_harness.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);

@@ -236,19 +236,14 @@ static void commit(sp_batch *b, sp__bslide *s, const sp_run_result *r,
     /* a number out of range is unknown, never converted */
     s->pub.tiles = r->tiles.tiles_written >= 0 ? r->tiles.tiles_written : -1;
     s->pub.tissue_area_mm2 = r->tissue_area_mm2;
-    const char *missing = NULL;
-    for (size_t i = 0; i < SP__BATCH_N_OUTPUTS && !missing; i++) {
-        char *p = sp_path_join(s->tmpdir, sp__batch_outputs[i]);
-        if (!p || !sp_path_exists(p))
-            missing = sp__batch_outputs[i];
-        free(p);
-    }
+    bool oom = false;
+    char *missing = sp__batch_missing_output(s->tmpdir, &oom);
     if (missing) {
         snprintf(buf, sizeof buf,
                  "%s: the slide job reported success but left no %s", s->path,
                  missing);
         sp__bslide_fail(s, "output", SP_ERR_INTERNAL, buf);
-    } else if (!final) {
+    } else if (!final || oom) {
         sp__bslide_fail(s, "output", SP_ERR_NOMEM, "out of memory");
     } else if (!sp__batch_write_done(b, s, s->tmpdir, r, seconds, &e)) {
         sp__bslide_fail(s, "output", e.code, e.msg);
@@ -260,6 +255,7 @@ static void commit(sp_batch *b, sp__bslide *s, const sp_run_result *r,
         b->mp_done += s->pub.megapixels;
         b->counts.tiles += s->pub.tiles > 0 ? s->pub.tiles : 0;
     }
+    free(missing);
 }
 
 void sp__batch_finish(sp_batch *b, sp__bslide *s, int st) {

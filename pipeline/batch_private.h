@@ -30,10 +30,9 @@
  * canonical order. */
 #define SP__BATCH_NKEYS 5
 
-/* What each slide leaves in OUTDIR/<id>/ besides done.json. */
+/* Each slide's job writes OUTDIR/<id>/slide: the pyramid's files
+ * (tiler.h's sp_pyramid_names) and slide.h5. */
 #define SP__BATCH_OUT_BASE "slide"
-extern const char *const sp__batch_outputs[];
-#define SP__BATCH_N_OUTPUTS 4
 #define SP__BATCH_DONE_FILE "done.json"
 /* The tag the parameter fingerprint starts with: a change of what a
  * slide's job does (not of its options) changes every fingerprint. */
@@ -138,6 +137,9 @@ bool sp__batch_plan(sp_batch *b, sp_error *err);
  * path choice and the outputs exist; fills what the summary shows. Not
  * static also for fuzz/fuzz_done.c. */
 bool sp__batch_already_done(sp_batch *b, sp__bslide *s);
+/* The first of the job's outputs missing from `dir` (its file name,
+ * malloc'd), or NULL when all are there. *oom when memory ran out. */
+char *sp__batch_missing_output(const char *dir, bool *oom);
 /* Write `dir`/done.json for `s`, whose job gave `r`, atomically. */
 bool sp__batch_write_done(sp_batch *b, const sp__bslide *s, const char *dir,
                           const sp_run_result *r, double seconds,

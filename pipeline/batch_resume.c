@@ -13,8 +13,30 @@
 
 #define SP__BATCH_DONE_SCHEMA "slidepipe.batch-done"
 
-const char *const sp__batch_outputs[SP__BATCH_N_OUTPUTS] = {
-    "slide.dzi", "slide_files", "slide.json", "slide.h5"};
+char *sp__batch_missing_output(const char *dir, bool *oom) {
+    *oom = false;
+    char *stem = sp_path_join(dir, SP__BATCH_OUT_BASE);
+    sp_pyramid_names n;
+    if (!stem || !sp_pyramid_names_init(&n, stem, SP_CONTAINER_DZI, NULL)) {
+        free(stem);
+        *oom = true;
+        return NULL;
+    }
+    sp_buf h5;
+    sp_buf_init(&h5);
+    sp_buf_printf(&h5, "%s.h5", stem);
+    const char *const all[] = {n.main, n.files, n.sidecar, h5.data};
+    char *missing = NULL;
+    *oom = h5.oom;
+    for (size_t i = 0; !*oom && !missing && i < 4; i++)
+        if (!sp_path_exists(all[i]) &&
+            !(missing = strdup(sp_basename(all[i]))))
+            *oom = true;
+    sp_buf_free(&h5);
+    sp_pyramid_names_free(&n);
+    free(stem);
+    return missing;
+}
 
 /* done.json of a real run is a few KiB: more is not ours */
 #define DONE_MAX (1u << 20)
@@ -92,10 +114,11 @@ bool sp__batch_already_done(sp_batch *b, sp__bslide *s) {
               same(str_of(o, "quickhash"), s->quickhash) &&
               same(str_of(o, "fingerprint"), s->fingerprint) &&
               same(str_of(o, "paths"), b->o.full_paths ? "full" : "relative");
-    for (size_t i = 0; ok && i < SP__BATCH_N_OUTPUTS; i++) {
-        char *p = sp_path_join(dir, sp__batch_outputs[i]);
-        ok = p && sp_path_exists(p);
-        free(p);
+    if (ok) {
+        bool oom;
+        char *missing = sp__batch_missing_output(dir, &oom);
+        ok = !missing && !oom;
+        free(missing);
     }
     if (ok) {
         json_object *run = NULL;
@@ -136,8 +159,12 @@ bool sp__batch_write_done(sp_batch *b, const sp__bslide *s, const char *dir,
     char *od = b->o.full_paths ? sp__batch_abs_path(b->outdir) : NULL;
     char *final = b->o.full_paths ? (od ? sp_path_join(od, s->id) : NULL)
                                   : sp__strdup0(s->id); /* below OUTDIR */
-    char *output =
-        final ? sp_path_join(final, SP__BATCH_OUT_BASE ".dzi") : NULL;
+    char *stem = final ? sp_path_join(final, SP__BATCH_OUT_BASE) : NULL;
+    sp_pyramid_names names = {0};
+    bool named =
+        stem && sp_pyramid_names_init(&names, stem, SP_CONTAINER_DZI, NULL);
+    free(stem);
+    const char *output = named ? names.main : NULL;
     /* the job's record as the outputs name things: the slide as recorded,
      * the final folder rather than the temporary one */
     sp_buf run;
@@ -145,7 +172,6 @@ bool sp__batch_write_done(sp_batch *b, const sp__bslide *s, const char *dir,
     bool run_ok = path && output && sp_run_result_json(r, path, output, &run);
     free(od);
     free(final);
-    free(output);
     sp_json_key(&w, "slide");
     sp_json_string(&w, path);
     free(path);
@@ -181,5 +207,6 @@ bool sp__batch_write_done(sp_batch *b, const sp__bslide *s, const char *dir,
     free(done);
     sp_buf_free(&run);
     sp_buf_free(&buf);
+    sp_pyramid_names_free(&names);
     return ok;
 }

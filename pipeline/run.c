@@ -704,11 +704,6 @@ static void staging_free(staging *g) {
     g->main_tiles = -1;
 }
 
-static bool ends_with(const char *s, const char *tail) {
-    size_t n = strlen(s), k = strlen(tail);
-    return n >= k && strcmp(s + n - k, tail) == 0;
-}
-
 static char *cat(const char *a, size_t alen, const char *b) {
     size_t n = alen + strlen(b) + 1;
     char *s = malloc(n);
@@ -732,42 +727,32 @@ static bool stage_add(staging *g, const char *fin, char *stg, bool is_dir) {
     return true;
 }
 
-/* The names: the pyramid OUT (+ .dzi or .tiff/.tif) is built as
- * <dir>/.<OUT>.tmp-<pid> with the same extension, so its .json and
- * _files follow; the HDF5 file and the PNG are built at their
- * sp_temp_sibling names. False when out of memory. */
+/* The names (tiler's sp_pyramid_names): the pyramid OUT (+ .dzi or
+ * .tiff/.tif) is built as <dir>/.<OUT>.tmp-<pid> with the same extension,
+ * so its .json and _files follow; the HDF5 file and the PNG are built at
+ * their sp_temp_sibling names. False when out of memory. */
 static bool staging_plan(const sp_run_opts *o, staging *g) {
     memset(g, 0, sizeof *g);
     g->main_tiles = -1;
     if (o->what & SP_RUN_TILES) {
-        const char *out = o->tiles_out;
-        const bool tiff = o->tile.container == SP_CONTAINER_TIFF;
-        const char *given = !tiff && ends_with(out, ".dzi")   ? ".dzi"
-                            : tiff && ends_with(out, ".tiff") ? ".tiff"
-                            : tiff && ends_with(out, ".tif")  ? ".tif"
-                                                              : "";
-        const char *main_ext = given[0] ? given : tiff ? ".tiff" : ".dzi";
-        g->tiles_stem = cat(out, strlen(out) - strlen(given), "");
+        const sp_container ct = o->tile.container;
+        const char *given = sp_pyramid_ext(o->tiles_out, ct);
+        sp_pyramid_names fin = {0}, stg = {0};
+        bool ok = sp_pyramid_names_of(&fin, o->tiles_out, ct);
+        g->tiles_stem = ok ? strdup(fin.stem) : NULL;
         g->tiles_stage_stem =
             g->tiles_stem ? sp_temp_sibling(g->tiles_stem) : NULL;
-        if (!g->tiles_stage_stem)
-            return false;
-        g->tiles_stage_out =
-            cat(g->tiles_stage_stem, strlen(g->tiles_stage_stem), given);
-        char *f_json = cat(g->tiles_stem, strlen(g->tiles_stem), ".json");
-        char *f_files = cat(g->tiles_stem, strlen(g->tiles_stem), "_files");
-        char *f_main = cat(g->tiles_stem, strlen(g->tiles_stem), main_ext);
-        const char *ss = g->tiles_stage_stem;
-        bool ok = g->tiles_stage_out && f_json && f_files && f_main &&
-                  stage_add(g, f_json, cat(ss, strlen(ss), ".json"), false) &&
-                  (tiff || stage_add(g, f_files, cat(ss, strlen(ss), "_files"),
-                                     true)) &&
-                  stage_add(g, f_main, cat(ss, strlen(ss), main_ext), false);
+        ok = g->tiles_stage_stem &&
+             sp_pyramid_names_init(&stg, g->tiles_stage_stem, ct, given);
+        g->tiles_stage_out = ok ? strdup(given[0] ? stg.main : stg.stem) : NULL;
+        ok = g->tiles_stage_out &&
+             stage_add(g, fin.sidecar, strdup(stg.sidecar), false) &&
+             (!fin.files || stage_add(g, fin.files, strdup(stg.files), true)) &&
+             stage_add(g, fin.main, strdup(stg.main), false);
         if (ok)
             g->main_tiles = g->n - 1;
-        free(f_json);
-        free(f_files);
-        free(f_main);
+        sp_pyramid_names_free(&fin);
+        sp_pyramid_names_free(&stg);
         if (!ok)
             return false;
     }

@@ -1,6 +1,7 @@
 /* tiler: the streaming pyramid fed through its public API, checked against
  * a whole-image reference shrink written here, band-size independence,
- * masks, TIFF directories, cancellation and failure cleanup. */
+ * masks, TIFF directories, cancellation and failure cleanup; a pyramid's
+ * names, and its descriptor and sidecar read back. */
 #include <dirent.h>
 #include <png.h>
 #include <stdio.h>
@@ -328,20 +329,32 @@ static void test_misuse_and_abort(void) {
 }
 
 /* A mask with one tissue cell: only the tiles under it are written. */
-static void test_mask_skips(void) {
+/* The PNG pyramid (T 254, O 1) of make_image() at `out`, background
+ * skipped under a mask whose one tissue cell covers level-0 pixels
+ * [400,500) x [300,400). */
+static bool build_one_cell(const char *out, sp_pyramid_opts *prm,
+                           sp_tile_stats *st, sp_error *e) {
     uint8_t *img = make_image();
     uint8_t cells[10 * 8];
     memset(cells, 0, sizeof cells);
-    cells[3 * 10 + 4] = 1; /* level-0 pixels [400,500) x [300,400) */
+    cells[3 * 10 + 4] = 1;
     sp_tissue_mask m = {.cells = cells, .width = 10, .height = 8, .scale = 100};
+    *prm = png_params(out, 254, 1);
+    prm->opts.skip_background = true;
+    prm->opts.mask = &m;
+    bool ok = build(prm, img, 200, st, e);
+    prm->opts.mask = NULL; /* gone with this frame */
+    free(img);
+    return ok;
+}
+
+static void test_mask_skips(void) {
     char out[512];
     snprintf(out, sizeof out, "%s/mask", sp_test_tmpdir());
-    sp_pyramid_opts prm = png_params(out, 254, 1);
-    prm.opts.skip_background = true;
-    prm.opts.mask = &m;
+    sp_pyramid_opts prm;
     sp_error e = {0};
     sp_tile_stats st;
-    CU_ASSERT_TRUE_FATAL(build(&prm, img, 200, &st, &e));
+    CU_ASSERT_TRUE_FATAL(build_one_cell(out, &prm, &st, &e));
     char top[600];
     snprintf(top, sizeof top, "%s_files/%d", out, st.levels - 1);
     /* top level: x 400..500 is column 1 only; y 300..400 is row 1 only */
@@ -350,7 +363,6 @@ static void test_mask_skips(void) {
     CU_ASSERT_TRUE(sp_path_exists(top));
     CU_ASSERT_EQUAL(st.tiles_written + st.tiles_skipped, st.tiles_total);
     CU_ASSERT_EQUAL(st.tiles_written, st.levels); /* one tile per level */
-    free(img);
 }
 
 static bool cancel_cb(void *user, int64_t done, int64_t total) {
@@ -452,6 +464,116 @@ static void test_unreadable_slide(void) {
     free(src);
 }
 
+/* The names every writer and reader takes from layout.c. */
+static void test_pyramid_names(void) {
+    static const struct {
+        const char *out;
+        sp_container c;
+        const char *stem, *main, *files, *sidecar;
+    } cases[] = {
+        {"d/x", SP_CONTAINER_DZI, "d/x", "d/x.dzi", "d/x_files", "d/x.json"},
+        {"d/x.dzi", SP_CONTAINER_DZI, "d/x", "d/x.dzi", "d/x_files",
+         "d/x.json"},
+        /* another container's extension is part of the stem */
+        {"d/x.tiff", SP_CONTAINER_DZI, "d/x.tiff", "d/x.tiff.dzi",
+         "d/x.tiff_files", "d/x.tiff.json"},
+        {"d/x", SP_CONTAINER_TIFF, "d/x", "d/x.tiff", NULL, "d/x.json"},
+        {"d/x.tif", SP_CONTAINER_TIFF, "d/x", "d/x.tif", NULL, "d/x.json"},
+        {"d/x.tiff", SP_CONTAINER_TIFF, "d/x", "d/x.tiff", NULL, "d/x.json"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        sp_pyramid_names n;
+        CU_ASSERT_TRUE_FATAL(sp_pyramid_names_of(&n, cases[i].out, cases[i].c));
+        CU_ASSERT_STRING_EQUAL(n.stem, cases[i].stem);
+        CU_ASSERT_STRING_EQUAL(n.main, cases[i].main);
+        if (cases[i].files) {
+            CU_ASSERT_STRING_EQUAL(n.files, cases[i].files);
+        } else {
+            CU_ASSERT_PTR_NULL(n.files);
+        }
+        CU_ASSERT_STRING_EQUAL(n.sidecar, cases[i].sidecar);
+        sp_pyramid_names_free(&n);
+        CU_ASSERT_PTR_NULL(n.main);
+    }
+    sp_pyramid_names n;
+    CU_ASSERT_TRUE_FATAL(
+        sp_pyramid_names_init(&n, "d/x.dzi", SP_CONTAINER_TIFF, ".tif"));
+    CU_ASSERT_STRING_EQUAL(n.main, "d/x.dzi.tif");
+    sp_pyramid_names_free(&n);
+    CU_ASSERT_STRING_EQUAL(sp_pyramid_ext("a.tif", SP_CONTAINER_TIFF), ".tif");
+    CU_ASSERT_STRING_EQUAL(sp_pyramid_ext("a.tif", SP_CONTAINER_DZI), "");
+    CU_ASSERT_STRING_EQUAL(sp_pyramid_ext(".dzi", SP_CONTAINER_DZI), "");
+    char name[32];
+    sp_pyramid_tile_name(name, sizeof name, 3, 14, "jpeg");
+    CU_ASSERT_STRING_EQUAL(name, "3_14.jpeg");
+}
+
+/* A pyramid read back: the descriptor's geometry is what was asked for,
+ * and the sidecar's manifest says '1' exactly for the tile files on disk. */
+static void test_pyramid_read_back(void) {
+    char out[512];
+    snprintf(out, sizeof out, "%s/readback.dzi", sp_test_tmpdir());
+    sp_pyramid_opts prm;
+    sp_error e = {0};
+    sp_tile_stats st;
+    CU_ASSERT_TRUE_FATAL(build_one_cell(out, &prm, &st, &e));
+    sp_pyramid_names n;
+    CU_ASSERT_TRUE_FATAL(sp_pyramid_names_of(&n, out, SP_CONTAINER_DZI));
+    CU_ASSERT_STRING_EQUAL(st.output, n.main);
+    sp_dzi_info d;
+    CU_ASSERT_TRUE_FATAL(sp_dzi_read(n.main, &d, &e));
+    CU_ASSERT_EQUAL(d.width, IW);
+    CU_ASSERT_EQUAL(d.height, IH);
+    CU_ASSERT_EQUAL(d.tile_size, 254);
+    CU_ASSERT_EQUAL(d.overlap, 1);
+    CU_ASSERT_EQUAL(d.format, SP_TILE_PNG);
+    CU_ASSERT_EQUAL(d.levels, st.levels);
+    sp_sidecar sc;
+    CU_ASSERT_TRUE_FATAL(sp_sidecar_read(n.sidecar, &d, &sc, &e));
+    CU_ASSERT_EQUAL(sc.levels, d.levels);
+    CU_ASSERT_EQUAL(sc.quality, prm.opts.quality);
+    CU_ASSERT_TRUE(sc.has_background);
+    CU_ASSERT_EQUAL(sc.background[0], 255);
+    int64_t ones = 0;
+    for (int l = 0; l < sc.levels; l++) {
+        const sp_manifest_level *ml = &sc.manifest[l];
+        CU_ASSERT_PTR_NOT_NULL_FATAL(ml->tiles);
+        sp_tile_rect t;
+        CU_ASSERT_TRUE(sp_tile_dz_geometry(d.width, d.height, d.tile_size,
+                                           d.overlap, l, 0, 0, &t));
+        CU_ASSERT_EQUAL(ml->cols, t.cols);
+        CU_ASSERT_EQUAL(ml->rows, t.rows);
+        for (int64_t r = 0; r < ml->rows; r++)
+            for (int64_t c = 0; c < ml->cols; c++) {
+                char tile[32], path[700];
+                sp_pyramid_tile_name(tile, sizeof tile, c, r, "png");
+                snprintf(path, sizeof path, "%s/%d/%s", n.files, l, tile);
+                CU_ASSERT_EQUAL(ml->tiles[r * ml->cols + c],
+                                sp_path_exists(path));
+                ones += ml->tiles[r * ml->cols + c];
+            }
+    }
+    CU_ASSERT_EQUAL(ones, st.tiles_written);
+    sp_sidecar_free(&sc);
+    /* what is not a descriptor slidepipe can serve */
+    CU_ASSERT_FALSE(sp_dzi_parse("<Image TileSize=\"254\" Overlap=\"200\" "
+                                 "Format=\"png\"><Size Width=\"9\" "
+                                 "Height=\"9\"/></Image>",
+                                 "o.dzi", &d, &e));
+    CU_ASSERT_EQUAL(e.code, SP_ERR_INPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "o.dzi"));
+    e = (sp_error){0}; /* the first error sticks */
+    CU_ASSERT_FALSE(sp_dzi_parse("<Image TileSize=\"254\" Overlap=\"1\" "
+                                 "Format=\"gif\"><Size Width=\"9\" "
+                                 "Height=\"9\"/></Image>",
+                                 "f.dzi", &d, &e));
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "unsupported tile format 'gif'"));
+    e = (sp_error){0};
+    CU_ASSERT_FALSE(sp_sidecar_parse("[1]", 3, "s.json", &d, &sc, &e));
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "malformed JSON"));
+    sp_pyramid_names_free(&n);
+}
+
 int main(void) {
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 2;
@@ -463,5 +585,7 @@ int main(void) {
     CU_ADD_TEST(s, test_cancel);
     CU_ADD_TEST(s, test_tiff_directories);
     CU_ADD_TEST(s, test_unreadable_slide);
+    CU_ADD_TEST(s, test_pyramid_names);
+    CU_ADD_TEST(s, test_pyramid_read_back);
     return sp_test_run();
 }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "testutil.h"
 #include "util.h"
@@ -77,6 +78,24 @@ static void test_files(void) {
     struct stat st;
     CU_ASSERT_EQUAL(stat(file, &st), 0);
     CU_ASSERT_EQUAL(st.st_size, 5);
+    size_t n = 0;
+    sp_error re = {0}; /* the first error sticks: one per failure */
+    char *text = sp_read_file(file, 5, &n, &re);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    CU_ASSERT_EQUAL(n, 5);
+    CU_ASSERT_STRING_EQUAL(text, "hello");
+    free(text);
+    CU_ASSERT_PTR_NULL(sp_read_file(file, 4, &n, &re)); /* over the limit */
+    CU_ASSERT_EQUAL(re.code, SP_ERR_INPUT);
+    re = (sp_error){0};
+    CU_ASSERT_PTR_NULL(sp_read_file(dir, 1 << 20, &n, &re)); /* a folder */
+    CU_ASSERT_EQUAL(re.code, SP_ERR_INPUT);
+    char link[700];
+    snprintf(link, sizeof link, "%s/link.txt", dir);
+    CU_ASSERT_EQUAL(symlink(file, link), 0);
+    re = (sp_error){0};
+    CU_ASSERT_PTR_NULL(sp_read_file(link, 1 << 20, &n, &re)); /* a link */
+    CU_ASSERT_EQUAL(re.code, SP_ERR_INPUT);
     char *tmp = sp_temp_sibling(file);
     CU_ASSERT_FALSE(sp_path_exists(tmp));
     CU_ASSERT_PTR_NOT_NULL(strstr(tmp, "/.x.txt.tmp-"));

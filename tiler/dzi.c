@@ -1,6 +1,7 @@
 /* Deep Zoom writer: OUT.dzi + OUT_files/<level>/<col>_<row>.<ext>, plus
- * OUT.json. Built as hidden temporaries, renamed at the end, OUT.dzi last
- * (so a pyramid without its .dzi is never a finished one). */
+ * OUT.json (names from layout.c). Built as hidden temporaries, renamed at
+ * the end, OUT.dzi last (so a pyramid without its .dzi is never a
+ * finished one). pyramid_read.c reads the descriptor back. */
 #include "tiler_private.h"
 
 #include <errno.h>
@@ -11,16 +12,14 @@
 
 struct sp_writer {
     sp_pyramid *p;
-    char *dzi, *files, *json; /* final names */
+    sp_pyramid_names fin; /* final names: main (.dzi), files, sidecar */
     char *tmp_dzi, *tmp_files, *tmp_json;
     const char *ext;
     int nlevels;
 };
 
 static void dzi_free(sp_writer *w) {
-    free(w->dzi);
-    free(w->files);
-    free(w->json);
+    sp_pyramid_names_free(&w->fin);
     free(w->tmp_dzi);
     free(w->tmp_files);
     free(w->tmp_json);
@@ -39,19 +38,8 @@ static void dzi_abort(sp_writer *w) {
     dzi_free(w);
 }
 
-static char *cat2(const char *a, size_t alen, const char *b) {
-    size_t n = alen + strlen(b) + 1;
-    char *s = malloc(n);
-    if (s)
-        snprintf(s, n, "%.*s%s", (int)alen, a, b);
-    return s;
-}
-
 static sp_writer *dzi_open(sp_pyramid *p, sp_error *err) {
     const char *out = sp__pyramid_output(p);
-    size_t blen = strlen(out);
-    if (blen > 4 && strcmp(out + blen - 4, ".dzi") == 0)
-        blen -= 4;
     sp_writer *w = calloc(1, sizeof *w);
     if (!w) {
         sp_error_set(err, SP_ERR_NOMEM, out, "out of memory");
@@ -60,27 +48,25 @@ static sp_writer *dzi_open(sp_pyramid *p, sp_error *err) {
     w->p = p;
     w->ext = p->codec->name;
     w->nlevels = p->nlevels;
-    w->dzi = cat2(out, blen, ".dzi");
-    w->files = cat2(out, blen, "_files");
-    w->json = cat2(out, blen, ".json");
-    if (!w->dzi || !w->files || !w->json)
+    if (!sp_pyramid_names_of(&w->fin, out, SP_CONTAINER_DZI))
         goto oom;
-    if (!p->prm.opts.force && sp_path_exists(w->dzi)) {
-        sp_error_set(err, SP_ERR_OUTPUT, w->dzi,
+    if (!p->prm.opts.force && sp_path_exists(w->fin.main)) {
+        sp_error_set(err, SP_ERR_OUTPUT, w->fin.main,
                      "already exists (use --force to replace it)");
         goto fail;
     }
-    sp__tiler_clean_stale(w->files);
-    sp__tiler_clean_stale(w->dzi);
-    sp__tiler_clean_stale(w->json);
-    w->tmp_dzi = sp__tiler_temp_name(w->dzi);
-    w->tmp_files = sp__tiler_temp_name(w->files);
-    w->tmp_json = sp__tiler_temp_name(w->json);
-    p->final_main = strdup(w->dzi);
+    sp__tiler_clean_stale(w->fin.files);
+    sp__tiler_clean_stale(w->fin.main);
+    sp__tiler_clean_stale(w->fin.sidecar);
+    w->tmp_dzi = sp__tiler_temp_name(w->fin.main);
+    w->tmp_files = sp__tiler_temp_name(w->fin.files);
+    w->tmp_json = sp__tiler_temp_name(w->fin.sidecar);
+    p->final_main = strdup(w->fin.main);
     if (!w->tmp_dzi || !w->tmp_files || !w->tmp_json || !p->final_main)
         goto oom;
     if (mkdir(w->tmp_files, 0777) != 0) {
-        sp_error_errno(err, SP_ERR_OUTPUT, w->files, errno, "cannot create");
+        sp_error_errno(err, SP_ERR_OUTPUT, w->fin.files, errno,
+                       "cannot create");
         free(w->tmp_files);
         w->tmp_files = NULL; /* not ours: do not remove it */
         goto fail;
@@ -97,7 +83,7 @@ static sp_writer *dzi_open(sp_pyramid *p, sp_error *err) {
         int e = errno;
         free(path);
         if (rc != 0) {
-            sp_error_errno(err, SP_ERR_OUTPUT, w->files, e,
+            sp_error_errno(err, SP_ERR_OUTPUT, w->fin.files, e,
                            "cannot create level directory");
             goto fail;
         }
@@ -125,15 +111,15 @@ static bool write_as(const char *tmp, const char *final, const uint8_t *data,
 
 static bool dzi_put(sp_writer *w, int d, int64_t col, int64_t row,
                     const uint8_t *data, size_t n, sp_error *err) {
-    char path[4096];
-    int k =
-        snprintf(path, sizeof path, "%s/%d/%lld_%lld.%s", w->tmp_files,
-                 w->nlevels - 1 - d, (long long)col, (long long)row, w->ext);
+    char name[64], path[4096];
+    sp_pyramid_tile_name(name, sizeof name, col, row, w->ext);
+    int k = snprintf(path, sizeof path, "%s/%d/%s", w->tmp_files,
+                     w->nlevels - 1 - d, name);
     if (k < 0 || (size_t)k >= sizeof path)
-        return sp_error_set(err, SP_ERR_OUTPUT, w->files, "path too long");
+        return sp_error_set(err, SP_ERR_OUTPUT, w->fin.files, "path too long");
     char fin[4096]; /* the name errors give */
-    snprintf(fin, sizeof fin, "%s/%d/%lld_%lld.%s", w->files,
-             w->nlevels - 1 - d, (long long)col, (long long)row, w->ext);
+    snprintf(fin, sizeof fin, "%s/%d/%s", w->fin.files, w->nlevels - 1 - d,
+             name);
     return write_as(path, fin, data, n, err);
 }
 
@@ -155,34 +141,38 @@ static bool dzi_finish(sp_writer *w, const char *sidecar, size_t sidecar_n,
         "  />\n"
         "</Image>\n",
         w->ext, p->O, p->T, (long long)p->prm.height, (long long)p->prm.width);
-    if (!write_as(w->tmp_dzi, w->dzi, (const uint8_t *)xml, (size_t)n, err) ||
-        !write_as(w->tmp_json, w->json, (const uint8_t *)sidecar, sidecar_n,
-                  err))
+    if (!write_as(w->tmp_dzi, w->fin.main, (const uint8_t *)xml, (size_t)n,
+                  err) ||
+        !write_as(w->tmp_json, w->fin.sidecar, (const uint8_t *)sidecar,
+                  sidecar_n, err))
         goto fail;
     /* an old pyramid stops looking complete before it is replaced */
-    if (sp_path_exists(w->dzi) && remove(w->dzi) != 0) {
-        sp_error_errno(err, SP_ERR_OUTPUT, w->dzi, errno, "cannot replace");
+    if (sp_path_exists(w->fin.main) && remove(w->fin.main) != 0) {
+        sp_error_errno(err, SP_ERR_OUTPUT, w->fin.main, errno,
+                       "cannot replace");
         goto fail;
     }
-    if (sp_path_exists(w->files) && !sp_remove_tree(w->files, err))
+    if (sp_path_exists(w->fin.files) && !sp_remove_tree(w->fin.files, err))
         goto fail;
-    if (rename(w->tmp_files, w->files) != 0) {
-        sp_error_errno(err, SP_ERR_OUTPUT, w->files, errno, "cannot rename");
+    if (rename(w->tmp_files, w->fin.files) != 0) {
+        sp_error_errno(err, SP_ERR_OUTPUT, w->fin.files, errno,
+                       "cannot rename");
         goto fail;
     }
     free(w->tmp_files);
     w->tmp_files = NULL;
-    if (rename(w->tmp_json, w->json) != 0) {
-        sp_error_errno(err, SP_ERR_OUTPUT, w->json, errno, "cannot rename");
-        sp_remove_tree(w->files, NULL);
+    if (rename(w->tmp_json, w->fin.sidecar) != 0) {
+        sp_error_errno(err, SP_ERR_OUTPUT, w->fin.sidecar, errno,
+                       "cannot rename");
+        sp_remove_tree(w->fin.files, NULL);
         goto fail;
     }
     free(w->tmp_json);
     w->tmp_json = NULL;
-    if (rename(w->tmp_dzi, w->dzi) != 0) {
-        sp_error_errno(err, SP_ERR_OUTPUT, w->dzi, errno, "cannot rename");
-        sp_remove_tree(w->files, NULL);
-        remove(w->json);
+    if (rename(w->tmp_dzi, w->fin.main) != 0) {
+        sp_error_errno(err, SP_ERR_OUTPUT, w->fin.main, errno, "cannot rename");
+        sp_remove_tree(w->fin.files, NULL);
+        remove(w->fin.sidecar);
         goto fail;
     }
     free(w->tmp_dzi);

@@ -3,7 +3,8 @@
  * when the data could pass 4 GB. Level 0 carries an Aperio-style
  * ImageDescription ("Aperio ... |AppMag = 20|MPP = 0.499"), which is how
  * OpenSlide 3.4 learns mpp and magnification of a plain TIFF, and every
- * level resolution tags in pixels per centimetre for other readers.
+ * level resolution tags in pixels per centimetre for other readers. The
+ * names of OUT.tiff and OUT.json come from layout.c.
  *
  * Tiles arrive from many threads in pyramid order, all levels at once,
  * while TIFF wants one directory at a time: workers append encoded tiles
@@ -26,7 +27,8 @@ typedef struct {
 
 struct sp_writer {
     sp_pyramid *p;
-    char *tiff, *json, *tmp_tiff, *tmp_json, *spool_name, *tmp_spool;
+    sp_pyramid_names fin; /* final names: main (.tiff/.tif), sidecar */
+    char *tmp_tiff, *tmp_json, *spool_name, *tmp_spool;
     int fd;
     _Atomic uint64_t end;
     tiff_index idx[SP_TILER_MAX_LEVELS];
@@ -39,8 +41,7 @@ static void tw_free(sp_writer *w) {
         free(w->idx[d].off);
         free(w->idx[d].len);
     }
-    free(w->tiff);
-    free(w->json);
+    sp_pyramid_names_free(&w->fin);
     free(w->tmp_tiff);
     free(w->tmp_json);
     free(w->spool_name);
@@ -60,11 +61,6 @@ static void tw_abort(sp_writer *w) {
     tw_free(w);
 }
 
-static bool ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n > k && strcmp(s + n - k, suffix) == 0;
-}
-
 static sp_writer *tw_open(sp_pyramid *p, sp_error *err) {
     const char *out = sp__pyramid_output(p);
     sp_writer *w = calloc(1, sizeof *w);
@@ -74,33 +70,25 @@ static sp_writer *tw_open(sp_pyramid *p, sp_error *err) {
     }
     w->p = p;
     w->fd = -1;
-    size_t n = strlen(out) + 16;
-    w->tiff = malloc(n);
-    w->json = malloc(n);
-    w->spool_name = malloc(n);
-    if (!w->tiff || !w->json || !w->spool_name)
+    if (!sp_pyramid_names_of(&w->fin, out, SP_CONTAINER_TIFF))
         goto oom;
-    size_t blen = strlen(out);
-    if (ends_with(out, ".tiff") || ends_with(out, ".tif")) {
-        snprintf(w->tiff, n, "%s", out);
-        blen -= ends_with(out, ".tiff") ? 5 : 4;
-    } else {
-        snprintf(w->tiff, n, "%s.tiff", out);
-    }
-    snprintf(w->json, n, "%.*s.json", (int)blen, out);
-    snprintf(w->spool_name, n, "%s.spool", w->tiff);
-    if (!p->prm.opts.force && sp_path_exists(w->tiff)) {
-        sp_error_set(err, SP_ERR_OUTPUT, w->tiff,
+    size_t n = strlen(w->fin.main) + 8;
+    w->spool_name = malloc(n);
+    if (!w->spool_name)
+        goto oom;
+    snprintf(w->spool_name, n, "%s.spool", w->fin.main);
+    if (!p->prm.opts.force && sp_path_exists(w->fin.main)) {
+        sp_error_set(err, SP_ERR_OUTPUT, w->fin.main,
                      "already exists (use --force to replace it)");
         goto fail;
     }
-    sp__tiler_clean_stale(w->tiff);
-    sp__tiler_clean_stale(w->json);
+    sp__tiler_clean_stale(w->fin.main);
+    sp__tiler_clean_stale(w->fin.sidecar);
     sp__tiler_clean_stale(w->spool_name);
-    w->tmp_tiff = sp__tiler_temp_name(w->tiff);
-    w->tmp_json = sp__tiler_temp_name(w->json);
+    w->tmp_tiff = sp__tiler_temp_name(w->fin.main);
+    w->tmp_json = sp__tiler_temp_name(w->fin.sidecar);
     w->tmp_spool = sp__tiler_temp_name(w->spool_name);
-    p->final_main = strdup(w->tiff);
+    p->final_main = strdup(w->fin.main);
     if (!w->tmp_tiff || !w->tmp_json || !w->tmp_spool || !p->final_main)
         goto oom;
     for (int d = 0; d < p->nlevels; d++) {
@@ -112,7 +100,7 @@ static sp_writer *tw_open(sp_pyramid *p, sp_error *err) {
     }
     w->fd = open(w->tmp_spool, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (w->fd < 0) {
-        sp_error_errno(err, SP_ERR_OUTPUT, w->tiff, errno, "cannot create");
+        sp_error_errno(err, SP_ERR_OUTPUT, w->fin.main, errno, "cannot create");
         free(w->tmp_spool);
         w->tmp_spool = NULL;
         goto fail;
@@ -134,7 +122,7 @@ static bool tw_put(sp_writer *w, int d, int64_t col, int64_t row,
         if (k < 0) {
             if (errno == EINTR)
                 continue;
-            return sp_error_errno(err, SP_ERR_OUTPUT, w->tiff, errno,
+            return sp_error_errno(err, SP_ERR_OUTPUT, w->fin.main, errno,
                                   "write failed");
         }
         done += (size_t)k;
@@ -165,7 +153,7 @@ static bool tw_finish(sp_writer *w, const char *sidecar, size_t sidecar_n,
     sp_capture_clear();
     tif = TIFFOpen(w->tmp_tiff, big ? "w8" : "w");
     if (!tif) {
-        sp_error_set(err, SP_ERR_OUTPUT, w->tiff, "cannot create TIFF: %s",
+        sp_error_set(err, SP_ERR_OUTPUT, w->fin.main, "cannot create TIFF: %s",
                      tiff_cause());
         goto fail;
     }
@@ -213,14 +201,15 @@ static bool tw_finish(sp_writer *w, const char *sidecar, size_t sidecar_n,
         for (int64_t i = 0; i < ntiles; i++) {
             uint32_t len = w->idx[d].len[i];
             if (len == 0) {
-                sp_error_set(err, SP_ERR_INTERNAL, w->tiff,
+                sp_error_set(err, SP_ERR_INTERNAL, w->fin.main,
                              "level %d tile %lld missing", d, (long long)i);
                 goto fail;
             }
             if (len > cap) {
                 uint8_t *b = realloc(buf, len);
                 if (!b) {
-                    sp_error_set(err, SP_ERR_NOMEM, w->tiff, "out of memory");
+                    sp_error_set(err, SP_ERR_NOMEM, w->fin.main,
+                                 "out of memory");
                     goto fail;
                 }
                 buf = b;
@@ -233,7 +222,7 @@ static bool tw_finish(sp_writer *w, const char *sidecar, size_t sidecar_n,
                 if (k <= 0) {
                     if (k < 0 && errno == EINTR)
                         continue;
-                    sp_error_errno(err, SP_ERR_OUTPUT, w->tiff,
+                    sp_error_errno(err, SP_ERR_OUTPUT, w->fin.main,
                                    k < 0 ? errno : EIO, "spool read failed");
                     goto fail;
                 }
@@ -241,7 +230,7 @@ static bool tw_finish(sp_writer *w, const char *sidecar, size_t sidecar_n,
             }
             sp_capture_clear();
             if (TIFFWriteRawTile(tif, (uint32_t)i, buf, len) < 0) {
-                sp_error_set(err, SP_ERR_OUTPUT, w->tiff,
+                sp_error_set(err, SP_ERR_OUTPUT, w->fin.main,
                              "cannot write tile %lld of level %d: %s",
                              (long long)i, d, tiff_cause());
                 goto fail;
@@ -249,15 +238,15 @@ static bool tw_finish(sp_writer *w, const char *sidecar, size_t sidecar_n,
         }
         sp_capture_clear();
         if (!TIFFWriteDirectory(tif)) {
-            sp_error_set(err, SP_ERR_OUTPUT, w->tiff,
+            sp_error_set(err, SP_ERR_OUTPUT, w->fin.main,
                          "cannot write directory %d: %s", d, tiff_cause());
             goto fail;
         }
     }
     sp_capture_clear();
     if (!TIFFFlush(tif)) {
-        sp_error_set(err, SP_ERR_OUTPUT, w->tiff, "cannot finish the TIFF: %s",
-                     tiff_cause());
+        sp_error_set(err, SP_ERR_OUTPUT, w->fin.main,
+                     "cannot finish the TIFF: %s", tiff_cause());
         goto fail;
     }
     TIFFClose(tif);
@@ -266,15 +255,16 @@ static bool tw_finish(sp_writer *w, const char *sidecar, size_t sidecar_n,
     buf = NULL;
     if (!sp__write_file(w->tmp_json, (const uint8_t *)sidecar, sidecar_n, err))
         goto fail;
-    if (rename(w->tmp_tiff, w->tiff) != 0) {
-        sp_error_errno(err, SP_ERR_OUTPUT, w->tiff, errno, "cannot rename");
+    if (rename(w->tmp_tiff, w->fin.main) != 0) {
+        sp_error_errno(err, SP_ERR_OUTPUT, w->fin.main, errno, "cannot rename");
         goto fail;
     }
     free(w->tmp_tiff);
     w->tmp_tiff = NULL;
-    if (rename(w->tmp_json, w->json) != 0) {
-        sp_error_errno(err, SP_ERR_OUTPUT, w->json, errno, "cannot rename");
-        remove(w->tiff);
+    if (rename(w->tmp_json, w->fin.sidecar) != 0) {
+        sp_error_errno(err, SP_ERR_OUTPUT, w->fin.sidecar, errno,
+                       "cannot rename");
+        remove(w->fin.main);
         goto fail;
     }
     free(w->tmp_json);

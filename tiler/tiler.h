@@ -364,6 +364,95 @@ bool sp_tile_overview_render(const sp_tile_overview *v, const sp_tile_opts *o,
 bool sp_tile_encode(sp_tile_format format, int quality, const uint8_t *rgb,
                     int w, int h, int64_t pitch, sp_buf *out, sp_error *err);
 
+/* ==== a pyramid's files: their names, and reading them back ============
+ * The one owner of the layout above (layout.c): the writers (dzi.c,
+ * tiff.c), the pipeline's staging and the viewer take every name from
+ * here; pyramid_read.c reads the descriptor and the sidecar back. */
+
+/* Every file name of one pyramid; malloc'd strings. */
+typedef struct {
+    char *stem;    /* OUT: the output without its main file's extension */
+    char *main;    /* the file a viewer opens, renamed into place last:
+                      OUT.dzi; OUT.tiff (OUT.tif when so named) */
+    char *files;   /* DZI: the tile folder OUT_files; TIFF: NULL */
+    char *sidecar; /* OUT.json */
+} sp_pyramid_names;
+
+/* The main file's extension that `name` ends with in container `c`
+ * (".dzi"; ".tiff" or ".tif"), or "" when none; `name` without it is the
+ * pyramid's stem. A static string. */
+const char *sp_pyramid_ext(const char *name, sp_container c);
+/* The names of the pyramid with stem `stem` (taken as it is) in container
+ * `c`; `ext` is the main file's extension (".tif"), NULL or "" for the
+ * container's (".dzi", ".tiff"). False when out of memory, `n` then empty.
+ * Free with sp_pyramid_names_free. */
+bool sp_pyramid_names_init(sp_pyramid_names *n, const char *stem,
+                           sp_container c, const char *ext);
+/* The names of the output `out` as sp_pyramid_opts.output takes it: a
+ * stem ("x") or a name ending with the main file's extension ("x.dzi",
+ * "x.tiff", "x.tif"), whose extension is kept. False when out of memory. */
+bool sp_pyramid_names_of(sp_pyramid_names *n, const char *out, sp_container c);
+/* Free the strings and empty `n`; accepts an empty (zeroed) one. */
+void sp_pyramid_names_free(sp_pyramid_names *n);
+/* The name of tile (col, row) in its level folder OUT_files/<level>/:
+ * "<col>_<row>.<ext>" (ext: sp_tile_format_ext). Returns what snprintf
+ * returns; the name is cut short when that is >= `size`. */
+int sp_pyramid_tile_name(char *buf, size_t size, int64_t col, int64_t row,
+                         const char *ext);
+
+/* A Deep Zoom descriptor as read back (OUT.dzi, or a vips pyramid's). */
+typedef struct {
+    int64_t width, height; /* 1 .. 2^31 */
+    int tile_size;         /* 1 .. 8192 */
+    int overlap;           /* 0 .. tile_size / 2 */
+    sp_tile_format format;
+    int levels; /* sp_tile_dz_level_count(width, height) */
+} sp_dzi_info;
+
+/* Parse descriptor `xml` (NUL-terminated; `path` names it in errors):
+ * the TileSize, Overlap, Format, Width and Height attributes. False with
+ * SP_ERR_INPUT when one is missing or outside the ranges above, or the
+ * format is not a tile format's extension. */
+bool sp_dzi_parse(const char *xml, const char *path, sp_dzi_info *out,
+                  sp_error *err);
+/* Read (a regular file of at most 1 MiB, not a symbolic link) and parse
+ * the descriptor at `path`. */
+bool sp_dzi_read(const char *path, sp_dzi_info *out, sp_error *err);
+
+/* One level of a sidecar's manifest: cols x rows bytes, row-major, 1 for a
+ * tile written, 0 for one skipped as background. */
+typedef struct {
+    uint8_t *tiles; /* NULL when the sidecar does not spell the level */
+    int64_t cols, rows;
+} sp_manifest_level;
+
+/* What a sidecar (OUT.json) says, read back beside its descriptor. What
+ * is absent or malformed is unknown; a malformed level is left out. */
+typedef struct {
+    char *vendor, *quickhash;             /* NULL: unknown */
+    double mpp_x, mpp_y, objective_power; /* > 0, or NAN */
+    int quality; /* 1..100 (75 when absent); 0 when out of range */
+    bool has_background;
+    uint8_t background[3];
+    int levels;                  /* the descriptor's Deep Zoom levels */
+    sp_manifest_level *manifest; /* levels of them, by Deep Zoom level */
+} sp_sidecar;
+
+/* Parse the `n` bytes of sidecar `text` (`path` names it in errors) for
+ * the pyramid of descriptor `dzi`: a level's manifest is kept only when
+ * it has one string of '0'/'1' (anything but '1' is 0) per tile row of
+ * that level, each one character per tile column. False with SP_ERR_INPUT
+ * when it is not a JSON object ("malformed JSON"), SP_ERR_NOMEM. On
+ * success free `out` with sp_sidecar_free. */
+bool sp_sidecar_parse(const char *text, size_t n, const char *path,
+                      const sp_dzi_info *dzi, sp_sidecar *out, sp_error *err);
+/* Read (a regular file of at most 64 MiB, not a symbolic link) and parse
+ * the sidecar at `path`. */
+bool sp_sidecar_read(const char *path, const sp_dzi_info *dzi, sp_sidecar *out,
+                     sp_error *err);
+/* Free what `s` holds and empty it; accepts NULL. */
+void sp_sidecar_free(sp_sidecar *s);
+
 #ifdef __cplusplus
 }
 #endif

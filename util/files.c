@@ -1,4 +1,4 @@
-/* File helpers: mkdir -p, rm -rf, atomic writes. */
+/* File helpers: mkdir -p, rm -rf, atomic writes, whole-file reads. */
 #include "util.h"
 
 #include <dirent.h>
@@ -250,4 +250,42 @@ ssize_t sp_read_all(int fd, void *data, size_t n) {
         got += (size_t)r;
     }
     return (ssize_t)got;
+}
+
+char *sp_read_file(const char *path, size_t max, size_t *n, sp_error *err) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        sp_error_errno(err, SP_ERR_INPUT, path, errno, "cannot open");
+        return NULL;
+    }
+    struct stat st;
+    char *buf = NULL;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+        (size_t)st.st_size > max) {
+        sp_error_set(err, SP_ERR_INPUT, path,
+                     "not a regular file of at most %zu bytes", max);
+        goto out;
+    }
+    buf = malloc((size_t)st.st_size + 1);
+    if (!buf) {
+        sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
+        goto out;
+    }
+    size_t got = 0;
+    while (got < (size_t)st.st_size) {
+        ssize_t k = read(fd, buf + got, (size_t)st.st_size - got);
+        if (k <= 0) {
+            sp_error_errno(err, SP_ERR_INPUT, path, k < 0 ? errno : EIO,
+                           "cannot read");
+            free(buf);
+            buf = NULL;
+            goto out;
+        }
+        got += (size_t)k;
+    }
+    buf[got] = '\0';
+    *n = got;
+out:
+    close(fd);
+    return buf;
 }

@@ -143,6 +143,11 @@ bool sp_write_all(int fd, const void *data, size_t n);
 /* Read up to `n` bytes from `fd`, until end of file (retrying EINTR):
  * the count read, or -1 on a read error. */
 ssize_t sp_read_all(int fd, void *data, size_t n);
+/* Read the whole regular file `path` (a symbolic link as its last
+ * component is refused) of at most `max` bytes: malloc'd, NUL-terminated,
+ * its length in *n. NULL with `err` set (SP_ERR_INPUT naming `path`, or
+ * SP_ERR_NOMEM). */
+char *sp_read_file(const char *path, size_t max, size_t *n, sp_error *err);
 /* The last path component (points into `path`). */
 const char *sp_basename(const char *path);
 /* "dir/name" (no doubled slash when dir ends in one), malloc'd; NULL on

@@ -1,9 +1,10 @@
-/* The catalogue: the slides `slidepipe serve` was given, under ids
- * assigned at startup, with their pyramids, sidecars, feature files,
- * reader pools and the browser assets, all found and validated once. */
+/* The catalogue: the slides `slidepipe serve` was given, each under an id
+ * assigned at startup, mapped to its sources (a slide file, a pre-built
+ * pyramid with its sidecar, a feature file), all found and validated
+ * once. Reading those sources is other files' job: tiler/ reads the
+ * pyramid's descriptor and sidecar, features.c the HDF5 file, assets.c
+ * the browser assets; readers.c pools the slide readers. */
 #include "viewer_private.h"
-
-#include <json-c/json.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -14,62 +15,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "store.h"
-
-#ifndef SP_VIEWER_DIR
-#define SP_VIEWER_DIR "viewer"
-#endif
-
-#define MAX_SIDECAR (64u << 20)
-#define MAX_ASSET (16u << 20)
-#define MAX_FEATURE_VALUES (INT64_C(64) << 20)
-
-/* ---- small file helpers ------------------------------------------------ */
-
 static bool is_regular(const char *path) {
     struct stat st;
     return lstat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-/* Read a whole regular file (no symlink as the last component). */
-static char *slurp(const char *path, size_t max, size_t *n, sp_error *err) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) {
-        sp_error_errno(err, SP_ERR_INPUT, path, errno, "cannot open");
-        return NULL;
-    }
-    struct stat st;
-    char *buf = NULL;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
-        (size_t)st.st_size > max) {
-        sp_error_set(err, SP_ERR_INPUT, path,
-                     "not a regular file of at most "
-                     "%zu bytes",
-                     max);
-        goto out;
-    }
-    buf = malloc((size_t)st.st_size + 1);
-    if (!buf) {
-        sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
-        goto out;
-    }
-    size_t got = 0;
-    while (got < (size_t)st.st_size) {
-        ssize_t k = read(fd, buf + got, (size_t)st.st_size - got);
-        if (k <= 0) {
-            sp_error_errno(err, SP_ERR_INPUT, path, k < 0 ? errno : EIO,
-                           "cannot read");
-            free(buf);
-            buf = NULL;
-            goto out;
-        }
-        got += (size_t)k;
-    }
-    buf[got] = '\0';
-    *n = got;
-out:
-    close(fd);
-    return buf;
 }
 
 static char *cat(const char *a, const char *b) {
@@ -80,6 +28,7 @@ static char *cat(const char *a, const char *b) {
     return s;
 }
 
+/* The path without the last extension of its file name. */
 static char *strip_ext(const char *path) {
     const char *base = sp_basename(path), *dot = strrchr(base, '.');
     size_t n = dot && dot != base ? (size_t)(dot - path) : strlen(path);
@@ -91,78 +40,16 @@ static char *strip_ext(const char *path) {
     return s;
 }
 
-static bool has_slide_ext(const char *name) {
-    static const char *const exts[] = {".svs",     ".tif", ".tiff", ".ndpi",
-                                       ".vms",     ".vmu", ".scn",  ".mrxs",
-                                       ".svslide", ".bif", NULL};
-    const char *dot = strrchr(name, '.');
-    if (!dot)
-        return false;
-    for (int i = 0; exts[i]; i++)
-        if (strcasecmp(dot, exts[i]) == 0)
-            return true;
-    return false;
-}
-
 static void stat_hash(uint64_t *h, const char *path) {
     struct stat st;
     if (path) {
-        *h = sp__fnv1a(*h, path, strlen(path));
+        *h = sp_fnv1a(*h, path, strlen(path));
         if (stat(path, &st) == 0) {
             int64_t v[3] = {(int64_t)st.st_size, (int64_t)st.st_mtime,
                             (int64_t)st.st_mtim.tv_nsec};
-            *h = sp__fnv1a(*h, v, sizeof v);
+            *h = sp_fnv1a(*h, v, sizeof v);
         }
     }
-}
-
-/* ---- assets ------------------------------------------------------------ */
-
-static bool load_assets(sp_catalog *c, sp_error *err) {
-    const char *dir = c->opts.asset_dir ? c->opts.asset_dir : SP_VIEWER_DIR;
-    for (int i = 0; sp__viewer_assets[i]; i++) {
-        const char *name = sp__viewer_assets[i];
-        char path[4096];
-        if (strcmp(name, "openseadragon.min.js") == 0)
-            snprintf(path, sizeof path,
-                     "%s/node_modules/openseadragon/build/openseadragon/%s",
-                     dir, name);
-        else
-            snprintf(path, sizeof path, "%s/static/%s", dir, name);
-        sp_vasset *a = &c->assets[c->nassets];
-        sp_error e = {0};
-        a->data = slurp(path, MAX_ASSET, &a->size, &e);
-        if (!a->data) {
-            if (strcmp(name, "openseadragon.min.js") == 0)
-                return sp_error_set(err, SP_ERR_INPUT, path,
-                                    "OpenSeadragon is not installed (run "
-                                    "scripts/install-deps.sh, or npm ci in "
-                                    "viewer/): %s",
-                                    e.msg);
-            *err = e;
-            return false;
-        }
-        a->name = name;
-        const char *dot = strrchr(name, '.');
-        a->type = strcmp(dot, ".css") == 0 ? "text/css; charset=utf-8"
-                                           : "text/javascript; charset=utf-8";
-        uint64_t h = sp__fnv1a(SP_FNV_SEED, a->data, a->size);
-        snprintf(a->version, sizeof a->version, "%016llx",
-                 (unsigned long long)h);
-        a->etag[0] = '"';
-        memcpy(a->etag + 1, a->version, 16);
-        a->etag[17] = '"';
-        a->etag[18] = '\0';
-        c->nassets++;
-    }
-    return true;
-}
-
-const sp_vasset *sp__catalog_asset(const sp_catalog *c, const char *name) {
-    for (size_t i = 0; i < c->nassets; i++)
-        if (strcmp(c->assets[i].name, name) == 0)
-            return &c->assets[i];
-    return NULL;
 }
 
 /* ---- slides ------------------------------------------------------------ */
@@ -170,8 +57,7 @@ const sp_vasset *sp__catalog_asset(const sp_catalog *c, const char *name) {
 static void slide_free(sp_vslide *s) {
     if (!s)
         return;
-    for (int i = 0; i < s->nidle; i++)
-        sp_reader_free(s->idle[i]);
+    sp__slide_readers_free(s);
     sp_tile_overview_free(s->ov);
     sp_slide_close(s->slide);
     for (int i = 0; i < SP_VIEWER_MAX_LEVELS; i++) {
@@ -179,19 +65,7 @@ static void slide_free(sp_vslide *s) {
             close(s->level_fd[i]);
         free(s->manifest[i]);
     }
-    for (int i = 0; i < s->ncols; i++)
-        free(s->columns[i]);
-    free(s->columns);
-    if (s->feat) {
-        for (int i = 0; i < s->feat->ncols; i++)
-            free(s->feat->columns[i]);
-        free(s->feat->columns);
-        free(s->feat->xy);
-        free(s->feat->vals);
-        free(s->feat->vmin);
-        free(s->feat->vmax);
-        free(s->feat);
-    }
+    sp__slide_features_free(s);
     free(s->name);
     free(s->slide_path);
     free(s->dzi_path);
@@ -201,91 +75,66 @@ static void slide_free(sp_vslide *s) {
     free(s);
 }
 
-static bool xml_attr(const char *xml, const char *name, char *out,
-                     size_t outn) {
-    char pat[64];
-    snprintf(pat, sizeof pat, " %s=\"", name);
-    const char *p = strstr(xml, pat);
-    if (!p) {
-        snprintf(pat, sizeof pat, "\n%s=\"", name);
-        p = strstr(xml, pat);
+/* What the sidecar says, where the slide itself said nothing. */
+static void take_sidecar(sp_vslide *s, sp_sidecar *sc) {
+    if (!s->vendor) {
+        s->vendor = sc->vendor;
+        sc->vendor = NULL;
     }
-    if (!p)
-        return false;
-    p += strlen(pat);
-    const char *q = strchr(p, '"');
-    if (!q || (size_t)(q - p) >= outn)
-        return false;
-    memcpy(out, p, (size_t)(q - p));
-    out[q - p] = '\0';
-    return true;
+    if (!s->quickhash) {
+        s->quickhash = sc->quickhash;
+        sc->quickhash = NULL;
+    }
+    if (isnan(s->mpp_x))
+        s->mpp_x = sc->mpp_x;
+    if (isnan(s->mpp_y))
+        s->mpp_y = sc->mpp_y;
+    if (isnan(s->objective_power))
+        s->objective_power = sc->objective_power;
+    if (sc->quality)
+        s->topts.quality = sc->quality;
+    if (sc->has_background)
+        memcpy(s->topts.background, sc->background, 3);
+    for (int l = 0; l < sc->levels && l < SP_VIEWER_MAX_LEVELS; l++) {
+        sp_manifest_level *m = &sc->manifest[l];
+        if (!m->tiles)
+            continue;
+        free(s->manifest[l]);
+        s->manifest[l] = m->tiles;
+        s->mcols[l] = m->cols;
+        s->mrows[l] = m->rows;
+        m->tiles = NULL;
+    }
 }
 
-static bool xml_int(const char *xml, const char *name, int64_t *v) {
-    char buf[32];
-    return xml_attr(xml, name, buf, sizeof buf) && sp_parse_int64(buf, v);
-}
-
-/* The pyramid X.dzi: geometry from the .dzi, level folders opened (no
- * symbolic links), the sidecar's parameters, metadata and manifest. */
-/* json-c accessors that accept NULL and wrong types (absent = default) */
-static struct json_object *jget(struct json_object *o, const char *key) {
-    struct json_object *v = NULL;
-    if (!json_object_is_type(o, json_type_object) ||
-        !json_object_object_get_ex(o, key, &v))
-        return NULL;
-    return v;
-}
-
-static const char *jstr(struct json_object *v) {
-    return json_object_is_type(v, json_type_string) ? json_object_get_string(v)
-                                                    : NULL;
-}
-
-static double jnum(struct json_object *v, double dflt) {
-    return json_object_is_type(v, json_type_double) ||
-                   json_object_is_type(v, json_type_int)
-               ? json_object_get_double(v)
-               : dflt;
-}
-
+/* The pyramid X.dzi: geometry from the descriptor, the level folders of
+ * X_files opened (no symbolic links), then what the sidecar `json`
+ * (optional: a vips pyramid has none) says. */
 static bool load_pyramid(sp_vslide *s, const char *dzi, const char *json,
                          sp_error *err) {
-    size_t n;
-    char *xml = slurp(dzi, 1 << 20, &n, err);
-    if (!xml)
+    sp_dzi_info d;
+    if (!sp_dzi_read(dzi, &d, err))
         return false;
-    int64_t ts, ov, w, h;
-    char fmt[16];
-    bool ok = xml_int(xml, "TileSize", &ts) && xml_int(xml, "Overlap", &ov) &&
-              xml_int(xml, "Width", &w) && xml_int(xml, "Height", &h) &&
-              xml_attr(xml, "Format", fmt, sizeof fmt);
-    free(xml);
-    if (!ok || ts < 1 || ts > 8192 || ov < 0 || ov > ts / 2 || w < 1 || h < 1 ||
-        w > (INT64_C(1) << 31) || h > (INT64_C(1) << 31))
-        return sp_error_set(err, SP_ERR_INPUT, dzi,
-                            "not a Deep Zoom descriptor slidepipe can serve");
-    sp_tile_format f;
-    if (!sp_tile_format_parse(fmt, &f) ||
-        strcmp(sp_tile_format_ext(f), fmt) != 0)
-        return sp_error_set(err, SP_ERR_INPUT, dzi,
-                            "unsupported tile format '%s'", fmt);
     s->dzi_path = strdup(dzi);
-    s->width = w;
-    s->height = h;
-    s->topts.tile_size = (int)ts;
-    s->topts.overlap = (int)ov;
-    s->topts.format = f;
-    s->dz_levels = sp_tile_dz_level_count(w, h);
+    s->width = d.width;
+    s->height = d.height;
+    s->topts.tile_size = d.tile_size;
+    s->topts.overlap = d.overlap;
+    s->topts.format = d.format;
+    s->dz_levels = d.levels;
     if (s->dz_levels > SP_VIEWER_MAX_LEVELS)
         return sp_error_set(err, SP_ERR_INPUT, dzi, "too many levels");
-    size_t dn = strlen(dzi) - 4;
-    char files[4096];
-    snprintf(files, sizeof files, "%.*s_files", (int)dn, dzi);
-    int dfd = open(files, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (dfd < 0)
-        return sp_error_errno(err, SP_ERR_INPUT, files, errno,
-                              "cannot open the tile folder");
+    sp_pyramid_names pn;
+    if (!sp_pyramid_names_of(&pn, dzi, SP_CONTAINER_DZI))
+        return sp_error_set(err, SP_ERR_NOMEM, dzi, "out of memory");
+    int dfd = open(pn.files, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dfd < 0) {
+        sp_error_errno(err, SP_ERR_INPUT, pn.files, errno,
+                       "cannot open the tile folder");
+        sp_pyramid_names_free(&pn);
+        return false;
+    }
+    sp_pyramid_names_free(&pn);
     for (int l = 0; l < s->dz_levels; l++) {
         char name[16];
         snprintf(name, sizeof name, "%d", l);
@@ -294,135 +143,20 @@ static bool load_pyramid(sp_vslide *s, const char *dzi, const char *json,
     }
     close(dfd);
 
-    /* the sidecar is optional (a vips pyramid has none) */
     if (!json || !is_regular(json))
         return true;
-    char *text = slurp(json, MAX_SIDECAR, &n, err);
-    if (!text)
+    sp_sidecar sc;
+    if (!sp_sidecar_read(json, &d, &sc, err))
         return false;
-    struct json_tokener *tok = json_tokener_new();
-    struct json_object *root =
-        tok ? json_tokener_parse_ex(tok, text, (int)n) : NULL;
-    bool parsed = tok && json_tokener_get_error(tok) == json_tokener_success;
-    if (tok)
-        json_tokener_free(tok);
-    free(text);
-    if (!parsed || !json_object_is_type(root, json_type_object)) {
-        json_object_put(root);
-        return sp_error_set(err, SP_ERR_INPUT, json, "malformed JSON");
-    }
-    struct json_object *src = jget(root, "source");
-    const char *v = jstr(jget(src, "vendor"));
-    if (v && !s->vendor)
-        s->vendor = strdup(v);
-    v = jstr(jget(src, "quickhash"));
-    if (v && !s->quickhash)
-        s->quickhash = strdup(v);
-    double d = jnum(jget(src, "mpp_x"), NAN);
-    if (isnan(s->mpp_x) && d > 0)
-        s->mpp_x = d;
-    d = jnum(jget(src, "mpp_y"), NAN);
-    if (isnan(s->mpp_y) && d > 0)
-        s->mpp_y = d;
-    d = jnum(jget(src, "objective_power"), NAN);
-    if (isnan(s->objective_power) && d > 0)
-        s->objective_power = d;
-    struct json_object *prm = jget(root, "parameters");
-    d = jnum(jget(prm, "quality"), 75);
-    if (d >= 1 && d <= 100)
-        s->topts.quality = (int)d;
-    struct json_object *bg = jget(prm, "background");
-    if (json_object_is_type(bg, json_type_array) &&
-        json_object_array_length(bg) == 3)
-        for (int k = 0; k < 3; k++) {
-            double c = jnum(json_object_array_get_idx(bg, (size_t)k), 255);
-            s->topts.background[k] = (uint8_t)(c >= 0 && c <= 255 ? c : 255);
-        }
-    struct json_object *lv = jget(root, "levels");
-    size_t nlv = json_object_is_type(lv, json_type_array)
-                     ? json_object_array_length(lv)
-                     : 0;
-    for (size_t i = 0; i < nlv; i++) {
-        struct json_object *L = json_object_array_get_idx(lv, i);
-        double li = jnum(jget(L, "level"), -1);
-        struct json_object *tiles = jget(L, "tiles");
-        sp_tile_rect t;
-        if (!(li >= 0 && li < s->dz_levels) ||
-            !json_object_is_type(tiles, json_type_array) ||
-            !sp_tile_dz_geometry(w, h, (int)ts, (int)ov, (int)li, 0, 0, &t) ||
-            (int64_t)json_object_array_length(tiles) != t.rows)
-            continue;
-        /* the rows must spell every tile before memory is given to them:
-         * a short sidecar must not make it allocate cols x rows bytes
-         * (a seed of fuzz/fuzz_dzi.c) */
-        bool good = true;
-        for (int64_t r = 0; r < t.rows && good; r++) {
-            const char *row = jstr(json_object_array_get_idx(tiles, (size_t)r));
-            good = row && (int64_t)strlen(row) == t.cols;
-        }
-        if (!good)
-            continue;
-        int l = (int)li;
-        uint8_t *m = calloc((size_t)(t.cols * t.rows), 1);
-        if (!m)
-            break;
-        for (int64_t r = 0; r < t.rows && good; r++) {
-            const char *row = jstr(json_object_array_get_idx(tiles, (size_t)r));
-            if (!row || (int64_t)strlen(row) != t.cols)
-                good = false;
-            for (int64_t cc = 0; good && cc < t.cols; cc++)
-                m[r * t.cols + cc] = row[cc] == '1';
-        }
-        if (good) {
-            free(s->manifest[l]);
-            s->manifest[l] = m;
-            s->mcols[l] = t.cols;
-            s->mrows[l] = t.rows;
-        } else {
-            free(m);
-        }
-    }
-    json_object_put(root);
+    take_sidecar(s, &sc);
+    sp_sidecar_free(&sc);
     return true;
 }
 
-/* Column names and the tissue area from the HDF5 file (one thread). */
-static bool load_h5_meta(sp_catalog *c, sp_vslide *s, sp_error *err) {
-    sp_store_reader *r = NULL;
-    pthread_mutex_lock(&c->h5_lock);
-    bool ok = sp_store_open(s->h5_path, &r, err);
-    if (ok && sp_store_reader_kind(r) != SP_STORE_SLIDE)
-        ok = sp_error_set(err, SP_ERR_INPUT, s->h5_path,
-                          "a cohort file, not a slide file");
-    if (ok) {
-        const sp_store_meta *m = sp_store_reader_meta(r);
-        s->columns = calloc(m->n_columns + 1, sizeof *s->columns);
-        for (size_t i = 0; s->columns && i < m->n_columns; i++)
-            if ((s->columns[i] = strdup(m->columns[i])))
-                s->ncols++;
-        for (size_t i = 0; i < sp_store_summary_count(r); i++) {
-            const char *name;
-            double v;
-            if (sp_store_summary_at(r, i, &name, &v) &&
-                strcmp(name, "tissue_area_mm2") == 0)
-                s->tissue_area_mm2 = v;
-        }
-        if (!s->vendor && m->vendor)
-            s->vendor = strdup(m->vendor);
-        if (isnan(s->mpp_x) && m->mpp_x > 0)
-            s->mpp_x = m->mpp_x;
-        if (isnan(s->mpp_y) && m->mpp_y > 0)
-            s->mpp_y = m->mpp_y;
-        if (!s->width) {
-            s->width = m->width;
-            s->height = m->height;
-        }
-    }
-    sp_store_close(r);
-    pthread_mutex_unlock(&c->h5_lock);
-    return ok;
-}
-
+/* The id of a slide, from `want` (sp_slide_id of its file, or the name of
+ * a batch output folder), narrowed to the URL grammar's ids (routes.c:
+ * [A-Za-z0-9_-], no leading '-'; at most 56 bytes, so "-<k>" fits after
+ * it), then "-2", "-3"... after it while taken. */
 static void make_id(sp_catalog *c, const char *want, char *id) {
     char base[SP_ROUTE_ID_MAX + 1];
     size_t n = 0;
@@ -490,7 +224,7 @@ static bool add_slide(sp_catalog *c, const char *id_hint, const char *name,
     }
     if (h5) {
         s->h5_path = strdup(h5);
-        if (!load_h5_meta(c, s, err))
+        if (!sp__slide_features_meta(c, s, err))
             goto out;
     }
     if (!s->width || !s->dz_levels) {
@@ -502,15 +236,15 @@ static bool add_slide(sp_catalog *c, const char *id_hint, const char *name,
     if (s->slide)
         sp__fly_plan(c, s);
     make_id(c, id_hint, s->id);
-    uint64_t h = sp__fnv1a(SP_FNV_SEED, s->id, strlen(s->id));
+    uint64_t h = sp_fnv1a(SP_FNV_SEED, s->id, strlen(s->id));
     stat_hash(&h, s->slide_path);
     stat_hash(&h, s->dzi_path);
     stat_hash(&h, json);
     stat_hash(&h, s->h5_path);
     int par[4] = {s->topts.tile_size, s->topts.overlap, s->topts.quality,
                   (int)s->topts.format};
-    h = sp__fnv1a(h, par, sizeof par);
-    h = sp__fnv1a(h, s->topts.background, 3);
+    h = sp_fnv1a(h, par, sizeof par);
+    h = sp_fnv1a(h, s->topts.background, 3);
     snprintf(s->version, sizeof s->version, "%016llx", (unsigned long long)h);
     if (!s->name || (s->slide_path == NULL) != (slide_path == NULL) ||
         (s->h5_path == NULL) != (h5 == NULL)) {
@@ -535,6 +269,7 @@ out:
     return ok;
 }
 
+/* stem + suffix when that is a regular file, else NULL. */
 static char *sibling(const char *stem, const char *suffix) {
     char *p = cat(stem, suffix);
     if (p && !is_regular(p)) {
@@ -544,48 +279,75 @@ static char *sibling(const char *stem, const char *suffix) {
     return p;
 }
 
+/* A slide file X.svs, with the pyramid X.dzi (and X.json) and the
+ * features X.h5 beside it when they exist. */
 static bool add_slide_file(sp_catalog *c, const char *path, sp_error *err) {
-    char *stem = strip_ext(path);
-    if (!stem)
+    char *stem = strip_ext(path), *id = sp_slide_id(path);
+    sp_pyramid_names pn = {0};
+    if (!stem || !id ||
+        !sp_pyramid_names_init(&pn, stem, SP_CONTAINER_DZI, NULL)) {
+        free(stem);
+        free(id);
         return sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
-    char *dzi = sibling(stem, ".dzi"), *json = NULL;
-    if (dzi)
-        json = sibling(stem, ".json");
+    }
+    const char *dzi = is_regular(pn.main) ? pn.main : NULL;
+    const char *json = dzi && is_regular(pn.sidecar) ? pn.sidecar : NULL;
     char *h5 = sibling(stem, ".h5");
-    const char *base = sp_basename(stem);
-    bool ok = add_slide(c, base, sp_basename(path), path, dzi, json, h5, err);
+    bool ok = add_slide(c, id, sp_basename(path), path, dzi, json, h5, err);
+    sp_pyramid_names_free(&pn);
     free(stem);
-    free(dzi);
-    free(json);
+    free(id);
     free(h5);
     return ok;
 }
 
+/* A pyramid X.dzi alone, with X.json and X.h5 when they exist. */
 static bool add_dzi_file(sp_catalog *c, const char *path, sp_error *err) {
-    char *stem = strip_ext(path);
-    if (!stem)
+    char *id = sp_slide_id(path);
+    sp_pyramid_names pn = {0};
+    if (!id || !sp_pyramid_names_of(&pn, path, SP_CONTAINER_DZI)) {
+        free(id);
         return sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
-    char *json = sibling(stem, ".json"), *h5 = sibling(stem, ".h5");
-    bool ok = add_slide(c, sp_basename(stem), sp_basename(path), NULL, path,
-                        json, h5, err);
-    free(stem);
-    free(json);
+    }
+    const char *json = is_regular(pn.sidecar) ? pn.sidecar : NULL;
+    char *h5 = sibling(pn.stem, ".h5");
+    bool ok = add_slide(c, id, sp_basename(path), NULL, path, json, h5, err);
+    sp_pyramid_names_free(&pn);
+    free(id);
     free(h5);
     return ok;
+}
+
+/* The pyramid of a batch output folder (pipeline/batch.c): DIR/slide.dzi
+ * with DIR/slide.json, and the features DIR/slide.h5. */
+static bool batch_names(const char *dir, sp_pyramid_names *pn) {
+    char *stem = cat(dir, "/slide");
+    bool ok = stem && sp_pyramid_names_init(pn, stem, SP_CONTAINER_DZI, NULL);
+    free(stem);
+    return ok;
+}
+
+static bool is_batch_dir(const char *dir) {
+    sp_pyramid_names pn;
+    if (!batch_names(dir, &pn))
+        return false;
+    bool is = is_regular(pn.main);
+    sp_pyramid_names_free(&pn);
+    return is;
 }
 
 static bool add_batch_dir(sp_catalog *c, const char *dir, const char *id,
                           sp_error *err) {
-    char *dzi = cat(dir, "/slide.dzi"), *json = cat(dir, "/slide.json"),
-         *h5 = cat(dir, "/slide.h5");
-    bool ok = dzi && json && h5;
+    sp_pyramid_names pn = {0};
+    char *h5 = NULL;
+    bool ok = batch_names(dir, &pn) && (h5 = cat(pn.stem, ".h5"));
     if (!ok)
         sp_error_set(err, SP_ERR_NOMEM, dir, "out of memory");
     else
-        ok = add_slide(c, id, id, NULL, dzi, is_regular(json) ? json : NULL,
+        ok = add_slide(c, id, id, NULL, pn.main,
+                       is_regular(pn.sidecar) ? pn.sidecar : NULL,
                        is_regular(h5) ? h5 : NULL, err);
-    free(dzi);
-    free(json);
+    sp_pyramid_names_free(&pn);
     free(h5);
     return ok;
 }
@@ -623,16 +385,13 @@ static bool scan_dir(sp_catalog *c, const char *dir, sp_error *err) {
             if (lstat(p, &st) != 0 || S_ISLNK(st.st_mode)) {
                 /* symbolic links are never followed out of a folder */
             } else if (pass == 0 && S_ISDIR(st.st_mode)) {
-                char *sd = cat(p, "/slide.dzi");
-                if (sd && is_regular(sd))
+                if (is_batch_dir(p))
                     added = add_batch_dir(c, p, names[i], &e2);
-                free(sd);
             } else if (pass == 0 && S_ISREG(st.st_mode) &&
-                       has_slide_ext(names[i])) {
+                       sp_slide_ext_kind(names[i]) != SP_EXT_OTHER) {
                 added = add_slide_file(c, p, &e2);
             } else if (pass == 1 && S_ISREG(st.st_mode) &&
-                       strlen(names[i]) > 4 &&
-                       strcmp(names[i] + strlen(names[i]) - 4, ".dzi") == 0) {
+                       *sp_pyramid_ext(names[i], SP_CONTAINER_DZI)) {
                 bool claimed = false;
                 for (size_t k = 0; k < c->n && !claimed; k++)
                     claimed = c->slides[k]->dzi_path &&
@@ -683,11 +442,10 @@ bool sp_catalog_open(const char *const *inputs, size_t n,
         sp_error_set(err, SP_ERR_NOMEM, NULL, "out of memory");
         goto fail;
     }
-    if (!load_assets(c, err))
+    if (!sp__assets_load(c, err))
         goto fail;
     for (size_t i = 0; i < n; i++) {
         const char *in = inputs[i];
-        size_t len = strlen(in);
         struct stat st;
         if (stat(in, &st) != 0) {
             sp_error_errno(err, SP_ERR_INPUT, in, errno, "cannot open");
@@ -695,8 +453,7 @@ bool sp_catalog_open(const char *const *inputs, size_t n,
         }
         bool ok;
         if (S_ISDIR(st.st_mode)) {
-            char *sd = cat(in, "/slide.dzi");
-            if (sd && is_regular(sd)) {
+            if (is_batch_dir(in)) {
                 char *stem = strdup(in);
                 while (stem && strlen(stem) > 1 &&
                        stem[strlen(stem) - 1] == '/')
@@ -706,8 +463,7 @@ bool sp_catalog_open(const char *const *inputs, size_t n,
             } else {
                 ok = scan_dir(c, in, err);
             }
-            free(sd);
-        } else if (len > 4 && strcmp(in + len - 4, ".dzi") == 0) {
+        } else if (*sp_pyramid_ext(in, SP_CONTAINER_DZI)) {
             ok = add_dzi_file(c, in, err);
         } else {
             ok = add_slide_file(c, in, err);
@@ -736,8 +492,7 @@ void sp_catalog_close(sp_catalog *c) {
     for (size_t i = 0; i < c->nwarn; i++)
         free(c->warnings[i]);
     free(c->warnings);
-    for (size_t i = 0; i < c->nassets; i++)
-        free(c->assets[i].data);
+    sp__assets_free(c);
     sp__tile_cache_free(c->cache);
     pthread_mutex_destroy(&c->h5_lock);
     pthread_mutex_destroy(&c->rd_mu);
@@ -764,178 +519,4 @@ sp_vslide *sp__catalog_find(const sp_catalog *c, const char *id) {
         if (strcmp(c->slides[i]->id, id) == 0)
             return c->slides[i];
     return NULL;
-}
-
-/* ---- readers ----------------------------------------------------------- */
-
-sp_reader *sp__slide_reader_get(sp_catalog *c, sp_vslide *s, sp_error *err) {
-    pthread_mutex_lock(&c->rd_mu);
-    for (;;) {
-        if (s->nidle > 0) {
-            sp_reader *r = s->idle[--s->nidle];
-            pthread_mutex_unlock(&c->rd_mu);
-            return r;
-        }
-        if (c->rd_open < c->rd_max)
-            break;
-        /* all open: close an idle reader of another slide, else wait */
-        sp_vslide *v = NULL;
-        for (size_t i = 0; i < c->n && !v; i++)
-            if (c->slides[i]->nidle > 0)
-                v = c->slides[i];
-        if (!v) {
-            pthread_cond_wait(&c->rd_cv, &c->rd_mu);
-            continue;
-        }
-        sp_reader *r = v->idle[--v->nidle];
-        v->nmade--;
-        c->rd_open--;
-        pthread_mutex_unlock(&c->rd_mu);
-        sp_reader_free(r);
-        pthread_mutex_lock(&c->rd_mu);
-    }
-    c->rd_open++;
-    s->nmade++;
-    pthread_mutex_unlock(&c->rd_mu);
-    /* opened outside the lock: a private OpenSlide handle per reader */
-    sp_reader *r = sp_reader_create(s->slide, SP_READER_PRIVATE_HANDLE,
-                                    s->topts.background, err);
-    if (!r) {
-        pthread_mutex_lock(&c->rd_mu);
-        s->nmade--;
-        c->rd_open--;
-        pthread_cond_broadcast(&c->rd_cv);
-        pthread_mutex_unlock(&c->rd_mu);
-    }
-    return r;
-}
-
-void sp__slide_reader_put(sp_catalog *c, sp_vslide *s, sp_reader *r,
-                          bool spent) {
-    pthread_mutex_lock(&c->rd_mu);
-    if (spent || s->nidle >= SP_VIEWER_MAX_READERS) {
-        s->nmade--;
-        c->rd_open--;
-        pthread_cond_broadcast(&c->rd_cv);
-        pthread_mutex_unlock(&c->rd_mu);
-        sp_reader_free(r);
-        return;
-    }
-    s->idle[s->nidle++] = r;
-    pthread_cond_broadcast(&c->rd_cv);
-    pthread_mutex_unlock(&c->rd_mu);
-}
-
-/* ---- features ---------------------------------------------------------- */
-
-static sp_vfeatures *read_features(sp_store_reader *r, char *why, size_t whyn) {
-    sp_error e = {0};
-    const sp_store_meta *m = sp_store_reader_meta(r);
-    int64_t n = sp_store_row_count(r);
-    int nc = (int)m->n_columns;
-    if (n < 0 || (n > 0 && (int64_t)nc * n > MAX_FEATURE_VALUES) ||
-        n > MAX_FEATURE_VALUES) {
-        snprintf(why, whyn, "too many tiles to serve (%lld)", (long long)n);
-        return NULL;
-    }
-    sp_vfeatures *f = calloc(1, sizeof *f);
-    if (!f)
-        goto oom;
-    f->n = n;
-    f->extent =
-        (double)m->patch_size * (m->downsample >= 1 ? m->downsample : 1.0);
-    f->columns = calloc((size_t)nc + 1, sizeof *f->columns);
-    f->xy = malloc((size_t)(n ? n : 1) * 2 * sizeof *f->xy);
-    f->vals =
-        malloc((size_t)(n ? n : 1) * (size_t)(nc ? nc : 1) * sizeof *f->vals);
-    f->vmin = malloc((size_t)(nc ? nc : 1) * sizeof *f->vmin);
-    f->vmax = malloc((size_t)(nc ? nc : 1) * sizeof *f->vmax);
-    if (!f->columns || !f->xy || !f->vals || !f->vmin || !f->vmax)
-        goto oom;
-    for (int i = 0; i < nc; i++) {
-        if (!(f->columns[i] = strdup(m->columns[i])))
-            goto oom;
-        f->ncols++;
-    }
-    if (n > 0 && !sp_store_read_coords(r, 0, (size_t)n, f->xy, &e))
-        goto fail;
-    for (int i = 0; i < nc; i++) {
-        float *col = f->vals + (size_t)i * (size_t)n;
-        if (n > 0 && !sp_store_read_column(r, i, 0, (size_t)n, col, &e))
-            goto fail;
-        float lo = NAN, hi = NAN;
-        for (int64_t k = 0; k < n; k++)
-            if (isfinite(col[k])) {
-                if (!(col[k] >= lo))
-                    lo = col[k];
-                if (!(col[k] <= hi))
-                    hi = col[k];
-            }
-        f->vmin[i] = lo;
-        f->vmax[i] = hi;
-    }
-    return f;
-oom:
-    snprintf(why, whyn, "out of memory");
-    goto out;
-fail:
-    snprintf(why, whyn, "%.200s", e.msg);
-out:
-    if (f) {
-        for (int i = 0; i < f->ncols; i++)
-            free(f->columns[i]);
-        free(f->columns);
-        free(f->xy);
-        free(f->vals);
-        free(f->vmin);
-        free(f->vmax);
-        free(f);
-    }
-    return NULL;
-}
-
-const sp_vfeatures *sp__slide_features(sp_catalog *c, sp_vslide *s) {
-    if (!s->h5_path)
-        return NULL;
-    pthread_mutex_lock(&c->h5_lock);
-    if (!s->feat_tried) {
-        s->feat_tried = true;
-        sp_store_reader *r = NULL;
-        sp_error e = {0};
-        if (sp_store_open(s->h5_path, &r, &e))
-            s->feat = read_features(r, s->feat_error, sizeof s->feat_error);
-        else
-            snprintf(s->feat_error, sizeof s->feat_error, "%.200s", e.msg);
-        sp_store_close(r);
-    }
-    sp_vfeatures *f = s->feat;
-    pthread_mutex_unlock(&c->h5_lock);
-    return f;
-}
-
-/* ---- associated images ------------------------------------------------- */
-
-bool sp__slide_associated_png(sp_vslide *s, const char *name, sp_buf *out,
-                              sp_error *err) {
-    if (!s->slide)
-        return sp_error_set(err, SP_ERR_INPUT, s->name, "no %s image", name);
-    for (int i = 0; i < sp_slide_associated_count(s->slide); i++) {
-        const sp_associated *a = sp_slide_associated_at(s->slide, i);
-        if (strcmp(a->name, name) != 0)
-            continue;
-        if (a->width < 1 || a->height < 1 || a->width > 16384 ||
-            a->height > 16384)
-            return sp_error_set(err, SP_ERR_INPUT, s->name,
-                                "%s image too large", name);
-        uint8_t *rgb = malloc((size_t)(a->width * a->height * 3));
-        if (!rgb)
-            return sp_error_set(err, SP_ERR_NOMEM, s->name, "out of memory");
-        static const uint8_t white[3] = {255, 255, 255};
-        bool ok = sp_slide_read_associated(s->slide, name, rgb, white, err) &&
-                  sp_tile_encode(SP_TILE_PNG, 75, rgb, (int)a->width,
-                                 (int)a->height, a->width * 3, out, err);
-        free(rgb);
-        return ok;
-    }
-    return sp_error_set(err, SP_ERR_INPUT, s->name, "no %s image", name);
 }

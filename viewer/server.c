@@ -170,7 +170,7 @@ static enum MHD_Result send_dynamic(struct MHD_Connection *con,
         return send_error(con, 500);
     char etag[24];
     snprintf(etag, sizeof etag, "\"%016llx\"",
-             (unsigned long long)sp__fnv1a(SP_FNV_SEED, b->data, b->len));
+             (unsigned long long)sp_fnv1a(SP_FNV_SEED, b->data, b->len));
     return send_buf(con, type, b->data, b->len, etag, "no-cache", csp);
 }
 
@@ -266,8 +266,7 @@ static enum MHD_Result h_tile(struct MHD_Connection *con, sp_catalog *c,
     if (s->dzi_path) {
         int lfd = s->level_fd[r->level];
         char name[64];
-        snprintf(name, sizeof name, "%lld_%lld.%s", (long long)r->col,
-                 (long long)r->row, s->ext);
+        sp_pyramid_tile_name(name, sizeof name, r->col, r->row, s->ext);
         int fd = lfd >= 0 ? openat(lfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
                           : -1;
         if (fd >= 0) {

@@ -45,22 +45,13 @@ struct sp_tile_cache {
     uint64_t hits, misses, waits;
 };
 
-uint64_t sp__fnv1a(uint64_t h, const void *data, size_t n) {
-    const unsigned char *p = data;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= UINT64_C(0x100000001b3);
-    }
-    return h;
-}
-
 static uint64_t key_hash(const void *slide, int level, int64_t col,
                          int64_t row) {
     uint64_t h = SP_FNV_SEED;
-    h = sp__fnv1a(h, &slide, sizeof slide);
-    h = sp__fnv1a(h, &level, sizeof level);
-    h = sp__fnv1a(h, &col, sizeof col);
-    return sp__fnv1a(h, &row, sizeof row);
+    h = sp_fnv1a(h, &slide, sizeof slide);
+    h = sp_fnv1a(h, &level, sizeof level);
+    h = sp_fnv1a(h, &col, sizeof col);
+    return sp_fnv1a(h, &row, sizeof row);
 }
 
 sp_tile_cache *sp__tile_cache_new(size_t max_bytes) {

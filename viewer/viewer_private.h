@@ -1,5 +1,6 @@
-/* viewer's private header: the catalogue's slides, the sidecar JSON
- * reader, the tile cache, pages and the request handlers' helpers. */
+/* viewer's private header: the catalogue's slides and what serves them
+ * (browser assets, reader pools, features, associated images, on-the-fly
+ * tiles), the tile cache, pages and the request handlers' helpers. */
 #ifndef SP_VIEWER_PRIVATE_H
 #define SP_VIEWER_PRIVATE_H
 
@@ -19,7 +20,7 @@
 /* ---- routes.c ----------------------------------------------------------- */
 extern const char *const sp__viewer_assets[]; /* NULL-terminated */
 
-/* ---- the catalogue (catalog.c) ----------------------------------------- */
+/* ---- the catalogue (catalog.c): ids to sources ------------------------- */
 
 /* Per-tile features of a slide, loaded from its HDF5 file on first use. */
 typedef struct {
@@ -110,7 +111,16 @@ struct sp_catalog {
 };
 
 sp_vslide *sp__catalog_find(const sp_catalog *c, const char *id);
+
+/* ---- browser assets (assets.c) ----------------------------------------- */
+/* Read every asset of sp__viewer_assets from c->opts.asset_dir (default
+ * SP_VIEWER_DIR) into c->assets; false with err set when one is missing. */
+bool sp__assets_load(sp_catalog *c, sp_error *err);
+void sp__assets_free(sp_catalog *c);
+/* The asset called `name`, or NULL. */
 const sp_vasset *sp__catalog_asset(const sp_catalog *c, const char *name);
+
+/* ---- reader pools (readers.c) ------------------------------------------ */
 /* Borrow a reader of s: an idle one of s, else a new one while fewer than
  * the catalogue's bound are open, else after closing an idle reader of
  * another slide; blocks while every reader is busy. NULL with err set. */
@@ -118,6 +128,8 @@ sp_reader *sp__slide_reader_get(sp_catalog *c, sp_vslide *s, sp_error *err);
 /* Return it; `spent` frees it (after a failed read). */
 void sp__slide_reader_put(sp_catalog *c, sp_vslide *s, sp_reader *r,
                           bool spent);
+/* Free the idle readers of s (when the catalogue closes). */
+void sp__slide_readers_free(sp_vslide *s);
 
 /* ---- on-the-fly tiles (flytile.c) ---------------------------------------- */
 /* Plan the on-the-fly tiles of s (its overview level and per-level read
@@ -129,9 +141,19 @@ void sp__fly_plan(sp_catalog *c, sp_vslide *s);
  * False with err set. */
 bool sp__fly_render(sp_catalog *c, sp_vslide *s, int level, int64_t col,
                     int64_t row, sp_buf *out, sp_error *err);
+
+/* ---- features (features.c) --------------------------------------------- */
+/* When a slide is added: the column names, the tissue area and the
+ * metadata the slide did not give, from s->h5_path (refused when it is a
+ * cohort file). False with err set. */
+bool sp__slide_features_meta(sp_catalog *c, sp_vslide *s, sp_error *err);
 /* The slide's features, loading them on first use; NULL when it has none
  * (why in s->feat_error). */
 const sp_vfeatures *sp__slide_features(sp_catalog *c, sp_vslide *s);
+/* Free the column names and the features of s. */
+void sp__slide_features_free(sp_vslide *s);
+
+/* ---- associated images (associated.c) ---------------------------------- */
 /* Render an associated image as PNG into out; false when absent. */
 bool sp__slide_associated_png(sp_vslide *s, const char *name, sp_buf *out,
                               sp_error *err);
@@ -175,9 +197,5 @@ void sp__page_slide(const sp_catalog *c, const sp_vslide *s, sp_buf *out);
 void sp__json_slide(const sp_catalog *c, const sp_vslide *s, sp_json *j);
 /* Append s with HTML escaping (& < > " '). */
 void sp__html_escape(sp_buf *b, const char *s);
-
-/* FNV-1a 64, for ETags and version tokens. */
-uint64_t sp__fnv1a(uint64_t h, const void *data, size_t n);
-#define SP_FNV_SEED UINT64_C(0xcbf29ce484222325)
 
 #endif
