@@ -99,7 +99,7 @@ typedef struct {
 } sp_buf;
 
 void sp_buf_init(sp_buf *b);
-void sp_buf_free(sp_buf *b);
+void sp_buf_free(sp_buf *b); /* accepts NULL */
 void sp_buf_reset(sp_buf *b);
 void sp_buf_append(sp_buf *b, const void *data, size_t n);
 void sp_buf_puts(sp_buf *b, const char *s);
@@ -161,7 +161,7 @@ char **sp_dir_names(const char *dir, size_t *n);
 void sp_free_names(char **names, size_t n);
 
 /* A growable list of malloc'd strings; zero-initialise, free with
- * sp_strvec_free (which leaves it empty and reusable). */
+ * sp_strvec_free (which leaves it empty and reusable; accepts NULL). */
 typedef struct {
     char **v;
     size_t n, cap;
