@@ -1,28 +1,23 @@
 /*
- * analysis: tissue mask, per-tile features and stain vectors of a slide.
+ * analysis: the tissue mask, per-tile features and stain vectors of a
+ * slide (docs/FEATURES.md defines every number exactly).
  *
- * Layers (docs/FEATURES.md defines every number exactly):
- *   1. sp_features_compute   features of one plain RGB buffer (a tile, or a
- *                            band another module already decoded), or of
- *                            one whose rows arrive in chunks
- *                            (sp_features_begin/rows/end);
- *   2. sp_stain_sample, sp_stain_macenko
- *                            Macenko stain vectors from sampled pixels;
- *   3. sp_mask_*             the low-resolution tissue mask of a slide;
- *   4. sp_analyze_slide      the whole per-slide driver: mask, analysis grid,
- *                            features of every tissue tile, slide summary;
- *                            its steps for a caller that has the pixels,
- *                            whole tiles or row chunks (sp_analysis_stream_*).
+ *   sp_analyze_slide  the whole job: mask, analysis grid, features of every
+ *                     tissue tile, slide summary.
+ *   building blocks   features of one RGB buffer, whole or in row chunks
+ *                     (sp_features_*); Macenko stain vectors (sp_stain_*);
+ *                     the low-resolution tissue mask (sp_mask_*).
+ *   Advanced, for the fused pass of pipeline/: the steps of
+ *   sp_analyze_slide for a caller that already has the pixels
+ *   (sp_analysis_prepare, _tile or _stream_*, _finish).
  *
- * Thread rules
- *   Every function here is reentrant and takes no lock of ours: layer 1-3
- *   functions may be called from any number of threads at once on distinct
- *   output buffers (the inputs are only read). sp_analyze_slide runs its own
- *   OpenMP team (one sp_reader and one scratch set per thread); its result
- *   is the same, byte for byte, for any thread count. The progress callback
- *   is only ever called from one thread (the team's master) at a time.
- *   Results are plain data, owned by the caller, freed with
- *   sp_analysis_result_free / sp_mask_free.
+ * Thread rules: every function is reentrant and takes no lock of ours;
+ * the building blocks may run on any number of threads at once on
+ * distinct outputs (inputs are only read). sp_analyze_slide runs its own
+ * OpenMP team (one sp_reader and one scratch set per thread); its result
+ * is the same, byte for byte, for any thread count, and its progress
+ * callback is called from one thread at a time. Results are plain data
+ * owned by the caller: sp_analysis_result_free, sp_mask_free.
  *
  * Errors are reported through sp_error (util.h); functions return false
  * and leave no partial result that looks valid. Nothing here prints.
@@ -41,7 +36,7 @@
 extern "C" {
 #endif
 
-/* ---- 1. per-buffer features -------------------------------------------- */
+/* ---- options and results ----------------------------------------------- */
 
 /* Feature columns, in output order. */
 enum {
@@ -88,6 +83,126 @@ typedef struct {
 /* Fill `p` with the documented defaults. */
 void sp_feature_opts_default(sp_feature_opts *p);
 
+typedef struct {
+    double beta;       /* drop pixels with OD below this in any channel: 0.15 */
+    double alpha;      /* percentile of the extreme angles, in percent: 1 */
+    size_t min_pixels; /* fewer usable pixels than this is an error: 100 */
+} sp_macenko_opts;
+
+void sp_macenko_opts_default(sp_macenko_opts *p);
+
+typedef struct {
+    double downsample;     /* target level-0 px per mask px: 32 */
+    int threshold;         /* fixed 8-bit saturation threshold, or -1: Otsu */
+    int min_threshold;     /* floor applied to the Otsu threshold: 8 */
+    int close_radius;      /* closing with a disk of this radius, mask px: 2 */
+    double max_hole_um2;   /* fill enclosed holes smaller than this: 10000 */
+    double min_object_um2; /* drop objects smaller than this: 10000 */
+    int max_hole_px;       /* the same two in mask pixels, used when the */
+    int min_object_px;     /* slide records no mpp: 32 and 32 */
+} sp_mask_opts;
+
+void sp_mask_opts_default(sp_mask_opts *p);
+
+typedef struct {
+    int width, height; /* mask pixels */
+    uint8_t *data;     /* width*height bytes, rows packed: 255 tissue, 0 not */
+    int level;         /* slide level the thumbnail was read from */
+    int factor;        /* box-average factor applied to that level */
+    double downsample; /* level-0 px per mask px (factor * level downsample) */
+    int otsu;          /* Otsu threshold of the thumbnail's saturation */
+    int threshold;     /* the threshold applied (saturation > threshold) */
+    double mask_um2_per_px; /* area of a mask px in um^2, 0 if no mpp */
+    /* The level's own pixels the mask was made from (width*height*3 RGB)
+     * when it was read whole (factor 1, at most 4096 px a side), so a
+     * caller can reuse them; else NULL. */
+    uint8_t *rgb;
+} sp_mask;
+
+typedef struct {
+    sp_mask_opts mask;
+    sp_feature_opts features; /* tissue_threshold is replaced by the
+                                   mask's threshold */
+    sp_macenko_opts macenko;
+    int tile_size;         /* analysis px per tile side: 256 */
+    double mpp;            /* analyse at this um/px (0: not set) */
+    double magnification;  /* or at this objective power (0: not set) */
+    bool all_tiles;        /* analyse every tile, not only tissue ones */
+    double min_coverage;   /* a tile is a tissue tile when the share of
+                              mask px over it is above this: 0 */
+    double blur_threshold; /* a tissue tile is blurry when blur < this:
+                              50 */
+    double pen_threshold;  /* a tissue tile is pen-marked when
+                              pen_fraction > this: 0.10 */
+    int threads;           /* 0: sp_default_threads() */
+    /* Progress (util.h): phases "mask" (1 of 1) and "tiles" (tiles read,
+     * of those chosen); must not call back into this module. `cancel` is
+     * checked between tiles (sp_analyze_slide, sp_analysis_read_tiles). */
+    sp_progress_fn progress;
+    void *progress_user;
+    volatile sig_atomic_t *cancel;
+} sp_analysis_opts;
+
+void sp_analysis_opts_default(sp_analysis_opts *p);
+
+typedef struct {
+    bool mpp_known;
+    double mpp_x, mpp_y;    /* level 0, um/px; 0 when unknown */
+    double tissue_area_px;  /* mask area, level-0 px^2 */
+    double tissue_area_mm2; /* NaN when mpp is unknown */
+    size_t tiles_total;     /* grid tiles */
+    size_t tiles_tissue;    /* tiles with mask coverage above min */
+    size_t tiles_analysed;  /* rows of the feature matrix */
+    double blurry_fraction; /* of tissue tiles; NaN when there are none */
+    double pen_fraction;    /* of tissue tiles; NaN when there are none */
+    bool stain_ok;          /* false: too few stained pixels */
+    double stain_he[2][3];  /* Macenko H then E (unit OD vectors, RGB);
+                               NaN when !stain_ok */
+    size_t stain_pixels;    /* pixels that went into Macenko */
+} sp_slide_summary;
+
+/* What sp_analysis_prepare keeps for sp_analysis_tile and
+ * sp_analysis_finish (which tiles are tissue, their stain samples).
+ * Opaque; owned by the result. */
+typedef struct sp_analysis_work sp_analysis_work;
+
+typedef struct {
+    sp_mask mask;
+    /* grid */
+    int tile_size;         /* analysis px */
+    double downsample;     /* level-0 px per analysis px */
+    int read_level;        /* slide level the tiles are read from */
+    double read_ratio;     /* read_level px per analysis px; exactly 1 when
+                              tiles are that level's pixels, unscaled */
+    int64_t width, height; /* analysis image size, analysis px */
+    int cols, rows;        /* grid size */
+    size_t n;              /* tiles analysed (in row-major grid order) */
+    int64_t *coords;       /* n x 2: level-0 top-left x, y */
+    int32_t *size;         /* n x 2: tile width, height in analysis px
+                              (smaller than tile_size at the right/bottom) */
+    float *coverage;       /* n: share of mask px over the tile */
+    float *features;       /* n x SP_N_FEATURES, row-major */
+    sp_slide_summary summary;
+    double seconds;         /* wall time of sp_analyze_slide */
+    sp_analysis_work *work; /* between prepare and finish */
+} sp_analysis_result;
+
+/* ---- a whole slide ------------------------------------------------------- */
+
+/* Analyse `s`: tissue mask, grid, features of every tissue tile (or every
+ * tile), summary. `p` may be NULL (defaults). Fails with SP_ERR_USAGE on
+ * bad parameters (mpp asked of a slide without mpp, a resolution finer than
+ * level 0, ...), SP_ERR_INPUT when the slide cannot be read, "interrupted"
+ * when cancelled; then `*out` is zeroed. On success the caller frees `out`
+ * with sp_analysis_result_free. */
+bool sp_analyze_slide(sp_slide *s, const sp_analysis_opts *p,
+                      sp_analysis_result *out, sp_error *err);
+
+/* Free what a result owns and zero it. Accepts NULL. */
+void sp_analysis_result_free(sp_analysis_result *r);
+
+/* ---- building blocks: the features of one buffer ------------------------- */
+
 /* Compute the SP_N_FEATURES features of the w x h RGB image at `rgb`
  * (3 bytes per pixel, rows `stride` bytes apart, stride >= 3*w) into
  * out[SP_N_FEATURES]. Every pixel of the buffer counts. `p` may be NULL
@@ -127,7 +242,7 @@ bool sp_features_end(void *state, float *out, sp_error *err);
 int64_t sp_tissue_pixels(const uint8_t *rgb, int w, int h, size_t stride,
                          int threshold, int64_t stop_at);
 
-/* ---- 2. stain vectors ---------------------------------------------------- */
+/* ---- building blocks: stain vectors -------------------------------------- */
 
 /* Side of the sampling lattice: sp_stain_sample takes SP_STAIN_SAMPLE_SIDE^2
  * pixels of a buffer. */
@@ -140,14 +255,6 @@ int64_t sp_tissue_pixels(const uint8_t *rgb, int w, int h, size_t stride,
 void sp_stain_sample(const uint8_t *rgb, int w, int h, size_t stride,
                      uint8_t *out);
 
-typedef struct {
-    double beta;       /* drop pixels with OD below this in any channel: 0.15 */
-    double alpha;      /* percentile of the extreme angles, in percent: 1 */
-    size_t min_pixels; /* fewer usable pixels than this is an error: 100 */
-} sp_macenko_opts;
-
-void sp_macenko_opts_default(sp_macenko_opts *p);
-
 /* Macenko 2009 stain vectors of `n` RGB pixels (3 bytes each). On success
  * he[0] is hematoxylin and he[1] eosin (the vector with the larger red OD
  * component is hematoxylin), each a unit OD vector (R, G, B) with a
@@ -157,39 +264,7 @@ void sp_macenko_opts_default(sp_macenko_opts *p);
 bool sp_stain_macenko(const uint8_t *rgb, size_t n, const sp_macenko_opts *p,
                       double he[2][3], size_t *used, sp_error *err);
 
-/* The Ruifrok & Johnston matrix used for deconvolution (rows H, E, DAB;
- * columns R, G, B OD), as scikit-image's rgb_from_hed. */
-extern const double sp_ruifrok_rgb_from_hed[3][3];
-
-/* ---- 3. tissue mask ------------------------------------------------------ */
-
-typedef struct {
-    double downsample;     /* target level-0 px per mask px: 32 */
-    int threshold;         /* fixed 8-bit saturation threshold, or -1: Otsu */
-    int min_threshold;     /* floor applied to the Otsu threshold: 8 */
-    int close_radius;      /* closing with a disk of this radius, mask px: 2 */
-    double max_hole_um2;   /* fill enclosed holes smaller than this: 10000 */
-    double min_object_um2; /* drop objects smaller than this: 10000 */
-    int max_hole_px;       /* the same two in mask pixels, used when the */
-    int min_object_px;     /* slide records no mpp: 32 and 32 */
-} sp_mask_opts;
-
-void sp_mask_opts_default(sp_mask_opts *p);
-
-typedef struct {
-    int width, height; /* mask pixels */
-    uint8_t *data;     /* width*height bytes, rows packed: 255 tissue, 0 not */
-    int level;         /* slide level the thumbnail was read from */
-    int factor;        /* box-average factor applied to that level */
-    double downsample; /* level-0 px per mask px (factor * level downsample) */
-    int otsu;          /* Otsu threshold of the thumbnail's saturation */
-    int threshold;     /* the threshold applied (saturation > threshold) */
-    double mask_um2_per_px; /* area of a mask px in um^2, 0 if no mpp */
-    /* The level's own pixels the mask was made from (width*height*3 RGB)
-     * when it was read whole (factor 1, at most 4096 px a side), so a
-     * caller can reuse them; else NULL. */
-    uint8_t *rgb;
-} sp_mask;
+/* ---- building blocks: the tissue mask ------------------------------------ */
 
 /* Compute the tissue mask of `s` (FEATURES.md, "Tissue mask"), reading with
  * `threads` threads (0: sp_default_threads()). `p` may be NULL. On success
@@ -208,84 +283,9 @@ int sp_otsu_u8(const uint64_t hist[256]);
 /* Write a mask (or any 8-bit grey image) as a PNG file, atomically. */
 bool sp_mask_write_png(const sp_mask *m, const char *path, sp_error *err);
 
-/* ---- 4. whole-slide analysis --------------------------------------------- */
-
-/* Progress: `done` of `total` units of `phase` ("mask", "tiles"). Called
- * from one thread only; must not call back into this module. */
-typedef void (*sp_analysis_progress)(void *user, const char *phase, size_t done,
-                                     size_t total);
-
-typedef struct {
-    sp_mask_opts mask;
-    sp_feature_opts features; /* tissue_threshold is replaced by the
-                                   mask's threshold */
-    sp_macenko_opts macenko;
-    int tile_size;         /* analysis px per tile side: 256 */
-    double mpp;            /* analyse at this um/px (0: not set) */
-    double magnification;  /* or at this objective power (0: not set) */
-    bool all_tiles;        /* analyse every tile, not only tissue ones */
-    double min_coverage;   /* a tile is a tissue tile when the share of
-                              mask px over it is above this: 0 */
-    double blur_threshold; /* a tissue tile is blurry when blur < this:
-                              50 */
-    double pen_threshold;  /* a tissue tile is pen-marked when
-                              pen_fraction > this: 0.10 */
-    int threads;           /* 0: sp_default_threads() */
-    sp_analysis_progress progress; /* may be NULL */
-    void *progress_user;
-} sp_analysis_opts;
-
-void sp_analysis_opts_default(sp_analysis_opts *p);
-
-typedef struct {
-    bool mpp_known;
-    double mpp_x, mpp_y;    /* level 0, um/px; 0 when unknown */
-    double tissue_area_px;  /* mask area, level-0 px^2 */
-    double tissue_area_mm2; /* NaN when mpp is unknown */
-    size_t tiles_total;     /* grid tiles */
-    size_t tiles_tissue;    /* tiles with mask coverage above min */
-    size_t tiles_analysed;  /* rows of the feature matrix */
-    double blurry_fraction; /* of tissue tiles; NaN when there are none */
-    double pen_fraction;    /* of tissue tiles; NaN when there are none */
-    bool stain_ok;          /* false: too few stained pixels */
-    double stain_he[2][3];  /* Macenko H then E (unit OD vectors, RGB);
-                               NaN when !stain_ok */
-    size_t stain_pixels;    /* pixels that went into Macenko */
-} sp_slide_summary;
-
-typedef struct {
-    sp_mask mask;
-    /* grid */
-    int tile_size;         /* analysis px */
-    double downsample;     /* level-0 px per analysis px */
-    int read_level;        /* slide level the tiles are read from */
-    int64_t width, height; /* analysis image size, analysis px */
-    int cols, rows;        /* grid size */
-    size_t n;              /* tiles analysed (in row-major grid order) */
-    int64_t *coords;       /* n x 2: level-0 top-left x, y */
-    int32_t *size;         /* n x 2: tile width, height in analysis px
-                              (smaller than tile_size at the right/bottom) */
-    float *coverage;       /* n: share of mask px over the tile */
-    float *features;       /* n x SP_N_FEATURES, row-major */
-    sp_slide_summary summary;
-    double seconds; /* wall time of sp_analyze_slide */
-    /* working state between sp_analysis_prepare and sp_analysis_finish */
-    uint8_t *is_tissue;           /* n: tile's mask coverage above min */
-    uint8_t *samples;             /* n x SP_STAIN_SAMPLE_N RGB lattice pixels */
-    double read_ratio;            /* read_level px per analysis px */
-    sp_feature_opts feature_opts; /* with the mask's threshold */
-} sp_analysis_result;
-
-/* Analyse `s`: tissue mask, grid, features of every tissue tile (or every
- * tile), summary. `p` may be NULL (defaults). Fails with SP_ERR_USAGE on
- * bad parameters (mpp asked of a slide without mpp, a resolution finer than
- * level 0, ...), SP_ERR_INPUT when the slide cannot be read; then `*out` is
- * zeroed. On success the caller frees `out` with sp_analysis_result_free. */
-bool sp_analyze_slide(sp_slide *s, const sp_analysis_opts *p,
-                      sp_analysis_result *out, sp_error *err);
-/* The three steps of sp_analyze_slide, for a caller that already has the
- * pixels (the fused pass of pipeline/ hands over level-0 bands it decoded
- * for the tile pyramid):
+/* ---- advanced: the steps of sp_analyze_slide ----------------------------- */
+/* For a caller that already has the pixels (the fused pass of pipeline/
+ * hands over the level-0 bands it decoded for the tile pyramid):
  *   sp_analysis_prepare  mask, grid and the chosen tiles (coords, size,
  *                        coverage); allocates the feature matrix;
  *   sp_analysis_tile     features (and stain samples) of tile k from its
@@ -336,9 +336,6 @@ bool sp_analysis_stream_rows(sp_analysis_result *r, void *state,
  * of p->threads, one reader per thread, and call sp_analysis_tile. */
 bool sp_analysis_read_tiles(sp_slide *s, const sp_analysis_opts *p,
                             sp_analysis_result *r, sp_error *err);
-
-/* Free what a result owns and zero it. Accepts NULL. */
-void sp_analysis_result_free(sp_analysis_result *r);
 
 #ifdef __cplusplus
 }

@@ -1,8 +1,13 @@
-/* analysis private header: lookup tables shared by the feature files. */
+/* analysis private header: lookup tables shared by the feature files, and
+ * the working state of an analysis between prepare and finish. */
 #ifndef SP_ANALYSIS_PRIVATE_H
 #define SP_ANALYSIS_PRIVATE_H
 
 #include "analysis.h"
+
+/* The Ruifrok & Johnston matrix used for deconvolution (rows H, E, DAB;
+ * columns R, G, B OD), as scikit-image's rgb_from_hed. */
+extern const double sp__ruifrok_rgb_from_hed[3][3];
 
 /* Fixed-point scale of the per-pixel H and E densities: 2^28 units per
  * OD. A table entry is within 0.5 unit of od * hed * 2^28, so a pixel's H
@@ -15,7 +20,7 @@
 
 typedef struct {
     double od[256];   /* -log10(max(v, 1) / 255) */
-    double hed[3][3]; /* inverse of sp_ruifrok_rgb_from_hed: OD row x hed
+    double hed[3][3]; /* inverse of sp__ruifrok_rgb_from_hed: OD row x hed
                          gives (H, E, DAB) */
     double h[3][256]; /* od[v] * hed[c][0], per channel c */
     double e[3][256]; /* od[v] * hed[c][1] */
@@ -56,6 +61,14 @@ typedef enum {
 
 /* True when the AVX2 implementation is built in and the CPU supports it. */
 bool sp__features_have_avx2(void);
+
+/* sp_analysis_result.work: what sp_analysis_prepare leaves for
+ * sp_analysis_tile/_stream_rows and sp_analysis_finish (grid.c). */
+struct sp_analysis_work {
+    uint8_t *is_tissue;           /* n: tile's mask coverage above min */
+    uint8_t *samples;             /* n x SP_STAIN_SAMPLE_N RGB lattice pixels */
+    sp_feature_opts feature_opts; /* with the mask's threshold */
+};
 
 /* Largest analysis tile side (sp_analysis_opts.tile_size). */
 #define SP__TILE_SIZE_MAX 8192

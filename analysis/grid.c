@@ -32,8 +32,11 @@ void sp_analysis_result_free(sp_analysis_result *r) {
     free(r->size);
     free(r->coverage);
     free(r->features);
-    free(r->is_tissue);
-    free(r->samples);
+    if (r->work) {
+        free(r->work->is_tissue);
+        free(r->work->samples);
+        free(r->work);
+    }
     memset(r, 0, sizeof *r);
 }
 
@@ -188,6 +191,12 @@ bool sp_analysis_prepare(sp_slide *s, const sp_analysis_opts *p,
     sp_analysis_result r;
     memset(&r, 0, sizeof r);
 
+    r.work = calloc(1, sizeof *r.work);
+    if (!r.work) {
+        sp_error_set(err, SP_ERR_NOMEM, path, "analysis: out of memory");
+        goto out;
+    }
+    sp_analysis_work *wk = r.work;
     if (!sp_mask_compute(s, &p->mask, threads, &r.mask, err))
         goto out;
     if (p->progress)
@@ -220,8 +229,8 @@ bool sp_analysis_prepare(sp_slide *s, const sp_analysis_opts *p,
     /* choose the tiles, in row-major order */
     tile_xy = malloc(total * 2 * sizeof *tile_xy);
     r.coverage = malloc(total * sizeof *r.coverage);
-    r.is_tissue = malloc(total);
-    if (!tile_xy || !r.coverage || !r.is_tissue) {
+    wk->is_tissue = malloc(total);
+    if (!tile_xy || !r.coverage || !wk->is_tissue) {
         sp_error_set(err, SP_ERR_NOMEM, path, "analysis: out of memory");
         goto out;
     }
@@ -240,7 +249,7 @@ bool sp_analysis_prepare(sp_slide *s, const sp_analysis_opts *p,
             tile_xy[2 * n] = i;
             tile_xy[2 * n + 1] = j;
             r.coverage[n] = (float)cov;
-            r.is_tissue[n] = tissue;
+            wk->is_tissue[n] = tissue;
             n++;
         }
     r.n = n;
@@ -249,8 +258,8 @@ bool sp_analysis_prepare(sp_slide *s, const sp_analysis_opts *p,
     r.coords = malloc((n ? n : 1) * 2 * sizeof *r.coords);
     r.size = malloc((n ? n : 1) * 2 * sizeof *r.size);
     r.features = malloc((n ? n : 1) * SP_N_FEATURES * sizeof *r.features);
-    r.samples = malloc((n ? n : 1) * 3 * SP_STAIN_SAMPLE_N);
-    if (!r.coords || !r.size || !r.features || !r.samples) {
+    wk->samples = malloc((n ? n : 1) * 3 * SP_STAIN_SAMPLE_N);
+    if (!r.coords || !r.size || !r.features || !wk->samples) {
         sp_error_set(err, SP_ERR_NOMEM, path, "analysis: out of memory");
         goto out;
     }
@@ -262,8 +271,8 @@ bool sp_analysis_prepare(sp_slide *s, const sp_analysis_opts *p,
         r.size[2 * k + 1] =
             (int32_t)((j + 1) * T < r.height ? T : r.height - j * T);
     }
-    r.feature_opts = p->features;
-    r.feature_opts.tissue_threshold = r.mask.threshold;
+    wk->feature_opts = p->features;
+    wk->feature_opts.tissue_threshold = r.mask.threshold;
     ok = true;
 out:
     free(tile_xy);
@@ -303,7 +312,8 @@ bool sp_analysis_stream_rows(sp_analysis_result *r, void *state,
                              const uint8_t *rgb, size_t stride, int rows,
                              sp_error *err) {
     stream_state *st = state;
-    if (!r || !st || (st->magic != STREAM_BEGUN && st->magic != STREAM_OPEN))
+    if (!r || !r->work || !st ||
+        (st->magic != STREAM_BEGUN && st->magic != STREAM_OPEN))
         return sp_error_set(err, SP_ERR_USAGE, NULL,
                             "analysis: stream not begun, or its tile "
                             "already complete");
@@ -313,7 +323,7 @@ bool sp_analysis_stream_rows(sp_analysis_result *r, void *state,
                             "analysis: tile %zu out of range", k);
     const int w = r->size[2 * k], h = r->size[2 * k + 1];
     if (st->magic == STREAM_BEGUN) {
-        if (!sp__features_begin(st->features, w, h, &r->feature_opts, 2,
+        if (!sp__features_begin(st->features, w, h, &r->work->feature_opts, 2,
                                 SP__FEATURES_AUTO, err))
             return false;
         st->magic = STREAM_OPEN;
@@ -325,12 +335,13 @@ bool sp_analysis_stream_rows(sp_analysis_result *r, void *state,
                             k, rows, h - y0, h);
     if (!sp_features_rows(st->features, rgb, stride, rows, err))
         return false;
-    if (r->is_tissue[k])
+    const bool tissue = r->work->is_tissue[k];
+    if (tissue)
         sp__stain_sample_rows(rgb, w, h, stride, y0, rows, st->samples);
     if (y0 + rows == h) { /* complete: cannot fail */
         sp_features_end(st->features, r->features + k * SP_N_FEATURES, NULL);
-        if (r->is_tissue[k])
-            memcpy(r->samples + k * 3 * SP_STAIN_SAMPLE_N, st->samples,
+        if (tissue)
+            memcpy(r->work->samples + k * 3 * SP_STAIN_SAMPLE_N, st->samples,
                    sizeof st->samples);
         st->magic = 0;
     }
@@ -356,6 +367,10 @@ bool sp_analysis_finish(sp_slide *s, const sp_analysis_opts *p,
         p = &def;
     }
     const char *path = sp_slide_path(s);
+    if (!r->work)
+        return sp_error_set(err, SP_ERR_USAGE, path,
+                            "analysis: finish without prepare");
+    const sp_analysis_work *wk = r->work;
     const sp_level *l0 = sp_slide_level(s, 0);
     const size_t n = r->n;
     uint8_t *stain_px = NULL;
@@ -391,7 +406,7 @@ bool sp_analysis_finish(sp_slide *s, const sp_analysis_opts *p,
     sm->tiles_analysed = n;
     size_t blurry = 0, pen = 0, analysed_tissue = 0;
     for (size_t k = 0; k < n; k++) {
-        if (!r->is_tissue[k])
+        if (!wk->is_tissue[k])
             continue;
         const float *f = r->features + k * SP_N_FEATURES;
         analysed_tissue++;
@@ -415,11 +430,11 @@ bool sp_analysis_finish(sp_slide *s, const sp_analysis_opts *p,
         }
         size_t m = 0, seen = 0;
         for (size_t k = 0; k < n; k++) {
-            if (!r->is_tissue[k])
+            if (!wk->is_tissue[k])
                 continue;
             if (seen++ % step)
                 continue;
-            memcpy(stain_px + m * 3, r->samples + k * 3 * SP_STAIN_SAMPLE_N,
+            memcpy(stain_px + m * 3, wk->samples + k * 3 * SP_STAIN_SAMPLE_N,
                    3 * SP_STAIN_SAMPLE_N);
             m += SP_STAIN_SAMPLE_N;
         }
@@ -481,6 +496,12 @@ bool sp_analysis_read_tiles(sp_slide *s, const sp_analysis_opts *p,
             stop = failed;
             if (stop)
                 continue;
+            if (sp_cancelled(p->cancel)) {
+                sp_error_set(&e, SP_ERR_INTERNAL, path, "interrupted");
+#pragma omp atomic write
+                failed = 1;
+                continue;
+            }
             int w = r.size[2 * k], h = r.size[2 * k + 1];
             bool read_ok;
             if (ratio == 1.0) {
@@ -504,7 +525,8 @@ bool sp_analysis_read_tiles(sp_slide *s, const sp_analysis_opts *p,
 #pragma omp atomic capture
             now = ++done;
             if (master && p->progress)
-                p->progress(p->progress_user, "tiles", now, n);
+                p->progress(p->progress_user, "tiles", (int64_t)now,
+                            (int64_t)n);
         }
         if (sp_error_is_set(&e)) {
 #pragma omp critical(sp_grid_error)
@@ -521,7 +543,7 @@ bool sp_analysis_read_tiles(sp_slide *s, const sp_analysis_opts *p,
         return false;
     }
     if (p->progress)
-        p->progress(p->progress_user, "tiles", n, n);
+        p->progress(p->progress_user, "tiles", (int64_t)n, (int64_t)n);
     return true;
 }
 

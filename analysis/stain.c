@@ -10,7 +10,7 @@
 #include <string.h>
 
 /* As scikit-image's rgb_from_hed (Ruifrok & Johnston 2001, rounded). */
-const double sp_ruifrok_rgb_from_hed[3][3] = {
+const double sp__ruifrok_rgb_from_hed[3][3] = {
     {0.65, 0.70, 0.29},
     {0.07, 0.99, 0.11},
     {0.27, 0.57, 0.78},
@@ -38,7 +38,7 @@ static void invert3(const double m[3][3], double inv[3][3]) {
 static void build_tables(void) {
     for (int v = 0; v < 256; v++)
         tables.od[v] = -log10((v < 1 ? 1 : v) / 255.0);
-    invert3(sp_ruifrok_rgb_from_hed, tables.hed);
+    invert3(sp__ruifrok_rgb_from_hed, tables.hed);
     for (int c = 0; c < 3; c++)
         for (int v = 0; v < 256; v++) {
             tables.h[c][v] = tables.od[v] * tables.hed[c][0];

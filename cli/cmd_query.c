@@ -479,7 +479,7 @@ int sp_cmd_query(int argc, char **argv) {
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     qcli cli = {.format = -1};
-    sp_query_opts qo = {.limit = -1, .ctx = &cli};
+    sp_query_opts qo = {.limit = -1, .user = &cli};
     sp_query *q = NULL;
     int rc = SP_EXIT_OK;
     char *order_name = NULL;

@@ -70,7 +70,7 @@ typedef struct {
     J_COLOR_SPACE space; /* colour space of the JPEG data */
 } dlevel;
 
-struct sp_direct {
+struct sp__direct {
     int fd;
     uint64_t file_size; /* at probe time */
     int nlevels;
@@ -84,7 +84,7 @@ typedef struct {
     char msg[JMSG_LENGTH_MAX];
 } jerr_mgr;
 
-struct sp_direct_reader {
+struct sp__direct_reader {
     struct jpeg_decompress_struct cinfo;
     jerr_mgr jerr;
     bool ready;
@@ -255,11 +255,11 @@ static int level_dirs(TIFF *tif, bool aperio, level_dir *out, int max) {
  * a directory that is not what OpenSlide decodes directly is left to
  * OpenSlide. Level k is OpenSlide's k-th directory (level_dirs), checked
  * against OpenSlide's level size. */
-sp_direct *sp__direct_probe(const sp_slide *s) {
+sp__direct *sp__direct_probe(const sp_slide *s) {
     bool aperio = strcmp(s->vendor, "aperio") == 0;
     if (!aperio && strcmp(s->vendor, "generic-tiff") != 0)
         return NULL;
-    sp_direct *d = NULL;
+    sp__direct *d = NULL;
     level_dir *dirs = NULL;
     TIFF *tif = TIFFOpen(s->path, "rm");
     if (!tif)
@@ -318,11 +318,11 @@ fail:
     return NULL;
 }
 
-bool sp__direct_has_level(const sp_direct *d, int level) {
+bool sp__direct_has_level(const sp__direct *d, int level) {
     return d && level >= 0 && level < d->nlevels && d->lv[level].present;
 }
 
-void sp__direct_free(sp_direct *d) {
+void sp__direct_free(sp__direct *d) {
     if (!d)
         return;
     if (d->fd >= 0)
@@ -333,7 +333,7 @@ void sp__direct_free(sp_direct *d) {
     free(d);
 }
 
-static bool create_decompress(sp_direct_reader *r) {
+static bool create_decompress(sp__direct_reader *r) {
     r->cinfo.err = jpeg_std_error(&r->jerr.pub);
     r->jerr.pub.error_exit = jerr_exit;
     r->jerr.pub.emit_message = jerr_emit;
@@ -345,8 +345,8 @@ static bool create_decompress(sp_direct_reader *r) {
     return true;
 }
 
-sp_direct_reader *sp__direct_reader_new(const sp_direct *d) {
-    sp_direct_reader *r = calloc(1, sizeof *r);
+sp__direct_reader *sp__direct_reader_create(const sp__direct *d) {
+    sp__direct_reader *r = calloc(1, sizeof *r);
     if (!r)
         return NULL;
     int64_t most_rows = 1;
@@ -366,7 +366,7 @@ sp_direct_reader *sp__direct_reader_new(const sp_direct *d) {
     return r;
 }
 
-void sp__direct_reader_free(sp_direct_reader *r) {
+void sp__direct_reader_free(sp__direct_reader *r) {
     if (!r)
         return;
     if (r->ready)
@@ -381,7 +381,7 @@ void sp__direct_reader_free(sp_direct_reader *r) {
  * must lie inside the file (as sized at probe time; two comparisons, no
  * system call) and within the level's cap, as TIFFReadRawTile would fail
  * for OpenSlide on bytes beyond the end of the file. */
-static bool read_tile_data(sp_direct_reader *r, const sp_direct *dd,
+static bool read_tile_data(sp__direct_reader *r, const sp__direct *dd,
                            const dlevel *d, size_t t, int64_t tx, int64_t ty,
                            const char *path, sp_error *err) {
     uint64_t n = d->counts[t], off = d->offsets[t];
@@ -436,7 +436,7 @@ static bool read_tile_data(sp_direct_reader *r, const sp_direct *dd,
  * (skipping to the very end would stop without reading). Like OpenSlide,
  * the data after the last row (up to EOI) is not examined:
  * jpeg_finish_decompress is never called. */
-static bool decode_tile(sp_direct_reader *r, const sp_direct *dd,
+static bool decode_tile(sp__direct_reader *r, const sp__direct *dd,
                         const dlevel *d, size_t t, int64_t tx, int64_t ty,
                         int64_t c0, int64_t c1, int64_t r0, int64_t r1,
                         JSAMPROW *rows, int64_t *xoff, const char *path,
@@ -508,7 +508,7 @@ static void fill_bg(uint8_t *p, int64_t n, const uint8_t bg[3]) {
     }
 }
 
-bool sp__direct_read(sp_direct_reader *r, const sp_direct *dd, int level,
+bool sp__direct_read(sp__direct_reader *r, const sp__direct *dd, int level,
                      int64_t x, int64_t y, int64_t w, int64_t h,
                      const uint8_t bg[3], uint8_t *rgb, size_t row_stride,
                      const char *path, sp_error *err) {

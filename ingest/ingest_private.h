@@ -10,8 +10,8 @@
 
 #include "ingest.h"
 
-typedef struct sp_direct sp_direct;
-typedef struct sp_direct_reader sp_direct_reader;
+typedef struct sp__direct sp__direct;
+typedef struct sp__direct_reader sp__direct_reader;
 
 struct sp_slide {
     char *path;
@@ -26,7 +26,7 @@ struct sp_slide {
     bool has_mpp, has_objective;
     double mpp_x, mpp_y, objective;
     const char *quickhash;
-    sp_direct *direct; /* level-0 JPEG tiles read directly, or NULL */
+    sp__direct *direct; /* level-0 JPEG tiles read directly, or NULL */
 };
 
 /* Premultiplied ARGB (OpenSlide's layout) to straight RGB composited over
@@ -43,12 +43,12 @@ const char *sp__libtiff_cause(const char *path, char *buf, size_t n);
  * painting (same pixels). sp__direct_probe is NULL unless level 0 can be
  * read so; other levels may or may not (sp__direct_has_level).
  * sp__direct_read takes the level's own pixel coordinates. */
-sp_direct *sp__direct_probe(const sp_slide *s);
-void sp__direct_free(sp_direct *d);
-bool sp__direct_has_level(const sp_direct *d, int level);
-sp_direct_reader *sp__direct_reader_new(const sp_direct *d);
-void sp__direct_reader_free(sp_direct_reader *r);
-bool sp__direct_read(sp_direct_reader *r, const sp_direct *d, int level,
+sp__direct *sp__direct_probe(const sp_slide *s);
+void sp__direct_free(sp__direct *d);
+bool sp__direct_has_level(const sp__direct *d, int level);
+sp__direct_reader *sp__direct_reader_create(const sp__direct *d);
+void sp__direct_reader_free(sp__direct_reader *r);
+bool sp__direct_read(sp__direct_reader *r, const sp__direct *d, int level,
                      int64_t x, int64_t y, int64_t w, int64_t h,
                      const uint8_t bg[3], uint8_t *rgb, size_t stride,
                      const char *path, sp_error *err);

@@ -10,7 +10,7 @@ struct sp_reader {
     sp_slide *slide;
     openslide_t *osr; /* the slide's, or a private one */
     bool private_handle;
-    sp_direct_reader *direct; /* level-0 fast path, or NULL */
+    sp__direct_reader *direct; /* level-0 fast path, or NULL */
     uint8_t bg[3];
     uint32_t *argb; /* scratch for OpenSlide's output */
     size_t cap;     /* pixels */
@@ -65,7 +65,7 @@ sp_reader *sp_reader_create(sp_slide *s, unsigned flags, const uint8_t bg[3],
         r->osr = s->osr;
     }
     if (s->direct && !(flags & SP_READER_OPENSLIDE_ONLY)) {
-        r->direct = sp__direct_reader_new(s->direct);
+        r->direct = sp__direct_reader_create(s->direct);
         if (!r->direct) {
             sp_error_set(err, SP_ERR_NOMEM, s->path, "out of memory");
             sp_reader_free(r);

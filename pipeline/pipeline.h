@@ -43,18 +43,13 @@ enum {
     SP_RUN_FEATURES = 1u << 1, /* compute features, write the HDF5 file */
 };
 
-/* Progress of `phase` ("mask", "tiles", "features", "write"): `done` of
- * `total` units. Called from the thread that called sp_run_slide. */
-typedef void (*sp_run_progress_fn)(void *user, const char *phase, int64_t done,
-                                   int64_t total);
-
 typedef struct {
     unsigned what;             /* SP_RUN_TILES | SP_RUN_FEATURES */
     const char *tiles_out;     /* pyramid name (see tiler.h), with TILES */
     const char *features_out;  /* HDF5 path, with FEATURES */
     const char *mask_png;      /* also write the tissue mask here, or NULL */
-    sp_tile_opts tile;         /* its threads/progress fields are ignored */
-    sp_analysis_opts analysis; /* its threads/progress fields are ignored */
+    sp_tile_opts tile;         /* threads, progress, cancel: ignored */
+    sp_analysis_opts analysis; /* threads, progress, cancel: ignored */
     /* The tissue mask decides which tiles are background for
      * tile.skip_background (instead of the tiler's colour rule). */
     bool mask_for_background;
@@ -67,10 +62,12 @@ typedef struct {
      * passes a full path only when the user asks for it. The HDF5 file
      * always records the file name alone (source_file). */
     const char *source_name;
-    sp_run_progress_fn progress;
+    /* Progress and cancel (util.h), from the calling thread: phases
+     * "mask" (1 of 1), "pixels" (level-0 rows read, of height x stripes),
+     * "write" (0 of 1). The run checks `cancel` at every band and while
+     * features are read at another resolution. */
+    sp_progress_fn progress;
     void *progress_user;
-    /* When non-NULL and set non-zero (e.g. by a signal handler), the run
-     * stops at the next band and fails with "interrupted". */
     volatile sig_atomic_t *cancel;
 } sp_run_opts;
 

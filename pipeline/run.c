@@ -377,7 +377,7 @@ static bool want_native(void *user, int64_t *x, int64_t *y, int64_t *w,
 /* A band done: progress, and the chance to stop. */
 static bool band_progress(band_ctx *c, int64_t rows, sp_error *err) {
     const sp_run_opts *o = c->o;
-    if (o->cancel && *o->cancel)
+    if (sp_cancelled(o->cancel))
         return sp_error_set(err, SP_ERR_INTERNAL, sp_slide_path(c->slide),
                             "interrupted");
     c->rows_done += rows;
@@ -664,15 +664,15 @@ typedef struct {
 } tissue_ctx;
 
 static bool tile_has_tissue(void *user, const uint8_t *rgb, int64_t w,
-                            int64_t h, int64_t stride) {
+                            int64_t h, size_t stride) {
     const tissue_ctx *t = user;
     int64_t need = (int64_t)(w * h * TISSUE_MIN_SHARE);
     if (need < TISSUE_MIN_PIXELS)
         need = TISSUE_MIN_PIXELS;
     if (need > w * h)
         need = w * h;
-    return sp_tissue_pixels(rgb, (int)w, (int)h, (size_t)stride, t->threshold,
-                            need) >= need;
+    return sp_tissue_pixels(rgb, (int)w, (int)h, stride, t->threshold, need) >=
+           need;
 }
 
 /* ---- all or nothing: staged outputs, renamed together ------------------ */
@@ -988,6 +988,7 @@ static bool run_slide(const char *slide_path, const sp_run_opts *o,
     sp_analysis_opts ap = o->analysis;
     ap.threads = threads;
     ap.progress = NULL;
+    ap.cancel = o->cancel;
 
     /* 1. the mask (and, with features, the analysis grid) */
     const sp_mask *mask = NULL;
@@ -1017,6 +1018,7 @@ static bool run_slide(const char *slide_path, const sp_run_opts *o,
         pp.opts.threads = threads;
         pp.opts.force = true; /* a staged name: ours alone */
         pp.opts.progress = NULL;
+        pp.opts.cancel = NULL;
         pp.band_rows = sp_band_rows_for(s, 0);
         /* analysis tiles may reach past a stripe: read them in place too */
         pp.input_extra = feat_in_bands ? ar.tile_size : 0;

@@ -322,7 +322,7 @@ static bool plan_stages(sp_query *q, sp_error *err) {
             !(q->ord = sp__order_new(q->o.desc, q->o.limit, n)))
             return oom(err);
     }
-    if (q->o.on_begin && !q->o.on_begin(q->o.ctx, q))
+    if (q->o.on_begin && !q->o.on_begin(q->o.user, q))
         return oom(err);
     return true;
 }
@@ -464,7 +464,7 @@ static bool order_row(void *ctx, uint32_t slide, int64_t x, int64_t y,
         case C_FEAT: *c = (sp_query_value){.type = SP_QV_F32, .d = v[i]}; break;
         }
     }
-    return q->o.on_row(q->o.ctx, q->cells);
+    return q->o.on_row(q->o.user, q->cells);
 }
 
 static bool stats_emit(sp_query *q, const char *slide, const sp__acc *accs) {
@@ -476,7 +476,7 @@ static bool stats_emit(sp_query *q, const char *slide, const sp__acc *accs) {
         s->min = a->count ? a->min : NAN;
         s->max = a->count ? a->max : NAN;
     }
-    return q->o.on_stats(q->o.ctx, slide, q->stat_out, q->nstat);
+    return q->o.on_stats(q->o.user, slide, q->stat_out, q->nstat);
 }
 
 /* ---- one slide file ----------------------------------------------------- */
@@ -494,7 +494,7 @@ static bool block_rows(sp_query *q, size_t n, uint32_t slide) {
         }
         for (size_t c = 0; c < q->nsel; c++)
             q->cells[c] = value_of(q, q->sel[c], i, slide);
-        if (!q->o.on_row(q->o.ctx, q->cells))
+        if (!q->o.on_row(q->o.user, q->cells))
             return false;
         if (q->o.limit >= 0 && ++q->emitted >= q->o.limit) {
             q->stop = true;
@@ -593,7 +593,7 @@ static bool scan_slide(sp_query *q, sp_store_reader *r, uint32_t slide,
     }
     if (counting) {
         q->total += slide_count;
-        if (!q->o.on_count(q->o.ctx, q->slides.v[slide], slide_count))
+        if (!q->o.on_count(q->o.user, q->slides.v[slide], slide_count))
             return sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
     }
     if (stats) {
@@ -609,7 +609,7 @@ static bool scan_slide(sp_query *q, sp_store_reader *r, uint32_t slide,
 
 static void input_error(sp_query *q, const sp_error *e) {
     if (q->o.on_input_error)
-        q->o.on_input_error(q->o.ctx, e);
+        q->o.on_input_error(q->o.user, e);
 }
 
 /* Open `path` and scan it (a cohort scans each member unless it came from
@@ -727,7 +727,7 @@ bool sp_query_finish(sp_query *q, sp_error *err) {
     if (q->ord)
         ok = sp__order_emit(q->ord, order_row, q);
     else if (q->o.mode == SP_QUERY_COUNT)
-        ok = q->o.on_count(q->o.ctx, NULL, q->total);
+        ok = q->o.on_count(q->o.user, NULL, q->total);
     else if (q->o.mode == SP_QUERY_STATS)
         ok = stats_emit(q, NULL, q->all_acc);
     return ok || oom(err);

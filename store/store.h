@@ -190,6 +190,7 @@ typedef struct sp_expr sp_expr;
  * SP_ERR_USAGE for nesting over 200 deep or over 10000 comparisons and
  * operators. */
 bool sp_expr_parse(const char *text, sp_expr **out, sp_error *err);
+/* Accepts NULL. */
 void sp_expr_free(sp_expr *e);
 /* The distinct column names the expression uses, in first-use order. */
 size_t sp_expr_column_count(const sp_expr *e);
@@ -269,19 +270,19 @@ typedef struct {
     int64_t limit;        /* ROWS: at most this many rows; -1: no limit.
                              (0 without order_by still hands over the
                              first row, as `query -n 0` always did) */
-    void *ctx;            /* passed to every callback */
+    void *user;           /* passed to every callback */
     /* once, when the first slide file has fixed the columns */
-    bool (*on_begin)(void *ctx, const sp_query *q);
+    bool (*on_begin)(void *user, const sp_query *q);
     /* ROWS: one value per selected column (sp_query_column_*) */
-    bool (*on_row)(void *ctx, const sp_query_value *values);
+    bool (*on_row)(void *user, const sp_query_value *values);
     /* COUNT: per slide file, then slide == NULL for the total */
-    bool (*on_count)(void *ctx, const char *slide, int64_t count);
+    bool (*on_count)(void *user, const char *slide, int64_t count);
     /* STATS: per slide file, then slide == NULL over all of them */
-    bool (*on_stats)(void *ctx, const char *slide, const sp_query_stat *s,
+    bool (*on_stats)(void *user, const char *slide, const sp_query_stat *s,
                      size_t n);
     /* a file or folder that could not be read (or a folder without
      * *.h5 files); the query goes on */
-    void (*on_input_error)(void *ctx, const sp_error *err);
+    void (*on_input_error)(void *user, const sp_error *err);
 } sp_query_opts;
 
 /* Which option a SP_ERR_USAGE error of sp_query_add is about, so that the

@@ -522,25 +522,29 @@ static void fake_result(sp_analysis_result *r, int tissue_threshold) {
     r->n = n;
     r->size = malloc(n * 2 * sizeof *r->size);
     r->features = malloc(n * SP_N_FEATURES * sizeof *r->features);
-    r->samples = malloc(n * 3 * SP_STAIN_SAMPLE_N);
-    r->is_tissue = malloc(n);
-    CU_ASSERT_FATAL(r->size && r->features && r->samples && r->is_tissue);
+    r->work = calloc(1, sizeof *r->work);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r->work);
+    r->work->samples = malloc(n * 3 * SP_STAIN_SAMPLE_N);
+    r->work->is_tissue = malloc(n);
+    CU_ASSERT_FATAL(r->size && r->features && r->work->samples &&
+                    r->work->is_tissue);
     for (size_t k = 0; k < n; k++) {
         r->size[2 * k] = stream_tiles[k].w;
         r->size[2 * k + 1] = stream_tiles[k].h;
-        r->is_tissue[k] = k % 2 == 0;
+        r->work->is_tissue[k] = k % 2 == 0;
     }
     memset(r->features, 0x5a, n * SP_N_FEATURES * sizeof *r->features);
-    memset(r->samples, 0x5a, n * 3 * SP_STAIN_SAMPLE_N);
-    sp_feature_opts_default(&r->feature_opts);
-    r->feature_opts.tissue_threshold = tissue_threshold;
+    memset(r->work->samples, 0x5a, n * 3 * SP_STAIN_SAMPLE_N);
+    sp_feature_opts_default(&r->work->feature_opts);
+    r->work->feature_opts.tissue_threshold = tissue_threshold;
 }
 
 static bool same_tiles(const sp_analysis_result *a,
                        const sp_analysis_result *b) {
     return memcmp(a->features, b->features,
                   a->n * SP_N_FEATURES * sizeof *a->features) == 0 &&
-           memcmp(a->samples, b->samples, a->n * 3 * SP_STAIN_SAMPLE_N) == 0;
+           memcmp(a->work->samples, b->work->samples,
+                  a->n * 3 * SP_STAIN_SAMPLE_N) == 0;
 }
 
 /* sp_analysis_stream_* against sp_analysis_tile on real pixels: tiles of
@@ -574,12 +578,12 @@ static void test_analysis_stream(void) {
         float f[SP_N_FEATURES];
         uint8_t smp[3 * SP_STAIN_SAMPLE_N];
         CU_ASSERT_TRUE(sp_features_compute(p, t->w, t->h, stride,
-                                           &one.feature_opts, f, &e));
+                                           &one.work->feature_opts, f, &e));
         CU_ASSERT_EQUAL(memcmp(f, one.features + k * SP_N_FEATURES, sizeof f),
                         0);
         sp_stain_sample(p, t->w, t->h, stride, smp);
-        const uint8_t *got = one.samples + k * sizeof smp;
-        if (one.is_tissue[k]) {
+        const uint8_t *got = one.work->samples + k * sizeof smp;
+        if (one.work->is_tissue[k]) {
             CU_ASSERT_EQUAL(memcmp(smp, got, sizeof smp), 0);
         } else {
             CU_ASSERT_TRUE(got[0] == 0x5a && got[sizeof smp - 1] == 0x5a);
@@ -650,7 +654,7 @@ static void test_analysis_stream_bands(void) {
     CU_ASSERT_EQUAL(r.size[2 * r.n - 2], 168);
     size_t tissue = 0;
     for (size_t k = 0; k < r.n; k++)
-        tissue += r.is_tissue[k];
+        tissue += r.work->is_tissue[k];
     CU_ASSERT_TRUE(tissue > 0 && tissue < r.n);
     const int W = (int)r.width, H = (int)r.height;
     uint8_t *img = malloc((size_t)W * H * 3);
@@ -662,7 +666,7 @@ static void test_analysis_stream_bands(void) {
     const size_t nf = r.n * SP_N_FEATURES * sizeof *r.features;
     const size_t ns = r.n * 3 * SP_STAIN_SAMPLE_N;
     memset(r.features, 0, nf);
-    memset(r.samples, 0, ns);
+    memset(r.work->samples, 0, ns);
     for (size_t k = 0; k < r.n; k++)
         CU_ASSERT_TRUE_FATAL(sp_analysis_tile(
             &r, k, img + r.coords[2 * k + 1] * stride + 3 * r.coords[2 * k],
@@ -671,7 +675,7 @@ static void test_analysis_stream_bands(void) {
     uint8_t *s1 = malloc(ns);
     CU_ASSERT_FATAL(f1 && s1);
     memcpy(f1, r.features, nf);
-    memcpy(s1, r.samples, ns);
+    memcpy(s1, r.work->samples, ns);
     void **states = calloc((size_t)r.cols, sizeof *states);
     CU_ASSERT_PTR_NOT_NULL_FATAL(states);
     for (int i = 0; i < r.cols; i++) {
@@ -681,7 +685,7 @@ static void test_analysis_stream_bands(void) {
     const int bands[] = {240, 97};
     for (size_t bi = 0; bi < sizeof bands / sizeof bands[0]; bi++) {
         memset(r.features, 0, nf);
-        memset(r.samples, 0, ns);
+        memset(r.work->samples, 0, ns);
         for (int b0 = 0; b0 < H; b0 += bands[bi]) {
             int b1 = b0 + bands[bi] < H ? b0 + bands[bi] : H;
             size_t bs;
@@ -703,7 +707,7 @@ static void test_analysis_stream_bands(void) {
             free(band);
         }
         CU_ASSERT_EQUAL(memcmp(f1, r.features, nf), 0);
-        CU_ASSERT_EQUAL(memcmp(s1, r.samples, ns), 0);
+        CU_ASSERT_EQUAL(memcmp(s1, r.work->samples, ns), 0);
     }
     for (int i = 0; i < r.cols; i++)
         free(states[i]);
@@ -822,8 +826,8 @@ static void test_stream_misuse(void) {
                            one.features + k * SP_N_FEATURES,
                            SP_N_FEATURES * sizeof *r.features),
                     0);
-    CU_ASSERT_EQUAL(memcmp(r.samples + k * 3 * SP_STAIN_SAMPLE_N,
-                           one.samples + k * 3 * SP_STAIN_SAMPLE_N,
+    CU_ASSERT_EQUAL(memcmp(r.work->samples + k * 3 * SP_STAIN_SAMPLE_N,
+                           one.work->samples + k * 3 * SP_STAIN_SAMPLE_N,
                            3 * SP_STAIN_SAMPLE_N),
                     0);
     CU_ASSERT_FALSE(sp_analysis_stream_rows(&r, st, p, is, 1, &e));
@@ -1008,10 +1012,10 @@ static void test_bad_parameters(void) {
 
 static pthread_t progress_thread;
 static int progress_calls, progress_other_thread;
-static size_t progress_last;
+static int64_t progress_last;
 
-static void on_progress(void *user, const char *phase, size_t done,
-                        size_t total) {
+static void on_progress(void *user, const char *phase, int64_t done,
+                        int64_t total) {
     (void)user;
     if (!pthread_equal(pthread_self(), progress_thread))
         progress_other_thread++;
@@ -1039,8 +1043,21 @@ static bool same_result(const sp_analysis_result *a,
            memcmp(&a->summary, &b->summary, sizeof a->summary) == 0;
 }
 
+/* Sets the cancel flag once the mask is done. */
+static volatile sig_atomic_t cancel_flag;
+
+static void cancel_after_mask(void *user, const char *phase, int64_t done,
+                              int64_t total) {
+    (void)user;
+    (void)done;
+    (void)total;
+    if (strcmp(phase, "mask") == 0)
+        cancel_flag = 1;
+}
+
 /* The whole analysis gives the same bytes with 1 and with 3 threads, on
- * the level-0 grid and on a resampled (--mpp) grid. */
+ * the level-0 grid and on a resampled (--mpp) grid; cancelled, it fails
+ * with "interrupted" and leaves a zeroed result. */
 static void test_threads_identical(void) {
     struct {
         const char *slide;
@@ -1104,6 +1121,12 @@ static void test_threads_identical(void) {
         }
         sp_analysis_result_free(&one);
         sp_analysis_result_free(&many);
+        cancel_flag = 0;
+        ap.progress = cancel_after_mask;
+        ap.cancel = &cancel_flag;
+        CU_ASSERT_FALSE(sp_analyze_slide(s, &ap, &one, &e));
+        CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "interrupted"));
+        CU_ASSERT_TRUE(one.n == 0 && !one.work && !one.features);
         sp_slide_close(s);
         free(p);
     }

@@ -365,10 +365,15 @@ static void test_mask_skips(void) {
     CU_ASSERT_EQUAL(st.tiles_written, st.levels); /* one tile per level */
 }
 
-static bool cancel_cb(void *user, int64_t done, int64_t total) {
+static volatile sig_atomic_t cancel_flag;
+
+static void cancel_cb(void *user, const char *phase, int64_t done,
+                      int64_t total) {
     (void)total;
     (void)user;
-    return done == 0; /* cancel once tiles start coming */
+    CU_ASSERT_STRING_EQUAL(phase, "tiles");
+    if (done > 0)
+        cancel_flag = 1; /* cancel once tiles start coming */
 }
 
 static void test_cancel(void) {
@@ -379,7 +384,9 @@ static void test_cancel(void) {
     CU_ASSERT_TRUE_FATAL(sp_mkdir_p(dir, &e));
     snprintf(out, sizeof out, "%s/x", dir);
     sp_pyramid_opts prm = png_params(out, 64, 1);
+    cancel_flag = 0;
     prm.opts.progress = cancel_cb;
+    prm.opts.cancel = &cancel_flag;
     CU_ASSERT_FALSE(build(&prm, img, 200, NULL, &e));
     CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "interrupted"));
     CU_ASSERT_EQUAL(count_files(dir), 0);

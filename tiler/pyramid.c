@@ -570,7 +570,7 @@ static bool has_tissue(const sp_pyramid *p, int d, const uint8_t *px,
                        int64_t th) {
     if (p->prm.opts.tissue_fn)
         return p->prm.opts.tissue_fn(p->prm.opts.tissue_user, px, tw, th,
-                                     pitch);
+                                     (size_t)pitch);
     const sp_tissue_mask *m = p->prm.opts.mask;
     if (m) {
         double f = ldexp(1.0, d) / m->scale; /* mask cells per pixel */
@@ -759,11 +759,12 @@ uint8_t *sp_pyramid_input(sp_pyramid *p, int64_t rows, int64_t width,
     return L->buf + (L->start + L->n) * L->rs;
 }
 
-/* Progress; false (and failed) when the callback cancels. */
+/* Progress; false (and failed) when the run is cancelled. */
 static bool report(sp_pyramid *p, sp_error *err) {
-    if (p->prm.opts.progress &&
-        !p->prm.opts.progress(p->prm.opts.progress_user, p->tiles_done,
-                              p->tiles_total)) {
+    const sp_tile_opts *o = &p->prm.opts;
+    if (o->progress)
+        o->progress(o->progress_user, "tiles", p->tiles_done, p->tiles_total);
+    if (sp_cancelled(o->cancel)) {
         p->failed = true;
         return sp_error_set(err, SP_ERR_INTERNAL, p->output, "interrupted");
     }

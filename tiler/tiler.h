@@ -1,21 +1,43 @@
 /*
- * tiler: build the tile pyramids that viewers load, from level-0 pixels
- * read once, in bands, top to bottom.
+ * tiler: the tile pyramids viewers load (Deep Zoom, pyramidal TIFF), built
+ * from a slide's level 0 read once, in bands, top to bottom; and single
+ * Deep Zoom tiles rendered on demand for a tile server.
  *
- *   sp_pyramid    the streaming pyramid: feed it level-0 rows in order
- *                 (sp_pyramid_push_rows); it keeps one band per level,
- *                 shrinks each 2x2 into the next, encodes every finished
- *                 tile on an OpenMP team and writes it under a temporary
- *                 name; sp_pyramid_finish renames the result into place.
- *                 A wide image is built in column stripes (see
- *                 sp_pyramid_stripe), so memory does not grow with width.
- *   sp_band_loop  read a slide's level 0 in bands aligned to its native
- *                 tiles, one reader per thread, and hand each band to a
- *                 callback (the pyramid, or anything else that wants the
- *                 pixels once).
- *   sp_tile_slide the two together: `slidepipe tile`.
+ *   sp_tile_slide    the whole job (`slidepipe tile`): a slide into a
+ *                    pyramid. Output is atomic: everything is built under
+ *                    hidden temporary names next to the output and renamed
+ *                    at the end; an existing output is refused unless
+ *                    `force`; stale temporaries of dead runs are removed.
+ *   sp_tile_render   one Deep Zoom tile on demand, the bytes of the
+ *                    pyramid's; sp_tile_overview keeps one level in memory
+ *                    to cut the tiles of the levels below it.
+ *   Advanced, for the fused pass of pipeline/: sp_pyramid, the streaming
+ *   pyramid fed level-0 rows in order, and sp_band_loop, which reads level
+ *   0 in bands and hands each band to hooks.
  *
- * Layouts
+ * Thread rules: an sp_pyramid belongs to one thread (the caller); it runs
+ * its own OpenMP teams inside push/finish. The render and encode functions
+ * keep no state; an overview is immutable once built and may be shared.
+ * Progress (util.h) is called from the caller's thread. Nothing here
+ * prints.
+ */
+#ifndef SP_TILER_H
+#define SP_TILER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ingest.h"
+#include "util.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- a slide into a pyramid -------------------------------------------- */
+
+/* Layouts
  *   SP_CONTAINER_DZI   OUT.dzi + OUT_files/<level>/<col>_<row>.<ext>, the
  *                      geometry of `vips dzsave --depth onepixel`: levels
  *                      0..N with N = ceil(log2(max(w, h))), level k of size
@@ -30,36 +52,7 @@
  *   Both write OUT.json next to the pyramid: source metadata (vendor, mpp,
  *   objective power, level-0 size, quickhash), the slidepipe version and
  *   parameters, and the manifest (which tiles exist, per level, one string
- *   per tile row: '1' written, '0' skipped as background).
- *
- * Background rule (--skip-background without a mask): a pixel is tissue
- * when max(R,G,B) - min(R,G,B) >= 24 or min(R,G,B) < 180 (coloured or
- * dark); a tile with no tissue pixel is background. With a mask, a tile is
- * background when no mask cell under it is non-zero. Skipped DZI tiles are
- * not written; TIFF needs every tile, so a skipped one holds a solid
- * background tile (encoded once).
- *
- * Output is atomic: everything is built under hidden temporary names next
- * to the output and renamed at the end (OUT.dzi last). An existing output
- * is refused unless `force`. Stale temporaries of dead runs are removed.
- *
- * Thread rules: an sp_pyramid belongs to one thread (the caller); it runs
- * its own OpenMP teams inside push/finish. Library code never prints;
- * progress goes to a callback, called from the caller's thread.
- */
-#ifndef SP_TILER_H
-#define SP_TILER_H
-
-#include <stdbool.h>
-#include <stdint.h>
-
-#include "ingest.h"
-#include "util.h"
-
-#ifdef __cplusplus
-extern "C" {
-#endif
-
+ *   per tile row: '1' written, '0' skipped as background). */
 typedef enum { SP_CONTAINER_DZI = 0, SP_CONTAINER_TIFF } sp_container;
 typedef enum { SP_TILE_JPEG = 0, SP_TILE_PNG, SP_TILE_WEBP } sp_tile_format;
 
@@ -78,11 +71,12 @@ typedef struct {
     double scale; /* level-0 pixels per cell, > 0 */
 } sp_tissue_mask;
 
-/* Progress: `done` of `total` tiles handled (written or skipped). Return
- * false to cancel the run (it then fails with "interrupted" and leaves no
- * output). Called from the thread that drives the pyramid. */
-typedef bool (*sp_tile_progress_fn)(void *user, int64_t done, int64_t total);
-
+/* Background (skip_background): with `tissue_fn`, it decides; else with
+ * `mask`, a tile is background when no mask cell under it is non-zero;
+ * else a pixel is tissue when max(R,G,B) - min(R,G,B) >= 24 or
+ * min(R,G,B) < 180 (coloured or dark) and a tile with no tissue pixel is
+ * background. Skipped DZI tiles are not written; TIFF needs every tile, so
+ * a skipped one holds a solid background tile (encoded once). */
 typedef struct {
     sp_container container;
     sp_tile_format format;
@@ -99,13 +93,16 @@ typedef struct {
      * whether it holds tissue. Called from the encoding threads at once:
      * must be reentrant. The pipeline passes analysis/'s per-pixel rule. */
     bool (*tissue_fn)(void *user, const uint8_t *rgb, int64_t w, int64_t h,
-                      int64_t stride);
+                      size_t stride);
     void *tissue_user;
-    sp_tile_progress_fn progress; /* optional */
+    /* Progress (util.h): phase "tiles", `done` of `total` tiles handled
+     * (written or skipped); `cancel` is checked as rows come in. */
+    sp_progress_fn progress;
     void *progress_user;
-    /* Level-0 columns per stripe (see sp_stripe): 0 picks about 16k
-     * (SP_STRIPE_AUTO); < 0 builds the whole width at once. Rounded up to
-     * T * 2^k, k >= 1. The tiles are the same whatever the width. */
+    volatile sig_atomic_t *cancel;
+    /* Level-0 columns per stripe (see sp_stripe): 0 picks about 16k;
+     * < 0 builds the whole width at once. Rounded up to T * 2^k, k >= 1.
+     * The tiles are the same whatever the width. */
     int64_t stripe_width;
 } sp_tile_opts;
 
@@ -124,7 +121,101 @@ typedef struct {
     char output[4096]; /* the main output file (.dzi or .tiff) */
 } sp_tile_stats;
 
-/* ---- streaming pyramid ------------------------------------------------- */
+/* Build the pyramid of `s` at `out` (OUT: "x" or "x.dzi" for DZI; "x" or
+ * "x.tif(f)" for TIFF). `stats` may be NULL. On failure (and when
+ * cancelled: "interrupted") nothing is left at the output path, no
+ * temporaries either, and `err` names the slide or the output and the
+ * cause. */
+bool sp_tile_slide(sp_slide *s, const char *out, const sp_tile_opts *opts,
+                   sp_tile_stats *stats, sp_error *err);
+
+/* ---- on-the-fly tiles (render.c) -------------------------------------- */
+/* One Deep Zoom tile rendered on demand, for a tile server. Thread rules:
+ * the functions keep no state; each call makes its own encoder. */
+
+/* Above this many level-0 pixels under one tile, sp_tile_render starts
+ * from the best native level instead of level 0 (bounded time; the tile
+ * then differs slightly from the pyramid's). */
+#define SP_RENDER_EXACT_MAX_PIXELS (INT64_C(4) << 20)
+
+/* Where a Deep Zoom tile lies, in the pixels of its level. */
+typedef struct {
+    int shrinks; /* halvings below level 0 */
+    int64_t level_width, level_height;
+    int64_t cols, rows; /* tiles of the level */
+    int64_t x, y, w, h; /* the tile, overlap included */
+} sp_tile_rect;
+
+/* Number of Deep Zoom levels of a w x h image (levels 0..N-1, level N-1
+ * full size, level 0 one pixel), the geometry of SP_CONTAINER_DZI. */
+int sp_tile_dz_level_count(int64_t width, int64_t height);
+/* Fill `out` for tile (col, row) of Deep Zoom level `dz_level` of a
+ * `width` x `height` image; false when the tile does not exist. */
+bool sp_tile_dz_geometry(int64_t width, int64_t height, int tile_size,
+                         int overlap, int dz_level, int64_t col, int64_t row,
+                         sp_tile_rect *out);
+
+/* Render Deep Zoom tile (col, row) of level `dz_level` of `s` with the
+ * geometry and codec of `o` (container DZI; tile_size 0 means 254) into
+ * `out_encoded` (reset first). Reads the level-0 region under the tile
+ * through `r` (a reader of `s` owned by the calling thread), shrinks it
+ * with the pyramid's 2x2 cascade and encodes it with the pyramid's
+ * encoder: the bytes equal those of the tile sp_tile_slide writes with
+ * the same options. When the region exceeds SP_RENDER_EXACT_MAX_PIXELS it
+ * starts from the best native level instead (not byte-identical) when one
+ * reads at most 1 Mpixel, else from level 0 in bands of at most 4 Mpixels
+ * (exact, bounded memory, slow: see sp_tile_render_path and the
+ * overview). False with `err` set: SP_ERR_USAGE for a tile that does not
+ * exist or bad options, SP_ERR_INPUT for a failed read (the reader is
+ * then spent). */
+bool sp_tile_render(sp_reader *r, const sp_slide *s, const sp_tile_opts *o,
+                    int dz_level, int64_t col, int64_t row, sp_buf *out_encoded,
+                    sp_error *err);
+
+/* How sp_tile_render reads the (full-size) tiles of a Deep Zoom level. */
+typedef enum {
+    SP_RENDER_EXACT = 0, /* level 0, at most SP_RENDER_EXACT_MAX_PIXELS */
+    SP_RENDER_NATIVE,    /* a native level, at most that many pixels */
+    SP_RENDER_WIDE       /* level 0 in bands: bounded memory, but time
+                            grows 4x per level down (use an overview) */
+} sp_render_path;
+sp_render_path sp_tile_render_path(const sp_slide *s, const sp_tile_opts *o,
+                                   int dz_level);
+
+/* An overview: one whole Deep Zoom level of a slide in memory, from which
+ * the tiles of that level and of every lower one are cut, byte-identical
+ * to the pyramid's. Built once by reading level 0 in column stripes of
+ * about 8192 pixels and bands of 256 rows through the pyramid's cascade:
+ * besides the image (w*h*3 bytes), the build holds one band of one stripe
+ * and `threads` readers. Immutable once built: may be shared by threads. */
+typedef struct sp_tile_overview sp_tile_overview;
+
+/* The largest Deep Zoom level of a width x height image that holds at
+ * most max_pixels pixels (0 when none does but the one-pixel level). */
+int sp_tile_overview_level(int64_t width, int64_t height, int64_t max_pixels);
+/* Bytes of the image of Deep Zoom level dz_level (w*h*3). */
+size_t sp_tile_overview_bytes(int64_t width, int64_t height, int dz_level);
+/* Build the overview of Deep Zoom level dz_level of `s` with `threads`
+ * private readers (o: background colour, container DZI). False with err
+ * set on a failed read or out of memory; *out NULL then. */
+bool sp_tile_overview_build(sp_slide *s, const sp_tile_opts *o, int dz_level,
+                            int threads, sp_tile_overview **out, sp_error *err);
+/* Accepts NULL. */
+void sp_tile_overview_free(sp_tile_overview *v);
+int sp_tile_overview_dz_level(const sp_tile_overview *v);
+/* Tile (col, row) of Deep Zoom level dz_level <= the overview's, encoded
+ * with `o` into out (reset first). Memory: the tile and a few rows. */
+bool sp_tile_overview_render(const sp_tile_overview *v, const sp_tile_opts *o,
+                             int dz_level, int64_t col, int64_t row,
+                             sp_buf *out, sp_error *err);
+
+/* ---- advanced: the streaming pyramid ------------------------------------ */
+/* sp_tile_slide is sp_band_loop feeding an sp_pyramid; pipeline/ drives
+ * the two itself so that one decode also feeds the features. The pyramid
+ * keeps one band per level, shrinks each 2x2 into the next, encodes every
+ * finished tile on an OpenMP team and writes it under a temporary name;
+ * sp_pyramid_finish renames the result into place (OUT.dzi last). A wide
+ * image is built in column stripes, so memory does not grow with width. */
 
 /* What the pyramid records about its source (plain data; strings are
  * copied by sp_pyramid_create; NULL or <= 0 means unknown). */
@@ -134,7 +225,7 @@ typedef struct {
 } sp_source_info;
 
 typedef struct {
-    const char *output;    /* OUT: "x" or "x.dzi" for DZI; "x" or "x.tif(f)" */
+    const char *output;    /* OUT, as for sp_tile_slide */
     int64_t width, height; /* level-0 size */
     sp_tile_opts opts;
     sp_source_info source;
@@ -143,10 +234,6 @@ typedef struct {
      * with it (sp_pyramid_input); 0: none. */
     int64_t input_extra;
 } sp_pyramid_opts;
-
-/* The default stripe width wish: T * 2^k is the first multiple at or
- * above it (16256 for T = 254, 16384 for T = 256). */
-#define SP_STRIPE_AUTO 12288
 
 /* One column stripe. Stripes are built one after the other, each top to
  * bottom: levels 0..k of a stripe from its own level-0 columns, and the
@@ -195,7 +282,7 @@ bool sp_pyramid_finish(sp_pyramid *p, sp_tile_stats *stats, sp_error *err);
 /* Remove the temporary output and free. Accepts NULL. */
 void sp_pyramid_abort(sp_pyramid *p);
 
-/* ---- reading level 0 in bands ------------------------------------------ */
+/* ---- advanced: reading level 0 in bands --------------------------------- */
 
 /* Level-0 columns [x0, x1). */
 typedef struct {
@@ -237,6 +324,15 @@ typedef int64_t (*sp_band_plan_fn)(void *user, int stripe, const uint8_t *rgb,
                                    sp_error *err);
 typedef bool (*sp_band_item_fn)(void *user, int64_t i, sp_error *err);
 
+typedef struct {
+    sp_band_fn fn;        /* required */
+    sp_band_want_fn want; /* optional */
+    sp_band_dest_fn dest; /* optional */
+    sp_band_plan_fn plan; /* optional, with item and without dest */
+    sp_band_item_fn item; /* optional, with plan */
+    void *user;
+} sp_band_hooks;
+
 /* Read level 0 of `s`, stripe after stripe (`stripes`, `nstripes`; NULL
  * or 0: one stripe of the full width), each top to bottom in bands whose
  * height is a multiple of the native tile height (about `band_rows`; 0:
@@ -248,116 +344,13 @@ typedef bool (*sp_band_item_fn)(void *user, int64_t i, sp_error *err);
  * `bg` fills areas outside the scan (NULL: white). Memory: one band of
  * the widest stripe (two with `plan`) unless `dest` always gives one.
  * Returns false on a read failure or when a hook fails. */
-typedef struct {
-    sp_band_fn fn;        /* required */
-    sp_band_want_fn want; /* optional */
-    sp_band_dest_fn dest; /* optional */
-    sp_band_plan_fn plan; /* optional, with item and without dest */
-    sp_band_item_fn item; /* optional, with plan */
-    void *user;
-} sp_band_hooks;
-
 bool sp_band_loop(sp_slide *s, int threads, const uint8_t bg[3],
                   int64_t band_rows, const sp_col_span *stripes, int nstripes,
                   const sp_band_hooks *hooks, sp_error *err);
 /* The band height sp_band_loop uses for `s` and a wish of `band_rows`. */
 int64_t sp_band_rows_for(const sp_slide *s, int64_t band_rows);
 
-/* ---- whole slide ------------------------------------------------------- */
-
-/* Build the pyramid of `s` at `out`. `stats` may be NULL. On failure
- * nothing is left at the output path (no temporaries either) and `err`
- * names the slide or the output and the cause. */
-bool sp_tile_slide(sp_slide *s, const char *out, const sp_tile_opts *opts,
-                   sp_tile_stats *stats, sp_error *err);
-
-/* ---- on-the-fly tiles (render.c) -------------------------------------- */
-/* One Deep Zoom tile rendered on demand, for a tile server. Thread rules:
- * the functions keep no state; each call makes its own encoder. */
-
-/* Above this many level-0 pixels under one tile, sp_tile_render starts
- * from the best native level instead of level 0 (bounded time; the tile
- * then differs slightly from the pyramid's). */
-#define SP_RENDER_EXACT_MAX_PIXELS (INT64_C(4) << 20)
-/* ...then from the sharpest native level whose region is at most this. */
-#define SP_RENDER_NATIVE_MAX_PIXELS (INT64_C(1) << 20)
-
-/* Where a Deep Zoom tile lies, in the pixels of its level. */
-typedef struct {
-    int shrinks; /* halvings below level 0 */
-    int64_t level_width, level_height;
-    int64_t cols, rows; /* tiles of the level */
-    int64_t x, y, w, h; /* the tile, overlap included */
-} sp_tile_rect;
-
-/* Number of Deep Zoom levels of a w x h image (levels 0..N-1, level N-1
- * full size, level 0 one pixel), the geometry of SP_CONTAINER_DZI. */
-int sp_tile_dz_level_count(int64_t width, int64_t height);
-/* Fill `out` for tile (col, row) of Deep Zoom level `dz_level` of a
- * `width` x `height` image; false when the tile does not exist. */
-bool sp_tile_dz_geometry(int64_t width, int64_t height, int tile_size,
-                         int overlap, int dz_level, int64_t col, int64_t row,
-                         sp_tile_rect *out);
-
-/* Render Deep Zoom tile (col, row) of level `dz_level` of `s` with the
- * geometry and codec of `o` (container DZI; tile_size 0 means 254) into
- * `out_encoded` (reset first). Reads the level-0 region under the tile
- * through `r` (a reader of `s` owned by the calling thread), shrinks it
- * with the pyramid's 2x2 cascade and encodes it with the pyramid's
- * encoder: the bytes equal those of the tile sp_tile_slide writes with
- * the same options. When the region exceeds SP_RENDER_EXACT_MAX_PIXELS it
- * starts from the best native level instead (not byte-identical) when one
- * reads at most that many pixels, else from level 0 in bands (exact,
- * bounded memory, slow: see sp_tile_render_path and the overview).
- * False with `err` set: SP_ERR_USAGE for a tile that does not exist or bad
- * options, SP_ERR_INPUT for a failed read (the reader is then spent). */
-bool sp_tile_render(sp_reader *r, const sp_slide *s, const sp_tile_opts *o,
-                    int dz_level, int64_t col, int64_t row, sp_buf *out_encoded,
-                    sp_error *err);
-
-/* Reads of level 0 past SP_RENDER_EXACT_MAX_PIXELS go in bands of at
- * most this many pixels (the per-request bound on the band buffer). */
-#define SP_RENDER_BAND_PIXELS (INT64_C(4) << 20)
-
-/* How sp_tile_render reads the (full-size) tiles of a Deep Zoom level. */
-typedef enum {
-    SP_RENDER_EXACT = 0, /* level 0, at most SP_RENDER_EXACT_MAX_PIXELS */
-    SP_RENDER_NATIVE,    /* a native level, at most that many pixels */
-    SP_RENDER_WIDE       /* level 0 in bands: bounded memory, but time
-                            grows 4x per level down (use an overview) */
-} sp_render_path;
-sp_render_path sp_tile_render_path(const sp_slide *s, const sp_tile_opts *o,
-                                   int dz_level);
-
-/* An overview: one whole Deep Zoom level of a slide in memory, from which
- * the tiles of that level and of every lower one are cut, byte-identical
- * to the pyramid's. Built once by reading level 0 in column stripes of
- * about SP_OVERVIEW_STRIPE pixels and bands of SP_OVERVIEW_BAND_ROWS rows
- * through the pyramid's cascade: besides the image (w*h*3 bytes), the
- * build holds one band of one stripe and `threads` readers. Immutable
- * once built: may be shared by threads. */
-typedef struct sp_tile_overview sp_tile_overview;
-#define SP_OVERVIEW_STRIPE INT64_C(8192)
-#define SP_OVERVIEW_BAND_ROWS 256
-
-/* The largest Deep Zoom level of a width x height image that holds at
- * most max_pixels pixels (0 when none does but the one-pixel level). */
-int sp_tile_overview_level(int64_t width, int64_t height, int64_t max_pixels);
-/* Bytes of the image of Deep Zoom level dz_level (w*h*3). */
-size_t sp_tile_overview_bytes(int64_t width, int64_t height, int dz_level);
-/* Build the overview of Deep Zoom level dz_level of `s` with `threads`
- * private readers (o: background colour, container DZI). False with err
- * set on a failed read or out of memory; *out NULL then. */
-bool sp_tile_overview_build(sp_slide *s, const sp_tile_opts *o, int dz_level,
-                            int threads, sp_tile_overview **out, sp_error *err);
-/* Accepts NULL. */
-void sp_tile_overview_free(sp_tile_overview *v);
-int sp_tile_overview_dz_level(const sp_tile_overview *v);
-/* Tile (col, row) of Deep Zoom level dz_level <= the overview's, encoded
- * with `o` into out (reset first). Memory: the tile and a few rows. */
-bool sp_tile_overview_render(const sp_tile_overview *v, const sp_tile_opts *o,
-                             int dz_level, int64_t col, int64_t row,
-                             sp_buf *out, sp_error *err);
+/* ---- encoding one tile ------------------------------------------------- */
 
 /* Encode a w x h packed RGB image (rows `pitch` bytes apart) with the
  * tile codec `format` into `out` (reset first). */

@@ -10,6 +10,22 @@
 
 #define SP_TILER_MAX_LEVELS 48
 
+/* The default stripe width wish (sp_tile_opts.stripe_width 0): T * 2^k is
+ * the first multiple at or above it (16256 for T = 254, 16384 for T =
+ * 256). */
+#define SP_STRIPE_AUTO 12288
+
+/* sp_tile_render (render.c): past SP_RENDER_EXACT_MAX_PIXELS, from the
+ * sharpest native level whose region is at most this... */
+#define SP_RENDER_NATIVE_MAX_PIXELS (INT64_C(1) << 20)
+/* ...else level 0 in bands of at most this many pixels (the per-request
+ * bound on the band buffer). */
+#define SP_RENDER_BAND_PIXELS (INT64_C(4) << 20)
+/* An overview is read in column stripes of about this many level-0
+ * pixels, in bands of this many rows. */
+#define SP_OVERVIEW_STRIPE INT64_C(8192)
+#define SP_OVERVIEW_BAND_ROWS 256
+
 /* ---- codecs (encode.c) ------------------------------------------------- */
 /* A codec keeps per-thread state (a TurboJPEG handle, a growable output
  * buffer); make one per thread, never share. */

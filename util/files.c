@@ -61,6 +61,8 @@ bool sp_strvec_push(sp_strvec *s, const char *x) {
 }
 
 void sp_strvec_free(sp_strvec *s) {
+    if (!s)
+        return;
     for (size_t i = 0; i < s->n; i++)
         free(s->v[i]);
     free(s->v);

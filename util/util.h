@@ -6,6 +6,8 @@
  *   sp_buf     a growable byte buffer, with a JSON writer on top of it.
  *   files      atomic output (write under a temporary name, then rename),
  *              mkdir -p, recursive removal.
+ *   progress   the one progress callback and cancel flag of every long
+ *              call (sp_tile_slide, sp_analyze_slide, sp_run_slide).
  *
  * Nothing here prints or exits. Every function is safe to call from any
  * thread on distinct objects; no object is internally locked.
@@ -13,6 +15,7 @@
 #ifndef SP_UTIL_H
 #define SP_UTIL_H
 
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -79,6 +82,21 @@ void sp_capture_discard(const char *module, const char *fmt, va_list ap);
 void sp_capture_clear(void);
 const char *sp_captured(void);
 
+/* ---- progress and cancellation ---------------------------------------- */
+/* Every long call takes the same pair in its options:
+ *   progress, progress_user  told `done` of `total` units of `phase` (each
+ *       header names its phases); called from one thread at a time, never
+ *       from a signal handler; may be NULL;
+ *   cancel  a flag the caller (or its signal handler) sets non-zero to stop:
+ *       when non-NULL and set, the call stops at its next check and fails
+ *       with "interrupted", leaving no output; may be NULL. */
+typedef void (*sp_progress_fn)(void *user, const char *phase, int64_t done,
+                               int64_t total);
+/* True when `cancel` is non-NULL and set. */
+static inline bool sp_cancelled(const volatile sig_atomic_t *cancel) {
+    return cancel && *cancel;
+}
+
 /* ---- growable buffer --------------------------------------------------- */
 
 typedef struct {
@@ -89,7 +107,7 @@ typedef struct {
 } sp_buf;
 
 void sp_buf_init(sp_buf *b);
-void sp_buf_free(sp_buf *b);
+void sp_buf_free(sp_buf *b); /* accepts NULL */
 void sp_buf_reset(sp_buf *b);
 void sp_buf_append(sp_buf *b, const void *data, size_t n);
 void sp_buf_puts(sp_buf *b, const char *s);
@@ -161,7 +179,7 @@ char **sp_dir_names(const char *dir, size_t *n);
 void sp_free_names(char **names, size_t n);
 
 /* A growable list of malloc'd strings; zero-initialise, free with
- * sp_strvec_free (which leaves it empty and reusable). */
+ * sp_strvec_free (which leaves it empty and reusable; accepts NULL). */
 typedef struct {
     char **v;
     size_t n, cap;
