@@ -29,8 +29,7 @@ char *sp__batch_missing_output(const char *dir, bool *oom) {
     char *missing = NULL;
     *oom = h5.oom;
     for (size_t i = 0; !*oom && !missing && i < 4; i++)
-        if (!sp_path_exists(all[i]) &&
-            !(missing = strdup(sp_basename(all[i]))))
+        if (!sp_path_exists(all[i]) && !(missing = strdup(sp_basename(all[i]))))
             *oom = true;
     sp_buf_free(&h5);
     sp_pyramid_names_free(&n);
