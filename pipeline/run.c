@@ -1,9 +1,8 @@
 /* The fused pass: one decode of each level-0 band feeds the tile pyramid,
  * the per-tile features and the slide thumbnail; results go to the HDF5
  * store from this thread only. */
-#include "pipeline.h"
+#include "pipeline_private.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -13,10 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "store.h"
-
 #define THUMB_MAX 1024 /* longest side of the stored thumbnail */
-#define THUMB_READ_MAX (64.0 * 1024 * 1024) /* see thumb_from_level */
+#define THUMB_READ_MAX (64.0 * 1024 * 1024) /* see sp__thumb_from_level */
 #define TISSUE_MIN_SHARE 0.001 /* --skip-background: see tile_has_tissue */
 #define TISSUE_MIN_PIXELS 16
 
@@ -26,158 +23,6 @@ void sp_run_opts_default(sp_run_opts *o) {
     sp_tile_opts_default(&o->tile);
     sp_analysis_opts_default(&o->analysis);
     o->mask_for_background = true;
-}
-
-/* ---- thumbnail: a box average of level 0, built as the bands go by ---- */
-
-typedef struct {
-    int64_t f;               /* level-0 px per thumbnail px */
-    int64_t w, h;            /* thumbnail size */
-    int64_t W, H;            /* the image it is made from */
-    uint8_t *px;             /* w*h*3, once complete */
-    uint32_t *sum;           /* w*h*3 sums while it is built (f < 4096) */
-    bool complete;           /* px holds the thumbnail */
-    double level_downsample; /* of the level the pixels came from (1) */
-} thumb;
-
-static bool thumb_init(thumb *t, int64_t W, int64_t H) {
-    int64_t m = W > H ? W : H;
-    t->f = (m + THUMB_MAX - 1) / THUMB_MAX;
-    if (t->f < 1)
-        t->f = 1;
-    t->W = W;
-    t->H = H;
-    t->w = (W + t->f - 1) / t->f;
-    t->h = (H + t->f - 1) / t->f;
-    t->px = NULL;
-    t->sum = calloc((size_t)(t->w * t->h * 3), sizeof *t->sum);
-    t->complete = false;
-    t->level_downsample = 1.0;
-    return t->sum != NULL;
-}
-
-static void thumb_free(thumb *t) {
-    free(t->px);
-    free(t->sum);
-}
-
-/* Add columns [x0, x1) of rows [y0, y0 + rows); `rgb` is pixel (x0, y0).
- * Stripes may come in any order, each column of a row exactly once. */
-static void thumb_add(thumb *t, const uint8_t *rgb, int64_t stride, int64_t x0,
-                      int64_t x1, int64_t y0, int64_t rows, int threads) {
-    const int64_t f = t->f;
-    const int64_t tx0 = x0 / f, tx1 = (x1 + f - 1) / f;
-    uint32_t *sum = t->sum;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t tx = tx0; tx < tx1; tx++) {
-        int64_t a = tx * f > x0 ? tx * f : x0;
-        int64_t b = tx * f + f < x1 ? tx * f + f : x1;
-        for (int64_t r = 0; r < rows; r++) {
-            const uint8_t *p = rgb + r * stride + (a - x0) * 3;
-            uint32_t s0 = 0, s1 = 0, s2 = 0;
-            for (int64_t x = a; x < b; x++, p += 3) {
-                s0 += p[0];
-                s1 += p[1];
-                s2 += p[2];
-            }
-            uint32_t *o = sum + (((y0 + r) / f) * t->w + tx) * 3;
-            o[0] += s0;
-            o[1] += s1;
-            o[2] += s2;
-        }
-    }
-}
-
-/* All pixels added: the averages. */
-static bool thumb_finish(thumb *t) {
-    t->px = malloc((size_t)(t->w * t->h * 3));
-    if (!t->px)
-        return false;
-    const int64_t f = t->f;
-    for (int64_t ty = 0; ty < t->h; ty++) {
-        int64_t rh = (ty + 1) * f < t->H ? f : t->H - ty * f;
-        for (int64_t tx = 0; tx < t->w; tx++) {
-            int64_t cw = (tx + 1) * f < t->W ? f : t->W - tx * f;
-            uint32_t cnt = (uint32_t)(cw * rh);
-            for (int c = 0; c < 3; c++) {
-                size_t i = (size_t)((ty * t->w + tx) * 3 + c);
-                t->px[i] = (uint8_t)((t->sum[i] + cnt / 2) / cnt);
-            }
-        }
-    }
-    free(t->sum);
-    t->sum = NULL;
-    t->complete = true;
-    return true;
-}
-
-/* Without a pass over level 0: the thumbnail from the native level that is
- * nearest below THUMB_MAX on its longest side, box-averaged by a whole
- * factor. Skipped (no /thumbnail) when that level would exceed
- * THUMB_READ_MAX pixels, e.g. a huge single-level slide. The tissue
- * mask's pixels stand in for the read when they are that level, whole. */
-static bool thumb_from_level(sp_slide *s, const sp_mask *m, thumb *t,
-                             int threads, sp_error *err) {
-    const sp_level *l0 = sp_slide_level(s, 0);
-    double want =
-        (double)(l0->width > l0->height ? l0->width : l0->height) / THUMB_MAX;
-    int L = sp_slide_best_level(s, want < 1 ? 1 : want);
-    const sp_level *l = sp_slide_level(s, L);
-    if ((double)l->width * (double)l->height > THUMB_READ_MAX)
-        return true;
-    /* the mask read the level row by row from level-0 offsets: the same
-     * pixels when the downsample is whole */
-    const bool reuse = m && m->rgb && m->level == L && m->factor == 1 &&
-                       m->width == l->width && m->height == l->height &&
-                       l->downsample == floor(l->downsample);
-    uint8_t *px = NULL;
-    sp_reader *r = NULL;
-    bool ok = false;
-    if (!reuse) {
-        px = malloc((size_t)(l->width * l->height * 3));
-        r = px ? sp_reader_create(s, 0, NULL, err) : NULL;
-        if (!px || !r) {
-            sp_error_set(err, SP_ERR_NOMEM, sp_slide_path(s), "out of memory");
-            goto out;
-        }
-        if (!sp_reader_read(r, L, 0, 0, l->width, l->height, px, err))
-            goto out;
-    }
-    if (!thumb_init(t, l->width, l->height)) {
-        sp_error_set(err, SP_ERR_NOMEM, sp_slide_path(s), "out of memory");
-        goto out;
-    }
-    /* thumb_init picks the whole factor from the level's own size; at 1
-     * the level is the thumbnail */
-    if (t->f == 1) {
-        free(t->sum);
-        t->sum = NULL;
-        if (reuse) {
-            px = malloc((size_t)(l->width * l->height * 3));
-            if (!px) {
-                sp_error_set(err, SP_ERR_NOMEM, sp_slide_path(s),
-                             "out of memory");
-                goto out;
-            }
-            memcpy(px, m->rgb, (size_t)(l->width * l->height * 3));
-        }
-        t->px = px;
-        px = NULL;
-        t->complete = true;
-    } else {
-        thumb_add(t, reuse ? m->rgb : px, l->width * 3, 0, l->width, 0,
-                  l->height, threads);
-        if (!thumb_finish(t)) {
-            sp_error_set(err, SP_ERR_NOMEM, sp_slide_path(s), "out of memory");
-            goto out;
-        }
-    }
-    t->level_downsample = l->downsample;
-    ok = true;
-out:
-    sp_reader_free(r);
-    free(px);
-    return ok;
 }
 
 /* ---- the band callback ------------------------------------------------ */
@@ -221,7 +66,7 @@ typedef struct {
     int64_t nactive;
     const uint8_t *band; /* the band planned: pixels, first column and */
     int64_t band_x0, band_stride, band_y0; /* row, stride */
-    thumb th;
+    sp__thumb th;
     int64_t rows_done;
 } band_ctx;
 
@@ -428,8 +273,8 @@ static bool on_band(void *user, int stripe, const uint8_t *rgb, int64_t stride,
     if (c->ar && !features_now(c, rgb, span->x0, stride, y0, rows, err))
         return false;
     if (c->th.sum)
-        thumb_add(&c->th, rgb + (core->x0 - span->x0) * 3, stride, core->x0,
-                  core->x1, y0, rows, c->threads);
+        sp__thumb_add(&c->th, rgb + (core->x0 - span->x0) * 3, stride, core->x0,
+                      core->x1, y0, rows, c->threads);
     return band_progress(c, rows, err);
 }
 
@@ -494,168 +339,6 @@ static bool plan_spans(band_ctx *c) {
     return true;
 }
 
-/* ---- provenance -------------------------------------------------------- */
-
-static void params_json(const sp_run_opts *o, sp_buf *b) {
-    sp_json j;
-    sp_json_init(&j, b, false);
-    sp_json_begin_object(&j);
-    sp_json_key(&j, "tiles");
-    sp_json_bool(&j, (o->what & SP_RUN_TILES) != 0);
-    sp_json_key(&j, "features");
-    sp_json_bool(&j, (o->what & SP_RUN_FEATURES) != 0);
-    if (o->what & SP_RUN_TILES) {
-        sp_json_key(&j, "container");
-        sp_json_string(&j,
-                       o->tile.container == SP_CONTAINER_TIFF ? "tiff" : "dzi");
-        sp_json_key(&j, "format");
-        sp_json_string(&j, sp_tile_format_ext(o->tile.format));
-        sp_json_key(&j, "tile_size");
-        sp_json_int(&j, o->tile.tile_size);
-        sp_json_key(&j, "overlap");
-        sp_json_int(&j, o->tile.overlap);
-        sp_json_key(&j, "quality");
-        sp_json_int(&j, o->tile.quality);
-        sp_json_key(&j, "skip_background");
-        sp_json_bool(&j, o->tile.skip_background);
-    }
-    if (o->what & SP_RUN_FEATURES) {
-        const sp_analysis_opts *a = &o->analysis;
-        sp_json_key(&j, "analysis_tile_size");
-        sp_json_int(&j, a->tile_size);
-        sp_json_key(&j, "mpp");
-        sp_json_number(&j, a->mpp);
-        sp_json_key(&j, "magnification");
-        sp_json_number(&j, a->magnification);
-        sp_json_key(&j, "all_tiles");
-        sp_json_bool(&j, a->all_tiles);
-        sp_json_key(&j, "min_coverage");
-        sp_json_number(&j, a->min_coverage);
-        sp_json_key(&j, "blur_threshold");
-        sp_json_number(&j, a->blur_threshold);
-        sp_json_key(&j, "pen_threshold");
-        sp_json_number(&j, a->pen_threshold);
-        sp_json_key(&j, "cellularity_od");
-        sp_json_number(&j, a->features.cellularity_od);
-        sp_json_key(&j, "mask_threshold");
-        sp_json_int(&j, a->mask.threshold);
-        sp_json_key(&j, "mask_downsample");
-        sp_json_number(&j, a->mask.downsample);
-        sp_json_key(&j, "min_object_um2");
-        sp_json_number(&j, a->mask.min_object_um2);
-        sp_json_key(&j, "max_hole_um2");
-        sp_json_number(&j, a->mask.max_hole_um2);
-    }
-    sp_json_end_object(&j);
-}
-
-/* ---- the HDF5 file ----------------------------------------------------- */
-
-/* The HDF5 file up to its summary: metadata, coords and features, the
- * mask and the thumbnail (th, or none). The summary waits for
- * sp_analysis_finish (store_end); the two may run side by side. */
-static bool store_begin(const char *path, sp_slide *s, const sp_run_opts *o,
-                        const sp_analysis_result *ar, const thumb *th,
-                        double t_start, sp_store_writer **out, sp_error *err) {
-    const sp_level *l0 = sp_slide_level(s, 0);
-    const sp_level *lr = sp_slide_level(s, ar->read_level);
-    const char *names[SP_N_FEATURES];
-    const sp_feature_info *ft = sp_feature_table();
-    for (int i = 0; i < SP_N_FEATURES; i++)
-        names[i] = ft[i].name;
-    sp_buf pj;
-    sp_buf_init(&pj);
-    if (o->parameters_json)
-        sp_buf_puts(&pj, o->parameters_json);
-    else
-        params_json(o, &pj);
-    double mx = NAN, my = NAN, pw = NAN;
-    sp_slide_mpp(s, &mx, &my);
-    sp_slide_objective_power(s, &pw);
-    sp_store_meta m = {
-        .source_file = sp_basename(sp_slide_path(s)),
-        .vendor = sp_slide_vendor(s),
-        .width = l0->width,
-        .height = l0->height,
-        .mpp_x = mx,
-        .mpp_y = my,
-        .objective_power = pw,
-        .quickhash = sp_slide_quickhash(s),
-        .version = SP_VERSION,
-        .parameters = pj.data ? pj.data : "{}",
-        .start_time = t_start,
-        .end_time = NAN,
-        /* CLAM: tiles of patch_size px cut at the analysis resolution;
-         * patch_level is the slide level read, level_dim its size */
-        .patch_size = ar->tile_size,
-        .patch_level = ar->read_level,
-        .downsample = ar->downsample,
-        .level_width = ar->read_ratio == 1.0 ? lr->width : ar->width,
-        .level_height = ar->read_ratio == 1.0 ? lr->height : ar->height,
-        .columns = names,
-        .n_columns = SP_N_FEATURES,
-    };
-    sp_store_writer *w = NULL;
-    bool ok = false;
-    if (!sp_store_create(path, &m, &w, err))
-        goto out;
-    const size_t chunk = 65536;
-    for (size_t k = 0; k < ar->n; k += chunk) {
-        size_t n = ar->n - k < chunk ? ar->n - k : chunk;
-        if (!sp_store_append_rows(w, ar->coords + 2 * k,
-                                  ar->features + k * SP_N_FEATURES, n, err))
-            goto out;
-    }
-    if (!sp_store_put_image(w, "mask", ar->mask.data, ar->mask.width,
-                            ar->mask.height, 1, ar->mask.downsample, err))
-        goto out;
-    if (th && th->px &&
-        !sp_store_put_image(w, "thumbnail", th->px, th->w, th->h, 3,
-                            (double)th->f * th->level_downsample, err))
-        goto out;
-    ok = true;
-out:
-    if (ok)
-        *out = w;
-    else
-        sp_store_abort(w);
-    sp_buf_free(&pj);
-    return ok;
-}
-
-/* The summary of sp_analysis_finish, and the commit. Consumes w. */
-static bool store_end(sp_store_writer *w, const sp_analysis_result *ar,
-                      sp_error *err) {
-    const sp_slide_summary *sm = &ar->summary;
-    const char *sn[] = {"tissue_area_px", "tissue_area_mm2", "tiles_total",
-                        "tiles_tissue",   "tiles_analysed",  "blurry_fraction",
-                        "pen_fraction",   "stain_h_r",       "stain_h_g",
-                        "stain_h_b",      "stain_e_r",       "stain_e_g",
-                        "stain_e_b",      "stain_pixels",    "otsu_threshold",
-                        "mask_threshold"};
-    const double sv[] = {sm->tissue_area_px,
-                         sm->tissue_area_mm2,
-                         (double)sm->tiles_total,
-                         (double)sm->tiles_tissue,
-                         (double)sm->tiles_analysed,
-                         sm->blurry_fraction,
-                         sm->pen_fraction,
-                         sm->stain_he[0][0],
-                         sm->stain_he[0][1],
-                         sm->stain_he[0][2],
-                         sm->stain_he[1][0],
-                         sm->stain_he[1][1],
-                         sm->stain_he[1][2],
-                         (double)sm->stain_pixels,
-                         ar->mask.otsu,
-                         ar->mask.threshold};
-    if (!sp_store_set_summary(w, sn, sv, sizeof sv / sizeof sv[0], err)) {
-        sp_store_abort(w);
-        return false;
-    }
-    return sp_store_commit(w, err);
-}
-
 /* --skip-background: a tile is tissue when at least TISSUE_MIN_SHARE of
  * its pixels (and never fewer than TISSUE_MIN_PIXELS) pass analysis/'s
  * per-pixel tissue rule; a few specks of dust do not make a tile. */
@@ -673,236 +356,6 @@ static bool tile_has_tissue(void *user, const uint8_t *rgb, int64_t w,
         need = w * h;
     return sp_tissue_pixels(rgb, (int)w, (int)h, stride, t->threshold, need) >=
            need;
-}
-
-/* ---- all or nothing: staged outputs, renamed together ------------------ */
-
-#define MAX_STAGED 5
-
-/* Every output of a run is completed under a hidden name and renamed into
- * place with the others at the end (commit_staged), so that a failure in
- * any of them leaves none at a final path. */
-typedef struct {
-    char *final[MAX_STAGED], *stage[MAX_STAGED];
-    bool is_dir[MAX_STAGED];
-    int n;
-    int main_tiles; /* the .dzi/.tiff: renamed last; -1 when none */
-    char *tiles_stem, *tiles_stage_stem; /* pyramid names without ext */
-    char *tiles_stage_out;               /* what the pyramid is told */
-    char *h5_stage, *png_stage;
-} staging;
-
-static void staging_free(staging *g) {
-    for (int i = 0; i < g->n; i++) {
-        free(g->final[i]);
-        free(g->stage[i]);
-    }
-    free(g->tiles_stem);
-    free(g->tiles_stage_stem);
-    free(g->tiles_stage_out);
-    memset(g, 0, sizeof *g);
-    g->main_tiles = -1;
-}
-
-static char *cat(const char *a, size_t alen, const char *b) {
-    size_t n = alen + strlen(b) + 1;
-    char *s = malloc(n);
-    if (s)
-        snprintf(s, n, "%.*s%s", (int)alen, a, b);
-    return s;
-}
-
-/* Record final path `fin` (copied) staged at `stg` (taken). */
-static bool stage_add(staging *g, const char *fin, char *stg, bool is_dir) {
-    char *f = fin ? strdup(fin) : NULL;
-    if (!f || !stg || g->n == MAX_STAGED) {
-        free(f);
-        free(stg);
-        return false;
-    }
-    g->final[g->n] = f;
-    g->stage[g->n] = stg;
-    g->is_dir[g->n] = is_dir;
-    g->n++;
-    return true;
-}
-
-/* The names (tiler's sp_pyramid_names): the pyramid OUT (+ .dzi or
- * .tiff/.tif) is built as <dir>/.<OUT>.tmp-<pid> with the same extension,
- * so its .json and _files follow; the HDF5 file and the PNG are built at
- * their sp_temp_sibling names. False when out of memory. */
-static bool staging_plan(const sp_run_opts *o, staging *g) {
-    memset(g, 0, sizeof *g);
-    g->main_tiles = -1;
-    if (o->what & SP_RUN_TILES) {
-        const sp_container ct = o->tile.container;
-        const char *given = sp_pyramid_ext(o->tiles_out, ct);
-        sp_pyramid_names fin = {0}, stg = {0};
-        bool ok = sp_pyramid_names_of(&fin, o->tiles_out, ct);
-        g->tiles_stem = ok ? strdup(fin.stem) : NULL;
-        g->tiles_stage_stem =
-            g->tiles_stem ? sp_temp_sibling(g->tiles_stem) : NULL;
-        ok = g->tiles_stage_stem &&
-             sp_pyramid_names_init(&stg, g->tiles_stage_stem, ct, given);
-        g->tiles_stage_out = ok ? strdup(given[0] ? stg.main : stg.stem) : NULL;
-        ok = g->tiles_stage_out &&
-             stage_add(g, fin.sidecar, strdup(stg.sidecar), false) &&
-             (!fin.files || stage_add(g, fin.files, strdup(stg.files), true)) &&
-             stage_add(g, fin.main, strdup(stg.main), false);
-        if (ok)
-            g->main_tiles = g->n - 1;
-        sp_pyramid_names_free(&fin);
-        sp_pyramid_names_free(&stg);
-        if (!ok)
-            return false;
-    }
-    if (o->what & SP_RUN_FEATURES) {
-        if (!stage_add(g, o->features_out, sp_temp_sibling(o->features_out),
-                       false))
-            return false;
-        g->h5_stage = g->stage[g->n - 1];
-        if (o->mask_png) {
-            if (!stage_add(g, o->mask_png, sp_temp_sibling(o->mask_png), false))
-                return false;
-            g->png_stage = g->stage[g->n - 1];
-        }
-    }
-    return true;
-}
-
-/* Remove every staged output (after a failure). */
-static void staging_remove(const staging *g) {
-    for (int i = 0; i < g->n; i++)
-        sp_remove_tree(g->stage[i], NULL);
-}
-
-/* Error messages name the final paths, never the staged ones: replace
- * every staged name in err->msg (longest first, so the pyramid's stem
- * comes after the names built on it). */
-static void unstage_msg(const staging *g, sp_error *err) {
-    if (!err || !sp_error_is_set(err))
-        return;
-    const char *from[MAX_STAGED + 1], *to[MAX_STAGED + 1];
-    int k = 0;
-    for (int i = 0; i < g->n; i++) {
-        from[k] = g->stage[i];
-        to[k++] = g->final[i];
-    }
-    if (g->tiles_stage_stem) {
-        from[k] = g->tiles_stage_stem;
-        to[k++] = g->tiles_stem;
-    }
-    for (int i = 0; i < k; i++)
-        for (int j = i + 1; j < k; j++)
-            if (strlen(from[j]) > strlen(from[i])) {
-                const char *t = from[i];
-                from[i] = from[j];
-                from[j] = t;
-                t = to[i];
-                to[i] = to[j];
-                to[j] = t;
-            }
-    sp_buf b;
-    sp_buf_init(&b);
-    for (const char *p = err->msg; *p;) {
-        int hit = -1;
-        for (int i = 0; i < k && hit < 0; i++)
-            if (strncmp(p, from[i], strlen(from[i])) == 0)
-                hit = i;
-        if (hit >= 0) {
-            sp_buf_puts(&b, to[hit]);
-            p += strlen(from[hit]);
-        } else {
-            sp_buf_append(&b, p++, 1);
-        }
-    }
-    if (!b.oom && b.data)
-        snprintf(err->msg, sizeof err->msg, "%s", b.data);
-    sp_buf_free(&b);
-}
-
-/* Remove the leftovers of dead runs in `fin`'s folder: entries named
- * ".<base>.tmp-<pid>..." (more leading dots: the writers' own temporaries
- * of staged names) whose process is gone. */
-static void clean_stale_of(const char *fin) {
-    const char *base = sp_basename(fin);
-    size_t dirlen = (size_t)(base - fin), n = strlen(base);
-    char *dir = dirlen ? cat(fin, dirlen, "") : strdup(".");
-    DIR *d = dir ? opendir(dir) : NULL;
-    struct dirent *e;
-    while (d && (e = readdir(d)) != NULL) {
-        const char *nm = e->d_name;
-        if (nm[0] != '.')
-            continue;
-        while (*nm == '.')
-            nm++;
-        if (strncmp(nm, base, n) != 0 || strncmp(nm + n, ".tmp-", 5) != 0)
-            continue;
-        char *end = NULL;
-        long pid = strtol(nm + n + 5, &end, 10);
-        if (pid <= 0 || end == nm + n + 5)
-            continue;
-        if (pid != (long)getpid() &&
-            !(kill((pid_t)pid, 0) != 0 && errno == ESRCH))
-            continue;
-        char *path = sp_path_join(dir, e->d_name);
-        if (path)
-            sp_remove_tree(path, NULL);
-        free(path);
-    }
-    if (d)
-        closedir(d);
-    free(dir);
-}
-
-static void staging_clean_stale(const sp_run_opts *o, const staging *g) {
-    if (g->tiles_stem)
-        clean_stale_of(g->tiles_stem);
-    if (o->what & SP_RUN_FEATURES) {
-        clean_stale_of(o->features_out);
-        if (o->mask_png)
-            clean_stale_of(o->mask_png);
-    }
-}
-
-/* Rename every staged output into place, the .dzi/.tiff last (an old one
- * is removed first: it stops looking complete before it is replaced).
- * When one fails, the ones already renamed are removed, and with `force`
- * the old outputs not yet replaced as well: none is left. */
-static bool commit_staged(const staging *g, bool force, sp_error *err) {
-    bool done[MAX_STAGED] = {false};
-    int failed = -1, e = 0;
-    const char *what = "cannot rename into place";
-    if (g->main_tiles >= 0 && sp_path_exists(g->final[g->main_tiles]) &&
-        remove(g->final[g->main_tiles]) != 0) {
-        e = errno;
-        failed = g->main_tiles;
-        what = "cannot replace";
-    }
-    for (int pass = 0; pass < 2 && failed < 0; pass++)
-        for (int i = 0; i < g->n && failed < 0; i++) {
-            if ((i == g->main_tiles) != (pass == 1))
-                continue;
-            if (g->is_dir[i] && sp_path_exists(g->final[i]) &&
-                !sp_remove_tree(g->final[i], err)) {
-                failed = i;
-                break;
-            }
-            if (rename(g->stage[i], g->final[i]) != 0) {
-                e = errno; /* saved before any cleanup call */
-                failed = i;
-                break;
-            }
-            done[i] = true;
-        }
-    if (failed < 0)
-        return true;
-    for (int i = 0; i < g->n; i++)
-        if (done[i] || force)
-            sp_remove_tree(g->final[i], NULL);
-    if (e)
-        sp_error_errno(err, SP_ERR_OUTPUT, g->final[failed], e, what);
-    return false;
 }
 
 static void set_stage(sp_run_result *res, const char *stage) {
@@ -942,9 +395,9 @@ static bool run_slide(const char *slide_path, const sp_run_opts *o,
         return sp_error_set(err, SP_ERR_USAGE, slide_path, "nothing to do");
     if ((want_tiles && !o->tiles_out) || (want_feat && !o->features_out))
         return sp_error_set(err, SP_ERR_USAGE, slide_path, "no output given");
-    staging stg;
-    if (!staging_plan(o, &stg)) {
-        staging_free(&stg);
+    sp__staging stg;
+    if (!sp__staging_plan(o, &stg)) {
+        sp__staging_free(&stg);
         return sp_error_set(err, SP_ERR_NOMEM, slide_path, "out of memory");
     }
     /* the final names are the ones that must not exist (the pyramid is
@@ -958,10 +411,10 @@ static bool run_slide(const char *slide_path, const sp_run_opts *o,
     if (exists && !force) {
         sp_error_set(err, SP_ERR_OUTPUT, exists,
                      "already exists (use --force to replace it)");
-        staging_free(&stg);
+        sp__staging_free(&stg);
         return false;
     }
-    staging_clean_stale(o, &stg);
+    sp__staging_clean_stale(o, &stg);
 
     const int threads = o->threads > 0 ? o->threads : sp_default_threads();
     sp_slide *s = NULL;
@@ -1061,7 +514,7 @@ static bool run_slide(const char *slide_path, const sp_run_opts *o,
     double thumb_ds = (double)(bc.W > bc.H ? bc.W : bc.H) / THUMB_MAX;
     bool band_thumb = want_feat && want_tiles && feat_in_bands &&
                       sp_slide_best_level(s, thumb_ds < 1 ? 1 : thumb_ds) == 0;
-    if (band_thumb && !thumb_init(&bc.th, bc.W, bc.H)) {
+    if (band_thumb && !sp__thumb_init(&bc.th, bc.W, bc.H)) {
         sp_error_set(err, SP_ERR_NOMEM, slide_path, "out of memory");
         goto out;
     }
@@ -1119,7 +572,7 @@ static bool run_slide(const char *slide_path, const sp_run_opts *o,
                           bc.nstripes, &hooks, err))
             goto out;
         res->megapixels = (double)bc.W * (double)bc.H / 1e6;
-        if (bc.th.sum && !thumb_finish(&bc.th)) {
+        if (bc.th.sum && !sp__thumb_finish(&bc.th)) {
             sp_error_set(err, SP_ERR_NOMEM, slide_path, "out of memory");
             goto out;
         }
@@ -1133,14 +586,14 @@ static bool run_slide(const char *slide_path, const sp_run_opts *o,
      * summary (thumbnail, features, mask), then the pyramid's last
      * levels, then the summary and the commit */
     if (want_feat && !bc.th.complete &&
-        !thumb_from_level(s, mask, &bc.th, threads, err))
+        !sp__thumb_from_level(s, mask, &bc.th, threads, err))
         goto out;
     if (want_feat) {
         if (o->progress)
             o->progress(o->progress_user, "write", 0, 1);
         bool fin_ok = true, st_ok = true;
         sp_error fin_err = {0}, st_err = {0};
-        const thumb *th = bc.th.complete ? &bc.th : NULL;
+        const sp__thumb *th = bc.th.complete ? &bc.th : NULL;
         /* Macenko a task of the team, the store in its single thread:
          * the store's image chunks are tasks too (write_image_chunks) */
 #pragma omp parallel num_threads(threads)
@@ -1148,8 +601,8 @@ static bool run_slide(const char *slide_path, const sp_run_opts *o,
         {
 #pragma omp task shared(fin_ok, fin_err, ar, ap)
             fin_ok = sp_analysis_finish(s, &ap, &ar, &fin_err);
-            st_ok = store_begin(stg.h5_stage, s, o, &ar, th, t_start, &store,
-                                &st_err);
+            st_ok = sp__run_store_begin(stg.h5_stage, s, o, &ar, th, t_start,
+                                        &store, &st_err);
         }
         if (!fin_ok || !st_ok) {
             set_stage(res, !fin_ok ? "features" : "write");
@@ -1171,7 +624,7 @@ static bool run_slide(const char *slide_path, const sp_run_opts *o,
     if (want_feat) {
         sp_store_writer *w = store;
         store = NULL;
-        if (!store_end(w, &ar, err))
+        if (!sp__run_store_end(w, &ar, err))
             goto out;
         res->tiles_analysed = (int64_t)ar.n;
         res->tissue_tiles = (int64_t)ar.summary.tiles_tissue;
@@ -1180,7 +633,7 @@ static bool run_slide(const char *slide_path, const sp_run_opts *o,
     if (stg.png_stage && mask && !sp_mask_write_png(mask, stg.png_stage, err))
         goto out;
     /* every output is complete: all of them into place, or none */
-    if (!commit_staged(&stg, force, err))
+    if (!sp__staging_commit(&stg, force, err))
         goto out;
     if (want_tiles)
         res->tiles = tstats;
@@ -1190,10 +643,10 @@ out:
     if (!ok) {
         sp_store_abort(store);
         sp_pyramid_abort(pyr);
-        staging_remove(&stg);
-        unstage_msg(&stg, err);
+        sp__staging_remove(&stg);
+        sp__unstage_msg(&stg, err);
     }
-    staging_free(&stg);
+    sp__staging_free(&stg);
     free(bc.streams);
     free(bc.segs);
     free(bc.nseg);
@@ -1203,7 +656,7 @@ out:
     free(bc.cores);
     free(bc.need);
     sp_mask_free(&bg_mask);
-    thumb_free(&bc.th);
+    sp__thumb_free(&bc.th);
     sp_analysis_result_free(&ar);
     sp_slide_close(s);
     res->seconds = sp_now() - t0;
