@@ -129,7 +129,7 @@ static bool walk(sp_batch *b, const char *root, const char *dir, dir_id *stack,
         free(p);
     }
 out:
-    sp_free_names(names, n);
+    sp_dir_names_free(names, n);
     free(skip);
     return ok;
 }

@@ -28,7 +28,7 @@ bool sp__thumb_init(sp__thumb *t, int64_t W, int64_t H);
 void sp__thumb_free(sp__thumb *t);
 /* Add columns [x0, x1) of rows [y0, y0 + rows); `rgb` is pixel (x0, y0).
  * Stripes may come in any order, each column of a row exactly once. */
-void sp__thumb_add(sp__thumb *t, const uint8_t *rgb, int64_t stride, int64_t x0,
+void sp__thumb_add(sp__thumb *t, const uint8_t *rgb, size_t stride, int64_t x0,
                    int64_t x1, int64_t y0, int64_t rows, int threads);
 /* All pixels added: the averages. */
 bool sp__thumb_finish(sp__thumb *t);

@@ -64,8 +64,9 @@ typedef struct {
     int *nseg;       /* pieces per slot */
     int64_t *active; /* slots with pieces, nactive of them */
     int64_t nactive;
-    const uint8_t *band; /* the band planned: pixels, first column and */
-    int64_t band_x0, band_stride, band_y0; /* row, stride */
+    const uint8_t *band;      /* the band planned: pixels, first column and */
+    int64_t band_x0, band_y0; /* the band: its first column and row */
+    size_t band_stride;
     sp__thumb th;
     int64_t rows_done;
 } band_ctx;
@@ -89,7 +90,7 @@ static void row_tiles(const band_ctx *c, int64_t r, int64_t c0, int64_t c1,
  * analysis tile starting in the stripe's core, grouped by slot. Returns
  * the number of active slots (band_item runs them). */
 static int64_t plan_features(band_ctx *c, const uint8_t *rgb, int64_t bx0,
-                             int64_t stride, int64_t y0, int64_t rows) {
+                             size_t stride, int64_t y0, int64_t rows) {
     const sp_analysis_result *ar = c->ar;
     const sp_col_span *core = &c->cores[c->stripe];
     const int64_t T = ar->tile_size;
@@ -130,7 +131,7 @@ static bool band_item(void *user, int64_t i, sp_error *err) {
             sp_analysis_stream_begin(ar, g->k, st);
         const uint8_t *p = c->band + (g->a - c->band_y0) * c->band_stride +
                            (ar->coords[2 * g->k] - c->band_x0) * 3;
-        if (!sp_analysis_stream_rows(ar, st, p, (size_t)c->band_stride,
+        if (!sp_analysis_stream_rows(ar, st, p, c->band_stride,
                                      (int)(g->b - g->a), err))
             return false;
     }
@@ -139,7 +140,7 @@ static bool band_item(void *user, int64_t i, sp_error *err) {
 
 /* The analysis work on a band, run here on `threads` threads. */
 static bool features_now(band_ctx *c, const uint8_t *rgb, int64_t bx0,
-                         int64_t stride, int64_t y0, int64_t rows,
+                         size_t stride, int64_t y0, int64_t rows,
                          sp_error *err) {
     const int64_t n = plan_features(c, rgb, bx0, stride, y0, rows);
     int failed = 0;
@@ -242,7 +243,7 @@ static void set_stripe(band_ctx *c, int stripe) {
 /* Analysis alone: the band loop runs each band's work (band_item) beside
  * the next band's reads. */
 static int64_t plan_band(void *user, int stripe, const uint8_t *rgb,
-                         int64_t stride, int64_t y0, int64_t rows,
+                         size_t stride, int64_t y0, int64_t rows,
                          sp_error *err) {
     band_ctx *c = user;
     (void)err;
@@ -250,8 +251,8 @@ static int64_t plan_band(void *user, int stripe, const uint8_t *rgb,
     return plan_features(c, rgb, c->spans[stripe].x0, stride, y0, rows);
 }
 
-static bool band_done(void *user, int stripe, const uint8_t *rgb,
-                      int64_t stride, int64_t y0, int64_t rows, sp_error *err) {
+static bool band_done(void *user, int stripe, const uint8_t *rgb, size_t stride,
+                      int64_t y0, int64_t rows, sp_error *err) {
     (void)stripe;
     (void)rgb;
     (void)stride;
@@ -261,7 +262,7 @@ static bool band_done(void *user, int stripe, const uint8_t *rgb,
 
 /* With a pyramid: the band's pixels feed the pyramid, then the features
  * and the thumbnail. */
-static bool on_band(void *user, int stripe, const uint8_t *rgb, int64_t stride,
+static bool on_band(void *user, int stripe, const uint8_t *rgb, size_t stride,
                     int64_t y0, int64_t rows, sp_error *err) {
     band_ctx *c = user;
     set_stripe(c, stripe);
@@ -283,7 +284,7 @@ static int64_t analysis_core(int64_t T) { return (16384 + T - 1) / T * T; }
 
 /* With a pyramid, bands are read straight into its level-0 rows. */
 static uint8_t *band_dest(void *user, int stripe, int64_t y0, int64_t rows,
-                          int64_t width, int64_t *stride) {
+                          int64_t width, size_t *stride) {
     band_ctx *c = user;
     (void)stripe;
     (void)y0;

@@ -708,7 +708,7 @@ static bool add_folder(sp_query *q, const char *dir, sp_error *err) {
         sp_error_set(&e, SP_ERR_INPUT, dir, "no .h5 files here");
         input_error(q, &e);
     }
-    sp_free_names(names, n);
+    sp_dir_names_free(names, n);
     return ok;
 }
 

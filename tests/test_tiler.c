@@ -114,7 +114,8 @@ static bool build_in(const sp_pyramid_opts *prm, const uint8_t *img, int chunk,
         for (int y = 0; y < IH; y += chunk) {
             int n = IH - y < chunk ? IH - y : chunk;
             const uint8_t *src = img + ((size_t)y * IW + sp.x0) * 3;
-            int64_t stride = IW * 3, w = sp.x1 - sp.x0;
+            size_t stride = IW * 3;
+            int64_t w = sp.x1 - sp.x0;
             uint8_t *in = in_place ? sp_pyramid_input(p, n, w, &stride) : NULL;
             if (in_place)
                 CU_ASSERT_PTR_NOT_NULL(in);

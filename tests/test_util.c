@@ -142,7 +142,7 @@ static void test_dir_names(void) {
     static const char *const want[] = {"Alpha", "beta", "sub", "zeta"};
     for (size_t i = 0; i < n; i++)
         CU_ASSERT_STRING_EQUAL(names[i], want[i]);
-    sp_free_names(names, n);
+    sp_dir_names_free(names, n);
 
     snprintf(f, sizeof f, "%s/absent", dir);
     errno = 0;

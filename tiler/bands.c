@@ -34,7 +34,7 @@ typedef struct {
     int64_t y0, rows;
     int64_t x0, x1; /* the stripe's columns */
     uint8_t *px;
-    int64_t stride;
+    size_t stride;
     int64_t tc0, tcols, trows; /* its native tiles: first column, counts */
     int64_t nwork;             /* items planned on it */
 } band;
@@ -56,8 +56,7 @@ static bool read_item(sp_reader *r, const band *b, int64_t i, int64_t ntw,
     if (want && !want(user, &x, &ry, &w, &h))
         return true; /* nobody reads it: left as it is */
     uint8_t *dst = b->px + (ry - b->y0) * b->stride + (x - b->x0) * 3;
-    return sp_reader_read_stride(r, 0, x, ry, w, h, dst, (size_t)b->stride,
-                                 err);
+    return sp_reader_read_stride(r, 0, x, ry, w, h, dst, b->stride, err);
 }
 
 bool sp_band_loop(sp_slide *s, int threads, const uint8_t bg[3],

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-struct sp_writer {
+struct sp__writer {
     sp_pyramid *p;
     sp_pyramid_names fin; /* final names: main (.dzi), files, sidecar */
     char *tmp_dzi, *tmp_files, *tmp_json;
@@ -18,7 +18,7 @@ struct sp_writer {
     int nlevels;
 };
 
-static void dzi_free(sp_writer *w) {
+static void dzi_free(sp__writer *w) {
     sp_pyramid_names_free(&w->fin);
     free(w->tmp_dzi);
     free(w->tmp_files);
@@ -26,7 +26,7 @@ static void dzi_free(sp_writer *w) {
     free(w);
 }
 
-static void dzi_abort(sp_writer *w) {
+static void dzi_abort(sp__writer *w) {
     if (!w)
         return;
     if (w->tmp_files)
@@ -38,9 +38,9 @@ static void dzi_abort(sp_writer *w) {
     dzi_free(w);
 }
 
-static sp_writer *dzi_open(sp_pyramid *p, sp_error *err) {
+static sp__writer *dzi_open(sp_pyramid *p, sp_error *err) {
     const char *out = sp__pyramid_output(p);
-    sp_writer *w = calloc(1, sizeof *w);
+    sp__writer *w = calloc(1, sizeof *w);
     if (!w) {
         sp_error_set(err, SP_ERR_NOMEM, out, "out of memory");
         return NULL;
@@ -109,7 +109,7 @@ static bool write_as(const char *tmp, const char *final, const uint8_t *data,
     return sp_error_set(err, e.code, final, "%s", cause);
 }
 
-static bool dzi_put(sp_writer *w, int d, int64_t col, int64_t row,
+static bool dzi_put(sp__writer *w, int d, int64_t col, int64_t row,
                     const uint8_t *data, size_t n, sp_error *err) {
     char name[64], path[4096];
     sp_pyramid_tile_name(name, sizeof name, col, row, w->ext);
@@ -123,7 +123,7 @@ static bool dzi_put(sp_writer *w, int d, int64_t col, int64_t row,
     return write_as(path, fin, data, n, err);
 }
 
-static bool dzi_finish(sp_writer *w, const char *sidecar, size_t sidecar_n,
+static bool dzi_finish(sp__writer *w, const char *sidecar, size_t sidecar_n,
                        sp_error *err) {
     const sp_pyramid *p = w->p;
     char xml[1024];
@@ -184,7 +184,7 @@ fail:
     return false;
 }
 
-const sp_writer_ops sp__dzi_writer = {
+const sp__writer_ops sp__dzi_writer = {
     .name = "dzi",
     .open = dzi_open,
     .put = dzi_put,

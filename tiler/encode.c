@@ -10,7 +10,7 @@
 #include <turbojpeg.h>
 #include <webp/encode.h>
 
-struct sp_codec_state {
+struct sp__codec_state {
     int quality;
     tjhandle tj;
     uint8_t *buf; /* output */
@@ -18,14 +18,14 @@ struct sp_codec_state {
     uint8_t *webp; /* libwebp's own output of the last call */
 };
 
-static sp_codec_state *state_new(int quality) {
-    sp_codec_state *st = calloc(1, sizeof *st);
+static sp__codec_state *state_new(int quality) {
+    sp__codec_state *st = calloc(1, sizeof *st);
     if (st)
         st->quality = quality;
     return st;
 }
 
-static void state_free(sp_codec_state *st) {
+static void state_free(sp__codec_state *st) {
     if (!st)
         return;
     if (st->tj)
@@ -36,7 +36,7 @@ static void state_free(sp_codec_state *st) {
     free(st);
 }
 
-static bool grow(sp_codec_state *st, size_t need) {
+static bool grow(sp__codec_state *st, size_t need) {
     if (need <= st->cap)
         return true;
     size_t cap = st->cap ? st->cap : 65536;
@@ -52,8 +52,8 @@ static bool grow(sp_codec_state *st, size_t need) {
 
 /* ---- JPEG -------------------------------------------------------------- */
 
-static sp_codec_state *jpeg_create(int quality) {
-    sp_codec_state *st = state_new(quality);
+static sp__codec_state *jpeg_create(int quality) {
+    sp__codec_state *st = state_new(quality);
     if (!st)
         return NULL;
     st->tj = tjInitCompress();
@@ -64,8 +64,8 @@ static sp_codec_state *jpeg_create(int quality) {
     return st;
 }
 
-static bool jpeg_encode(sp_codec_state *st, const uint8_t *rgb, int w, int h,
-                        int64_t pitch, const uint8_t **out, size_t *n,
+static bool jpeg_encode(sp__codec_state *st, const uint8_t *rgb, int w, int h,
+                        size_t stride, const uint8_t **out, size_t *n,
                         char *why, size_t why_n) {
     /* as libvips' "auto": no chroma subsampling from Q90 up */
     int samp = st->quality >= 90 ? TJSAMP_444 : TJSAMP_420;
@@ -76,7 +76,7 @@ static bool jpeg_encode(sp_codec_state *st, const uint8_t *rgb, int w, int h,
     }
     unsigned char *dst = st->buf;
     unsigned long len = (unsigned long)st->cap;
-    if (tjCompress2(st->tj, rgb, w, (int)pitch, h, TJPF_RGB, &dst, &len, samp,
+    if (tjCompress2(st->tj, rgb, w, (int)stride, h, TJPF_RGB, &dst, &len, samp,
                     st->quality, TJFLAG_NOREALLOC) != 0) {
         snprintf(why, why_n, "JPEG encoder: %s", tjGetErrorStr2(st->tj));
         return false;
@@ -86,7 +86,7 @@ static bool jpeg_encode(sp_codec_state *st, const uint8_t *rgb, int w, int h,
     return true;
 }
 
-static const sp_codec_ops jpeg_ops = {
+static const sp__codec_ops jpeg_ops = {
     .name = "jpeg",
     .create = jpeg_create,
     .encode = jpeg_encode,
@@ -96,7 +96,7 @@ static const sp_codec_ops jpeg_ops = {
 /* ---- PNG --------------------------------------------------------------- */
 
 typedef struct {
-    sp_codec_state *st;
+    sp__codec_state *st;
     bool oom;
     char msg[200];
 } png_ctx;
@@ -124,10 +124,10 @@ static void png_warn_cb(png_structp png, png_const_charp msg) {
     (void)msg;
 }
 
-static sp_codec_state *png_create(int quality) { return state_new(quality); }
+static sp__codec_state *png_create(int quality) { return state_new(quality); }
 
-static bool png_encode(sp_codec_state *st, const uint8_t *rgb, int w, int h,
-                       int64_t pitch, const uint8_t **out, size_t *n, char *why,
+static bool png_encode(sp__codec_state *st, const uint8_t *rgb, int w, int h,
+                       size_t stride, const uint8_t **out, size_t *n, char *why,
                        size_t why_n) {
     png_ctx c = {.st = st};
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &c,
@@ -151,7 +151,7 @@ static bool png_encode(sp_codec_state *st, const uint8_t *rgb, int w, int h,
                  PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
     png_write_info(png, info);
     for (int y = 0; y < h; y++)
-        png_write_row(png, rgb + (size_t)y * (size_t)pitch);
+        png_write_row(png, rgb + (size_t)y * stride);
     png_write_end(png, info);
     png_destroy_write_struct(&png, &info);
     *out = st->buf;
@@ -159,7 +159,7 @@ static bool png_encode(sp_codec_state *st, const uint8_t *rgb, int w, int h,
     return true;
 }
 
-static const sp_codec_ops png_ops = {
+static const sp__codec_ops png_ops = {
     .name = "png",
     .create = png_create,
     .encode = png_encode,
@@ -168,17 +168,17 @@ static const sp_codec_ops png_ops = {
 
 /* ---- WebP -------------------------------------------------------------- */
 
-static sp_codec_state *webp_create(int quality) { return state_new(quality); }
+static sp__codec_state *webp_create(int quality) { return state_new(quality); }
 
-static bool webp_encode(sp_codec_state *st, const uint8_t *rgb, int w, int h,
-                        int64_t pitch, const uint8_t **out, size_t *n,
+static bool webp_encode(sp__codec_state *st, const uint8_t *rgb, int w, int h,
+                        size_t stride, const uint8_t **out, size_t *n,
                         char *why, size_t why_n) {
     if (st->webp) {
         WebPFree(st->webp);
         st->webp = NULL;
     }
     size_t len =
-        WebPEncodeRGB(rgb, w, h, (int)pitch, (float)st->quality, &st->webp);
+        WebPEncodeRGB(rgb, w, h, (int)stride, (float)st->quality, &st->webp);
     if (len == 0) {
         snprintf(why, why_n, "WebP encoder failed on a %dx%d tile", w, h);
         return false;
@@ -188,7 +188,7 @@ static bool webp_encode(sp_codec_state *st, const uint8_t *rgb, int w, int h,
     return true;
 }
 
-static const sp_codec_ops webp_ops = {
+static const sp__codec_ops webp_ops = {
     .name = "webp",
     .create = webp_create,
     .encode = webp_encode,
@@ -197,20 +197,20 @@ static const sp_codec_ops webp_ops = {
 
 /* ---- table ------------------------------------------------------------- */
 
-static const sp_codec_ops *const codecs[] = {
+static const sp__codec_ops *const codecs[] = {
     [SP_TILE_JPEG] = &jpeg_ops,
     [SP_TILE_PNG] = &png_ops,
     [SP_TILE_WEBP] = &webp_ops,
 };
 
-const sp_codec_ops *sp__codec(sp_tile_format f) {
+const sp__codec_ops *sp__codec(sp_tile_format f) {
     if ((unsigned)f >= sizeof codecs / sizeof codecs[0])
         return NULL;
     return codecs[f];
 }
 
 const char *sp_tile_format_ext(sp_tile_format f) {
-    const sp_codec_ops *c = sp__codec(f);
+    const sp__codec_ops *c = sp__codec(f);
     return c ? c->name : "?";
 }
 

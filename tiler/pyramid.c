@@ -97,7 +97,7 @@ void sp_pyramid_abort(sp_pyramid *p) {
 bool sp__pyramid_bg_tile(sp_pyramid *p, sp_error *err) {
     size_t n = (size_t)p->T * (size_t)p->T * 3;
     uint8_t *px = malloc(n);
-    sp_codec_state *st = p->codec->create(p->prm.opts.quality);
+    sp__codec_state *st = p->codec->create(p->prm.opts.quality);
     bool ok = false;
     if (!px || !st) {
         sp_error_set(err, SP_ERR_NOMEM, p->output, "out of memory");
@@ -183,7 +183,7 @@ static void stripe_window(const sp_pyramid *p, int s, int d, int64_t *a,
 }
 
 /* Give level L the window [x0, x1) and the tile columns [c0, c1), empty. */
-static void set_window(sp_plevel *L, int64_t x0, int64_t x1, int64_t c0,
+static void set_window(sp__plevel *L, int64_t x0, int64_t x1, int64_t c0,
                        int64_t c1) {
     L->x0 = x0;
     L->ww = x1 - x0;
@@ -259,7 +259,7 @@ sp_pyramid *sp_pyramid_create(const sp_pyramid_opts *prm, sp_error *err) {
                      o->quality);
         return NULL;
     }
-    const sp_codec_ops *codec = sp__codec(o->format);
+    const sp__codec_ops *codec = sp__codec(o->format);
     if (!codec) {
         sp_error_set(err, SP_ERR_USAGE, out, "unknown tile format");
         return NULL;
@@ -310,7 +310,7 @@ sp_pyramid *sp_pyramid_create(const sp_pyramid_opts *prm, sp_error *err) {
             sp_error_set(err, SP_ERR_USAGE, out, "too many levels");
             goto fail;
         }
-        sp_plevel *L = &p->lv[d];
+        sp__plevel *L = &p->lv[d];
         L->w = w;
         L->h = h;
         L->cols = (w + T - 1) / T;
@@ -345,7 +345,7 @@ sp_pyramid *sp_pyramid_create(const sp_pyramid_opts *prm, sp_error *err) {
     if (prm->input_extra > 0) /* wider bands read in place (pyramid_input) */
         p->lv[0].buf_w += prm->input_extra;
     for (int d = 0; d < p->nlevels; d++) {
-        sp_plevel *L = &p->lv[d];
+        sp__plevel *L = &p->lv[d];
         L->buf = sp_big_alloc((size_t)(L->cap * L->buf_w * 3));
         L->pending = malloc((size_t)(L->buf_w * 3));
         if (!L->buf || !L->pending)
@@ -358,7 +358,7 @@ sp_pyramid *sp_pyramid_create(const sp_pyramid_opts *prm, sp_error *err) {
         }
     }
     if (p->nstripes > 1) {
-        const sp_plevel *K = &p->lv[p->k];
+        const sp__plevel *K = &p->lv[p->k];
         p->tail = sp_big_alloc((size_t)(K->w * K->h * 3));
         if (!p->tail)
             goto oom;
@@ -478,7 +478,7 @@ void sp__shrink_row(const uint8_t *restrict a, const uint8_t *restrict b,
 /* Make room for n more rows after the buffered ones: move the buffered
  * rows to the top of the buffer when the end is reached (every other push
  * with the capacity above), in parallel when the ranges do not overlap. */
-static void make_room(sp_pyramid *p, sp_plevel *L, int64_t n) {
+static void make_room(sp_pyramid *p, sp__plevel *L, int64_t n) {
     if (L->start + L->n + n <= L->cap || L->start == 0)
         return;
     const int64_t rs = L->rs, left = L->n;
@@ -499,7 +499,7 @@ static void make_room(sp_pyramid *p, sp_plevel *L, int64_t n) {
  * tail instead. */
 static bool feed(sp_pyramid *p, int d, const uint8_t *src, int64_t stride,
                  int64_t n, sp_error *err) {
-    sp_plevel *L = &p->lv[d];
+    sp__plevel *L = &p->lv[d];
     const int64_t rs = L->rs;
     if (n <= 0)
         return true;
@@ -534,7 +534,7 @@ static bool feed(sp_pyramid *p, int d, const uint8_t *src, int64_t stride,
     int64_t avail = hp + n;
     bool at_end = L->received == L->h;
     int64_t m = avail / 2 + ((at_end && (avail & 1)) ? 1 : 0);
-    sp_plevel *N = &p->lv[d + 1];
+    sp__plevel *N = &p->lv[d + 1];
     if (m > L->down_cap || N->x0 * 2 != L->x0 || (L->ww + 1) / 2 != N->ww)
         return sp_error_set(err, SP_ERR_INTERNAL, p->output,
                             "pyramid level %d overflow", d + 1);
@@ -601,9 +601,9 @@ typedef struct {
     int64_t row, col;
 } tile_job;
 
-static bool do_tile(sp_pyramid *p, sp_pthread *me, const tile_job *j,
+static bool do_tile(sp_pyramid *p, sp__pthread *me, const tile_job *j,
                     int64_t *written, int64_t *skipped) {
-    sp_plevel *L = &p->lv[j->d];
+    sp__plevel *L = &p->lv[j->d];
     int T = p->T, O = p->O;
     int64_t x0 = j->col * T - (j->col > 0 ? O : 0);
     int64_t x1 = (j->col + 1) * T + O;
@@ -663,7 +663,7 @@ static bool do_tile(sp_pyramid *p, sp_pthread *me, const tile_job *j,
 }
 
 /* The rows level L must hold before tile row r can be encoded. */
-static int64_t row_needs(const sp_pyramid *p, const sp_plevel *L, int64_t r) {
+static int64_t row_needs(const sp_pyramid *p, const sp__plevel *L, int64_t r) {
     int64_t need = (r + 1) * p->T + p->O;
     return need > L->h ? L->h : need;
 }
@@ -672,7 +672,7 @@ static int64_t row_needs(const sp_pyramid *p, const sp_plevel *L, int64_t r) {
 static bool emit_ready(sp_pyramid *p, sp_error *err) {
     int64_t njobs = 0;
     for (int d = p->lo; d <= p->hi; d++) {
-        sp_plevel *L = &p->lv[d];
+        sp__plevel *L = &p->lv[d];
         for (int64_t r = L->next_row;
              r < L->rows && L->received >= row_needs(p, L, r); r++)
             njobs += L->c1 - L->c0;
@@ -684,7 +684,7 @@ static bool emit_ready(sp_pyramid *p, sp_error *err) {
         return sp_error_set(err, SP_ERR_NOMEM, p->output, "out of memory");
     int64_t k = 0;
     for (int d = p->lo; d <= p->hi; d++) {
-        sp_plevel *L = &p->lv[d];
+        sp__plevel *L = &p->lv[d];
         for (; L->next_row < L->rows &&
                L->received >= row_needs(p, L, L->next_row);
              L->next_row++)
@@ -696,7 +696,7 @@ static bool emit_ready(sp_pyramid *p, sp_error *err) {
     int64_t written = 0, skipped = 0;
 #pragma omp parallel num_threads(p->threads) reduction(+ : written, skipped)
     {
-        sp_pthread *me = &p->pt[omp_get_thread_num()];
+        sp__pthread *me = &p->pt[omp_get_thread_num()];
         if (!me->codec) {
             me->codec = p->codec->create(p->prm.opts.quality);
             if (!me->codec) {
@@ -728,7 +728,7 @@ static bool emit_ready(sp_pyramid *p, sp_error *err) {
 
     /* keep only rows from the next tile row's top (with overlap) */
     for (int d = p->lo; d <= p->hi; d++) {
-        sp_plevel *L = &p->lv[d];
+        sp__plevel *L = &p->lv[d];
         int64_t keep = L->next_row * p->T - (L->next_row > 0 ? p->O : 0);
         if (keep > L->received)
             keep = L->received;
@@ -743,11 +743,11 @@ static bool emit_ready(sp_pyramid *p, sp_error *err) {
 }
 
 uint8_t *sp_pyramid_input(sp_pyramid *p, int64_t rows, int64_t width,
-                          int64_t *stride) {
+                          size_t *stride) {
     if (p->failed)
         return NULL;
     next_stripe_if_done(p);
-    sp_plevel *L = &p->lv[0];
+    sp__plevel *L = &p->lv[0];
     if (rows <= 0 || rows > p->push_max || width < L->ww || width > L->buf_w)
         return NULL;
     if (L->received == 0 && L->n == 0)
@@ -755,7 +755,7 @@ uint8_t *sp_pyramid_input(sp_pyramid *p, int64_t rows, int64_t width,
     else if (width * 3 > L->rs)
         return NULL;
     make_room(p, L, rows);
-    *stride = L->rs;
+    *stride = (size_t)L->rs;
     return L->buf + (L->start + L->n) * L->rs;
 }
 
@@ -771,8 +771,9 @@ static bool report(sp_pyramid *p, sp_error *err) {
     return true;
 }
 
-bool sp_pyramid_push_rows(sp_pyramid *p, const uint8_t *rgb, int64_t stride,
+bool sp_pyramid_push_rows(sp_pyramid *p, const uint8_t *rgb, size_t row_bytes,
                           int64_t y0, int64_t rows, sp_error *err) {
+    const int64_t stride = (int64_t)row_bytes;
     if (p->failed)
         return sp_error_set(err, SP_ERR_USAGE, p->output,
                             "pyramid already failed");
@@ -806,14 +807,14 @@ bool sp_pyramid_push_rows(sp_pyramid *p, const uint8_t *rgb, int64_t stride,
 
 /* After the last stripe: levels k+1.. from the whole level k. */
 static bool build_tail(sp_pyramid *p, sp_error *err) {
-    const sp_plevel *K = &p->lv[p->k];
+    const sp__plevel *K = &p->lv[p->k];
     p->lo = p->hi = p->k + 1;
     for (int d = p->k + 1; d < p->nlevels; d++) {
-        sp_plevel *L = &p->lv[d];
+        sp__plevel *L = &p->lv[d];
         set_window(L, 0, L->w, 0, L->cols);
         p->hi = d;
     }
-    sp_plevel *N = &p->lv[p->k + 1];
+    sp__plevel *N = &p->lv[p->k + 1];
     const int64_t M = K->down_cap, rs = K->w * 3, ors = N->w * 3;
     for (int64_t r = 0; r < N->h; r += M) {
         int64_t m = N->h - r < M ? N->h - r : M;
@@ -898,7 +899,7 @@ static void write_sidecar(const sp_pyramid *p, sp_buf *b) {
     int order = o->container == SP_CONTAINER_TIFF ? 1 : -1;
     for (int i = 0; i < p->nlevels; i++) {
         int d = order > 0 ? i : p->nlevels - 1 - i;
-        const sp_plevel *L = &p->lv[d];
+        const sp__plevel *L = &p->lv[d];
         sp_json_begin_object(&j);
         sp_json_key(&j, "level");
         sp_json_int(&j, i);
@@ -960,7 +961,7 @@ bool sp_pyramid_finish(sp_pyramid *p, sp_tile_stats *stats, sp_error *err) {
         sp_error_set(err, SP_ERR_NOMEM, p->output, "out of memory");
         goto out;
     }
-    sp_writer *w = p->writer;
+    sp__writer *w = p->writer;
     p->writer = NULL; /* finish frees the writer, also on failure */
     if (!p->wops->finish(w, b.data, b.len, err))
         goto out;

@@ -66,18 +66,18 @@ int sp_tile_dz_level_count(int64_t width, int64_t height) {
 }
 
 bool sp_tile_encode(sp_tile_format format, int quality, const uint8_t *rgb,
-                    int w, int h, int64_t pitch, sp_buf *out, sp_error *err) {
-    const sp_codec_ops *c = sp__codec(format);
+                    int w, int h, size_t stride, sp_buf *out, sp_error *err) {
+    const sp__codec_ops *c = sp__codec(format);
     if (!c)
         return sp_error_set(err, SP_ERR_USAGE, NULL, "unknown tile format");
-    sp_codec_state *st = c->create(quality);
+    sp__codec_state *st = c->create(quality);
     if (!st)
         return sp_error_set(err, SP_ERR_NOMEM, NULL,
                             "cannot start the %s encoder", c->name);
     const uint8_t *enc;
     size_t n;
     char why[256];
-    bool ok = c->encode(st, rgb, w, h, pitch, &enc, &n, why, sizeof why);
+    bool ok = c->encode(st, rgb, w, h, stride, &enc, &n, why, sizeof why);
     if (ok) {
         sp_buf_reset(out);
         sp_buf_append(out, enc, n);
@@ -501,7 +501,7 @@ static bool ov_start_stripe(ov_build *b, int stripe) {
     return true;
 }
 
-static bool ov_band(void *user, int stripe, const uint8_t *rgb, int64_t stride,
+static bool ov_band(void *user, int stripe, const uint8_t *rgb, size_t stride,
                     int64_t y0, int64_t rows, sp_error *err) {
     (void)y0;
     ov_build *b = user;

@@ -25,7 +25,7 @@ typedef struct {
     uint32_t *len;
 } tiff_index;
 
-struct sp_writer {
+struct sp__writer {
     sp_pyramid *p;
     sp_pyramid_names fin; /* final names: main (.tiff/.tif), sidecar */
     char *tmp_tiff, *tmp_json, *spool_name, *tmp_spool;
@@ -34,7 +34,7 @@ struct sp_writer {
     tiff_index idx[SP_TILER_MAX_LEVELS];
 };
 
-static void tw_free(sp_writer *w) {
+static void tw_free(sp__writer *w) {
     if (w->fd >= 0)
         close(w->fd);
     for (int d = 0; d < SP_TILER_MAX_LEVELS; d++) {
@@ -49,7 +49,7 @@ static void tw_free(sp_writer *w) {
     free(w);
 }
 
-static void tw_abort(sp_writer *w) {
+static void tw_abort(sp__writer *w) {
     if (!w)
         return;
     if (w->tmp_spool)
@@ -61,9 +61,9 @@ static void tw_abort(sp_writer *w) {
     tw_free(w);
 }
 
-static sp_writer *tw_open(sp_pyramid *p, sp_error *err) {
+static sp__writer *tw_open(sp_pyramid *p, sp_error *err) {
     const char *out = sp__pyramid_output(p);
-    sp_writer *w = calloc(1, sizeof *w);
+    sp__writer *w = calloc(1, sizeof *w);
     if (!w) {
         sp_error_set(err, SP_ERR_NOMEM, out, "out of memory");
         return NULL;
@@ -113,7 +113,7 @@ fail:
     return NULL;
 }
 
-static bool tw_put(sp_writer *w, int d, int64_t col, int64_t row,
+static bool tw_put(sp__writer *w, int d, int64_t col, int64_t row,
                    const uint8_t *data, size_t n, sp_error *err) {
     uint64_t off = atomic_fetch_add(&w->end, (uint64_t)n);
     size_t done = 0;
@@ -141,7 +141,7 @@ static const char *tiff_cause(void) {
     return m ? m : "no cause given by libtiff";
 }
 
-static bool tw_finish(sp_writer *w, const char *sidecar, size_t sidecar_n,
+static bool tw_finish(sp__writer *w, const char *sidecar, size_t sidecar_n,
                       sp_error *err) {
     const sp_pyramid *p = w->p;
     const sp_source_info *src = &p->prm.source;
@@ -160,7 +160,7 @@ static bool tw_finish(sp_writer *w, const char *sidecar, size_t sidecar_n,
     int quality = p->prm.opts.quality;
     int sub = quality >= 90 ? 1 : 2; /* as the encoder */
     for (int d = 0; d < p->nlevels; d++) {
-        const sp_plevel *L = &p->lv[d];
+        const sp__plevel *L = &p->lv[d];
         TIFFSetField(tif, TIFFTAG_SUBFILETYPE, d ? FILETYPE_REDUCEDIMAGE : 0);
         TIFFSetField(tif, TIFFTAG_IMAGEWIDTH, (uint32_t)L->w);
         TIFFSetField(tif, TIFFTAG_IMAGELENGTH, (uint32_t)L->h);
@@ -282,7 +282,7 @@ fail:
     return false;
 }
 
-const sp_writer_ops sp__tiff_writer = {
+const sp__writer_ops sp__tiff_writer = {
     .name = "tiff",
     .open = tw_open,
     .put = tw_put,

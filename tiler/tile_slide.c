@@ -4,15 +4,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-static bool push_band(void *user, int stripe, const uint8_t *rgb,
-                      int64_t stride, int64_t y0, int64_t rows, sp_error *err) {
+static bool push_band(void *user, int stripe, const uint8_t *rgb, size_t stride,
+                      int64_t y0, int64_t rows, sp_error *err) {
     (void)stripe; /* the band loop reads exactly the pyramid's stripes */
     return sp_pyramid_push_rows(user, rgb, stride, y0, rows, err);
 }
 
 /* Bands are read straight into the pyramid's level-0 rows. */
 static uint8_t *pyramid_dest(void *user, int stripe, int64_t y0, int64_t rows,
-                             int64_t width, int64_t *stride) {
+                             int64_t width, size_t *stride) {
     (void)stripe;
     (void)y0;
     return sp_pyramid_input(user, rows, width, stride);

@@ -264,7 +264,7 @@ void sp_pyramid_stripe(const sp_pyramid *p, int i, sp_stripe *out);
  * pixels wide. Tiles that become complete are encoded and written before
  * this returns. False with `err` set on failure; the pyramid is then only
  * good for sp_pyramid_abort. */
-bool sp_pyramid_push_rows(sp_pyramid *p, const uint8_t *rgb, int64_t stride,
+bool sp_pyramid_push_rows(sp_pyramid *p, const uint8_t *rgb, size_t stride,
                           int64_t y0, int64_t rows, sp_error *err);
 /* Optional, to save a copy: where the next `rows` level-0 rows of the
  * current stripe (of the next one when it is complete) may be written,
@@ -274,7 +274,7 @@ bool sp_pyramid_push_rows(sp_pyramid *p, const uint8_t *rgb, int64_t stride,
  * more than x1 - x0 + input_extra (or, within a stripe, wider than its
  * first band); the caller then pushes from its own buffer. */
 uint8_t *sp_pyramid_input(sp_pyramid *p, int64_t rows, int64_t width,
-                          int64_t *stride);
+                          size_t *stride);
 /* After the last row: flush, write metadata, rename into place and free.
  * `stats` may be NULL. On failure nothing is left at the final path and
  * the pyramid is freed as well. */
@@ -293,7 +293,7 @@ typedef struct {
  * stripe's columns (x0 first), packed RGB `stride` bytes apart. Return
  * false (with `err` set) to stop. */
 typedef bool (*sp_band_fn)(void *user, int stripe, const uint8_t *rgb,
-                           int64_t stride, int64_t y0, int64_t rows,
+                           size_t stride, int64_t y0, int64_t rows,
                            sp_error *err);
 
 /* Optional: where to read the next band of stripe `stripe` (`rows` rows
@@ -301,7 +301,7 @@ typedef bool (*sp_band_fn)(void *user, int stripe, const uint8_t *rgb,
  * the loop's own band buffer. */
 typedef uint8_t *(*sp_band_dest_fn)(void *user, int stripe, int64_t y0,
                                     int64_t rows, int64_t width,
-                                    int64_t *stride);
+                                    size_t *stride);
 
 /* Optional: which part of the level-0 rectangle *x, *y, *w, *h (one
  * native tile, or its part inside the stripe) is needed: false for none,
@@ -320,7 +320,7 @@ typedef bool (*sp_band_want_fn)(void *user, int64_t *x, int64_t *y, int64_t *w,
  * from any thread, beside other items and the next band's reads. `fn` is
  * then called alone once every item of the band is done. */
 typedef int64_t (*sp_band_plan_fn)(void *user, int stripe, const uint8_t *rgb,
-                                   int64_t stride, int64_t y0, int64_t rows,
+                                   size_t stride, int64_t y0, int64_t rows,
                                    sp_error *err);
 typedef bool (*sp_band_item_fn)(void *user, int64_t i, sp_error *err);
 
@@ -352,10 +352,10 @@ int64_t sp_band_rows_for(const sp_slide *s, int64_t band_rows);
 
 /* ---- encoding one tile ------------------------------------------------- */
 
-/* Encode a w x h packed RGB image (rows `pitch` bytes apart) with the
+/* Encode a w x h packed RGB image (rows `stride` bytes apart) with the
  * tile codec `format` into `out` (reset first). */
 bool sp_tile_encode(sp_tile_format format, int quality, const uint8_t *rgb,
-                    int w, int h, int64_t pitch, sp_buf *out, sp_error *err);
+                    int w, int h, size_t stride, sp_buf *out, sp_error *err);
 
 /* ==== a pyramid's files: their names, and reading them back ============
  * The one owner of the layout above (layout.c): the writers (dzi.c,

@@ -29,49 +29,49 @@
 /* ---- codecs (encode.c) ------------------------------------------------- */
 /* A codec keeps per-thread state (a TurboJPEG handle, a growable output
  * buffer); make one per thread, never share. */
-typedef struct sp_codec_state sp_codec_state;
+typedef struct sp__codec_state sp__codec_state;
 
 typedef struct {
     const char *name; /* also the file extension */
-    sp_codec_state *(*create)(int quality);
-    /* Encode w x h packed RGB rows `pitch` bytes apart. On success *out
+    sp__codec_state *(*create)(int quality);
+    /* Encode w x h packed RGB rows `stride` bytes apart. On success *out
      * points into the state's buffer (valid until the next call). */
-    bool (*encode)(sp_codec_state *st, const uint8_t *rgb, int w, int h,
-                   int64_t pitch, const uint8_t **out, size_t *n, char *why,
+    bool (*encode)(sp__codec_state *st, const uint8_t *rgb, int w, int h,
+                   size_t stride, const uint8_t **out, size_t *n, char *why,
                    size_t why_n);
-    void (*destroy)(sp_codec_state *st);
-} sp_codec_ops;
+    void (*destroy)(sp__codec_state *st);
+} sp__codec_ops;
 
-const sp_codec_ops *sp__codec(sp_tile_format f);
+const sp__codec_ops *sp__codec(sp_tile_format f);
 
 /* ---- geometry ---------------------------------------------------------- */
 typedef struct {
     int64_t w, h;       /* pixels */
     int64_t cols, rows; /* tiles */
-} sp_geom_level;
+} sp__geom_level;
 
 /* ---- writers (dzi.c, tiff.c) ------------------------------------------- */
-typedef struct sp_writer sp_writer;
+typedef struct sp__writer sp__writer;
 
 typedef struct {
     const char *name;
     /* Create the temporary output (refusing an existing final one unless
      * force). `p` is fully set up except for the writer. */
-    sp_writer *(*open)(sp_pyramid *p, sp_error *err);
+    sp__writer *(*open)(sp_pyramid *p, sp_error *err);
     /* Store one encoded tile; called from many threads at once. Level d is
      * the pyramid's index (0 = full resolution). */
-    bool (*put)(sp_writer *w, int d, int64_t col, int64_t row,
+    bool (*put)(sp__writer *w, int d, int64_t col, int64_t row,
                 const uint8_t *data, size_t n, sp_error *err);
     /* Everything written: complete the output, write `sidecar` (JSON) and
      * rename all into place. */
-    bool (*finish)(sp_writer *w, const char *sidecar, size_t sidecar_n,
+    bool (*finish)(sp__writer *w, const char *sidecar, size_t sidecar_n,
                    sp_error *err);
     /* Remove temporaries and free (also after a failed finish). */
-    void (*abort)(sp_writer *w);
-} sp_writer_ops;
+    void (*abort)(sp__writer *w);
+} sp__writer_ops;
 
-extern const sp_writer_ops sp__dzi_writer;
-extern const sp_writer_ops sp__tiff_writer;
+extern const sp__writer_ops sp__dzi_writer;
+extern const sp__writer_ops sp__tiff_writer;
 
 /* ---- the pyramid ------------------------------------------------------- */
 typedef struct {
@@ -93,13 +93,13 @@ typedef struct {
     uint8_t *down;     /* output rows for the next level (its buf_w) */
     int64_t down_cap;  /* rows */
     uint8_t *manifest; /* cols*rows: 1 written, 0 skipped */
-} sp_plevel;
+} sp__plevel;
 
 typedef struct {
-    sp_codec_state *codec;
+    sp__codec_state *codec;
     uint8_t *scratch; /* a padded tile (TIFF edge tiles) */
     sp_error err;
-} sp_pthread;
+} sp__pthread;
 
 struct sp_pyramid {
     sp_pyramid_opts prm; /* strings below are our copies */
@@ -108,7 +108,7 @@ struct sp_pyramid {
     int T, O;
     bool pad_edges; /* TIFF: edge tiles are T x T, padded */
     int nlevels;
-    sp_plevel lv[SP_TILER_MAX_LEVELS];
+    sp__plevel lv[SP_TILER_MAX_LEVELS];
     /* stripes: levels 0..k per stripe; with more than one stripe, level
      * k's core columns go to `tail` and levels k+1.. are built from it */
     int k, nstripes, stripe;
@@ -116,10 +116,10 @@ struct sp_pyramid {
     int64_t push_max; /* most level-0 rows one push holds (band rows) */
     uint8_t *tail;    /* level k, whole: lv[k].w x lv[k].h */
     int threads;
-    sp_pthread *pt; /* one slot per thread, used only by that thread */
-    const sp_codec_ops *codec;
-    const sp_writer_ops *wops;
-    sp_writer *writer;
+    sp__pthread *pt; /* one slot per thread, used only by that thread */
+    const sp__codec_ops *codec;
+    const sp__writer_ops *wops;
+    sp__writer *writer;
     int64_t tiles_total, tiles_done, tiles_written, tiles_skipped;
     _Atomic int64_t bytes;
     uint8_t *bg_tile; /* TIFF: encoded solid background tile */

@@ -37,7 +37,7 @@ static int cmp_name(const void *a, const void *b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-void sp_free_names(char **names, size_t n) {
+void sp_dir_names_free(char **names, size_t n) {
     if (!names)
         return;
     for (size_t i = 0; i < n; i++)
@@ -84,7 +84,7 @@ char **sp_dir_names(const char *dir, size_t *n) {
         if (k == cap) {
             char **nv = realloc(names, 2 * cap * sizeof *nv);
             if (!nv) {
-                sp_free_names(names, k);
+                sp_dir_names_free(names, k);
                 names = NULL;
                 break;
             }
@@ -92,7 +92,7 @@ char **sp_dir_names(const char *dir, size_t *n) {
             cap *= 2;
         }
         if (!(names[k] = strdup(e->d_name))) {
-            sp_free_names(names, k);
+            sp_dir_names_free(names, k);
             names = NULL;
             break;
         }

@@ -173,10 +173,10 @@ const char *sp_basename(const char *path);
 char *sp_path_join(const char *dir, const char *name);
 /* The names in folder `dir`, sorted (strcmp), without those starting with
  * '.' (".", "..", hidden files, our temporaries): malloc'd, *n of them,
- * freed with sp_free_names. NULL with errno set when the folder cannot be
+ * freed with sp_dir_names_free. NULL with errno set when the folder cannot be
  * listed or memory runs out. */
 char **sp_dir_names(const char *dir, size_t *n);
-void sp_free_names(char **names, size_t n);
+void sp_dir_names_free(char **names, size_t n);
 
 /* A growable list of malloc'd strings; zero-initialise, free with
  * sp_strvec_free (which leaves it empty and reusable; accepts NULL). */

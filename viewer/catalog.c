@@ -409,7 +409,7 @@ static bool scan_dir(sp_catalog *c, const char *dir, sp_error *err) {
             }
             free(p);
         }
-    sp_free_names(names, n);
+    sp_dir_names_free(names, n);
     return ok;
 }
 
