@@ -375,14 +375,6 @@ bool sp__attr_get_f64(hid_t obj, const char *name, double *out, size_t n,
 
 /* ---- time and files ---------------------------------------------------- */
 
-double sp__wall_time(void) {
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (double)tv.tv_sec + (double)tv.tv_usec * 1e-6;
-}
-
-void sp__format_time(double t, char out[32]) { sp_format_utc(t, out); }
-
 bool sp__fsync_path(const char *path) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)

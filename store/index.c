@@ -385,7 +385,7 @@ bool sp_store_index(const char *out_path, const char *const *paths, size_t n,
     }
     int64_t ver = SP_STORE_SCHEMA_VERSION, nslides = (int64_t)n;
     char now[32];
-    sp__format_time(sp__wall_time(), now);
+    sp_format_utc(sp_wall_clock(), now);
     if (!sp__attr_put_str(file, SPS_ATTR_SCHEMA, SP_STORE_COHORT_SCHEMA,
                           out_path, err) ||
         !sp__attr_put_i64(file, SPS_ATTR_VERSION, &ver, 1, out_path, err) ||

@@ -69,10 +69,6 @@ bool sp__attr_get_i64(hid_t obj, const char *name, int64_t *out, size_t n,
 bool sp__attr_get_f64(hid_t obj, const char *name, double *out, size_t n,
                       const char *file, sp_error *err);
 
-/* ISO 8601 UTC ("2024-05-01T12:00:00Z") of Unix seconds. */
-void sp__format_time(double unix_seconds, char out[32]);
-/* Unix seconds now. */
-double sp__wall_time(void);
 /* fsync a path (file or directory); false with errno set. */
 bool sp__fsync_path(const char *path);
 

@@ -128,8 +128,8 @@ static bool write_root_attrs(sp_store_writer *w, const sp_store_meta *m,
     int64_t ver = SP_STORE_SCHEMA_VERSION;
     int64_t wh[2] = {m->width, m->height};
     char start[32];
-    sp__format_time(isnan(m->start_time) ? sp__wall_time() : m->start_time,
-                    start);
+    sp_format_utc(isnan(m->start_time) ? sp_wall_clock() : m->start_time,
+                  start);
     if (!sp__attr_put_str(r, SPS_ATTR_SCHEMA, SP_STORE_SCHEMA, f, err) ||
         !sp__attr_put_i64(r, SPS_ATTR_VERSION, &ver, 1, f, err) ||
         !sp__attr_put_str(r, "source_file", m->source_file, f, err) ||
@@ -543,7 +543,7 @@ bool sp_store_commit(sp_store_writer *w, sp_error *err) {
     }
     if (!flush_rows(w, true, err))
         goto out;
-    sp__format_time(isnan(w->end_time) ? sp__wall_time() : w->end_time, end);
+    sp_format_utc(isnan(w->end_time) ? sp_wall_clock() : w->end_time, end);
     if (!sp__attr_put_str(w->file, "end_time", end, w->path, err))
         goto out;
     sp__close_any(w->summary);
