@@ -26,14 +26,6 @@ void sp__staging_free(sp__staging *g) {
     g->main_tiles = -1;
 }
 
-static char *cat(const char *a, size_t alen, const char *b) {
-    size_t n = alen + strlen(b) + 1;
-    char *s = malloc(n);
-    if (s)
-        snprintf(s, n, "%.*s%s", (int)alen, a, b);
-    return s;
-}
-
 /* Record final path `fin` (copied) staged at `stg` (taken). */
 static bool stage_add(sp__staging *g, const char *fin, char *stg, bool is_dir) {
     char *f = fin ? strdup(fin) : NULL;
@@ -149,7 +141,7 @@ void sp__unstage_msg(const sp__staging *g, sp_error *err) {
 static void clean_stale_of(const char *fin) {
     const char *base = sp_basename(fin);
     size_t dirlen = (size_t)(base - fin), n = strlen(base);
-    char *dir = dirlen ? cat(fin, dirlen, "") : strdup(".");
+    char *dir = dirlen ? strndup(fin, dirlen) : strdup(".");
     DIR *d = dir ? opendir(dir) : NULL;
     struct dirent *e;
     while (d && (e = readdir(d)) != NULL) {

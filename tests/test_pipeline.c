@@ -92,22 +92,33 @@ static void test_ok_record(void) {
     free(slide);
 }
 
-/* A file OpenSlide's vendor detection rejects is not a slide; one it
- * detects but cannot open is an unreadable slide. */
-static void expect_open_failure(const char *path, const char *name) {
+/* Run a job on `path` into tmpdir/name that must fail: its message names
+ * the file, the record and `err` agree, no output is left. `cancel`
+ * preset when true. */
+static void fail_job(const char *path, const char *name, bool cancel,
+                     sp_run_result *r) {
     char stem[4096], h5[4096];
     sp_run_opts o;
     opts_for(&o, name, stem, h5, sizeof stem);
-    sp_run_result r;
+    volatile sig_atomic_t flag = cancel;
+    o.cancel = &flag;
     sp_error e = {0};
-    CU_ASSERT_FALSE(sp_run_slide(path, &o, &r, &e));
+    CU_ASSERT_FALSE(sp_run_slide(path, &o, r, &e));
+    CU_ASSERT_EQUAL(e.code, r->code);
+    CU_ASSERT_STRING_EQUAL(e.msg, r->error);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r->error, path)); /* names the file */
+    CU_ASSERT_STRING_NOT_EQUAL(r->stage, "done");
+    expect_no_outputs(stem);
+}
+
+/* A file OpenSlide's vendor detection rejects is not a slide; one it
+ * detects but cannot open is an unreadable slide. */
+static void expect_open_failure(const char *path, const char *name) {
+    sp_run_result r;
+    fail_job(path, name, false, &r);
     const bool detected = openslide_detect_vendor(path) != NULL;
     CU_ASSERT_EQUAL(r.code, detected ? SP_ERR_INPUT : SP_ERR_NOT_SLIDE);
-    CU_ASSERT_EQUAL(e.code, r.code);
-    CU_ASSERT_STRING_EQUAL(e.msg, r.error);
-    CU_ASSERT_PTR_NOT_NULL(strstr(r.error, path)); /* names the file */
     CU_ASSERT_STRING_EQUAL(r.stage, "open");
-    expect_no_outputs(stem);
 }
 
 static void test_not_a_slide(void) {
@@ -127,30 +138,18 @@ static void test_not_a_slide(void) {
 /* A slide that opens but whose pixels cannot be read. */
 static void test_unreadable(void) {
     char *slide = sp_test_path("unreadable.svs");
-    char stem[4096], h5[4096];
-    sp_run_opts o;
-    opts_for(&o, "unreadable", stem, h5, sizeof stem);
     sp_run_result r;
-    CU_ASSERT_FALSE(sp_run_slide(slide, &o, &r, NULL));
+    fail_job(slide, "unreadable", false, &r);
     CU_ASSERT_EQUAL(r.code, SP_ERR_INPUT);
-    CU_ASSERT_PTR_NOT_NULL(strstr(r.error, slide));
-    CU_ASSERT_STRING_NOT_EQUAL(r.stage, "done");
-    expect_no_outputs(stem);
     free(slide);
 }
 
 static void test_cancelled(void) {
     char *slide = sp_test_path("CMU-1-Small-Region.svs");
-    char stem[4096], h5[4096];
-    sp_run_opts o;
-    opts_for(&o, "cancelled", stem, h5, sizeof stem);
-    volatile sig_atomic_t cancel = 1;
-    o.cancel = &cancel;
     sp_run_result r;
-    CU_ASSERT_FALSE(sp_run_slide(slide, &o, &r, NULL));
+    fail_job(slide, "cancelled", true, &r);
     CU_ASSERT_EQUAL(r.code, SP_ERR_CANCELLED);
     CU_ASSERT_STRING_EQUAL(sp_errcode_name(r.code), "cancelled");
-    expect_no_outputs(stem);
     free(slide);
 }
 
