@@ -1,9 +1,9 @@
-/* libFuzzer target: the batch's reader of OUTDIR/<id>/done.json (its own
- * small JSON reader in pipeline/batch.c, reached through
- * sp__batch_already_done). Input: the done.json bytes. A private OUTDIR
- * holds s1/ with the four outputs (empty stand-ins), so a done.json that
- * records the candidate's quickhash and fingerprint is taken as done and
- * its run figures are read. Checks: the verdict is the same twice. */
+/* libFuzzer target: the batch's reader of OUTDIR/<id>/done.json (json-c,
+ * in pipeline/batch_resume.c, reached through sp__batch_already_done). Input:
+ * the done.json bytes. A private OUTDIR holds s1/ with the four outputs (empty
+ * stand-ins), so a done.json that records the candidate's quickhash and
+ * fingerprint is taken as done and its run figures are read. Checks: the
+ * verdict is the same twice. */
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>

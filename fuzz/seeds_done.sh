@@ -1,5 +1,5 @@
 #!/bin/sh
-# Seeds of fuzz_done: done.json in the form pipeline/batch.c writes it,
+# Seeds of fuzz_done: done.json in the form pipeline/batch_resume.c writes it,
 # with the target's quickhash and fingerprint (so the run figures are
 # read), and variants.
 set -eu
