@@ -6,7 +6,7 @@
 set -eu
 
 PKGS="
-build-essential cmake pkg-config clang-format git
+build-essential cmake pkg-config clang-format git help2man
 libopenslide-dev openslide-tools libglib2.0-dev
 libtiff-dev libtiff-tools
 libvips-dev libvips-tools
