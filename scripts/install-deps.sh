@@ -6,7 +6,7 @@
 set -eu
 
 PKGS="
-build-essential cmake pkg-config clang-format git
+build-essential cmake pkg-config clang-format git help2man
 libopenslide-dev openslide-tools libglib2.0-dev
 libtiff-dev libtiff-tools
 libvips-dev libvips-tools
@@ -17,7 +17,7 @@ libturbojpeg0-dev libjpeg-turbo-progs libjpeg-dev libpng-dev libwebp-dev
 libmicrohttpd-dev libjson-c-dev
 chromium wrk iipimage-server lighttpd nodejs
 python3 python3-openslide python3-numpy python3-skimage python3-h5py python3-pandas python3-websocket
-time
+time strace
 "
 
 missing=""

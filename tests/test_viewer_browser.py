@@ -118,6 +118,16 @@ def start_chromium(profile):
     raise RuntimeError("no page target")
 
 
+def stop_chromium(chrome):
+    """Kill start_chromium's browser and its helpers; accepts None."""
+    if chrome:
+        try:
+            os.killpg(chrome.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        chrome.wait()
+
+
 A11Y_JS = r"""
 (() => {
   const out = {unnamed: [], contrast: []};
@@ -276,12 +286,7 @@ def main():
                if e["method"] == "Runtime.exceptionThrown"]
         check(not exc, f"no JavaScript exceptions: {str(exc)[:300]}")
     finally:
-        if chrome:
-            try:
-                os.killpg(chrome.pid, signal.SIGKILL)
-            except OSError:
-                pass
-            chrome.wait()
+        stop_chromium(chrome)
         if srv:
             srv.send_signal(signal.SIGTERM)
             try:
