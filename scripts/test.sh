@@ -7,7 +7,7 @@
 # checkout).
 set -eu
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh
+scripts/install-deps.sh runtime build test
 export SLIDEPIPE_TESTDATA="${SLIDEPIPE_TESTDATA:-$(cd .. && pwd)/shared/testdata}"
 if [ ! -f "$SLIDEPIPE_TESTDATA/MANIFEST.tsv" ]; then
     echo "test.sh: no test slides at $SLIDEPIPE_TESTDATA (set SLIDEPIPE_TESTDATA)" >&2
