@@ -42,8 +42,12 @@ typedef struct {
                                 most this many pixels; 0: 16 Mi */
     int overviews;           /* overviews in memory at once (LRU); 0: 2 */
     int overview_threads;    /* readers building one; 0: cores */
-    const char *asset_dir;   /* holds static/ and node_modules/; NULL: the
-                                viewer/ folder of the source tree */
+    const char *asset_dir;   /* the browser assets' folder (static/NAME, or
+                                OpenSeadragon under node_modules/ as npm
+                                lays it out), the only one tried; NULL:
+                                <folder of the running binary>/../share/
+                                slidepipe/viewer when it holds them, else
+                                the viewer/ folder of the source tree */
 } sp_catalog_opts;
 
 typedef struct sp_catalog sp_catalog;

@@ -113,8 +113,10 @@ struct sp_catalog {
 sp_vslide *sp__catalog_find(const sp_catalog *c, const char *id);
 
 /* ---- browser assets (assets.c) ----------------------------------------- */
-/* Read every asset of sp__viewer_assets from c->opts.asset_dir (default
- * SP_VIEWER_DIR) into c->assets; false with err set when one is missing. */
+/* Read every asset of sp__viewer_assets into c->assets from the first
+ * folder that holds them all: c->opts.asset_dir alone when set, else the
+ * installed folder beside the binary, else SP_VIEWER_DIR (assets.c). False
+ * with err naming every file tried when none does. */
 bool sp__assets_load(sp_catalog *c, sp_error *err);
 void sp__assets_free(sp_catalog *c);
 /* The asset called `name`, or NULL. */
