@@ -30,4 +30,12 @@ scripts/build.sh build-fuzz -DSP_FUZZ=ON -DCMAKE_C_COMPILER=clang
 echo "== ctest (build-fuzz)"
 (cd build-fuzz && SLIDEPIPE_BIN="$PWD/../build/cli/slidepipe" \
     ctest --output-on-failure -j"$jobs") || status=1
+# the Debian package: built, checked by lintian, installed, run from
+# /usr/bin, removed (it installs into the system, so it runs alone, last)
+echo "== .deb (tests/test_deb.sh)"
+if [ "$(id -u)" -eq 0 ]; then
+    tests/test_deb.sh || status=1
+else
+    echo "test.sh: tests/test_deb.sh skipped: it installs the package and needs root" >&2
+fi
 exit $status
