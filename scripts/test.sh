@@ -2,9 +2,10 @@
 # Install what is missing, build, and run every test: the normal build and
 # the ASan/UBSan build run the same ctest suites, then the libFuzzer build
 # (build-fuzz, clang) runs each fuzz target for a few seconds from its
-# seeds (docs/FUZZING.md). Exits non-zero on any failure. Test slides
-# come from $SLIDEPIPE_TESTDATA (default ../shared/testdata beside the
-# checkout).
+# seeds (docs/FUZZING.md), and as root the Debian package is built,
+# installed, run and removed (tests/test_deb.sh). Exits non-zero on any
+# failure. Test slides come from $SLIDEPIPE_TESTDATA (default
+# ../shared/testdata beside the checkout).
 set -eu
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh runtime build test
