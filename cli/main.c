@@ -4,6 +4,9 @@
 #include <string.h>
 
 #include "ingest.h"
+#include "store.h"
+#include "tiler.h"
+#include "viewer.h"
 
 static const sp_command commands[] = {
     {"info", "describe slides: levels, resolution, vendor, properties",
@@ -32,11 +35,59 @@ static void usage(FILE *f) {
     fprintf(f, "\n"
                "Options:\n"
                "  -h, --help     show this help\n"
-               "  -V, --version  show the version\n"
+               "  -V, --version  show the version and those of the libraries\n"
+               "                 it runs with, one a line (--json: as JSON)\n"
                "\n"
                "Run 'slidepipe COMMAND --help' for a command's options.\n"
                "Exit status: 0 ok, 1 unreadable input, 2 usage error,\n"
                "3 output error, 4 internal error, 130 interrupted.\n");
+}
+
+/* slidepipe --version [--json]: each module names its own libraries. */
+static int version(int argc, char **argv) {
+    bool json = argc == 3 && strcmp(argv[2], "--json") == 0;
+    if (argc > 2 && !json) {
+        sp_cli_error(NULL, "--version takes only --json");
+        return SP_EXIT_USAGE;
+    }
+    sp_lib_versions l = {0};
+    sp_ingest_versions(&l);
+    sp_tiler_versions(&l);
+    sp_store_versions(&l);
+    sp_viewer_versions(&l);
+    if (!json) {
+        printf("slidepipe %s\n", SP_VERSION);
+        for (size_t i = 0; i < l.n; i++)
+            printf("%-14s %s%s\n", l.lib[i].name, l.lib[i].version,
+                   l.lib[i].compile_time ? " (its headers at build time)" : "");
+        return SP_EXIT_OK;
+    }
+    sp_buf b;
+    sp_buf_init(&b);
+    sp_json j;
+    sp_json_init(&j, &b, false);
+    sp_json_begin_object(&j);
+    sp_json_key(&j, "slidepipe");
+    sp_json_string(&j, SP_VERSION);
+    sp_json_key(&j, "libraries");
+    sp_json_begin_array(&j);
+    for (size_t i = 0; i < l.n; i++) {
+        sp_json_begin_object(&j);
+        sp_json_key(&j, "name");
+        sp_json_string(&j, l.lib[i].name);
+        sp_json_key(&j, "version");
+        sp_json_string(&j, l.lib[i].version);
+        sp_json_key(&j, "read");
+        sp_json_string(&j, l.lib[i].compile_time ? "compile time" : "run time");
+        sp_json_end_object(&j);
+    }
+    sp_json_end_array(&j);
+    sp_json_end_object(&j);
+    bool ok = !b.oom;
+    if (ok)
+        printf("%s\n", b.data);
+    sp_buf_free(&b);
+    return ok ? SP_EXIT_OK : SP_EXIT_INTERNAL;
 }
 
 int main(int argc, char **argv) {
@@ -51,9 +102,7 @@ int main(int argc, char **argv) {
         return SP_EXIT_OK;
     }
     if (strcmp(c, "-V") == 0 || strcmp(c, "--version") == 0) {
-        printf("slidepipe %s (OpenSlide %s)\n", SP_VERSION,
-               sp_openslide_version());
-        return SP_EXIT_OK;
+        return version(argc, argv);
     }
     for (size_t i = 0; i < N_COMMANDS; i++)
         if (strcmp(c, commands[i].name) == 0)

@@ -150,8 +150,10 @@ bool sp_slide_not_a_slide(const char *path);
 typedef enum { SP_EXT_OTHER = 0, SP_EXT_IMAGE, SP_EXT_SLIDE } sp_ext_kind;
 sp_ext_kind sp_slide_ext_kind(const char *name);
 
-/* OpenSlide's library version string. */
-const char *sp_openslide_version(void);
+/* Add the versions of the libraries ingest reads slides with: OpenSlide,
+ * libtiff, GLib (read from the loaded libraries) and libjpeg-turbo (its
+ * headers' version: libjpeg has no run-time call). */
+void sp_ingest_versions(sp_lib_versions *l);
 
 #ifdef __cplusplus
 }

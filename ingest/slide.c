@@ -4,6 +4,7 @@
 #include "ingest_private.h"
 
 #include <errno.h>
+#include <jconfig.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,7 +14,19 @@
 
 #include <glib.h>
 
-const char *sp_openslide_version(void) { return openslide_get_version(); }
+void sp_ingest_versions(sp_lib_versions *l) {
+    sp_lib_versions_add(l, "OpenSlide", false, "%s", openslide_get_version());
+    /* "LIBTIFF, Version 4.5.0\nCopyright ..." */
+    const char *t = strstr(TIFFGetVersion(), "Version ");
+    sp_lib_versions_add(l, "libtiff", false, "%.*s",
+                        t ? (int)strcspn(t + 8, " \n") : 1, t ? t + 8 : "?");
+    sp_lib_versions_add(l, "libjpeg-turbo", true, "%d.%d.%d",
+                        LIBJPEG_TURBO_VERSION_NUMBER / 1000000,
+                        LIBJPEG_TURBO_VERSION_NUMBER / 1000 % 1000,
+                        LIBJPEG_TURBO_VERSION_NUMBER % 1000);
+    sp_lib_versions_add(l, "GLib", false, "%u.%u.%u", glib_major_version,
+                        glib_minor_version, glib_micro_version);
+}
 
 /* OpenSlide reads TIFF-based formats through the process's libtiff, whose
  * default handlers print on stderr ("Raster width ... adapted",

@@ -1,4 +1,5 @@
-/* HDF5 helpers: quiet errors folded into sp_error, attributes, time. */
+/* HDF5 helpers: quiet errors folded into sp_error, attributes, time, the
+ * library versions. */
 #include <pthread.h>
 #include "store_private.h"
 
@@ -10,6 +11,7 @@
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 /* HDF5 1.10 crashes in its exit handler (H5F__close_cb) when a file whose
  * close failed (disk full, file too large) is still in its ID table, so
@@ -392,4 +394,11 @@ bool sp__fsync_path(const char *path) {
     close(fd);
     errno = e;
     return r == 0 || e == EINVAL; /* some filesystems refuse dir fsync */
+}
+
+void sp_store_versions(sp_lib_versions *l) {
+    unsigned maj = 0, min = 0, rel = 0;
+    H5get_libversion(&maj, &min, &rel);
+    sp_lib_versions_add(l, "HDF5", false, "%u.%u.%u", maj, min, rel);
+    sp_lib_versions_add(l, "zlib", false, "%s", zlibVersion());
 }

@@ -324,6 +324,10 @@ sp_query_vtype sp_query_column_type(const sp_query *q, size_t i);
 /* The option of the last SP_ERR_USAGE error, else SP_QUERY_FIELD_NONE. */
 sp_query_field sp_query_error_field(const sp_query *q);
 
+/* ---- versions ----------------------------------------------------------- */
+/* Add the versions of the loaded HDF5 and zlib. */
+void sp_store_versions(sp_lib_versions *l);
+
 #ifdef __cplusplus
 }
 #endif

@@ -65,6 +65,76 @@ def expect_fields(obj, path):
     s.close()
 
 
+# --version's libraries -> the soname each is loaded as (ldd), whose Debian
+# package gives an independent version (dpkg); compile-time ones are
+# checked against pkg-config (the headers built against)
+SONAMES = {"OpenSlide": "libopenslide.so", "libtiff": "libtiff.so",
+           "libjpeg-turbo": "libjpeg.so", "GLib": "libglib-2.0.so",
+           "libpng": "libpng16.so", "libwebp": "libwebp.so",
+           "json-c": "libjson-c.so", "HDF5": "libhdf5", "zlib": "libz.so",
+           "libmicrohttpd": "libmicrohttpd.so"}
+PKGCONFIG = {"libjpeg-turbo": "libjpeg"}
+
+
+def dpkg_upstream(path):
+    """Upstream version of the Debian package holding `path`: 1:1.2.13.dfsg-1
+    -> 1.2.13, 1.10.8+repack1-1 -> 1.10.8."""
+    for p in (path, "/usr" + path if not path.startswith("/usr/") else path[4:]):
+        r = subprocess.run(["dpkg-query", "-S", p], capture_output=True, text=True)
+        if r.returncode == 0:
+            pkg = r.stdout.splitlines()[0].rsplit(": ", 1)[0]  # zlib1g:amd64
+            v = subprocess.run(["dpkg-query", "-W", "-f=${Version}", pkg],
+                               capture_output=True, text=True).stdout
+            v = v.split(":", 1)[-1].split("-")[0]
+            for cut in ("+", "~", ".dfsg"):
+                v = v.split(cut)[0]
+            return v
+    return None
+
+
+def check_versions():
+    r = run("--version")
+    check(r.returncode == 0 and r.stderr == "", f"--version: exit {r.returncode}")
+    lines = r.stdout.splitlines()
+    check(lines and lines[0].startswith("slidepipe "), "--version: first line")
+    r = run("--version", "--json")
+    check(r.returncode == 0, "--version --json")
+    obj = json.loads(r.stdout)
+    libs = {lib["name"]: lib for lib in obj["libraries"]}
+    check(obj["slidepipe"] == lines[0].split()[1], "--version --json: slidepipe")
+    check(set(libs) == set(SONAMES), f"--version libraries: {sorted(libs)}")
+    # the human lines say the same, one line per library
+    for line, lib in zip(lines[1:], obj["libraries"]):
+        check(line.split()[:2] == [lib["name"], lib["version"]],
+              f"--version line {line!r}")
+    check(len(lines) == 1 + len(libs), "--version: one line per library")
+    ldd = subprocess.run(["ldd", BIN], capture_output=True, text=True).stdout
+    loaded = {}
+    for line in ldd.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[1] == "=>":
+            loaded[parts[0]] = parts[2]
+    for name, lib in libs.items():
+        if lib["read"] == "compile time":
+            want = subprocess.run(["pkg-config", "--modversion", PKGCONFIG[name]],
+                                  capture_output=True, text=True).stdout.strip()
+        else:
+            check(lib["read"] == "run time", f"{name}: read {lib['read']}")
+            path = next((p for so, p in loaded.items()
+                         if so.startswith(SONAMES[name])), None)
+            want = dpkg_upstream(path) if path else None
+        check(lib["version"] == want,
+              f"--version {name} {lib['version']}, its package says {want}")
+    # and the Python bindings' own view of the same libraries
+    import h5py
+    check(libs["OpenSlide"]["version"] == openslide.__library_version__,
+          "OpenSlide version against openslide-python")
+    check(libs["HDF5"]["version"] == h5py.version.hdf5_version,
+          "HDF5 version against h5py")
+    r = run("--version", "--bogus")
+    check(r.returncode == 2, "--version --bogus: usage error")
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="sp-info-")
     try:
@@ -138,8 +208,7 @@ def main():
         check(r.returncode == 0 and "info" in r.stdout, "top-level --help")
         r = run("info", "--help")
         check(r.returncode == 0 and "--json" in r.stdout, "info --help")
-        r = run("--version")
-        check(r.returncode == 0 and r.stdout.startswith("slidepipe "), "--version")
+        check_versions()
         for args in (["info"], ["info", "--bogus", good[0]], ["nosuchcommand"], []):
             r = run(*args)
             check(r.returncode == 2 and len(r.stderr.splitlines()) >= 1,

@@ -122,6 +122,16 @@ def start_chromium(profile):
     raise RuntimeError("no page target")
 
 
+def stop_chromium(chrome):
+    """Kill start_chromium's browser and its helpers; accepts None."""
+    if chrome:
+        try:
+            os.killpg(chrome.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        chrome.wait()
+
+
 A11Y_JS = r"""
 (() => {
   const out = {unnamed: [], contrast: []};
@@ -294,12 +304,7 @@ def main():
                 and e["params"]["type"] in ("error", "warning", "assert")]
         check(not cons, f"no console errors or warnings: {cons[:3]}")
     finally:
-        if chrome:
-            try:
-                os.killpg(chrome.pid, signal.SIGKILL)
-            except OSError:
-                pass
-            chrome.wait()
+        stop_chromium(chrome)
         if srv:
             srv.send_signal(signal.SIGTERM)
             try:

@@ -2,12 +2,14 @@
  * WebP (libwebp). One state per thread; no codec is hand-written. */
 #include "tiler_private.h"
 
+#include <json-c/json_c_version.h>
 #include <png.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <turbojpeg.h>
+#include <webp/decode.h>
 #include <webp/encode.h>
 
 struct sp_codec_state {
@@ -225,4 +227,12 @@ bool sp_tile_format_parse(const char *s, sp_tile_format *out) {
         return true;
     }
     return false;
+}
+
+void sp_tiler_versions(sp_lib_versions *l) {
+    sp_lib_versions_add(l, "libpng", false, "%s", png_get_libpng_ver(NULL));
+    int w = WebPGetEncoderVersion(); /* 0xMMmmrr */
+    sp_lib_versions_add(l, "libwebp", false, "%d.%d.%d", w >> 16 & 0xff,
+                        w >> 8 & 0xff, w & 0xff);
+    sp_lib_versions_add(l, "json-c", false, "%s", json_c_version());
 }

@@ -446,6 +446,11 @@ bool sp_sidecar_read(const char *path, const sp_dzi_info *dzi, sp_sidecar *out,
 /* Free what `s` holds and empty it; accepts NULL. */
 void sp_sidecar_free(sp_sidecar *s);
 
+/* ---- versions ----------------------------------------------------------- */
+/* Add the versions of the loaded libpng, libwebp and json-c (libtiff and
+ * libjpeg-turbo, shared with ingest, are ingest's to report). */
+void sp_tiler_versions(sp_lib_versions *l);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,15 +1,29 @@
-/* Clocks, core counts and strict number parsing. */
+/* Clocks, core counts, strict number parsing, the library version list. */
 #include "util.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
+
+void sp_lib_versions_add(sp_lib_versions *l, const char *name,
+                         bool compile_time, const char *fmt, ...) {
+    if (l->n >= SP_LIBS_MAX)
+        return;
+    sp_lib_version *v = &l->lib[l->n++];
+    v->name = name;
+    v->compile_time = compile_time;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(v->version, sizeof v->version, fmt, ap);
+    va_end(ap);
+}
 
 double sp_now(void) {
     struct timespec ts;

@@ -202,6 +202,31 @@ uint64_t sp_fnv1a(uint64_t h, const void *data, size_t n);
  * OOM. */
 char *sp_slide_id(const char *path);
 
+/* ---- library versions -------------------------------------------------- */
+/* The libraries a binary runs with, for `slidepipe --version`: each module
+ * adds its own (sp_ingest_versions, sp_tiler_versions, sp_store_versions,
+ * sp_viewer_versions), each library once; the CLI prints the list. */
+
+#define SP_LIBS_MAX 16
+
+typedef struct {
+    const char *name;  /* "OpenSlide" (static string) */
+    char version[32];  /* "3.4.1" */
+    bool compile_time; /* the headers' version at build time: the library
+                          has no call that says which one was loaded */
+} sp_lib_version;
+
+typedef struct {
+    sp_lib_version lib[SP_LIBS_MAX];
+    size_t n;
+} sp_lib_versions;
+
+/* Append one entry, its version formatted from fmt; ignored when the list
+ * is full. */
+void sp_lib_versions_add(sp_lib_versions *l, const char *name,
+                         bool compile_time, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* ---- misc -------------------------------------------------------------- */
 
 /* Monotonic seconds. */

@@ -733,3 +733,7 @@ void sp_server_stop(sp_server *s) {
     if (s)
         server_free(s);
 }
+
+void sp_viewer_versions(sp_lib_versions *l) {
+    sp_lib_versions_add(l, "libmicrohttpd", false, "%s", MHD_get_version());
+}

@@ -148,6 +148,10 @@ typedef struct {
  * path that names nothing. Never reads past the NUL of `uri`. */
 int sp_route_parse(const char *method, const char *uri, sp_route *out);
 
+/* ---- versions ----------------------------------------------------------- */
+/* Add the version of the loaded libmicrohttpd. */
+void sp_viewer_versions(sp_lib_versions *l);
+
 #ifdef __cplusplus
 }
 #endif
