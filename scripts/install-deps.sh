@@ -6,10 +6,11 @@
 # runtime  the shared libraries the installed slidepipe links (the .deb's
 #          Depends, computed by dpkg-shlibdeps, name the same packages)
 # build    compiler, CMake, -dev packages, clang-format, help2man (man
-#          pages), dpkg-dev (the .deb's dpkg-shlibdeps), nodejs; then
-#          viewer/install-assets.sh puts OpenSeadragon into
-#          viewer/node_modules with npm (it installs Debian's npm package
-#          when there is no npm command: some nodejs builds bundle npm)
+#          pages), dpkg-dev and file (CPack's .deb: dpkg-shlibdeps, ELF
+#          detection), nodejs; then viewer/install-assets.sh puts
+#          OpenSeadragon into viewer/node_modules with npm (it installs
+#          Debian's npm package when there is no npm command: some nodejs
+#          builds bundle npm)
 # test     tests and benchmarks: reference tools and Python modules,
 #          Chromium, the benchmark peers, strace, lintian, clang and its
 #          libFuzzer runtime and libomp (the fuzz targets)
@@ -22,7 +23,7 @@ libpng16-16 libwebp7 zlib1g libhdf5-103-1 libgomp1
 libjson-c5 libmicrohttpd12
 "
 BUILD="
-build-essential cmake pkg-config git clang-format help2man dpkg-dev
+build-essential cmake pkg-config git clang-format help2man dpkg-dev file
 libopenslide-dev libglib2.0-dev libtiff-dev libturbojpeg0-dev libjpeg-dev
 libpng-dev libwebp-dev zlib1g-dev libhdf5-dev libjson-c-dev
 libmicrohttpd-dev libcunit1-dev
