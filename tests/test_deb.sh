@@ -2,7 +2,8 @@
 # The Debian package end to end, as root on a Debian 12 machine
 # (scripts/test.sh runs it after the ctest suites; ~1-2 min):
 #   1. build it (scripts/package.sh, a Release build in build-release/)
-#   2. lintian: no errors (the tags found are printed)
+#   2. lintian: no errors, no warnings but those listed below (the tags
+#      found are printed)
 #   3. apt-get install ./slidepipe_*.deb: it may pull only packages of the
 #      Debian archive
 #   4. from a folder outside the source tree: /usr/bin/slidepipe --version,
@@ -66,11 +67,17 @@ case $deb in /*) ;; *) deb=$src/$deb ;; esac
 echo "test_deb: built $(basename "$deb"); Depends: $(dpkg-deb -f "$deb" Depends)"
 
 # ---- 2. lintian ----
-lintian --fail-on error --display-info "$deb" >"$tmp/lintian.log" 2>&1 || {
+# no errors, and no warnings but these (each with its reason):
+#   slidepipe-synth has no man page yet (the install rules generate the
+#   others with help2man; to be added there)
+allowed="W: slidepipe: no-manual-page [usr/bin/slidepipe-synth]"
+lintian --fail-on none --display-info "$deb" >"$tmp/lintian.log" 2>&1 || {
     cat "$tmp/lintian.log" >&2
-    fail "lintian found errors"
+    fail "lintian did not run"
 }
 grep -E '^[EWI]: ' "$tmp/lintian.log" | sed 's/^/test_deb: lintian: /' || true
+bad=$(grep -E '^[EW]: ' "$tmp/lintian.log" | grep -vxF "$allowed" || true)
+[ -z "$bad" ] || fail "lintian: $bad"
 
 # ---- 3. install ----
 # what apt would install besides slidepipe: only from the Debian archive

@@ -3,7 +3,9 @@
 # the .deb is made from it: the copyright file and changelog.gz in
 # /usr/share/doc/slidepipe (12.5, 12.7), man pages compressed with gzip -9n
 # (12.1), ELF files stripped of debugging symbols and of the .comment and
-# .note sections (10.1, as dh_strip does).
+# .note sections (10.1, as dh_strip does), permissions 0755 for folders
+# and bin/, 0644 for the rest whatever the umask was (10.9, as
+# dh_fixperms does).
 set(root ${CPACK_TEMPORARY_INSTALL_DIRECTORY}${CPACK_PACKAGING_INSTALL_PREFIX})
 if(NOT EXISTS ${root}/bin/slidepipe)
   message(FATAL_ERROR "prebuild.cmake: no ${root}/bin/slidepipe in the staging tree")
@@ -14,7 +16,8 @@ if(NOT EXISTS ${CPACK_SP_DEB_DOC}/copyright)
           "(viewer/install-assets.sh, then reconfigure)")
 endif()
 file(COPY ${CPACK_SP_DEB_DOC}/copyright ${CPACK_SP_DEB_DOC}/changelog.gz
-     DESTINATION ${root}/share/doc/slidepipe)
+     DESTINATION ${root}/share/doc/slidepipe
+     FILE_PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
 
 file(GLOB pages ${root}/share/man/man*/*.[1-9])
 foreach(p IN LISTS pages)
@@ -31,5 +34,15 @@ foreach(b IN LISTS bins)
                   RESULT_VARIABLE rc)
   if(NOT rc EQUAL 0)
     message(FATAL_ERROR "prebuild.cmake: strip ${b} failed")
+  endif()
+endforeach()
+
+file(GLOB_RECURSE paths LIST_DIRECTORIES true ${root}/*)
+foreach(p IN LISTS paths ITEMS ${root})
+  if(IS_DIRECTORY ${p} OR p MATCHES "^${root}/bin/")
+    file(CHMOD ${p} PERMISSIONS OWNER_READ OWNER_WRITE OWNER_EXECUTE
+         GROUP_READ GROUP_EXECUTE WORLD_READ WORLD_EXECUTE)
+  else()
+    file(CHMOD ${p} PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
   endif()
 endforeach()
