@@ -52,7 +52,6 @@ execute_process(COMMAND gzip -9n -c ${PROJECT_BINARY_DIR}/deb-changelog
 set(CPACK_GENERATOR DEB)
 set(CPACK_PACKAGE_NAME slidepipe)
 set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
-set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 # what Debian asks of the installed files, done on CPack's staging copy
 # (so `cmake --install` stays as it is): copyright and changelog, man
 # pages compressed, binaries stripped as dh_strip does
@@ -79,6 +78,6 @@ batches over folders of slides, and serves slides, pyramids and feature
 heatmaps to a browser (OpenSeadragon, included) from a local web server.")
 # package_source: the tracked files, not builds, assets or git
 set(CPACK_SOURCE_GENERATOR TGZ)
-set(CPACK_SOURCE_IGNORE_FILES "/\\\\.git/" "/build[^/]*/" "/node_modules/"
+set(CPACK_SOURCE_IGNORE_FILES "/\\\\.git/" "/\\\\.git$" "/build[^/]*/" "/node_modules/"
     "/demo-out/" "/out/" "/fuzz/corpus/" "/fuzz/artifacts/")
 include(CPack)

@@ -6,7 +6,10 @@
 # .note sections (10.1, as dh_strip does), permissions 0755 for folders
 # and bin/, 0644 for the rest whatever the umask was (10.9, as
 # dh_fixperms does).
-set(root ${CPACK_TEMPORARY_INSTALL_DIRECTORY}${CPACK_PACKAGING_INSTALL_PREFIX})
+if(NOT CPACK_GENERATOR STREQUAL "DEB")
+  return() # package_source's tarball: the source as it is
+endif()
+set(root ${CPACK_TEMPORARY_INSTALL_DIRECTORY}/usr) # the DEB generator's prefix
 if(NOT EXISTS ${root}/bin/slidepipe)
   message(FATAL_ERROR "prebuild.cmake: no ${root}/bin/slidepipe in the staging tree")
 endif()
