@@ -42,7 +42,8 @@ endforeach()
 
 file(GLOB_RECURSE paths LIST_DIRECTORIES true ${root}/*)
 foreach(p IN LISTS paths ITEMS ${root})
-  if(IS_DIRECTORY ${p} OR p MATCHES "^${root}/bin/")
+  get_filename_component(dir ${p} DIRECTORY)
+  if(IS_DIRECTORY ${p} OR dir STREQUAL "${root}/bin")
     file(CHMOD ${p} PERMISSIONS OWNER_READ OWNER_WRITE OWNER_EXECUTE
          GROUP_READ GROUP_EXECUTE WORLD_READ WORLD_EXECUTE)
   else()
