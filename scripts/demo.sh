@@ -5,7 +5,7 @@
 # then a query over the features. Outputs go to demo-out/ (gitignored).
 set -eu
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh
+scripts/install-deps.sh runtime build
 scripts/build.sh build >/dev/null
 sp=build/cli/slidepipe
 mkdir -p demo-out

@@ -2,12 +2,13 @@
 # Install what is missing, build, and run every test: the normal build and
 # the ASan/UBSan build run the same ctest suites, then the libFuzzer build
 # (build-fuzz, clang) runs each fuzz target for a few seconds from its
-# seeds (docs/FUZZING.md). Exits non-zero on any failure. Test slides
-# come from $SLIDEPIPE_TESTDATA (default ../shared/testdata beside the
-# checkout).
+# seeds (docs/FUZZING.md), and as root the Debian package is built,
+# installed, run and removed (tests/test_deb.sh). Exits non-zero on any
+# failure. Test slides come from $SLIDEPIPE_TESTDATA (default
+# ../shared/testdata beside the checkout).
 set -eu
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh
+scripts/install-deps.sh runtime build test
 export SLIDEPIPE_TESTDATA="${SLIDEPIPE_TESTDATA:-$(cd .. && pwd)/shared/testdata}"
 if [ ! -f "$SLIDEPIPE_TESTDATA/MANIFEST.tsv" ]; then
     echo "test.sh: no test slides at $SLIDEPIPE_TESTDATA (set SLIDEPIPE_TESTDATA)" >&2
@@ -30,4 +31,12 @@ scripts/build.sh build-fuzz -DSP_FUZZ=ON -DCMAKE_C_COMPILER=clang
 echo "== ctest (build-fuzz)"
 (cd build-fuzz && SLIDEPIPE_BIN="$PWD/../build/cli/slidepipe" \
     ctest --output-on-failure -j"$jobs") || status=1
+# the Debian package: built, checked by lintian, installed, run from
+# /usr/bin, removed (it installs into the system, so it runs alone, last)
+echo "== .deb (tests/test_deb.sh)"
+if [ "$(id -u)" -eq 0 ]; then
+    tests/test_deb.sh || status=1
+else
+    echo "test.sh: tests/test_deb.sh skipped: it installs the package and needs root" >&2
+fi
 exit $status

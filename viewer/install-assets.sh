@@ -4,7 +4,7 @@
 # (`npm ci`). `slidepipe serve` reads them from there at startup, so the
 # pages work with no internet access; the CMake build never needs the
 # network. Does nothing when the pinned version is already installed.
-# Called by scripts/install-deps.sh.
+# Called by scripts/install-deps.sh (its build group) and scripts/package.sh.
 set -eu
 cd "$(dirname "$0")"
 want=$(sed -n 's/.*"openseadragon": *"\([^"]*\)".*/\1/p' package.json | head -n 1)

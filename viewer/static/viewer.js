@@ -30,7 +30,8 @@
   });
   state.viewer = viewer;
   /* the canvas is the keyboard target (OpenSeadragon's own keys: arrows
-   * and W A S D pan, + and - zoom, 0 home); name it for screen readers */
+   * and W A S D pan, + and - zoom, for as long as they are held since
+   * OpenSeadragon 6; 0 home); name it for screen readers */
   viewer.canvas.setAttribute("aria-label",
       "Slide image. Arrow keys pan, plus and minus zoom, 0 shows the whole slide, H toggles the heatmap.");
   viewer.canvas.setAttribute("role", "img");
