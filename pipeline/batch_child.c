@@ -81,15 +81,6 @@ static void set_nonblock(int fd) {
         fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
-/* "OUTDIR/.<id>.tmp-<pid>/slide" and its ".h5" (malloc'd). */
-static bool out_names(const char *tmpdir, char **stem, char **h5) {
-    *stem = sp_path_join(tmpdir, SP__BATCH_OUT_BASE);
-    *h5 = *stem ? malloc(strlen(*stem) + 4) : NULL;
-    if (*h5)
-        sprintf(*h5, "%s.h5", *stem);
-    return *h5 != NULL;
-}
-
 bool sp__batch_spawn(sp_batch *b, sp__bslide *s) {
     char tmpname[300];
     snprintf(tmpname, sizeof tmpname, ".%s.tmp-%ld", s->id, (long)getpid());
@@ -100,7 +91,7 @@ bool sp__batch_spawn(sp_batch *b, sp__bslide *s) {
     bool ok = false;
     sp_error e = {0};
     int pr[2] = {-1, -1}, pe[2] = {-1, -1};
-    if (!final || !s->tmpdir || !out_names(s->tmpdir, &stem, &h5))
+    if (!final || !s->tmpdir || !sp__batch_out_names(s->tmpdir, &stem, &h5))
         goto out;
     ok = true;
     /* the stale result goes first, so its space is free for the new one */

@@ -137,6 +137,9 @@ bool sp__batch_plan(sp_batch *b, sp_error *err);
  * path choice and the outputs exist; fills what the summary shows. Not
  * static also for fuzz/fuzz_done.c. */
 bool sp__batch_already_done(sp_batch *b, sp__bslide *s);
+/* "DIR/slide", the stem the job is told, and "DIR/slide.h5" (malloc'd).
+ * False when out of memory. */
+bool sp__batch_out_names(const char *dir, char **stem, char **h5);
 /* The first of the job's outputs missing from `dir` (its file name,
  * malloc'd), or NULL when all are there. *oom when memory ran out. */
 char *sp__batch_missing_output(const char *dir, bool *oom);

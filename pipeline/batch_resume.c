@@ -13,26 +13,26 @@
 
 #define SP__BATCH_DONE_SCHEMA "slidepipe.batch-done"
 
+bool sp__batch_out_names(const char *dir, char **stem, char **h5) {
+    *stem = sp_path_join(dir, SP__BATCH_OUT_BASE);
+    *h5 = *stem ? malloc(strlen(*stem) + 4) : NULL;
+    if (*h5)
+        sprintf(*h5, "%s.h5", *stem);
+    return *h5 != NULL;
+}
+
 char *sp__batch_missing_output(const char *dir, bool *oom) {
-    *oom = false;
-    char *stem = sp_path_join(dir, SP__BATCH_OUT_BASE);
-    sp_pyramid_names n;
-    if (!stem || !sp_pyramid_names_init(&n, stem, SP_CONTAINER_DZI, NULL)) {
-        free(stem);
-        *oom = true;
-        return NULL;
-    }
-    sp_buf h5;
-    sp_buf_init(&h5);
-    sp_buf_printf(&h5, "%s.h5", stem);
-    const char *const all[] = {n.main, n.files, n.sidecar, h5.data};
+    char *stem = NULL, *h5 = NULL;
+    sp_pyramid_names n = {0};
+    *oom = !sp__batch_out_names(dir, &stem, &h5) ||
+           !sp_pyramid_names_init(&n, stem, SP_CONTAINER_DZI, NULL);
+    const char *const all[] = {n.main, n.files, n.sidecar, h5};
     char *missing = NULL;
-    *oom = h5.oom;
     for (size_t i = 0; !*oom && !missing && i < 4; i++)
         if (!sp_path_exists(all[i]) && !(missing = strdup(sp_basename(all[i]))))
             *oom = true;
-    sp_buf_free(&h5);
     sp_pyramid_names_free(&n);
+    free(h5);
     free(stem);
     return missing;
 }
@@ -40,26 +40,8 @@ char *sp__batch_missing_output(const char *dir, bool *oom) {
 /* done.json of a real run is a few KiB: more is not ours */
 #define DONE_MAX (1u << 20)
 
-/* The marker's text (NUL-terminated, malloc'd), or NULL. */
-static char *read_marker(const char *path) {
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return NULL;
-    char *text = malloc(DONE_MAX + 1);
-    size_t n = text ? fread(text, 1, DONE_MAX + 1, f) : 0;
-    bool bad = ferror(f) || n > DONE_MAX;
-    fclose(f);
-    if (!text || bad) {
-        free(text);
-        return NULL;
-    }
-    text[n] = '\0';
-    return text;
-}
-
 /* One whole JSON object (trailing white space allowed), or NULL. */
-static json_object *parse_object(const char *text) {
-    size_t n = strlen(text);
+static json_object *parse_object(const char *text, size_t n) {
     if (n > INT_MAX)
         return NULL;
     json_tokener *tok = json_tokener_new();
@@ -69,7 +51,7 @@ static json_object *parse_object(const char *text) {
     bool whole = o && json_tokener_get_error(tok) == json_tokener_success;
     if (whole)
         for (size_t i = json_tokener_get_parse_end(tok); i < n; i++)
-            if (!strchr(" \t\r\n", text[i]))
+            if (!text[i] || !strchr(" \t\r\n", text[i]))
                 whole = false;
     json_tokener_free(tok);
     if (!whole || !json_object_is_type(o, json_type_object)) {
@@ -105,8 +87,9 @@ static bool same(const char *a, const char *b) {
 bool sp__batch_already_done(sp_batch *b, sp__bslide *s) {
     char *dir = sp_path_join(b->outdir, s->id);
     char *done = dir ? sp_path_join(dir, SP__BATCH_DONE_FILE) : NULL;
-    char *text = done ? read_marker(done) : NULL;
-    json_object *o = text ? parse_object(text) : NULL;
+    size_t len = 0;
+    char *text = done ? sp_read_file(done, DONE_MAX, &len, NULL) : NULL;
+    json_object *o = text ? parse_object(text, len) : NULL;
     /* markers without "paths" predate path privacy: their outputs hold
      * absolute paths, so they are redone, as is a change of --full-paths */
     bool ok = o && same(str_of(o, "schema"), SP__BATCH_DONE_SCHEMA) &&
