@@ -3,6 +3,7 @@
 #include "batch_private.h"
 
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -32,7 +33,7 @@ sp_batch *sp_batch_new(const sp_batch_opts *o, sp_error *err) {
         return NULL;
     }
     b->o = *o;
-    b->lock_fd = -1;
+    b->lock_fd = b->shard_lock_fd = -1;
     b->outdir = strdup(o->outdir);
     if (!b->outdir)
         goto oom;
@@ -51,6 +52,33 @@ sp_batch *sp_batch_new(const sp_batch_opts *o, sp_error *err) {
         b->out_dev = st.st_dev;
         b->out_ino = st.st_ino;
     }
+    if (o->shard_count < 0 || o->shard_count > 1000000 ||
+        (o->shard_count > 0 &&
+         (o->shard_index < 0 || o->shard_index >= o->shard_count))) {
+        sp_error_set(err, SP_ERR_USAGE, NULL,
+                     "shard %d of %d: the index must be 0..count-1",
+                     o->shard_index, o->shard_count);
+        goto fail;
+    }
+    if (o->shard_count > 0 && (o->merge || o->transport)) {
+        sp_error_set(err, SP_ERR_USAGE, NULL,
+                     "a shard cannot also be a merge or a batch over MPI");
+        goto fail;
+    }
+    char names[2][64];
+    for (int k = 0; k < 2; k++) {
+        const char *ext = k ? "json" : "tsv";
+        if (o->shard_count > 0)
+            snprintf(names[k], sizeof names[k],
+                     "batch-summary.shard-%d-of-%d.%s", o->shard_index,
+                     o->shard_count, ext);
+        else
+            snprintf(names[k], sizeof names[k], "batch-summary.%s", ext);
+    }
+    b->summary_tsv = sp_path_join(b->outdir, names[0]);
+    b->summary_json = sp_path_join(b->outdir, names[1]);
+    if (!b->summary_tsv || !b->summary_json)
+        goto oom;
     b->counts.threads_total = b->o.threads;
     b->counts.eta = -1;
     return b;
@@ -69,11 +97,15 @@ void sp_batch_free(sp_batch *b) {
     free(b->v);
     if (b->lock_fd >= 0)
         close(b->lock_fd);
+    if (b->shard_lock_fd >= 0)
+        close(b->shard_lock_fd);
     free(b->outdir);
     free(b->common);
     free(b->cohort_error);
     free(b->cohort_path);
     free(b->summary_error);
+    free(b->summary_tsv);
+    free(b->summary_json);
     free(b);
 }
 
@@ -120,6 +152,8 @@ bool sp_batch_run(sp_batch *b, sp_error *err) {
         return false;
     if (!sp__batch_plan(b, err))
         return false;
+    if (!b->o.dry_run && b->o.shard_count > 0)
+        sp__batch_sweep_temps(b);
     if (b->o.cancel && *b->o.cancel)
         b->cancelling = true;
     sp__batch_emit(b, SP_BATCH_EV_PLANNED, NULL, NULL);
@@ -143,7 +177,8 @@ bool sp_batch_run(sp_batch *b, sp_error *err) {
     ign.sa_handler = SIG_IGN;
     sigemptyset(&ign.sa_mask);
     sigaction(SIGXFSZ, &ign, &old_xfsz);
-    bool ok = !b->cancelling ? sp__batch_run_all(b, err) : true;
+    bool ok = !b->cancelling && !b->o.merge ? sp__batch_run_all(b, err)
+                                             : true;
     if (ok && b->cancelling)
         for (size_t i = 0; i < b->n; i++)
             if (b->v[i]->pub.status == SP_BATCH_PENDING) {
@@ -151,7 +186,8 @@ bool sp_batch_run(sp_batch *b, sp_error *err) {
                 sp__set_str(&b->v[i]->error, "not started: batch interrupted");
                 sp__bslide_sync(b->v[i]);
             }
-    if (ok && !b->cancelling)
+    /* the cohort of a job array is the merge's */
+    if (ok && !b->cancelling && b->o.shard_count == 0)
         sp__batch_write_cohort(b);
     b->finished = ok;
     sp_error se = {0};

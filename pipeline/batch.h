@@ -104,6 +104,14 @@ typedef struct {
     int64_t tiles;           /* tiles written, -1 unknown */
     double tissue_area_mm2;  /* NAN unknown */
     double megapixels;
+    /* where it ran, in a batch over several processes (sp_batch_transport):
+     * the rank and its host; 0 and NULL in a local batch */
+    int rank;
+    const char *host;
+    /* the last batch over this OUTDIR left it running (it was stopped or
+     * killed): "in flight on rank R (HOST) when the previous batch
+     * stopped", or NULL */
+    const char *previous;
 } sp_batch_slide;
 
 typedef enum {
@@ -153,6 +161,21 @@ typedef struct {
     sp_batch_event_fn on_event;
     void *user;
     volatile sig_atomic_t *cancel; /* set non-zero to stop */
+    /* Beyond one machine (docs/CLUSTER.md); all off by default.
+     * transport  a batch over several processes (MPI ranks): rank 0 runs
+     *            sp_batch_run and hands slides out, the others call
+     *            sp_batch_work. NULL: a local batch.
+     * shard_count, shard_index  a job-array share: of the slides every
+     *            shard discovers alike, run only the `shard_index`th of
+     *            `shard_count` size-balanced shares (0 <= index < count;
+     *            count 0: no sharding); summaries go to
+     *            batch-summary.shard-K-of-N.{tsv,json}, no cohort.h5.
+     * merge      run nothing: take every slide's done.json as the shards
+     *            left them, write the summaries and cohort.h5; a slide
+     *            without one fails with the reason its shard recorded. */
+    const struct sp_batch_transport *transport;
+    int shard_index, shard_count;
+    bool merge;
 } sp_batch_opts;
 
 typedef struct sp_batch sp_batch;
@@ -196,6 +219,34 @@ const char *sp_batch_cohort_error(const sp_batch *b);
 const char *sp_batch_summary_error(const sp_batch *b);
 /* Path of the cohort file when it was written by this run, else NULL. */
 const char *sp_batch_cohort_path(const sp_batch *b);
+/* ---- several processes ------------------------------------------------- */
+
+/* How the processes of a batch reach each other: messages (bytes, at most
+ * a few KiB) between ranks 0..size-1, delivered whole and in order between
+ * any two ranks. Rank 0 coordinates (and runs slides with its own
+ * threads); the others are workers. An MPI binding is in batch_mpi.h. */
+typedef struct sp_batch_transport {
+    void *ctx;
+    int rank, size;
+    const char *host; /* this process's host name */
+    /* Send `len` bytes to rank `to`. False with `err` on failure. */
+    bool (*send)(void *ctx, int to, const void *msg, size_t len,
+                 sp_error *err);
+    /* Wait up to `timeout_ms` (0: just look) for a message from any rank:
+     * 1 with *msg (malloc'd, NUL-terminated), *len and *from; 0 when none
+     * came; -1 with `err` on failure. */
+    int (*recv)(void *ctx, int timeout_ms, int *from, char **msg, size_t *len,
+                sp_error *err);
+} sp_batch_transport;
+
+/* A worker (rank > 0 of o->transport): ask rank 0 for slides, run each in
+ * a forked child with o->threads threads in all (<= 0: all cores), write
+ * its OUTDIR/<id> and done.json as a local batch does, send the result
+ * back, until rank 0 says stop. Events (START, FINISH) go to o->on_event
+ * for this worker's log. False with `err` when the transport fails or
+ * memory runs out. */
+bool sp_batch_work(const sp_batch_opts *o, sp_error *err);
+
 /* Worst outcome: SP_OK when every slide is done or already done; else
  * the most severe category among the failures (INTERNAL > OUTPUT >
  * INPUT), counting a cohort or final summary failure as OUTPUT.

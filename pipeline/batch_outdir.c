@@ -5,16 +5,26 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <time.h>
 #include <unistd.h>
 
-/* Remove what dead batches left at the top of OUTDIR: hidden temporaries
- * ".NAME.tmp-PID" (our slide folders, summaries, the cohort). Safe: we
- * hold the lock, so nobody else is writing there. */
-static void remove_stale_temps(sp_batch *b) {
+/* Is the temporary ".NAME.tmp-PID" one of this shard's slides? */
+static bool shard_owns(const sp_batch *b, const char *tmp) {
+    const char *end = strstr(tmp, ".tmp-");
+    for (size_t i = 0; i < b->n; i++) {
+        const char *id = b->v[i]->id;
+        size_t l = id ? strlen(id) : 0;
+        if (l && (size_t)(end - tmp - 1) == l && strncmp(tmp + 1, id, l) == 0)
+            return true;
+    }
+    return false;
+}
+
+void sp__batch_sweep_temps(sp_batch *b) {
     DIR *d = opendir(b->outdir);
     if (!d)
         return;
@@ -22,12 +32,44 @@ static void remove_stale_temps(sp_batch *b) {
     while ((e = readdir(d)) != NULL) {
         if (e->d_name[0] != '.' || !strstr(e->d_name, ".tmp-"))
             continue;
+        if (b->o.shard_count > 0 && !shard_owns(b, e->d_name))
+            continue;
         char *p = sp_path_join(b->outdir, e->d_name);
         if (p)
             sp_remove_tree(p, NULL);
         free(p);
     }
     closedir(d);
+}
+
+/* OUTDIR/.shard-K-of-N.lock, held for the shard's life: one run of each
+ * shard at a time. */
+static bool lock_shard(sp_batch *b, sp_error *err) {
+    char name[64];
+    snprintf(name, sizeof name, ".shard-%d-of-%d.lock", b->o.shard_index,
+             b->o.shard_count);
+    char *lp = sp_path_join(b->outdir, name);
+    if (!lp)
+        return sp_error_set(err, SP_ERR_NOMEM, NULL, "out of memory");
+    b->shard_lock_fd = open(lp, O_RDWR | O_CREAT, 0666);
+    free(lp);
+    if (b->shard_lock_fd < 0)
+        return sp_error_errno(err, SP_ERR_OUTPUT, b->outdir, errno,
+                              "output directory is not writable");
+    for (int tries = 0;; tries++) {
+        if (flock(b->shard_lock_fd, LOCK_EX | LOCK_NB) == 0)
+            return true;
+        if (errno != EWOULDBLOCK && errno != EINTR)
+            return sp_error_errno(err, SP_ERR_OUTPUT, b->outdir, errno,
+                                  "cannot lock the output directory");
+        if (tries >= 100)
+            return sp_error_set(err, SP_ERR_OUTPUT, b->outdir,
+                                "shard %d of %d is already running on this "
+                                "output directory",
+                                b->o.shard_index, b->o.shard_count);
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
 }
 
 bool sp__batch_open_outdir(sp_batch *b, sp_error *err) {
@@ -43,9 +85,12 @@ bool sp__batch_open_outdir(sp_batch *b, sp_error *err) {
     if (b->lock_fd < 0)
         return sp_error_errno(err, SP_ERR_OUTPUT, b->outdir, errno,
                               "output directory is not writable");
-    /* children of a killed batch die with it, but not instantly */
+    /* children of a killed batch die with it, but not instantly. The
+     * shards of a job array share OUTDIR (each holds its own lock too);
+     * a whole batch or a merge has it alone. */
+    const bool shard = b->o.shard_count > 0;
     for (int tries = 0;; tries++) {
-        if (flock(b->lock_fd, LOCK_EX | LOCK_NB) == 0)
+        if (flock(b->lock_fd, (shard ? LOCK_SH : LOCK_EX) | LOCK_NB) == 0)
             break;
         if (errno != EWOULDBLOCK && errno != EINTR)
             return sp_error_errno(err, SP_ERR_OUTPUT, b->outdir, errno,
@@ -57,6 +102,8 @@ bool sp__batch_open_outdir(sp_batch *b, sp_error *err) {
         struct timespec ts = {0, 100 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
+    if (shard && !lock_shard(b, err))
+        return false;
     /* a probe write: a full or read-only file system fails here, once */
     char *probe = sp_path_join(b->outdir, ".batch-write-test");
     if (!probe)
@@ -78,6 +125,8 @@ bool sp__batch_open_outdir(sp_batch *b, sp_error *err) {
         return false;
     }
     free(probe);
-    remove_stale_temps(b);
+    /* a shard sweeps its own slides' once it knows them */
+    if (!shard)
+        sp__batch_sweep_temps(b);
     return true;
 }

@@ -76,11 +76,12 @@ static bool assign_ids(sp_batch *b, sp_error *err) {
     return true;
 }
 
-static int want_threads(const sp_batch *b, const sp__bslide *s) {
+/* Threads by size (at most 1 << 20), before any budget's cap. */
+static int want_threads(const sp__bslide *s) {
     double k = ceil(s->pub.megapixels / MP_PER_THREAD);
     if (!(k >= 1))
         k = 1;
-    return k > b->o.threads ? b->o.threads : (int)k;
+    return k > (1 << 20) ? 1 << 20 : (int)k;
 }
 
 /* Parameters: the canonical merge of the common and per-slide options. */
@@ -165,17 +166,25 @@ bool sp__batch_plan(sp_batch *b, sp_error *err) {
     }
     if (!assign_ids(b, err))
         return false;
+    /* a shard keeps its share of what every shard found alike */
+    if (b->o.shard_count > 0)
+        sp__batch_keep_shard(b);
+    sp__batch_read_previous(b);
     for (size_t i = 0; i < b->n; i++) {
         sp__bslide *s = b->v[i];
+        s->wire = i;
         if (!s->probed)
             continue;
         if (!plan_params(b, s, err))
             return false;
-        s->pub.threads = want_threads(b, s);
+        s->want = want_threads(s);
+        s->pub.threads = s->want > b->o.threads ? b->o.threads : s->want;
         if (!b->o.force && sp__batch_already_done(b, s))
             s->pub.status = SP_BATCH_ALREADY_DONE;
         else
             b->mp_total += s->pub.megapixels;
     }
+    if (b->o.merge)
+        sp__batch_merge_missing(b);
     return true;
 }

@@ -9,8 +9,12 @@
  *   batch_plan.c     ids, parameter fingerprints, the plan of every slide
  *   batch_resume.c   OUTDIR/<id>/done.json: read (resume) and write
  *   batch_outdir.c   the output folder: lock, write check, stale temps
+ *   batch_work.c     a worker process of a batch over several (MPI)
+ *   batch_sched.c    the loop: start what fits (here or on a worker),
+ *                    reap, cancel
+ *   batch_local.c    this process's children: start, watch, reap, signal
+ *   batch_wire.c     the messages between coordinator and workers
  *   batch_child.c    one slide's job in a forked child, its record back
- *   batch_sched.c    the loop: start what fits, reap, cancel
  *   batch_report.c   counts and events, summaries, the cohort
  *   batch_paths.c    how shared outputs name slides and folders
  *
@@ -21,6 +25,7 @@
 #define SP_BATCH_PRIVATE_H
 
 #include <string.h>
+#include <poll.h>
 #include <sys/types.h>
 
 #include "batch.h"
@@ -49,6 +54,10 @@ typedef struct {
      * scrubbed from shared error texts ("" when none) */
     char *rel, *root;
     char *stage, *error;
+    char *host;  /* the worker's, in a batch over several processes */
+    char *previous; /* what the last batch's summary says, or NULL */
+    int want;    /* threads by size, before the budget's cap */
+    size_t wire; /* its index on rank 0 (sent to and back from a worker) */
     bool has_id;  /* id given in a manifest */
     bool has_ino; /* dev/ino known (a regular file at push time) */
     dev_t dev;
@@ -71,13 +80,15 @@ struct sp_batch {
     sp__bslide **v;
     size_t n, cap;
     sp_batch_counts counts;
-    int lock_fd;
+    int lock_fd, shard_lock_fd;
     double t0, last_summary;
     char started_iso[32];
     bool cancelling, finished, cohort_written;
     double cancel_time;
     char *cohort_error, *cohort_path, *summary_error;
     double mp_done, mp_total;
+    /* OUTDIR/batch-summary[.shard-K-of-N].tsv and .json */
+    char *summary_tsv, *summary_json;
 };
 
 /* ---- batch_slide.c: the candidate list ---------------------------------- */
@@ -131,6 +142,21 @@ bool sp__batch_apply_options(const char *text, sp_run_opts *o, sp_error *err);
  * only when the batch cannot go on (out of memory, duplicate ids). */
 bool sp__batch_plan(sp_batch *b, sp_error *err);
 
+/* ---- batch_shard.c: shares of a job array, the merge --------------------- */
+
+/* Keep only this shard's slides (sp_batch_opts.shard_*): of the slides,
+ * largest first (then by id), each goes to the shard with the least
+ * megapixels so far (the lowest index on a tie); files that are not
+ * slides stay with shard 0 only. The same inputs give every shard the
+ * same split. */
+void sp__batch_keep_shard(sp_batch *b);
+/* A merge: every slide still pending has no finished result; it fails
+ * with the reason a shard's summary recorded, else "not done". */
+void sp__batch_merge_missing(sp_batch *b);
+/* What the last batch's summary on disk says of the slides: those it
+ * lists as running were in flight when it stopped (pub.previous). */
+void sp__batch_read_previous(sp_batch *b);
+
 /* ---- batch_resume.c ----------------------------------------------------- */
 
 /* True when OUTDIR/<id>/done.json records s's quickhash, fingerprint and
@@ -151,8 +177,82 @@ bool sp__batch_write_done(sp_batch *b, const sp__bslide *s, const char *dir,
 /* ---- batch_outdir.c ----------------------------------------------------- */
 
 /* Create and lock OUTDIR, check it is writable, remove what dead batches
- * left there. */
+ * left there (a shard: later, sp__batch_sweep_temps). */
 bool sp__batch_open_outdir(sp_batch *b, sp_error *err);
+/* Remove what dead batches left at the top of OUTDIR: hidden temporaries
+ * ".NAME.tmp-PID" (slide folders, summaries, the cohort); a shard only
+ * its own slides'. Safe: the lock says nobody else writes them. */
+void sp__batch_sweep_temps(sp_batch *b);
+
+/* ---- batch_sched.c ------------------------------------------------------ */
+
+/* Run every pending slide, largest first, within the thread budget: here,
+ * and on the workers when there is a transport. */
+bool sp__batch_run_all(sp_batch *b, sp_error *err);
+/* The first slide of queue[head..nq) that fits in `free` threads of a
+ * process with `threads` in all (its share then min(want, threads)), or
+ * nq. */
+size_t sp__batch_pick(sp__bslide *const *queue, size_t head, size_t nq,
+                      int threads, int free);
+
+/* ---- batch_local.c: this process's children ----------------------------- */
+
+typedef struct {
+    sp__bslide **run; /* running here */
+    size_t nrun, cap;
+    struct pollfd *pfd;
+    sp__bslide **pown;
+    int threads, free; /* budget, not in use */
+    sp__bslide **done; /* finished in the last sp__local_wait */
+    size_t ndone;
+} sp__local;
+
+bool sp__local_init(sp__local *l, int threads);
+void sp__local_free(sp__local *l);
+/* Start `s` (its pub.threads set) in a child; s's status says whether it
+ * runs or failed at once. False only when out of memory. */
+bool sp__local_start(sp_batch *b, sp__local *l, sp__bslide *s);
+/* Wait up to `timeout_ms` for the children's pipes; reap those that
+ * ended (sp__batch_finish) into l->done. False with `err` when poll
+ * fails. */
+bool sp__local_wait(sp_batch *b, sp__local *l, int timeout_ms, sp_error *err);
+/* Send `sig` to every running child. */
+void sp__local_signal(sp__local *l, int sig);
+/* Kill and reap every child, remove their temporaries, mark them
+ * interrupted (out of memory, a transport failure). */
+void sp__local_abort(sp__local *l);
+
+/* ---- batch_wire.c: coordinator <-> worker messages ---------------------- */
+
+typedef enum {
+    SP__MSG_HELLO = 1, /* worker -> 0: ready, its threads and host */
+    SP__MSG_RUN,       /* 0 -> worker: run this slide */
+    SP__MSG_RESULT,    /* worker -> 0: how a slide ended */
+    SP__MSG_STOP,      /* 0 -> worker: no more slides; exit when idle */
+    SP__MSG_CANCEL,    /* 0 -> worker: interrupt the running slides
+                          (a second one: kill them) */
+} sp__msg_kind;
+
+typedef struct {
+    sp__msg_kind kind;
+    int threads; /* HELLO */
+    char *host;  /* HELLO */
+    /* RUN: a slide as a worker needs it; RESULT: index and outcome */
+    sp__bslide *slide;
+} sp__msg;
+
+/* Encode (malloc'd text in `out`); false when out of memory. */
+bool sp__wire_hello(sp_buf *out, int threads, const char *host);
+bool sp__wire_run(sp_buf *out, const sp__bslide *s);
+bool sp__wire_result(sp_buf *out, const sp__bslide *s);
+bool sp__wire_simple(sp_buf *out, sp__msg_kind kind);
+/* Decode `text`; a RUN makes a new slide (the caller frees it), a RESULT
+ * one holding only the index and outcome. False (with `err`) on a
+ * message that is not one of ours. */
+bool sp__wire_parse(const char *text, size_t len, sp__msg *m, sp_error *err);
+void sp__msg_clear(sp__msg *m);
+/* Copy a RESULT's outcome into the slide `s` it names. */
+void sp__wire_apply_result(sp__bslide *s, const sp__bslide *r);
 
 /* ---- batch_child.c ------------------------------------------------------ */
 
@@ -166,11 +266,6 @@ bool sp__batch_drain(sp__bslide *s, int fd);
 /* The child of `s` has exited with wait status `st`: take its record,
  * move its folder into place and mark the slide. */
 void sp__batch_finish(sp_batch *b, sp__bslide *s, int st);
-
-/* ---- batch_sched.c ------------------------------------------------------ */
-
-/* Run every pending slide, largest first, within the thread budget. */
-bool sp__batch_run_all(sp_batch *b, sp_error *err);
 
 /* ---- batch_report.c ----------------------------------------------------- */
 

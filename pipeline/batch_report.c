@@ -97,6 +97,16 @@ bool sp__batch_write_summaries(sp_batch *b, sp_error *err) {
     sp_json_bool(&w, b->cancelling);
     sp_json_key(&w, "threads");
     sp_json_int(&w, b->o.threads);
+    if (b->o.shard_count > 0) {
+        sp_json_key(&w, "shard");
+        sp_json_int(&w, b->o.shard_index);
+        sp_json_key(&w, "shards");
+        sp_json_int(&w, b->o.shard_count);
+    }
+    if (b->o.transport) {
+        sp_json_key(&w, "ranks");
+        sp_json_int(&w, b->o.transport->size);
+    }
     sp_json_key(&w, "options");
     sp_json_string(&w, b->common);
     sp_json_key(&w, "counts");
@@ -170,6 +180,18 @@ bool sp__batch_write_summaries(sp_batch *b, sp_error *err) {
         sp_json_string(&w, s->stage);
         sp_json_key(&w, "error");
         sp_json_string(&w, error);
+        sp_json_key(&w, "error_code");
+        sp_json_string(&w, s->status == SP_BATCH_FAILED
+                               ? sp_errcode_name(s->error_code)
+                               : NULL);
+        if (s->host) {
+            /* where it ran (or runs: the summary names the slides in
+             * flight) in a batch over several processes */
+            sp_json_key(&w, "rank");
+            sp_json_int(&w, s->rank);
+            sp_json_key(&w, "host");
+            sp_json_string(&w, s->host);
+        }
         free(path);
         free(error);
         sp_json_key(&w, "vendor");
@@ -199,15 +221,11 @@ bool sp__batch_write_summaries(sp_batch *b, sp_error *err) {
     sp_json_end_object(&w);
     sp_buf_puts(&j, "\n");
     bool ok = false;
-    char *pt = sp_path_join(b->outdir, "batch-summary.tsv");
-    char *pj = sp_path_join(b->outdir, "batch-summary.json");
-    if (t.oom || j.oom || !pt || !pj)
+    if (t.oom || j.oom)
         sp_error_set(err, SP_ERR_NOMEM, NULL, "out of memory");
     else
-        ok = sp_write_file_atomic(pt, t.data, t.len, err) &&
-             sp_write_file_atomic(pj, j.data, j.len, err);
-    free(pt);
-    free(pj);
+        ok = sp_write_file_atomic(b->summary_tsv, t.data, t.len, err) &&
+             sp_write_file_atomic(b->summary_json, j.data, j.len, err);
     sp_buf_free(&t);
     sp_buf_free(&j);
     b->last_summary = sp_now();

@@ -20,6 +20,9 @@ void sp__bslide_sync(sp__bslide *s) {
     s->pub.fingerprint = s->fingerprint;
     s->pub.stage = s->stage;
     s->pub.error = s->error;
+    if (s->host)
+        s->pub.host = s->host;
+    s->pub.previous = s->previous;
 }
 
 void sp__bslide_fail(sp__bslide *s, const char *stage, sp_errcode code,
@@ -49,6 +52,8 @@ void sp__bslide_free(sp__bslide *s) {
     free(s->params);
     free(s->stage);
     free(s->error);
+    free(s->host);
+    free(s->previous);
     free(s->tmpdir);
     sp_buf_free(&s->rec);
     sp_buf_free(&s->err);
