@@ -93,7 +93,25 @@ static void help(FILE *f) {
         "                       outputs (default: the path below the input\n"
         "                       folder, or the file name; no folder above\n"
         "                       it, nor OUTDIR's path; see docs/OUTPUTS.md)\n"
+        "  --shard K/N          run only share K (0..N-1) of N: of the slides\n"
+        "                       every shard finds alike, a deterministic,\n"
+        "                       size-balanced split (default in a Slurm job\n"
+        "                       array: the task's index and count; 'none'\n"
+        "                       turns that off); summaries go to\n"
+        "                       batch-summary.shard-K-of-N.tsv/.json and no\n"
+        "                       cohort.h5 is written: run --merge after all\n"
+        "  --merge              run no slide: with the same inputs, take the\n"
+        "                       results the shards left, write the summaries\n"
+        "                       and cohort.h5; a slide no shard finished\n"
+        "                       fails with the reason its shard recorded\n"
         "  -h, --help           show this help\n"
+        "\n"
+        "On a cluster (docs/CLUSTER.md): 'mpirun slidepipe-mpi' takes the\n"
+        "same arguments; rank 0 finds the slides and hands them out, largest\n"
+        "first, to every rank (itself too) as their threads free up; each\n"
+        "rank's --threads is its node's budget (default: the CPUs Slurm gave\n"
+        "the task, else all cores). A job array runs 'slidepipe batch' with\n"
+        "--shard in each task, then --merge.\n"
         "\n"
         "Logs (stderr): a progress line on a terminal (slides done/total,\n"
         "running slides, tiles/s, ETA); otherwise one timestamped line per\n"
@@ -119,6 +137,10 @@ typedef struct {
     bool line_drawn;
     double last_draw;
     const sp_batch *batch; /* for the names of the running slides */
+    /* who logs, on a cluster: the rank (MPI) or shard (job array) and
+     * host; host NULL on one machine */
+    const char *host;
+    int rank, shard;
 } logger;
 
 static void stamp(char *out, size_t n) {
@@ -181,8 +203,9 @@ static void draw(logger *lg, const sp_batch *b, const sp_batch_counts *c) {
     lg->last_draw = sp_now();
 }
 
-static void json_event(const char *event, const sp_batch_slide *s,
-                       const sp_batch_counts *c, const char *error) {
+static void json_event(const logger *lg, const char *event,
+                       const sp_batch_slide *s, const sp_batch_counts *c,
+                       const char *error) {
     sp_buf b;
     sp_buf_init(&b);
     sp_json j;
@@ -194,7 +217,24 @@ static void json_event(const char *event, const sp_batch_slide *s,
     sp_json_string(&j, ts);
     sp_json_key(&j, "event");
     sp_json_string(&j, event);
+    if (lg->host) {
+        sp_json_key(&j, lg->shard >= 0 ? "shard" : "rank");
+        sp_json_int(&j, lg->shard >= 0 ? lg->shard : lg->rank);
+        sp_json_key(&j, "host");
+        sp_json_string(&j, lg->host);
+    }
     if (s) {
+        if (s->host) {
+            /* where the slide runs, when another rank runs it */
+            sp_json_key(&j, "slide_rank");
+            sp_json_int(&j, s->rank);
+            sp_json_key(&j, "slide_host");
+            sp_json_string(&j, s->host);
+        }
+        if (s->previous) {
+            sp_json_key(&j, "previous");
+            sp_json_string(&j, s->previous);
+        }
         sp_json_key(&j, "slide");
         sp_json_string(&j, s->id);
         sp_json_key(&j, "path");
@@ -265,10 +305,18 @@ static void text_event(char *out, size_t n, const sp_batch_event *ev) {
                  c->total, c->already_done, c->failed, c->not_slides,
                  c->threads_total);
         break;
-    case SP_BATCH_EV_START:
-        snprintf(out, n, "slide %s: started with %d thread%s (%s)", s->id,
-                 s->threads, s->threads == 1 ? "" : "s", s->path);
+    case SP_BATCH_EV_START: {
+        char where[300] = "", prev[400] = "";
+        if (s->host)
+            snprintf(where, sizeof where, " on rank %d (%s)", s->rank,
+                     s->host);
+        if (s->previous)
+            snprintf(prev, sizeof prev, "; redone: %s", s->previous);
+        snprintf(out, n, "slide %s: started with %d thread%s%s (%s)%s", s->id,
+                 s->threads, s->threads == 1 ? "" : "s", where, s->path,
+                 prev);
         break;
+    }
     case SP_BATCH_EV_SKIP:
         if (s->status == SP_BATCH_NOT_SLIDE)
             snprintf(out, n, "skipped %s: not a slide", s->path);
@@ -323,7 +371,7 @@ static void on_event(void *user, const sp_batch_event *ev) {
             return;
         if (ev->kind == SP_BATCH_EV_TICK)
             lg->last_draw = sp_now();
-        json_event(names[ev->kind], ev->slide, ev->counts, ev->error);
+        json_event(lg, names[ev->kind], ev->slide, ev->counts, ev->error);
         return;
     }
     char line[3 * SP_ERROR_MAX];
@@ -342,14 +390,56 @@ static void on_event(void *user, const sp_batch_event *ev) {
         return;
     }
     if (print) {
-        char ts[32];
+        char ts[32], who[300] = "";
         stamp(ts, sizeof ts);
-        fprintf(stderr, "%s %s\n", ts, line);
+        if (lg->host)
+            snprintf(who, sizeof who, "[%s %d %s] ",
+                     lg->shard >= 0 ? "shard" : "rank",
+                     lg->shard >= 0 ? lg->shard : lg->rank, lg->host);
+        fprintf(stderr, "%s %s%s\n", ts, who, line);
         fflush(stderr);
     }
 }
 
+/* A worker's log: its own slides starting and ending (rank 0 logs the
+ * batch's progress and summary). */
+static void on_worker_event(void *user, const sp_batch_event *ev) {
+    if (ev->kind != SP_BATCH_EV_START && ev->kind != SP_BATCH_EV_FINISH)
+        return;
+    on_event(user, ev);
+}
+
 /* ---- summary table ------------------------------------------------------ */
+
+/* On a cluster: what each rank ran ("rank 1 (node07): 12 slides, 1 failed,
+ * 3456.7 s of slide time"). */
+static void print_ranks(const sp_batch *b) {
+    int top = -1;
+    for (size_t i = 0; i < sp_batch_count(b); i++) {
+        const sp_batch_slide *s = sp_batch_slide_at(b, i);
+        if (s->host && s->rank > top)
+            top = s->rank;
+    }
+    for (int r = 0; r <= top; r++) {
+        size_t n = 0, failed = 0;
+        double secs = 0;
+        const char *host = NULL;
+        for (size_t i = 0; i < sp_batch_count(b); i++) {
+            const sp_batch_slide *s = sp_batch_slide_at(b, i);
+            if (!s->host || s->rank != r)
+                continue;
+            host = s->host;
+            n++;
+            failed += s->status == SP_BATCH_FAILED;
+            if (isfinite(s->seconds))
+                secs += s->seconds;
+        }
+        if (n)
+            printf("rank %d (%s): %zu slide%s, %zu failed, %.1f s of slide "
+                   "time\n",
+                   r, host, n, n == 1 ? "" : "s", failed, secs);
+    }
+}
 
 static void print_table(const sp_batch *b, bool dry_run) {
     size_t n = sp_batch_count(b);
@@ -400,6 +490,7 @@ static void print_table(const sp_batch *b, bool dry_run) {
                s->stage && s->status == SP_BATCH_FAILED ? s->stage : "",
                s->stage && s->status == SP_BATCH_FAILED ? ": " : "", err);
     }
+    print_ranks(b);
     const sp_batch_counts *c = sp_batch_get_counts(b);
     if (dry_run) {
         printf("%zu slides: %zu to run, %zu already done, %zu failed to open; "
@@ -422,7 +513,99 @@ static bool add_opt(sp_buf *o, const char *key, const char *val) {
     return !o->oom;
 }
 
-int sp_cmd_batch(int argc, char **argv) {
+static const char *host_name(void) {
+    static char h[256];
+    if (!h[0] && gethostname(h, sizeof h - 1) != 0)
+        snprintf(h, sizeof h, "?");
+    return h;
+}
+
+/* A worker rank: run what rank 0 sends; log as this rank. */
+static int work(sp_batch_opts *bo, bool quiet, bool log_json) {
+    const sp_batch_transport *t = bo->transport;
+    logger lg = {.quiet = quiet,
+                 .mode = log_json ? LOG_JSON : LOG_PLAIN,
+                 .rank = t->rank,
+                 .host = t->host,
+                 .shard = -1};
+    bo->on_event = on_worker_event;
+    bo->user = &lg;
+    bo->cancel = &interrupted;
+    struct sigaction sa, old_int, old_term;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    sp_error err = {0};
+    bool ok = sp_batch_work(bo, &err);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    if (!ok)
+        return sp_cli_report(CMD, &err);
+    return interrupted ? SP_EXIT_INTERRUPTED : SP_EXIT_OK;
+}
+
+/* --shard K/N, or the Slurm job array's task when there is no --shard:
+ * SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN of SLURM_ARRAY_TASK_COUNT
+ * (a step other than 1 is refused). False after a usage error. */
+static bool parse_shard(const char *arg, int *index, int *count) {
+    int64_t k, n;
+    *index = *count = 0;
+    if (arg && strcmp(arg, "none") == 0)
+        return true;
+    if (!arg) {
+        const char *id = getenv("SLURM_ARRAY_TASK_ID");
+        const char *cnt = getenv("SLURM_ARRAY_TASK_COUNT");
+        const char *min = getenv("SLURM_ARRAY_TASK_MIN");
+        const char *step = getenv("SLURM_ARRAY_TASK_STEP");
+        int64_t lo = 0, st = 1;
+        if (!id || !*id)
+            return true;
+        if (!cnt || !sp_parse_int64(id, &k) || !sp_parse_int64(cnt, &n) ||
+            (min && *min && !sp_parse_int64(min, &lo)) ||
+            (step && *step && !sp_parse_int64(step, &st)) || st != 1 ||
+            n < 1 || k - lo < 0 || k - lo >= n) {
+            sp_cli_error(CMD,
+                         "a Slurm job array task (SLURM_ARRAY_TASK_ID=%s) "
+                         "whose index and count make no shard: give "
+                         "--shard K/N (or --shard none)",
+                         id);
+            return false;
+        }
+        *index = (int)(k - lo);
+        *count = (int)n;
+        return true;
+    }
+    const char *slash = strchr(arg, '/');
+    char kbuf[32];
+    if (!slash || (size_t)(slash - arg) >= sizeof kbuf) {
+        sp_cli_error(CMD, "--shard '%s': expected K/N (e.g. 0/4)", arg);
+        return false;
+    }
+    memcpy(kbuf, arg, (size_t)(slash - arg));
+    kbuf[slash - arg] = '\0';
+    if (!sp_parse_int64(kbuf, &k) || !sp_parse_int64(slash + 1, &n) || n < 1 ||
+        n > 1000000 || k < 0 || k >= n) {
+        sp_cli_error(CMD, "--shard '%s': expected K/N with 0 <= K < N", arg);
+        return false;
+    }
+    *index = (int)k;
+    *count = (int)n;
+    return true;
+}
+
+/* A rank's thread budget by default: the CPUs Slurm gave the task, else
+ * every core. */
+static int default_threads(void) {
+    int64_t n;
+    const char *v = getenv("SLURM_CPUS_PER_TASK");
+    if (v && sp_parse_int64(v, &n) && n >= 1 && n <= 4096)
+        return (int)n;
+    return 0;
+}
+
+static int batch_main(int argc, char **argv, const sp_batch_transport *t) {
     enum {
         OPT_MANIFEST = 1000,
         OPT_THREADS,
@@ -435,7 +618,9 @@ int sp_cmd_batch(int argc, char **argv) {
         OPT_QUALITY,
         OPT_FORMAT,
         OPT_SKIP,
-        OPT_FULLPATHS
+        OPT_FULLPATHS,
+        OPT_SHARD,
+        OPT_MERGE
     };
     static const struct option opts[] = {
         {"output", required_argument, NULL, 'o'},
@@ -451,6 +636,8 @@ int sp_cmd_batch(int argc, char **argv) {
         {"format", required_argument, NULL, OPT_FORMAT},
         {"skip-background", no_argument, NULL, OPT_SKIP},
         {"full-paths", no_argument, NULL, OPT_FULLPATHS},
+        {"shard", required_argument, NULL, OPT_SHARD},
+        {"merge", no_argument, NULL, OPT_MERGE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     sp_batch_opts bo = {0};
@@ -459,6 +646,7 @@ int sp_cmd_batch(int argc, char **argv) {
     sp_buf common;
     sp_buf_init(&common);
     bool quiet = false, log_json = false;
+    const char *shard = NULL;
     int rc = SP_EXIT_OK;
     sp_batch *b = NULL;
     sp_error err = {0};
@@ -491,6 +679,8 @@ int sp_cmd_batch(int argc, char **argv) {
         case OPT_FORMAT: add_opt(&common, "format", optarg); break;
         case OPT_SKIP: add_opt(&common, "skip-background", NULL); break;
         case OPT_FULLPATHS: bo.full_paths = true; break;
+        case OPT_SHARD: shard = optarg; break;
+        case OPT_MERGE: bo.merge = true; break;
         case 'h': help(stdout); goto out;
         case ':':
             sp_cli_error(CMD, "option '%s' needs a value", argv[optind - 1]);
@@ -509,6 +699,29 @@ int sp_cmd_batch(int argc, char **argv) {
         rc = SP_EXIT_USAGE;
         goto out;
     }
+    if (!t && !bo.merge && !parse_shard(shard, &bo.shard_index, &bo.shard_count)) {
+        rc = SP_EXIT_USAGE;
+        goto out;
+    }
+    if (t && shard) {
+        sp_cli_error(CMD, "--shard is for job arrays, not for a batch over "
+                          "MPI ranks");
+        rc = SP_EXIT_USAGE;
+        goto out;
+    }
+    if (bo.merge && (shard || t)) {
+        sp_cli_error(CMD, "--merge runs alone: no --shard, no MPI");
+        rc = SP_EXIT_USAGE;
+        goto out;
+    }
+    if (bo.threads <= 0 && (t || bo.shard_count > 0))
+        bo.threads = default_threads();
+    bo.transport = t;
+    if (t && t->rank > 0) {
+        /* a worker: its slides come from rank 0 */
+        rc = work(&bo, quiet, log_json);
+        goto out;
+    }
     if (optind >= argc && n_manifests == 0) {
         sp_cli_error(CMD, "no input given (slides, directories or --manifest; "
                           "see 'slidepipe batch --help')");
@@ -521,10 +734,17 @@ int sp_cmd_batch(int argc, char **argv) {
         goto out;
     }
 
-    logger lg = {.quiet = quiet};
+    logger lg = {.quiet = quiet, .shard = -1};
     lg.mode = log_json                            ? LOG_JSON
               : (!quiet && sp_progress_default()) ? LOG_TTY
                                                   : LOG_PLAIN;
+    if (t) {
+        lg.rank = t->rank;
+        lg.host = t->host;
+    } else if (bo.shard_count > 0) {
+        lg.shard = bo.shard_index;
+        lg.host = host_name();
+    }
     bo.options = common.len ? common.data : NULL;
     bo.on_event = on_event;
     bo.user = &lg;
@@ -582,4 +802,10 @@ out:
     sp_buf_free(&common);
     free(manifests);
     return rc;
+}
+
+int sp_cmd_batch(int argc, char **argv) { return batch_main(argc, argv, NULL); }
+
+int sp_cmd_batch_over(int argc, char **argv, const sp_batch_transport *t) {
+    return batch_main(argc, argv, t);
 }

@@ -10,6 +10,7 @@
 #include "batch_private.h"
 
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +18,8 @@
  * for their next slide (their round trip), longer when all is local */
 #define WAIT_LOCAL_MS 250
 #define WAIT_REMOTE_MS 2
+/* seconds a worker has to answer the kill that follows a cancel */
+#define ABANDON_S 5
 
 static int cmp_size(const void *x, const void *y) {
     const sp__bslide *a = *(sp__bslide *const *)x, *b = *(sp__bslide *const *)y;
@@ -85,6 +88,11 @@ static bool dispatch(loop *L, sp_error *err) {
             break;
         sp__bslide *s = take(L, pick);
         s->pub.threads = s->want > L->local.threads ? L->local.threads : s->want;
+        if (L->t) {
+            /* rank 0 runs slides too */
+            sp__set_str(&s->host, L->t->host);
+            s->pub.host = s->host;
+        }
         if (!sp__local_start(b, &L->local, s))
             return sp_error_set(err, SP_ERR_NOMEM, NULL, "out of memory");
         if (s->pub.status == SP_BATCH_RUNNING)
@@ -171,6 +179,28 @@ static bool receive(loop *L, int timeout_ms, sp_error *err) {
     }
 }
 
+/* The slides still out on workers after a cancel and a kill: interrupted,
+ * saying where they were. */
+static void abandon(loop *L) {
+    sp_batch *b = L->b;
+    for (size_t i = 0; i < b->n; i++) {
+        sp__bslide *s = b->v[i];
+        if (s->pub.status != SP_BATCH_RUNNING || s->pub.rank <= 0)
+            continue;
+        char msg[400];
+        snprintf(msg, sizeof msg,
+                 "interrupted: in flight on rank %d (%s), which did not "
+                 "answer the cancel",
+                 s->pub.rank, s->host ? s->host : "?");
+        s->pub.status = SP_BATCH_INTERRUPTED;
+        sp__set_str(&s->error, msg);
+        sp__bslide_sync(s);
+        finished(L, s);
+    }
+    for (int r = 1; r < L->t->size; r++)
+        L->w[r].running = 0;
+}
+
 static size_t remote_running(const loop *L) {
     size_t n = 0;
     for (int r = 1; L->t && r < L->t->size; r++)
@@ -193,7 +223,7 @@ bool sp__batch_run_all(sp_batch *b, sp_error *err) {
         if (b->v[i]->pub.status == SP_BATCH_PENDING)
             L.queue[L.nq++] = b->v[i];
     qsort(L.queue, L.nq, sizeof *L.queue, cmp_size);
-    double last_tick = 0;
+    double last_tick = 0, kill_time = 0;
     int cancels_sent = 0;
     for (;;) {
         if (b->o.cancel && *b->o.cancel && !b->cancelling) {
@@ -212,8 +242,18 @@ bool sp__batch_run_all(sp_batch *b, sp_error *err) {
                 if (L.w[r].running &&
                     !send_simple(&L, r, SP__MSG_CANCEL, err))
                     goto out;
+            if (cancels_sent == 0 && L.t)
+                /* at once: the summary on disk names the slides in flight
+                 * and where, should this process not live to write more
+                 * (mpirun ends every rank soon after one dies) */
+                sp__batch_write_summaries(b, NULL);
             cancels_sent = level;
+            kill_time = sp_now();
         }
+        /* a worker that does not answer a cancel: its slides are given up */
+        if (cancels_sent > 1 && remote_running(&L) &&
+            sp_now() - kill_time > ABANDON_S)
+            abandon(&L);
         if (!b->cancelling && !dispatch(&L, err))
             goto out;
         if (L.local.nrun == 0 && remote_running(&L) == 0 &&

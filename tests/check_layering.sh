@@ -11,9 +11,9 @@ allowed() {
     tiler) echo "tiler.h tiler_private.h ingest.h util.h" ;;
     analysis) echo "analysis.h analysis_private.h ingest.h util.h" ;;
     store) echo "store.h store_private.h util.h" ;;
-    pipeline) echo "pipeline.h pipeline_private.h batch.h batch_private.h tiler.h analysis.h store.h ingest.h util.h" ;;
+    pipeline) echo "pipeline.h pipeline_private.h batch.h batch_private.h batch_mpi.h tiler.h analysis.h store.h ingest.h util.h" ;;
     viewer) echo "viewer.h viewer_private.h tiler.h store.h ingest.h util.h" ;;
-    cli) echo "cli.h pipeline.h batch.h viewer.h store.h tiler.h analysis.h ingest.h util.h" ;;
+    cli) echo "cli.h pipeline.h batch.h batch_mpi.h viewer.h store.h tiler.h analysis.h ingest.h util.h" ;;
     tools) echo "synth.h util.h" ;;
     esac
 }
