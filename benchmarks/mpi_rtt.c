@@ -57,8 +57,7 @@ int main(int argc, char **argv) {
     sp_error err = {0};
     sp_batch_transport *t = sp_batch_mpi_open(&argc, &argv, &err);
     if (!t || t->size != 2) {
-        fprintf(stderr, "bench_mpi_rtt: run with mpirun -np 2 (%s)\n",
-                err.msg);
+        fprintf(stderr, "bench_mpi_rtt: run with mpirun -np 2 (%s)\n", err.msg);
         return 1;
     }
     int rounds = argc > 1 ? atoi(argv[1]) : 5000;
@@ -82,8 +81,8 @@ int main(int argc, char **argv) {
                 /* the batch loop: the local children's pipes, then MPI */
                 if (busy_ms)
                     poll(NULL, 0, busy_ms);
-                got = t->recv(t->ctx, busy_ms ? 0 : 2, &from, &text, &len,
-                              &err);
+                got =
+                    t->recv(t->ctx, busy_ms ? 0 : 2, &from, &text, &len, &err);
             }
             sp__msg msg;
             if (got < 0 || !sp__wire_parse(text, len, &msg, &err)) {

@@ -308,13 +308,11 @@ static void text_event(char *out, size_t n, const sp_batch_event *ev) {
     case SP_BATCH_EV_START: {
         char where[300] = "", prev[400] = "";
         if (s->host)
-            snprintf(where, sizeof where, " on rank %d (%s)", s->rank,
-                     s->host);
+            snprintf(where, sizeof where, " on rank %d (%s)", s->rank, s->host);
         if (s->previous)
             snprintf(prev, sizeof prev, "; redone: %s", s->previous);
         snprintf(out, n, "slide %s: started with %d thread%s%s (%s)%s", s->id,
-                 s->threads, s->threads == 1 ? "" : "s", where, s->path,
-                 prev);
+                 s->threads, s->threads == 1 ? "" : "s", where, s->path, prev);
         break;
     }
     case SP_BATCH_EV_SKIP:
@@ -564,8 +562,8 @@ static bool parse_shard(const char *arg, int *index, int *count) {
             return true;
         if (!cnt || !sp_parse_int64(id, &k) || !sp_parse_int64(cnt, &n) ||
             (min && *min && !sp_parse_int64(min, &lo)) ||
-            (step && *step && !sp_parse_int64(step, &st)) || st != 1 ||
-            n < 1 || k - lo < 0 || k - lo >= n) {
+            (step && *step && !sp_parse_int64(step, &st)) || st != 1 || n < 1 ||
+            k - lo < 0 || k - lo >= n) {
             sp_cli_error(CMD,
                          "a Slurm job array task (SLURM_ARRAY_TASK_ID=%s) "
                          "whose index and count make no shard: give "
@@ -699,7 +697,8 @@ static int batch_main(int argc, char **argv, const sp_batch_transport *t) {
         rc = SP_EXIT_USAGE;
         goto out;
     }
-    if (!t && !bo.merge && !parse_shard(shard, &bo.shard_index, &bo.shard_count)) {
+    if (!t && !bo.merge &&
+        !parse_shard(shard, &bo.shard_index, &bo.shard_count)) {
         rc = SP_EXIT_USAGE;
         goto out;
     }

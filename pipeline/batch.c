@@ -177,8 +177,7 @@ bool sp_batch_run(sp_batch *b, sp_error *err) {
     ign.sa_handler = SIG_IGN;
     sigemptyset(&ign.sa_mask);
     sigaction(SIGXFSZ, &ign, &old_xfsz);
-    bool ok = !b->cancelling && !b->o.merge ? sp__batch_run_all(b, err)
-                                             : true;
+    bool ok = !b->cancelling && !b->o.merge ? sp__batch_run_all(b, err) : true;
     if (ok && b->cancelling)
         for (size_t i = 0; i < b->n; i++)
             if (b->v[i]->pub.status == SP_BATCH_PENDING) {

@@ -230,8 +230,7 @@ typedef struct sp_batch_transport {
     int rank, size;
     const char *host; /* this process's host name */
     /* Send `len` bytes to rank `to`. False with `err` on failure. */
-    bool (*send)(void *ctx, int to, const void *msg, size_t len,
-                 sp_error *err);
+    bool (*send)(void *ctx, int to, const void *msg, size_t len, sp_error *err);
     /* Wait up to `timeout_ms` (0: just look) for a message from any rank:
      * 1 with *msg (malloc'd, NUL-terminated), *len and *from; 0 when none
      * came; -1 with `err` on failure. */

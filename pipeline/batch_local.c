@@ -57,13 +57,13 @@ bool sp__local_wait(sp_batch *b, sp__local *l, int timeout_ms, sp_error *err) {
     nfds_t np = 0;
     for (size_t i = 0; i < l->nrun; i++) {
         if (l->run[i]->fd_rec >= 0) {
-            l->pfd[np] = (struct pollfd){.fd = l->run[i]->fd_rec,
-                                         .events = POLLIN};
+            l->pfd[np] =
+                (struct pollfd){.fd = l->run[i]->fd_rec, .events = POLLIN};
             l->pown[np++] = l->run[i];
         }
         if (l->run[i]->fd_err >= 0) {
-            l->pfd[np] = (struct pollfd){.fd = l->run[i]->fd_err,
-                                         .events = POLLIN};
+            l->pfd[np] =
+                (struct pollfd){.fd = l->run[i]->fd_err, .events = POLLIN};
             l->pown[np++] = l->run[i];
         }
     }

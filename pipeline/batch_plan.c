@@ -123,20 +123,30 @@ static bool plan_params(sp_batch *b, sp__bslide *s, sp_error *err) {
            sp_error_set(err, SP_ERR_NOMEM, NULL, "out of memory");
 }
 
+/* probe children at once: OpenSlide's opens wait on the disk as much
+ * as on a core */
+#define MAX_PROBERS 32
+
 /* Probe every candidate, give ids, fingerprints, resume decisions. */
 bool sp__batch_plan(sp_batch *b, sp_error *err) {
-    for (size_t i = 0; i < b->n; i++) {
-        if (b->o.cancel && *b->o.cancel)
-            return true;
+    sp__probe *res = calloc(b->n ? b->n : 1, sizeof *res);
+    if (!res)
+        return sp_error_set(err, SP_ERR_NOMEM, NULL, "out of memory");
+    int procs = b->o.threads > MAX_PROBERS ? MAX_PROBERS : b->o.threads;
+    bool ok = sp__batch_probe_all(b, procs, res, err);
+    for (size_t i = 0; ok && i < b->n; i++) {
         sp__bslide *s = b->v[i];
-        sp_error pe = {0};
-        char *vendor = NULL, *qh = NULL;
-        int64_t w = 0, h = 0;
-        if (sp__batch_probe(s->path, &vendor, &qh, &w, &h, &pe)) {
-            s->vendor = vendor;
-            s->pub.width = w;
-            s->pub.height = h;
-            s->pub.megapixels = (double)w * (double)h / 1e6;
+        sp__probe *pe = &res[i];
+        if (b->o.cancel && *b->o.cancel)
+            break;
+        if (pe->code == SP_OK) {
+            s->vendor = pe->vendor;
+            pe->vendor = NULL;
+            s->pub.width = pe->width;
+            s->pub.height = pe->height;
+            s->pub.megapixels = (double)pe->width * (double)pe->height / 1e6;
+            char *qh = pe->quickhash;
+            pe->quickhash = NULL;
             if (!qh) {
                 /* no quickhash: the file's size and time stand for it */
                 struct stat st;
@@ -151,19 +161,28 @@ bool sp__batch_plan(sp_batch *b, sp_error *err) {
                 qh = strdup(tmp);
             }
             s->quickhash = qh;
-            if (!s->vendor || !s->quickhash)
-                return sp_error_set(err, SP_ERR_NOMEM, NULL, "out of memory");
+            if (!s->vendor || !s->quickhash) {
+                ok = sp_error_set(err, SP_ERR_NOMEM, NULL, "out of memory");
+                break;
+            }
             s->probed = true;
             s->pub.status = SP_BATCH_PENDING;
-        } else if (!s->pub.is_explicit && pe.code == SP_ERR_NOT_SLIDE &&
+        } else if (!s->pub.is_explicit && pe->code == SP_ERR_NOT_SLIDE &&
                    sp_slide_ext_kind(s->path) != SP_EXT_SLIDE) {
             s->pub.status = SP_BATCH_NOT_SLIDE;
-            sp__set_str(&s->error, pe.msg);
+            sp__set_str(&s->error, pe->msg);
         } else {
-            sp__bslide_fail(s, "open", pe.code, pe.msg);
+            sp__bslide_fail(s, "open", pe->code, pe->msg);
         }
         sp__bslide_sync(s);
     }
+    for (size_t i = 0; i < b->n; i++) {
+        free(res[i].vendor);
+        free(res[i].quickhash);
+    }
+    free(res);
+    if (!ok || (b->o.cancel && *b->o.cancel))
+        return ok;
     if (!assign_ids(b, err))
         return false;
     /* a shard keeps its share of what every shard found alike */

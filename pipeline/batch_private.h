@@ -54,12 +54,12 @@ typedef struct {
      * scrubbed from shared error texts ("" when none) */
     char *rel, *root;
     char *stage, *error;
-    char *host;  /* the worker's, in a batch over several processes */
+    char *host;     /* the worker's, in a batch over several processes */
     char *previous; /* what the last batch's summary says, or NULL */
-    int want;    /* threads by size, before the budget's cap */
-    size_t wire; /* its index on rank 0 (sent to and back from a worker) */
-    bool has_id;  /* id given in a manifest */
-    bool has_ino; /* dev/ino known (a regular file at push time) */
+    int want;       /* threads by size, before the budget's cap */
+    size_t wire;    /* its index on rank 0 (sent to and back from a worker) */
+    bool has_id;    /* id given in a manifest */
+    bool has_ino;   /* dev/ino known (a regular file at push time) */
     dev_t dev;
     ino_t ino;
     bool probed;
@@ -115,13 +115,24 @@ void sp__set_str(char **dst, const char *s);
 
 /* ---- discover.c: the probe ---------------------------------------------- */
 
-/* Open `path` in a forked child (so a crash inside OpenSlide only fails
- * this file). On success fills vendor/quickhash (malloc'd; quickhash is
- * NULL when the slide has none) and the size. On failure fills `err`,
- * whose code is SP_ERR_NOT_SLIDE when OpenSlide does not recognise the
- * file at all. */
-bool sp__batch_probe(const char *path, char **vendor, char **quickhash,
-                     int64_t *width, int64_t *height, sp_error *err);
+/* What the probe found of one candidate: code SP_OK with the vendor,
+ * quickhash (NULL when the slide has none; both malloc'd) and size, or
+ * the failure (SP_ERR_NOT_SLIDE when OpenSlide does not recognise the
+ * file at all) and its message, which names the file. */
+typedef struct {
+    sp_errcode code;
+    char msg[SP_ERROR_MAX];
+    char *vendor, *quickhash;
+    int64_t width, height;
+} sp__probe;
+
+/* Open every candidate in forked children, `procs` at a time, each child
+ * going through its share one file after another (OpenSlide's start-up
+ * paid once per child, not per file); a crash inside OpenSlide fails the
+ * file it was opening and a new child goes on with the next. Fills
+ * res[0..b->n). False only when the probe itself cannot run (fork, out
+ * of memory); stops early on a cancel. */
+bool sp__batch_probe_all(sp_batch *b, int procs, sp__probe *res, sp_error *err);
 
 /* ---- batch_options.c ---------------------------------------------------- */
 

@@ -82,12 +82,13 @@ static sp__bslide *take(loop *L, size_t pick) {
 static bool dispatch(loop *L, sp_error *err) {
     sp_batch *b = L->b;
     for (;;) {
-        size_t pick = sp__batch_pick(L->queue, L->head, L->nq,
-                                     L->local.threads, L->local.free);
+        size_t pick = sp__batch_pick(L->queue, L->head, L->nq, L->local.threads,
+                                     L->local.free);
         if (pick == L->nq || L->local.threads <= 0)
             break;
         sp__bslide *s = take(L, pick);
-        s->pub.threads = s->want > L->local.threads ? L->local.threads : s->want;
+        s->pub.threads =
+            s->want > L->local.threads ? L->local.threads : s->want;
         if (L->t) {
             /* rank 0 runs slides too */
             sp__set_str(&s->host, L->t->host);
@@ -142,8 +143,8 @@ static bool receive(loop *L, int timeout_ms, sp_error *err) {
             return true;
         timeout_ms = 0;
         sp__msg m = {0};
-        bool ok = from > 0 && from < L->t->size &&
-                  sp__wire_parse(text, len, &m, err);
+        bool ok =
+            from > 0 && from < L->t->size && sp__wire_parse(text, len, &m, err);
         free(text);
         if (!ok) {
             if (from <= 0 || from >= L->t->size)
@@ -239,8 +240,7 @@ bool sp__batch_run_all(sp_batch *b, sp_error *err) {
         if (level > cancels_sent) {
             sp__local_signal(&L.local, level > 1 ? SIGKILL : SIGTERM);
             for (int r = 1; L.t && r < L.t->size; r++)
-                if (L.w[r].running &&
-                    !send_simple(&L, r, SP__MSG_CANCEL, err))
+                if (L.w[r].running && !send_simple(&L, r, SP__MSG_CANCEL, err))
                     goto out;
             if (cancels_sent == 0 && L.t)
                 /* at once: the summary on disk names the slides in flight

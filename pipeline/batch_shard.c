@@ -42,15 +42,15 @@ void sp__batch_keep_shard(sp_batch *b) {
             if (load[s] < load[best])
                 best = s;
         /* a slide that could not be opened weighs as a small one */
-        load[best] += order[i]->pub.megapixels > 1 ? order[i]->pub.megapixels
-                                                   : 1;
+        load[best] +=
+            order[i]->pub.megapixels > 1 ? order[i]->pub.megapixels : 1;
         order[i]->wire = (size_t)best; /* borrowed until the plan sets it */
     }
     size_t keep = 0;
     for (size_t i = 0; i < b->n; i++) {
         sp__bslide *s = b->v[i];
-        bool mine = s->pub.status == SP_BATCH_NOT_SLIDE ? k == 0
-                                                        : (int)s->wire == k;
+        bool mine =
+            s->pub.status == SP_BATCH_NOT_SLIDE ? k == 0 : (int)s->wire == k;
         if (mine)
             b->v[keep++] = s;
         else
@@ -124,8 +124,8 @@ void sp__batch_read_previous(sp_batch *b) {
             continue;
         char where[300], msg[400];
         where_of(e, where, sizeof where);
-        snprintf(msg, sizeof msg,
-                 "in flight%s when the previous batch stopped", where);
+        snprintf(msg, sizeof msg, "in flight%s when the previous batch stopped",
+                 where);
         sp__set_str(&s->previous, msg);
         sp__bslide_sync(s);
     }

@@ -58,8 +58,9 @@ static bool start(worker *W, sp__bslide *s, sp_error *err) {
     }
     if (!sp__local_start(b, &W->local, s))
         return sp_error_set(err, SP_ERR_NOMEM, NULL, "out of memory");
-    sp__batch_emit(b, s->pub.status == SP_BATCH_RUNNING ? SP_BATCH_EV_START
-                                                        : SP_BATCH_EV_FINISH,
+    sp__batch_emit(b,
+                   s->pub.status == SP_BATCH_RUNNING ? SP_BATCH_EV_START
+                                                     : SP_BATCH_EV_FINISH,
                    s, NULL);
     return s->pub.status == SP_BATCH_RUNNING || send_result(W, s, err);
 }

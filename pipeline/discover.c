@@ -4,6 +4,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -273,8 +274,9 @@ bool sp_batch_add_manifest(sp_batch *b, const char *tsv, sp_error *err) {
 
 /* ---- probe -------------------------------------------------------------- */
 
-/* What the probe child sends back, as bytes over a pipe. */
+/* What a probe child sends back per file, as bytes over a pipe. */
 typedef struct {
+    uint64_t index; /* of the candidate */
     sp_errcode code;
     char msg[SP_ERROR_MAX];
     char vendor[64];
@@ -282,28 +284,40 @@ typedef struct {
     int64_t width, height;
 } probe_record;
 
-/* The forked child: open, report on `fd`, exit without running atexit
- * handlers (the parent owns them). */
-static void probe_child(const char *path, int fd) {
+/* Open `path` and describe it into `r`. */
+static void probe_one(const char *path, probe_record *r) {
     sp_slide *s = NULL;
     sp_error err = {0};
-    static probe_record r;
     if (sp_slide_open(path, false, &s, &err)) {
         const sp_level *l0 = sp_slide_level(s, 0);
         const char *qh = sp_slide_quickhash(s);
         const char *vendor = sp_slide_vendor(s);
-        snprintf(r.vendor, sizeof r.vendor, "%s", vendor ? vendor : "unknown");
-        snprintf(r.quickhash, sizeof r.quickhash, "%s", qh ? qh : "");
-        r.width = l0->width;
-        r.height = l0->height;
+        snprintf(r->vendor, sizeof r->vendor, "%s",
+                 vendor ? vendor : "unknown");
+        snprintf(r->quickhash, sizeof r->quickhash, "%s", qh ? qh : "");
+        r->width = l0->width;
+        r->height = l0->height;
+        sp_slide_close(s);
     } else {
-        r.code = err.code == SP_ERR_INPUT && sp_slide_not_a_slide(path)
-                     ? SP_ERR_NOT_SLIDE
-                     : err.code;
-        snprintf(r.msg, sizeof r.msg, "%s", err.msg);
+        r->code = err.code == SP_ERR_INPUT && sp_slide_not_a_slide(path)
+                      ? SP_ERR_NOT_SLIDE
+                      : err.code;
+        snprintf(r->msg, sizeof r->msg, "%s", err.msg);
     }
-    /* no sp_slide_close: exiting is cheaper and frees everything */
-    sp_write_all(fd, &r, sizeof r);
+}
+
+/* A forked probe child: every `step`th candidate from `first`, a record
+ * each on `fd`; exits without running atexit handlers (the parent owns
+ * them). */
+static void probe_child(const sp_batch *b, size_t first, size_t step, int fd) {
+    static probe_record r;
+    for (size_t i = first; i < b->n; i += step) {
+        memset(&r, 0, sizeof r);
+        r.index = i;
+        probe_one(b->v[i]->path, &r);
+        if (!sp_write_all(fd, &r, sizeof r))
+            _exit(1);
+    }
     _exit(0);
 }
 
@@ -312,57 +326,150 @@ static const char *signame(int sig) {
     return d ? d : "signal";
 }
 
-bool sp__batch_probe(const char *path, char **vendor, char **quickhash,
-                     int64_t *width, int64_t *height, sp_error *err) {
-    *vendor = *quickhash = NULL;
+typedef struct {
+    pid_t pid;
+    int fd;
+    size_t next; /* the first candidate it has not answered for */
+    size_t have; /* bytes of a record read so far */
+    probe_record r;
+} prober;
+
+static bool start_prober(sp_batch *b, prober *p, size_t step, sp_error *err) {
     int fds[2];
+    p->pid = -1;
+    p->fd = -1;
+    p->have = 0;
+    if (p->next >= b->n)
+        return true;
     if (pipe(fds) != 0)
-        return sp_error_errno(err, SP_ERR_INTERNAL, path, errno, "pipe");
+        return sp_error_errno(err, SP_ERR_INTERNAL, NULL, errno, "pipe");
     fflush(NULL);
     pid_t pid = fork();
     if (pid < 0) {
         int e = errno;
         close(fds[0]);
         close(fds[1]);
-        return sp_error_errno(err, SP_ERR_INTERNAL, path, e, "fork");
+        return sp_error_errno(err, SP_ERR_INTERNAL, NULL, e, "fork");
     }
     if (pid == 0) {
         close(fds[0]);
-        probe_child(path, fds[1]);
+        probe_child(b, p->next, step, fds[1]);
     }
     close(fds[1]);
-    probe_record *r = calloc(1, sizeof *r);
-    ssize_t got = r ? sp_read_all(fds[0], r, sizeof *r) : -1;
-    close(fds[0]);
-    int st = 0;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-        ;
-    bool ok = false;
-    if (!r) {
-        sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
-    } else if (WIFSIGNALED(st)) {
-        sp_error_set(err, SP_ERR_INTERNAL, path,
-                     "OpenSlide crashed opening the file (%s)",
-                     signame(WTERMSIG(st)));
-    } else if (got != (ssize_t)sizeof *r) {
-        sp_error_set(err, SP_ERR_INTERNAL, path,
-                     "the probe process gave no answer (exit %d)",
-                     WIFEXITED(st) ? WEXITSTATUS(st) : -1);
-    } else if (r->code != SP_OK) {
-        r->msg[sizeof r->msg - 1] = '\0';
-        /* the message already names the file */
-        sp_error_set(err, r->code, NULL, "%s", r->msg);
-    } else {
-        r->vendor[sizeof r->vendor - 1] = '\0';
-        r->quickhash[sizeof r->quickhash - 1] = '\0';
-        *width = r->width;
-        *height = r->height;
-        *vendor = strdup(r->vendor);
-        *quickhash = r->quickhash[0] ? strdup(r->quickhash) : NULL;
-        ok = *vendor && (*quickhash || !r->quickhash[0]);
-        if (!ok)
-            sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
+    p->pid = pid;
+    p->fd = fds[0];
+    return true;
+}
+
+/* Fill `res` from a record: false only when out of memory. */
+static bool take_record(const probe_record *r, sp__probe *res) {
+    if (r->code != SP_OK) {
+        res->code = r->code;
+        snprintf(res->msg, sizeof res->msg, "%.*s", (int)sizeof r->msg - 1,
+                 r->msg);
+        return true;
     }
-    free(r);
+    res->code = SP_OK;
+    res->width = r->width;
+    res->height = r->height;
+    res->vendor = strndup(r->vendor, sizeof r->vendor - 1);
+    res->quickhash =
+        r->quickhash[0] ? strndup(r->quickhash, sizeof r->quickhash - 1) : NULL;
+    return res->vendor && (res->quickhash || !r->quickhash[0]);
+}
+
+bool sp__batch_probe_all(sp_batch *b, int procs, sp__probe *res,
+                         sp_error *err) {
+    if (b->n == 0)
+        return true;
+    size_t np = procs < 1 ? 1 : (size_t)procs;
+    if (np > b->n)
+        np = b->n;
+    prober *pr = calloc(np, sizeof *pr);
+    struct pollfd *pfd = calloc(np, sizeof *pfd);
+    bool ok = pr && pfd;
+    if (!ok)
+        sp_error_set(err, SP_ERR_NOMEM, NULL, "out of memory");
+    for (size_t k = 0; ok && k < np; k++) {
+        pr[k].next = k;
+        ok = start_prober(b, &pr[k], np, err);
+    }
+    for (;;) {
+        if (!ok || (b->o.cancel && *b->o.cancel))
+            break;
+        nfds_t n = 0;
+        for (size_t k = 0; k < np; k++)
+            if (pr[k].fd >= 0)
+                pfd[n++] = (struct pollfd){.fd = pr[k].fd, .events = POLLIN};
+        if (n == 0)
+            break;
+        if (poll(pfd, n, 250) < 0 && errno != EINTR) {
+            ok = sp_error_errno(err, SP_ERR_INTERNAL, NULL, errno, "poll");
+            break;
+        }
+        for (size_t k = 0; k < np; k++) {
+            prober *p = &pr[k];
+            nfds_t j = 0;
+            while (j < n && pfd[j].fd != p->fd)
+                j++;
+            if (p->fd < 0 || j == n || !pfd[j].revents)
+                continue;
+            ssize_t got =
+                read(p->fd, (char *)&p->r + p->have, sizeof p->r - p->have);
+            if (got < 0 && errno == EINTR)
+                continue;
+            if (got > 0) {
+                p->have += (size_t)got;
+                if (p->have < sizeof p->r)
+                    continue;
+                p->have = 0;
+                /* a child answers for its own candidates, in order */
+                if (p->r.index != p->next) {
+                    ok = sp_error_set(err, SP_ERR_INTERNAL, NULL,
+                                      "a probe answered out of turn");
+                    break;
+                }
+                if (!take_record(&p->r, &res[p->next])) {
+                    ok = sp_error_set(err, SP_ERR_NOMEM, NULL, "out of memory");
+                    break;
+                }
+                p->next += np;
+                continue;
+            }
+            /* the child is done, or died on the file it was probing */
+            close(p->fd);
+            p->fd = -1;
+            int st = 0;
+            while (waitpid(p->pid, &st, 0) < 0 && errno == EINTR)
+                ;
+            p->pid = -1;
+            if (p->next < b->n) {
+                sp__probe *r = &res[p->next];
+                r->code = SP_ERR_INTERNAL;
+                if (WIFSIGNALED(st))
+                    snprintf(r->msg, sizeof r->msg,
+                             "%s: OpenSlide crashed opening the file (%s)",
+                             b->v[p->next]->path, signame(WTERMSIG(st)));
+                else
+                    snprintf(r->msg, sizeof r->msg,
+                             "%s: the probe process gave no answer (exit %d)",
+                             b->v[p->next]->path,
+                             WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+                /* a new child goes on after the file that killed this one */
+                p->next += np;
+                ok = start_prober(b, p, np, err);
+            }
+        }
+    }
+    for (size_t k = 0; pr && k < np; k++) {
+        if (pr[k].fd >= 0)
+            close(pr[k].fd);
+        if (pr[k].pid > 0) {
+            kill(pr[k].pid, SIGKILL);
+            waitpid(pr[k].pid, NULL, 0);
+        }
+    }
+    free(pr);
+    free(pfd);
     return ok;
 }
