@@ -39,8 +39,7 @@ int sp_cmd_batch(int argc, char **argv);
 /* `slidepipe batch` as one process of a batch over several (rank 0
  * coordinates, the others work): slidepipe-mpi's main calls it. */
 struct sp_batch_transport;
-int sp_cmd_batch_over(int argc, char **argv,
-                      const struct sp_batch_transport *t);
+int sp_cmd_batch_over(int argc, char **argv, struct sp_batch_transport *t);
 
 /* Print "slidepipe: <msg>" on one line to stderr. */
 void sp_cli_error(const char *cmd, const char *fmt, ...)

@@ -603,7 +603,7 @@ static int default_threads(void) {
     return 0;
 }
 
-static int batch_main(int argc, char **argv, const sp_batch_transport *t) {
+static int batch_main(int argc, char **argv, sp_batch_transport *t) {
     enum {
         OPT_MANIFEST = 1000,
         OPT_THREADS,
@@ -805,6 +805,6 @@ out:
 
 int sp_cmd_batch(int argc, char **argv) { return batch_main(argc, argv, NULL); }
 
-int sp_cmd_batch_over(int argc, char **argv, const sp_batch_transport *t) {
+int sp_cmd_batch_over(int argc, char **argv, sp_batch_transport *t) {
     return batch_main(argc, argv, t);
 }

@@ -48,6 +48,11 @@ int main(int argc, char **argv) {
         return sp_cli_report("batch", &err);
     /* argv[0] stands for the subcommand's name, as in `slidepipe batch` */
     int rc = sp_cmd_batch_over(argc, argv, t);
+    /* rank 0 ended before handing out slides (a usage error, a locked
+     * OUTDIR, a dry run): the workers are told, or they would wait */
+    sp_error se = {0};
+    if (!sp_batch_stop_workers(t, &se))
+        sp_batch_mpi_abort(t, rc ? rc : SP_EXIT_INTERNAL);
     sp_batch_mpi_close(t);
     return rc;
 }

@@ -173,7 +173,7 @@ typedef struct {
      * merge      run nothing: take every slide's done.json as the shards
      *            left them, write the summaries and cohort.h5; a slide
      *            without one fails with the reason its shard recorded. */
-    const struct sp_batch_transport *transport;
+    struct sp_batch_transport *transport;
     int shard_index, shard_count;
     bool merge;
 } sp_batch_opts;
@@ -236,7 +236,14 @@ typedef struct sp_batch_transport {
      * came; -1 with `err` on failure. */
     int (*recv)(void *ctx, int timeout_ms, int *from, char **msg, size_t *len,
                 sp_error *err);
+    bool stopped; /* set by sp_batch_stop_workers */
 } sp_batch_transport;
+
+/* Rank 0: tell every worker there is nothing more (once; later calls do
+ * nothing). sp_batch_run does it when its slides are done; a rank 0 that
+ * ends any other way (a usage error, the output folder locked, a dry run)
+ * must call it, or the workers wait for ever. */
+bool sp_batch_stop_workers(sp_batch_transport *t, sp_error *err);
 
 /* A worker (rank > 0 of o->transport): ask rank 0 for slides, run each in
  * a forked child with o->threads threads in all (<= 0: all cores), write

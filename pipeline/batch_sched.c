@@ -49,7 +49,7 @@ typedef struct {
 
 typedef struct {
     sp_batch *b;
-    const sp_batch_transport *t;
+    sp_batch_transport *t;
     worker *w; /* [1..size) */
     sp__local local;
     sp__bslide **queue;
@@ -159,9 +159,11 @@ static bool receive(loop *L, int timeout_ms, sp_error *err) {
             w->host = m.host;
             m.host = NULL;
         } else if (m.kind == SP__MSG_RESULT && m.slide &&
-                   m.slide->wire < L->b->n &&
-                   L->b->v[m.slide->wire]->pub.status == SP_BATCH_RUNNING &&
-                   L->b->v[m.slide->wire]->pub.rank == from) {
+                   (m.slide->wire >= L->b->n ||
+                    L->b->v[m.slide->wire]->pub.status != SP_BATCH_RUNNING ||
+                    L->b->v[m.slide->wire]->pub.rank != from)) {
+            /* late: a slide given up after a cancel; nothing to do */
+        } else if (m.kind == SP__MSG_RESULT && m.slide) {
             sp__bslide *s = L->b->v[m.slide->wire];
             sp__wire_apply_result(s, m.slide);
             w->free += s->pub.threads;
@@ -286,9 +288,9 @@ out:
     if (!ok)
         sp__local_abort(&L.local);
     /* every worker stops, also one that never said hello */
-    for (int r = 1; L.t && L.w && r < L.t->size; r++) {
+    if (L.t) {
         sp_error se = {0};
-        send_simple(&L, r, SP__MSG_STOP, &se);
+        sp_batch_stop_workers(L.t, &se);
     }
     for (int r = 1; L.t && L.w && r < L.t->size; r++)
         free(L.w[r].host);
@@ -296,5 +298,19 @@ out:
     sp__local_free(&L.local);
     free(L.queue);
     sp_buf_free(&L.msg);
+    return ok;
+}
+
+bool sp_batch_stop_workers(sp_batch_transport *t, sp_error *err) {
+    if (!t || t->rank != 0 || t->stopped)
+        return true;
+    t->stopped = true;
+    sp_buf m;
+    sp_buf_init(&m);
+    bool ok = sp__wire_simple(&m, SP__MSG_STOP) ||
+              sp_error_set(err, SP_ERR_NOMEM, NULL, "out of memory");
+    for (int r = 1; ok && r < t->size; r++)
+        ok = t->send(t->ctx, r, m.data, m.len, err);
+    sp_buf_free(&m);
     return ok;
 }

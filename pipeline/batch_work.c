@@ -21,7 +21,9 @@ typedef struct {
     sp__local local;
     sp_buf msg;
     bool stopping;
-    int cancels; /* from rank 0 or our own signals */
+    /* cancels: rank 0's messages and our own signals (mpirun forwards a
+     * Ctrl-C to every rank, and rank 0 says so too: one is one cancel) */
+    int cancels, from_rank0;
 } worker;
 
 static bool send_result(worker *W, sp__bslide *s, sp_error *err) {
@@ -65,11 +67,14 @@ static bool start(worker *W, sp__bslide *s, sp_error *err) {
     return s->pub.status == SP_BATCH_RUNNING || send_result(W, s, err);
 }
 
-static void cancel(worker *W) {
-    W->cancels++;
+/* Raise the cancel level to `level` (1: interrupt, 2: kill). */
+static void cancel(worker *W, int level) {
+    if (level <= W->cancels)
+        return;
+    W->cancels = level;
     W->b->cancelling = true;
     W->b->cancel_time = sp_now();
-    sp__local_signal(&W->local, W->cancels > 1 ? SIGKILL : SIGTERM);
+    sp__local_signal(&W->local, level > 1 ? SIGKILL : SIGTERM);
 }
 
 /* Handle what rank 0 sent; wait up to `timeout_ms` for the first. */
@@ -95,7 +100,7 @@ static bool receive(worker *W, int timeout_ms, sp_error *err) {
             m.slide = NULL;
             break;
         case SP__MSG_STOP: W->stopping = true; break;
-        case SP__MSG_CANCEL: cancel(W); break;
+        case SP__MSG_CANCEL: cancel(W, ++W->from_rank0); break;
         default:
             ok = sp_error_set(err, SP_ERR_INTERNAL, NULL,
                               "rank 0 sent an unexpected message");
@@ -130,8 +135,8 @@ bool sp_batch_work(const sp_batch_opts *o, sp_error *err) {
     if (!t->send(t->ctx, 0, W.msg.data, W.msg.len, err))
         goto out;
     for (;;) {
-        if (o->cancel && *o->cancel > W.cancels)
-            cancel(&W);
+        if (o->cancel && *o->cancel)
+            cancel(&W, *o->cancel);
         if (W.stopping && W.local.nrun == 0)
             break;
         if (!sp__local_wait(b, &W.local, W.local.nrun ? WAIT_MS : 0, err))

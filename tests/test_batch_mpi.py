@@ -45,9 +45,9 @@ SIZES = [(3400, 2600), (2800, 2200), (2400, 1800), (2000, 1600),
          (1600, 1200), (1200, 1000)]
 
 
-def run(cmd, **kw):
+def run(cmd, timeout=600, **kw):
     return subprocess.run(cmd, capture_output=True, text=True, env=ENV,
-                          timeout=600, **kw)
+                          timeout=timeout, **kw)
 
 
 def make_inputs(src):
@@ -170,6 +170,17 @@ def test_mpi(tmp, src, ref):
     check(bad and bad[0]["status"] == "failed" and
           "unreadable.svs" in (bad[0]["error"] or ""),
           "mpi: the broken slide fails with a message naming it")
+
+    # rank 0 ending without handing out slides still ends the workers
+    r = run(MPIRUN + [MPI_BIN, src, "-o", os.path.join(tmp, "dry"),
+                      "--dry-run"], timeout=120)
+    check(r.returncode == 0 and "to run" in r.stdout,
+          f"mpi --dry-run: exit {r.returncode}")
+    r = run(MPIRUN + [MPI_BIN, "--manifest", os.path.join(tmp, "none.tsv"),
+                      "-o", os.path.join(tmp, "nomanifest")], timeout=120)
+    check(r.returncode == 1 and "none.tsv" in r.stderr,
+          f"mpi, a manifest only rank 0 reads is missing: exit "
+          f"{r.returncode}, {r.stderr[-500:]}")
 
     # the same again: everything already done, nothing rewritten
     before = {d: stats_of(os.path.join(out, d)) for d in slide_dirs(out)}
