@@ -5,7 +5,8 @@
 #   scripts/install-deps.sh --list GROUP...           print the packages
 # runtime  the shared libraries the installed slidepipe links (the .deb's
 #          Depends, computed by dpkg-shlibdeps, name the same packages)
-# build    compiler, CMake, -dev packages, clang-format, help2man (man
+# build    compiler, CMake, -dev packages (libopenmpi-dev: slidepipe-mpi,
+#          which the .deb leaves out), clang-format, help2man (man
 #          pages), dpkg-dev and file (CPack's .deb: dpkg-shlibdeps, ELF
 #          detection), nodejs; then viewer/install-assets.sh puts
 #          OpenSeadragon into viewer/node_modules with npm (it installs
@@ -13,7 +14,9 @@
 #          builds bundle npm)
 # test     tests and benchmarks: reference tools and Python modules,
 #          Chromium, the benchmark peers, strace, lintian, clang and its
-#          libFuzzer runtime and libomp (the fuzz targets)
+#          libFuzzer runtime and libomp (the fuzz targets), mpirun and a
+#          Slurm cluster the tests start on this machine (openmpi-bin,
+#          slurm-wlm, munge)
 # scripts/demo.sh installs runtime + build, scripts/test.sh all three.
 set -eu
 
@@ -26,7 +29,7 @@ BUILD="
 build-essential cmake pkg-config git clang-format help2man dpkg-dev file
 libopenslide-dev libglib2.0-dev libtiff-dev libturbojpeg0-dev libjpeg-dev
 libpng-dev libwebp-dev zlib1g-dev libhdf5-dev libjson-c-dev
-libmicrohttpd-dev libcunit1-dev
+libmicrohttpd-dev libcunit1-dev libopenmpi-dev
 nodejs
 "
 TEST="
@@ -35,6 +38,7 @@ python3 python3-openslide python3-numpy python3-skimage python3-h5py
 python3-pandas python3-pil python3-websocket
 chromium wrk iipimage-server lighttpd time strace lintian
 clang libclang-rt-14-dev libomp-dev
+openmpi-bin slurm-wlm munge
 "
 
 list=false
