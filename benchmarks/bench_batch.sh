@@ -28,24 +28,7 @@ src=$here/out/batch-slides
 cores=$(nproc)
 mkdir -p "$out" "$src"
 
-# twenty slides: twelve small, six medium, two large (width height)
-sizes="2000 1500  2400 1800  2600 2000  3000 2200  3200 2400  3600 2700
-       4000 3000  4400 3300  2200 1700  2800 2100  3400 2600  3800 2900
-       8000 6000  9000 6800  10000 7500  11000 8200  12000 9000  13000 9800
-       20000 15000  24000 18000"
-i=0
-set -- $sizes
-while [ $# -ge 2 ]; do
-    w=$(awk -v v="$1" -v f="$SCALE" 'BEGIN { printf "%d", v * f }')
-    h=$(awk -v v="$2" -v f="$SCALE" 'BEGIN { printf "%d", v * f }')
-    shift 2
-    i=$((i + 1))
-    f=$(printf "%s/slide%02d-%dx%d.svs" "$src" "$i" "$w" "$h")
-    [ -f "$f" ] || "$SYNTH" -o "$f" --width "$w" --height "$h" --seed "$i" --quiet
-done
-mp=$(for f in "$src"/*.svs; do basename "$f" .svs; done |
-     sed 's/.*-\([0-9]*\)x\([0-9]*\)$/\1 \2/' |
-     awk '{ s += $1 * $2 } END { printf "%.0f", s / 1e6 }')
+mp=$(sp_batch_slides "$src" "$SYNTH" "$SCALE")
 
 # timed NAME CMD...: wall, user+sys, max RSS (largest process, kB)
 timed() {
