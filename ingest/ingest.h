@@ -150,6 +150,11 @@ bool sp_slide_not_a_slide(const char *path);
 typedef enum { SP_EXT_OTHER = 0, SP_EXT_IMAGE, SP_EXT_SLIDE } sp_ext_kind;
 sp_ext_kind sp_slide_ext_kind(const char *name);
 
+/* The series a DICOM whole-slide image file belongs to (its
+ * SeriesInstanceUID, malloc'd), or NULL for any other file: every file of
+ * a series opens the same slide, so a folder walk keeps one per series. */
+char *sp_slide_series_key(const char *path);
+
 /* Add the versions of the libraries ingest reads slides with: OpenSlide,
  * libtiff, GLib (read from the loaded libraries) and libjpeg-turbo (its
  * headers' version: libjpeg has no run-time call). */

@@ -12,6 +12,8 @@
 
 typedef struct sp__direct sp__direct;
 typedef struct sp__direct_reader sp__direct_reader;
+typedef struct sp__dicom sp__dicom;
+typedef struct sp__dicom_reader sp__dicom_reader;
 
 struct sp_slide {
     char *path;
@@ -27,6 +29,7 @@ struct sp_slide {
     double mpp_x, mpp_y, objective;
     const char *quickhash;
     sp__direct *direct; /* level-0 JPEG tiles read directly, or NULL */
+    sp__dicom *dicom;   /* a DICOM series (dicom.cpp) instead of osr */
 };
 
 /* Premultiplied ARGB (OpenSlide's layout) to straight RGB composited over
@@ -52,5 +55,27 @@ bool sp__direct_read(sp__direct_reader *r, const sp__direct *d, int level,
                      int64_t x, int64_t y, int64_t w, int64_t h,
                      const uint8_t bg[3], uint8_t *rgb, size_t stride,
                      const char *path, sp_error *err);
+
+/* dicom.cpp: DICOM whole-slide image series through DCMTK (osr is NULL
+ * for them). sp__dicom_candidate: a file with the DICOM preamble, or a
+ * folder holding one among its first entries. sp__dicom_open fills the
+ * slide's levels, properties, associated images, mpp, objective,
+ * quickhash and vendor ("dicom") and sets s->dicom; false with `err`
+ * naming the file and the cause. sp__dicom_read takes the level's own
+ * pixel coordinates; readers are per thread (frames are fetched under
+ * the instance's lock). sp__dicom_series_of: the SeriesInstanceUID of a
+ * DICOM WSI file (malloc'd), or NULL. */
+bool sp__dicom_candidate(const char *path);
+bool sp__dicom_open(sp_slide *s, const char *path, sp_error *err);
+void sp__dicom_free(sp__dicom *d);
+sp__dicom_reader *sp__dicom_reader_create(const sp__dicom *d);
+void sp__dicom_reader_free(sp__dicom_reader *r);
+bool sp__dicom_read(sp__dicom_reader *r, int level, int64_t x, int64_t y,
+                    int64_t w, int64_t h, const uint8_t bg[3], uint8_t *rgb,
+                    size_t stride, const char *path, sp_error *err);
+bool sp__dicom_read_associated(sp__dicom *d, int index, const uint8_t bg[3],
+                               uint8_t *rgb, const char *path, sp_error *err);
+char *sp__dicom_series_of(const char *path);
+const char *sp__dicom_version(void);
 
 #endif

@@ -11,6 +11,7 @@ struct sp_reader {
     openslide_t *osr; /* the slide's, or a private one */
     bool private_handle;
     sp__direct_reader *direct; /* level-0 fast path, or NULL */
+    sp__dicom_reader *dicom;   /* a DICOM series' frames, or NULL */
     uint8_t bg[3];
     uint32_t *argb; /* scratch for OpenSlide's output */
     size_t cap;     /* pixels */
@@ -51,6 +52,15 @@ sp_reader *sp_reader_create(sp_slide *s, unsigned flags, const uint8_t bg[3],
         memcpy(r->bg, bg, 3);
     else
         memset(r->bg, 255, 3);
+    if (s->dicom) {
+        r->dicom = sp__dicom_reader_create(s->dicom);
+        if (!r->dicom) {
+            sp_error_set(err, SP_ERR_NOMEM, s->path, "out of memory");
+            sp_reader_free(r);
+            return NULL;
+        }
+        return r;
+    }
     if (flags & SP_READER_PRIVATE_HANDLE) {
         r->osr = openslide_open(s->path);
         const char *e = r->osr ? openslide_get_error(r->osr) : NULL;
@@ -79,6 +89,7 @@ void sp_reader_free(sp_reader *r) {
     if (!r)
         return;
     sp__direct_reader_free(r->direct);
+    sp__dicom_reader_free(r->dicom);
     if (r->private_handle && r->osr)
         openslide_close(r->osr);
     free(r->argb);
@@ -104,6 +115,16 @@ bool sp_reader_read_stride(sp_reader *r, int level, int64_t x, int64_t y,
         return sp_error_set(err, SP_ERR_USAGE, path,
                             "invalid region size %lldx%lld", (long long)w,
                             (long long)h);
+    if (r->dicom) {
+        /* level-0 coordinates to the level's own, as OpenSlide does */
+        double ds = r->slide->levels[level].downsample;
+        double lx = floor((double)x / ds), ly = floor((double)y / ds);
+        if (!(fabs(lx) < 1e15 && fabs(ly) < 1e15))
+            return sp_error_set(err, SP_ERR_USAGE, path,
+                                "region origin out of range");
+        return sp__dicom_read(r->dicom, level, (int64_t)lx, (int64_t)ly, w, h,
+                              r->bg, rgb, stride, path, err);
+    }
     if (r->direct && sp__direct_has_level(r->slide->direct, level)) {
         /* OpenSlide reads level L at (x, y) / downsample: the same pixels
          * when that is a whole pixel (no sub-pixel painting) */

@@ -26,6 +26,7 @@ void sp_ingest_versions(sp_lib_versions *l) {
                         LIBJPEG_TURBO_VERSION_NUMBER % 1000);
     sp_lib_versions_add(l, "GLib", false, "%u.%u.%u", glib_major_version,
                         glib_minor_version, glib_micro_version);
+    sp_lib_versions_add(l, "DCMTK", true, "%s", sp__dicom_version());
 }
 
 /* OpenSlide reads TIFF-based formats through the process's libtiff, whose
@@ -190,11 +191,34 @@ static bool verify_readable(sp_slide *s, sp_error *err) {
     return true;
 }
 
+/* A DICOM slide's check: a small read of its smallest level, as
+ * verify_readable does through OpenSlide. */
+static bool verify_dicom(sp_slide *s, sp_error *err) {
+    const sp_level *l = &s->levels[s->level_count - 1];
+    int64_t w = l->width < 1024 ? l->width : 1024;
+    int64_t h = l->height < 1024 ? l->height : 1024;
+    int64_t x = (l->width - w) / 2, y = (l->height - h) / 2;
+    uint8_t *buf = malloc((size_t)(w * h) * 3);
+    sp_reader *r = buf ? sp_reader_create(s, 0, NULL, err) : NULL;
+    bool ok =
+        r && sp_reader_read(r, s->level_count - 1, (int64_t)(x * l->downsample),
+                            (int64_t)(y * l->downsample), w, h, buf, err);
+    if (!buf)
+        sp_error_set(err, SP_ERR_NOMEM, s->path, "out of memory");
+    sp_reader_free(r);
+    free(buf);
+    return ok;
+}
+
 bool sp_slide_open(const char *path, bool verify, sp_slide **out,
                    sp_error *err) {
     *out = NULL;
     sp_libtiff_quiet();
-    if (!check_path(path, err))
+    /* a folder may be a DICOM series */
+    struct stat dst;
+    bool dicom_dir = stat(path, &dst) == 0 && S_ISDIR(dst.st_mode) &&
+                     sp__dicom_candidate(path);
+    if (!dicom_dir && !check_path(path, err))
         return false;
     sp_slide *s = calloc(1, sizeof *s);
     if (!s)
@@ -206,7 +230,16 @@ bool sp_slide_open(const char *path, bool verify, sp_slide **out,
     }
     char cause[600];
     sp_capture_clear();
-    s->osr = openslide_open(path);
+    s->osr = dicom_dir ? NULL : openslide_open(path);
+    if (!s->osr && (dicom_dir || sp__dicom_candidate(path))) {
+        /* OpenSlide 3.4.1 reads no DICOM: DCMTK does */
+        if (!sp__dicom_open(s, path, err))
+            goto fail;
+        if (verify && !verify_dicom(s, err))
+            goto fail;
+        *out = s;
+        return true;
+    }
     if (!s->osr) {
         sp_error_set(err, SP_ERR_INPUT, path,
                      "not a slide format OpenSlide %s recognises%s",
@@ -242,6 +275,7 @@ void sp_slide_close(sp_slide *s) {
     free(s->levels);
     free(s->props);
     free(s->assoc);
+    sp__dicom_free(s->dicom); /* after: it owns the strings they point to */
     free(s->path);
     free(s);
 }
@@ -328,9 +362,12 @@ const sp_associated *sp_slide_associated_at(const sp_slide *s, int i) {
 bool sp_slide_read_associated(sp_slide *s, const char *name, uint8_t *rgb,
                               const uint8_t bg[3], sp_error *err) {
     const sp_associated *a = NULL;
+    int index = -1;
     for (int i = 0; i < s->assoc_count; i++)
-        if (strcmp(s->assoc[i].name, name) == 0)
+        if (strcmp(s->assoc[i].name, name) == 0) {
             a = &s->assoc[i];
+            index = i;
+        }
     if (!a)
         return sp_error_set(err, SP_ERR_USAGE, s->path,
                             "no associated image named '%s'", name);
@@ -343,6 +380,10 @@ bool sp_slide_read_associated(sp_slide *s, const char *name, uint8_t *rgb,
                             "(at most 2^28 are read)",
                             name, (long long)a->width, (long long)a->height);
     size_t n = (size_t)(a->width * a->height);
+    static const uint8_t white_bg[3] = {255, 255, 255};
+    if (s->dicom)
+        return sp__dicom_read_associated(s->dicom, index, bg ? bg : white_bg,
+                                         rgb, s->path, err);
     uint32_t *argb = malloc(n * sizeof *argb);
     if (!argb)
         return sp_error_set(err, SP_ERR_NOMEM, s->path, "out of memory");
@@ -390,5 +431,9 @@ bool sp_slide_not_a_slide(const char *path) {
     fclose(f);
     sp_libtiff_quiet();
     sp_capture_clear();
-    return openslide_detect_vendor(path) == NULL;
+    return openslide_detect_vendor(path) == NULL && !sp__dicom_candidate(path);
+}
+
+char *sp_slide_series_key(const char *path) {
+    return sp__dicom_series_of(path);
 }

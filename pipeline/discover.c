@@ -23,9 +23,32 @@ static bool has_ext(const char *name, const char *ext) {
     return n > e && strcasecmp(name + n - e, ext) == 0;
 }
 
+/* Mark the files of a DICOM series after its first (in name order):
+ * any one of them opens the whole series. */
+static void mark_series(const char *dir, char **names, size_t n, bool *skip) {
+    char **keys = calloc(n ? n : 1, sizeof *keys);
+    if (!keys)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        char *p = skip[i] ? NULL : sp_path_join(dir, names[i]);
+        keys[i] = p ? sp_slide_series_key(p) : NULL;
+        free(p);
+        for (size_t j = 0; keys[i] && j < i; j++)
+            if (keys[j] && strcmp(keys[i], keys[j]) == 0) {
+                skip[i] = true;
+                break;
+            }
+    }
+    for (size_t i = 0; i < n; i++)
+        free(keys[i]);
+    free(keys);
+}
+
 /* Mark (NULL out in `skip`) the entries a multi-file slide owns: the data
- * folder of X.mrxs (X) and the files a .vms/.vmu index names. */
+ * folder of X.mrxs (X), the files a .vms/.vmu index names, and the files
+ * of a DICOM series after its first. */
 static void mark_owned(const char *dir, char **names, size_t n, bool *skip) {
+    mark_series(dir, names, n, skip);
     for (size_t i = 0; i < n; i++) {
         const char *nm = names[i];
         if (has_ext(nm, ".mrxs")) {

@@ -18,7 +18,8 @@ export SLIDEPIPE_TESTDATA="${SLIDEPIPE_TESTDATA:-$(cd .. && pwd)/shared/testdata
 if [ -z "${SLIDEPIPE_BIN:-}" ] && [ -x build/cli/slidepipe ]; then
     export SLIDEPIPE_BIN="$PWD/build/cli/slidepipe"
 fi
-scripts/build.sh build-fuzz -DSP_FUZZ=ON -DCMAKE_C_COMPILER=clang >/dev/null
+scripts/build.sh build-fuzz -DSP_FUZZ=ON -DCMAKE_C_COMPILER=clang \
+    -DCMAKE_CXX_COMPILER=clang++ >/dev/null
 . fuzz/options.sh
 if [ "$target" = all ]; then
     targets=$(cd fuzz && ls fuzz_*.c | sed 's/^fuzz_//; s/\.c$//')

@@ -27,7 +27,8 @@ for variant in build build-asan; do
 done
 # fuzz smoke runs: the seeds of some targets include real outputs of the
 # normal build's slidepipe
-scripts/build.sh build-fuzz -DSP_FUZZ=ON -DCMAKE_C_COMPILER=clang
+scripts/build.sh build-fuzz -DSP_FUZZ=ON -DCMAKE_C_COMPILER=clang \
+    -DCMAKE_CXX_COMPILER=clang++
 echo "== ctest (build-fuzz)"
 (cd build-fuzz && SLIDEPIPE_BIN="$PWD/../build/cli/slidepipe" \
     ctest --output-on-failure -j"$jobs") || status=1

@@ -72,8 +72,11 @@ SONAMES = {"OpenSlide": "libopenslide.so", "libtiff": "libtiff.so",
            "libjpeg-turbo": "libjpeg.so", "GLib": "libglib-2.0.so",
            "libpng": "libpng16.so", "libwebp": "libwebp.so",
            "json-c": "libjson-c.so", "HDF5": "libhdf5", "zlib": "libz.so",
-           "libmicrohttpd": "libmicrohttpd.so"}
+           "libmicrohttpd": "libmicrohttpd.so", "DCMTK": "libdcmdata.so"}
 PKGCONFIG = {"libjpeg-turbo": "libjpeg"}
+# compile-time versions without a working .pc (Debian's dcmtk.pc names a
+# libsndfile .pc that is not installed): the package of a header
+HEADER = {"DCMTK": "/usr/include/dcmtk/dcmdata/dcuid.h"}
 
 
 def dpkg_upstream(path):
@@ -115,7 +118,9 @@ def check_versions():
         if len(parts) >= 3 and parts[1] == "=>":
             loaded[parts[0]] = parts[2]
     for name, lib in libs.items():
-        if lib["read"] == "compile time":
+        if lib["read"] == "compile time" and name in HEADER:
+            want = dpkg_upstream(HEADER[name])
+        elif lib["read"] == "compile time":
             want = subprocess.run(["pkg-config", "--modversion", PKGCONFIG[name]],
                                   capture_output=True, text=True).stdout.strip()
         else:

@@ -1,0 +1,955 @@
+/* DICOM whole-slide images (VL Whole Slide Microscopy, Supplement 145):
+ * a series (a folder, or any one of its files) read through DCMTK, behind
+ * the C API of ingest_private.h. OpenSlide 3.4.1 cannot read them.
+ *
+ *   instances  the files of the folder whose SOP class is VL WSM and
+ *              whose SeriesInstanceUID is the one asked for; ImageType's
+ *              third value VOLUME (or none) makes a level, LABEL, OVERVIEW
+ *              and THUMBNAIL associated images ("label", "macro",
+ *              "thumbnail"); instances of one size are one level
+ *              (concatenations: ConcatenationFrameOffsetNumber)
+ *   frames     TILED_FULL (row-major tiles of the first focal plane and
+ *              optical path), or per-frame positions (PlanePositionSlide
+ *              in the per-frame functional groups: TILED_SPARSE, and
+ *              writers that omit DimensionOrganizationType); tiles with no
+ *              frame are background
+ *   pixels     JPEG baseline (RGB, YBR_FULL, YBR_FULL_422), decoded here
+ *              with libjpeg-turbo as strictly as the TIFF path (a corrupt
+ *              frame is an error); native 8-bit RGB (explicit or implicit
+ *              VR little endian). Anything else: an error naming the file
+ *              and what is unsupported.
+ *
+ * DCMTK loads each file with a small maximum read length: pixel data and
+ * every fragment stay on disk and one frame's bytes are fetched when a
+ * tile needs them (getPartialValue, under the instance's lock: DCMTK's
+ * objects are not shared between threads otherwise). Sizes read from the
+ * files are checked before anything is allocated from them. */
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcfcache.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcpixel.h>
+#include <dcmtk/dcmdata/dcpixseq.h>
+#include <dcmtk/dcmdata/dcpxitem.h>
+#include <dcmtk/dcmdata/dcuid.h>
+#include <dcmtk/oflog/oflog.h>
+
+#include <algorithm>
+#include <cmath>
+#include <csetjmp>
+#include <cstdio>
+#include <cstring>
+#include <dirent.h>
+#include <mutex>
+#include <string>
+#include <sys/stat.h>
+#include <vector>
+
+#include <jpeglib.h>
+
+extern "C" {
+#include "ingest_private.h"
+}
+
+namespace {
+
+const int64_t MAX_EDGE = INT64_C(1) << 24;   /* pixels a side */
+const int64_t MAX_TILE = 16384;              /* a frame's edge */
+const int64_t MAX_FRAMES = INT64_C(1) << 24; /* frames an instance */
+const size_t MAX_FILES = 100000;             /* files a folder */
+const Uint32 MAX_READ = 4096;                /* bytes DCMTK loads */
+
+enum class px { jpeg, native };
+
+struct instance {
+    std::string path;
+    DcmFileFormat ff;
+    DcmDataset *ds = nullptr;
+    px kind = px::jpeg;
+    bool ycc = false; /* JPEG frames in YCbCr (YBR_*) rather than RGB */
+    Uint32 frames = 0;
+    int64_t tw = 0, th = 0;          /* Columns, Rows */
+    int64_t w = 0, h = 0;            /* TotalPixelMatrixColumns, Rows */
+    Uint32 offset = 0;               /* ConcatenationFrameOffsetNumber */
+    std::string type;                /* VOLUME, LABEL, OVERVIEW, THUMBNAIL */
+    DcmPixelSequence *seq = nullptr; /* encapsulated fragments */
+    DcmElement *native = nullptr;    /* native pixel data */
+    /* fragment range of each frame: [first, first + count) */
+    std::vector<Uint32> frag_first, frag_count;
+    std::mutex mu;
+};
+
+struct tile_ref {
+    int32_t inst = -1; /* -1: no frame, background */
+    Uint32 frame = 0;
+};
+
+struct level {
+    int64_t w = 0, h = 0, tw = 0, th = 0, cols = 0, rows = 0;
+    std::vector<tile_ref> tiles;
+};
+
+std::once_flag quiet_once;
+
+/* DCMTK logs to stderr by default: library code must not print. */
+void quiet_dcmtk() {
+    std::call_once(quiet_once,
+                   [] { OFLog::configure(OFLogger::OFF_LOG_LEVEL); });
+}
+
+bool has_dicm_magic(const char *path) {
+    FILE *f = std::fopen(path, "rb");
+    if (!f)
+        return false;
+    char b[132];
+    bool ok = std::fread(b, 1, sizeof b, f) == sizeof b &&
+              std::memcmp(b + 128, "DICM", 4) == 0;
+    std::fclose(f);
+    return ok;
+}
+
+std::string str_of(DcmItem *it, const DcmTagKey &k, int pos = 0) {
+    OFString v;
+    if (it && it->findAndGetOFString(k, v, pos).good())
+        return std::string(v.c_str());
+    return std::string();
+}
+
+bool int_of(DcmItem *it, const DcmTagKey &k, int64_t *out) {
+    Uint32 u32;
+    Uint16 u16;
+    Sint32 s32;
+    if (it->findAndGetUint32(k, u32).good()) {
+        *out = u32;
+        return true;
+    }
+    if (it->findAndGetUint16(k, u16).good()) {
+        *out = u16;
+        return true;
+    }
+    if (it->findAndGetSint32(k, s32).good()) {
+        *out = s32;
+        return true;
+    }
+    OFString s;
+    if (it->findAndGetOFString(k, s).good() && !s.empty()) {
+        char *end = nullptr;
+        long long v = std::strtoll(s.c_str(), &end, 10);
+        if (end && *end == '\0') {
+            *out = v;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The first item of sequence `k` in `it`, or NULL. */
+DcmItem *first_item(DcmItem *it, const DcmTagKey &k) {
+    DcmItem *out = nullptr;
+    if (it && it->findAndGetSequenceItem(k, out, 0).good())
+        return out;
+    return nullptr;
+}
+
+} // namespace
+
+struct sp__dicom {
+    std::string dir, series;
+    std::vector<instance *> inst;
+    std::vector<level> levels;
+    std::vector<int> assoc_inst; /* instance of each associated image */
+    std::vector<std::string> prop_names, prop_values;
+    std::string quickhash;
+    ~sp__dicom() {
+        for (instance *i : inst)
+            delete i;
+    }
+};
+
+struct sp__dicom_reader {
+    const sp__dicom *d;
+    jpeg_decompress_struct cinfo;
+    struct err_mgr {
+        jpeg_error_mgr pub;
+        jmp_buf jb;
+        char msg[JMSG_LENGTH_MAX];
+    } jerr;
+    bool cinfo_ok = false;
+    std::vector<Uint8> data; /* a frame's compressed bytes */
+    std::vector<uint8_t> tile;
+    int32_t cached_inst = -1; /* the frame decoded in `tile` */
+    Uint32 cached_frame = 0;
+    DcmFileCache cache;
+};
+
+namespace {
+
+void jerr_exit(j_common_ptr c) {
+    auto *e = reinterpret_cast<sp__dicom_reader::err_mgr *>(c->err);
+    (*c->err->format_message)(c, e->msg);
+    std::longjmp(e->jb, 1);
+}
+
+/* libjpeg's warnings (corrupt data, premature end) are errors here: a
+ * damaged frame must not come out as plausible pixels */
+void jerr_emit(j_common_ptr c, int lvl) {
+    if (lvl < 0)
+        jerr_exit(c);
+}
+
+void jerr_output(j_common_ptr) {}
+
+/* Fill frag_first/frag_count: which fragments make each frame. */
+bool map_fragments(instance *in, std::string *why) {
+    unsigned long n = in->seq->card();
+    if (n < 2) {
+        *why = "no pixel data fragments";
+        return false;
+    }
+    const unsigned long frags = n - 1; /* item 0: the basic offset table */
+    in->frag_first.resize(in->frames);
+    in->frag_count.resize(in->frames);
+    if (frags == in->frames) {
+        for (Uint32 f = 0; f < in->frames; f++) {
+            in->frag_first[f] = f + 1;
+            in->frag_count[f] = 1;
+        }
+        return true;
+    }
+    if (in->frames == 1) {
+        in->frag_first[0] = 1;
+        in->frag_count[0] = (Uint32)frags;
+        return true;
+    }
+    /* several fragments a frame: the basic offset table says where each
+     * frame starts, in bytes from the first fragment's item tag */
+    DcmPixelItem *bot = nullptr;
+    Uint8 *tab = nullptr;
+    if (in->seq->getItem(bot, 0).bad() || !bot ||
+        bot->getLength() != 4 * in->frames || bot->getUint8Array(tab).bad() ||
+        !tab) {
+        *why = std::to_string(frags) + " fragments for " +
+               std::to_string(in->frames) +
+               " frames and no basic offset table to tell them apart";
+        return false;
+    }
+    std::vector<Uint32> starts(in->frames);
+    for (Uint32 f = 0; f < in->frames; f++) {
+        Uint32 v;
+        std::memcpy(&v, tab + 4 * f, 4); /* little endian on disk */
+        starts[f] = v;
+    }
+    Uint64 pos = 0;
+    Uint32 f = 0;
+    for (unsigned long i = 1; i <= frags; i++) {
+        DcmPixelItem *it = nullptr;
+        if (in->seq->getItem(it, i).bad() || !it) {
+            *why = "fragment " + std::to_string(i) + " unreadable";
+            return false;
+        }
+        while (f < in->frames && starts[f] == pos) {
+            in->frag_first[f] = (Uint32)i;
+            in->frag_count[f] = 0;
+            f++;
+        }
+        if (f == 0) {
+            *why = "the basic offset table does not start at 0";
+            return false;
+        }
+        in->frag_count[f - 1]++;
+        pos += 8 + it->getLength();
+    }
+    if (f != in->frames) {
+        *why = "the basic offset table points past the fragments";
+        return false;
+    }
+    return true;
+}
+
+/* Read what slidepipe needs of one instance (its dataset is loaded). */
+bool describe(instance *in, std::string *why) {
+    DcmDataset *ds = in->ds;
+    E_TransferSyntax xfer = ds->getOriginalXfer();
+    int64_t v;
+    if (!int_of(ds, DCM_Columns, &in->tw) || !int_of(ds, DCM_Rows, &in->th) ||
+        in->tw < 1 || in->th < 1 || in->tw > MAX_TILE || in->th > MAX_TILE) {
+        *why = "no valid Rows/Columns";
+        return false;
+    }
+    in->frames = 1;
+    if (int_of(ds, DCM_NumberOfFrames, &v)) {
+        if (v < 1 || v > MAX_FRAMES) {
+            *why = "NumberOfFrames " + std::to_string(v) + " out of range";
+            return false;
+        }
+        in->frames = (Uint32)v;
+    }
+    if (!int_of(ds, DCM_TotalPixelMatrixColumns, &in->w) ||
+        !int_of(ds, DCM_TotalPixelMatrixRows, &in->h)) {
+        /* a single image without the WSI modules */
+        if (in->frames != 1) {
+            *why = "no TotalPixelMatrixColumns/Rows";
+            return false;
+        }
+        in->w = in->tw;
+        in->h = in->th;
+    }
+    if (in->w < 1 || in->h < 1 || in->w > MAX_EDGE || in->h > MAX_EDGE) {
+        *why = "total pixel matrix " + std::to_string(in->w) + "x" +
+               std::to_string(in->h) + " out of range";
+        return false;
+    }
+    int64_t spp = 0, bits = 0;
+    if (!int_of(ds, DCM_SamplesPerPixel, &spp) || spp != 3 ||
+        !int_of(ds, DCM_BitsAllocated, &bits) || bits != 8) {
+        *why = "only 8-bit colour (3 samples) is supported";
+        return false;
+    }
+    std::string pi = str_of(ds, DCM_PhotometricInterpretation);
+    if (int_of(ds, DCM_ConcatenationFrameOffsetNumber, &v) && v >= 0 &&
+        v <= MAX_FRAMES)
+        in->offset = (Uint32)v;
+    in->type = str_of(ds, DCM_ImageType, 2);
+    DcmElement *pd = nullptr;
+    if (ds->findAndGetElement(DCM_PixelData, pd).bad() || !pd) {
+        *why = "no pixel data";
+        return false;
+    }
+    if (xfer == EXS_JPEGProcess1) {
+        if (pi != "RGB" && pi != "YBR_FULL_422" && pi != "YBR_FULL") {
+            *why = "JPEG with photometric interpretation '" + pi +
+                   "' is not supported";
+            return false;
+        }
+        in->kind = px::jpeg;
+        in->ycc = pi != "RGB";
+        E_TransferSyntax x = EXS_Unknown;
+        const DcmRepresentationParameter *rp = nullptr;
+        auto *pix = OFstatic_cast(DcmPixelData *, pd);
+        pix->getOriginalRepresentationKey(x, rp);
+        if (pix->getEncapsulatedRepresentation(x, rp, in->seq).bad() ||
+            !in->seq) {
+            *why = "JPEG pixel data is not encapsulated";
+            return false;
+        }
+        return map_fragments(in, why);
+    }
+    if (xfer == EXS_LittleEndianExplicit || xfer == EXS_LittleEndianImplicit) {
+        if (pi != "RGB") {
+            *why = "native pixel data in '" + pi + "' is not supported";
+            return false;
+        }
+        int64_t planar = 0;
+        if (int_of(ds, DCM_PlanarConfiguration, &planar) && planar != 0) {
+            *why = "planar (colour-by-plane) pixel data is not supported";
+            return false;
+        }
+        if ((Uint64)pd->getLength() <
+            (Uint64)in->frames * (Uint64)in->tw * (Uint64)in->th * 3) {
+            *why = "pixel data shorter than " + std::to_string(in->frames) +
+                   " frames";
+            return false;
+        }
+        in->kind = px::native;
+        in->native = pd;
+        return true;
+    }
+    DcmXfer xf(xfer);
+    *why = std::string("transfer syntax ") + xf.getXferName() + " (" +
+           xf.getXferID() + ") is not supported";
+    return false;
+}
+
+/* Place the frames of `in` on the tile grid of `lv`. */
+bool place(const sp__dicom *d, int index, instance *in, level *lv,
+           std::string *why) {
+    DcmDataset *ds = in->ds;
+    std::string org = str_of(ds, DCM_DimensionOrganizationType);
+    DcmItem *pf0 = first_item(ds, DCM_PerFrameFunctionalGroupsSequence);
+    bool sparse = org == "TILED_SPARSE" ||
+                  (org != "TILED_FULL" && pf0 &&
+                   first_item(pf0, DCM_PlanePositionSlideSequence));
+    (void)d;
+    if (!sparse) {
+        /* row-major from the concatenation's offset; the first plane */
+        for (Uint32 f = 0; f < in->frames; f++) {
+            Uint64 t = (Uint64)in->offset + f;
+            if (t >= lv->tiles.size())
+                break; /* other focal planes or optical paths */
+            lv->tiles[t].inst = index;
+            lv->tiles[t].frame = f;
+        }
+        return true;
+    }
+    DcmSequenceOfItems *seq = nullptr;
+    if (ds->findAndGetSequence(DCM_PerFrameFunctionalGroupsSequence, seq)
+            .bad() ||
+        !seq || seq->card() != in->frames) {
+        *why = "TILED_SPARSE without a per-frame position for every frame";
+        return false;
+    }
+    std::string plane0;
+    for (Uint32 f = 0; f < in->frames; f++) {
+        DcmItem *pos =
+            first_item(seq->getItem(f), DCM_PlanePositionSlideSequence);
+        int64_t c = 0, r = 0;
+        if (!pos ||
+            !int_of(pos, DCM_ColumnPositionInTotalImagePixelMatrix, &c) ||
+            !int_of(pos, DCM_RowPositionInTotalImagePixelMatrix, &r)) {
+            *why = "frame " + std::to_string(f + 1) + " has no position";
+            return false;
+        }
+        /* the first focal plane only */
+        std::string z = str_of(pos, DCM_ZOffsetInSlideCoordinateSystem);
+        if (f == 0)
+            plane0 = z;
+        else if (z != plane0)
+            continue;
+        if (c < 1 || r < 1 || (c - 1) % in->tw || (r - 1) % in->th)
+            continue; /* off the grid: not a tile of this level */
+        int64_t tx = (c - 1) / in->tw, ty = (r - 1) / in->th;
+        if (tx >= lv->cols || ty >= lv->rows)
+            continue;
+        tile_ref &t = lv->tiles[(size_t)(ty * lv->cols + tx)];
+        t.inst = index;
+        t.frame = f;
+    }
+    return true;
+}
+
+void add_prop(sp__dicom *d, const char *name, const std::string &v) {
+    if (v.empty())
+        return;
+    d->prop_names.push_back(name);
+    d->prop_values.push_back(v);
+}
+
+/* The files of the series: those of `dir` (or `only`) whose series is
+ * `series` (the first WSI series found when empty). */
+bool load_series(sp__dicom *d, const std::string &only, sp_error *err,
+                 const char *path) {
+    std::vector<std::string> files;
+    if (!only.empty()) {
+        files.push_back(only);
+    }
+    DIR *dh = opendir(d->dir.c_str());
+    if (!dh)
+        return sp_error_errno(err, SP_ERR_INPUT, path, errno,
+                              "cannot list the series' folder");
+    struct dirent *e;
+    while ((e = readdir(dh)) != nullptr) {
+        if (e->d_name[0] == '.')
+            continue;
+        std::string p = d->dir + "/" + e->d_name;
+        if (p == only)
+            continue;
+        struct stat st;
+        if (stat(p.c_str(), &st) != 0 || !S_ISREG(st.st_mode))
+            continue;
+        if (files.size() >= MAX_FILES) {
+            closedir(dh);
+            return sp_error_set(err, SP_ERR_INPUT, path,
+                                "more than %zu files in the series' folder",
+                                MAX_FILES);
+        }
+        files.push_back(p);
+    }
+    closedir(dh);
+    /* the file asked for first, then in name order */
+    std::sort(files.begin() + (only.empty() ? 0 : 1), files.end());
+    for (const std::string &p : files) {
+        if (!has_dicm_magic(p.c_str()))
+            continue;
+        auto *in = new instance;
+        in->path = p;
+        OFCondition c = in->ff.loadFile(p.c_str(), EXS_Unknown, EGL_noChange,
+                                        MAX_READ, ERM_autoDetect);
+        in->ds = in->ff.getDataset();
+        if (c.bad() || !in->ds) {
+            delete in;
+            if (p == only)
+                return sp_error_set(err, SP_ERR_INPUT, path,
+                                    "not a readable DICOM file: %s", c.text());
+            continue;
+        }
+        std::string sop = str_of(in->ds, DCM_SOPClassUID);
+        std::string series = str_of(in->ds, DCM_SeriesInstanceUID);
+        if (sop != UID_VLWholeSlideMicroscopyImageStorage ||
+            (!d->series.empty() && series != d->series)) {
+            delete in;
+            if (p == only)
+                return sp_error_set(
+                    err, SP_ERR_INPUT, path,
+                    "a DICOM file, but not a whole-slide image (SOP class %s)",
+                    sop.empty() ? "missing" : sop.c_str());
+            continue;
+        }
+        d->series = series;
+        d->inst.push_back(in);
+    }
+    if (d->inst.empty())
+        return sp_error_set(err, SP_ERR_INPUT, path,
+                            "no DICOM whole-slide image in this folder");
+    return true;
+}
+
+} // namespace
+
+extern "C" bool sp__dicom_candidate(const char *path) {
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return false;
+    if (S_ISREG(st.st_mode))
+        return has_dicm_magic(path);
+    if (!S_ISDIR(st.st_mode))
+        return false;
+    DIR *dh = opendir(path);
+    if (!dh)
+        return false;
+    bool found = false;
+    struct dirent *e;
+    for (size_t n = 0; !found && n < 64 && (e = readdir(dh)) != nullptr; n++) {
+        if (e->d_name[0] == '.')
+            continue;
+        std::string p = std::string(path) + "/" + e->d_name;
+        found = has_dicm_magic(p.c_str());
+    }
+    closedir(dh);
+    return found;
+}
+
+extern "C" char *sp__dicom_series_of(const char *path) {
+    quiet_dcmtk();
+    if (!has_dicm_magic(path))
+        return nullptr;
+    DcmFileFormat ff;
+    if (ff.loadFile(path, EXS_Unknown, EGL_noChange, MAX_READ, ERM_autoDetect)
+            .bad())
+        return nullptr;
+    std::string sop = str_of(ff.getDataset(), DCM_SOPClassUID);
+    std::string s = str_of(ff.getDataset(), DCM_SeriesInstanceUID);
+    if (sop != UID_VLWholeSlideMicroscopyImageStorage || s.empty())
+        return nullptr;
+    return strdup(s.c_str());
+}
+
+extern "C" bool sp__dicom_open(sp_slide *s, const char *path, sp_error *err) {
+    quiet_dcmtk();
+    auto *d = new (std::nothrow) sp__dicom;
+    if (!d)
+        return sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
+    struct stat st;
+    std::string only;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        d->dir = path;
+    } else {
+        only = path;
+        const char *slash = std::strrchr(path, '/');
+        d->dir = slash ? std::string(path, (size_t)(slash - path)) : ".";
+        if (d->dir.empty())
+            d->dir = "/";
+    }
+    std::vector<int> vol;
+    std::string why;
+    try {
+        if (!load_series(d, only, err, path)) {
+            delete d;
+            return false;
+        }
+        for (size_t i = 0; i < d->inst.size(); i++) {
+            instance *in = d->inst[i];
+            if (!describe(in, &why)) {
+                sp_error_set(err, SP_ERR_INPUT, path, "%s: %s",
+                             sp_basename(in->path.c_str()), why.c_str());
+                delete d;
+                return false;
+            }
+            if (in->type.empty() || in->type == "VOLUME")
+                vol.push_back((int)i);
+            else if (in->type == "LABEL" || in->type == "OVERVIEW" ||
+                     in->type == "THUMBNAIL")
+                d->assoc_inst.push_back((int)i);
+        }
+    } catch (const std::bad_alloc &) {
+        delete d;
+        return sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
+    }
+    if (vol.empty()) {
+        delete d;
+        return sp_error_set(err, SP_ERR_INPUT, path,
+                            "the series has no VOLUME image");
+    }
+    /* levels: one per size, largest first */
+    std::sort(vol.begin(), vol.end(), [d](int a, int b) {
+        return d->inst[a]->w != d->inst[b]->w ? d->inst[a]->w > d->inst[b]->w
+                                              : a < b;
+    });
+    try {
+        for (int i : vol) {
+            instance *in = d->inst[i];
+            if (d->levels.empty() || d->levels.back().w != in->w ||
+                d->levels.back().h != in->h) {
+                level lv;
+                lv.w = in->w;
+                lv.h = in->h;
+                lv.tw = in->tw;
+                lv.th = in->th;
+                lv.cols = (in->w + in->tw - 1) / in->tw;
+                lv.rows = (in->h + in->th - 1) / in->th;
+                if ((Uint64)lv.cols * (Uint64)lv.rows > (Uint64)MAX_FRAMES) {
+                    delete d;
+                    return sp_error_set(err, SP_ERR_INPUT, path,
+                                        "a level of %lldx%lld tiles",
+                                        (long long)lv.cols, (long long)lv.rows);
+                }
+                lv.tiles.resize((size_t)(lv.cols * lv.rows));
+                d->levels.push_back(std::move(lv));
+            }
+            level &lv = d->levels.back();
+            if (lv.tw != in->tw || lv.th != in->th) {
+                delete d;
+                return sp_error_set(err, SP_ERR_INPUT, path,
+                                    "%s: tiles of %lldx%lld in a level of "
+                                    "%lldx%lld tiles",
+                                    sp_basename(in->path.c_str()),
+                                    (long long)in->tw, (long long)in->th,
+                                    (long long)lv.tw, (long long)lv.th);
+            }
+            if (!place(d, i, in, &lv, &why)) {
+                delete d;
+                return sp_error_set(err, SP_ERR_INPUT, path, "%s: %s",
+                                    sp_basename(in->path.c_str()), why.c_str());
+            }
+        }
+    } catch (const std::bad_alloc &) {
+        delete d;
+        return sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
+    }
+
+    /* what the slide says of itself */
+    instance *base = d->inst[vol[0]];
+    DcmDataset *ds = base->ds;
+    add_prop(d, "dicom.SeriesInstanceUID", d->series);
+    add_prop(d, "dicom.StudyInstanceUID", str_of(ds, DCM_StudyInstanceUID));
+    add_prop(d, "dicom.Manufacturer", str_of(ds, DCM_Manufacturer));
+    add_prop(d, "dicom.ManufacturerModelName",
+             str_of(ds, DCM_ManufacturerModelName));
+    add_prop(d, "dicom.ContainerIdentifier",
+             str_of(ds, DCM_ContainerIdentifier));
+    add_prop(d, "dicom.TransferSyntaxUID",
+             DcmXfer(ds->getOriginalXfer()).getXferID());
+    add_prop(d, "dicom.PhotometricInterpretation",
+             str_of(ds, DCM_PhotometricInterpretation));
+    add_prop(d, "dicom.instances", std::to_string(d->inst.size()));
+    /* mpp: PixelSpacing (mm, row then column) of the shared functional
+     * groups, else the imaged volume over the pixel matrix */
+    DcmItem *sf = first_item(ds, DCM_SharedFunctionalGroupsSequence);
+    DcmItem *pm = first_item(sf, DCM_PixelMeasuresSequence);
+    double row_mm = 0, col_mm = 0;
+    Float32 vw = 0, vh = 0;
+    if (pm && pm->findAndGetFloat64(DCM_PixelSpacing, row_mm, 0).good() &&
+        pm->findAndGetFloat64(DCM_PixelSpacing, col_mm, 1).good() &&
+        row_mm > 0 && col_mm > 0) {
+        s->mpp_x = col_mm * 1000;
+        s->mpp_y = row_mm * 1000;
+        s->has_mpp = true;
+    } else if (ds->findAndGetFloat32(DCM_ImagedVolumeWidth, vw).good() &&
+               ds->findAndGetFloat32(DCM_ImagedVolumeHeight, vh).good() &&
+               vw > 0 && vh > 0) {
+        s->mpp_x = vw * 1000.0 / (double)base->w;
+        s->mpp_y = vh * 1000.0 / (double)base->h;
+        s->has_mpp = true;
+    }
+    if (s->has_mpp) {
+        char b[64];
+        std::snprintf(b, sizeof b, "%.10g", s->mpp_x);
+        add_prop(d, "openslide.mpp-x", b);
+        std::snprintf(b, sizeof b, "%.10g", s->mpp_y);
+        add_prop(d, "openslide.mpp-y", b);
+    }
+    DcmItem *op = first_item(ds, DCM_OpticalPathSequence);
+    Float64 power = 0;
+    std::string pw = str_of(op, DCM_ObjectiveLensPower);
+    if (!pw.empty() && (power = std::atof(pw.c_str())) > 0) {
+        s->objective = power;
+        s->has_objective = true;
+        add_prop(d, "openslide.objective-power", pw);
+    }
+    /* the content key: FNV-1a over the series, the levels' sizes and the
+     * smallest level's first frame bytes are not read here (a lazy open
+     * stays lazy): the series UID and sizes identify a DICOM series */
+    std::string key = d->series;
+    for (const level &lv : d->levels)
+        key += "/" + std::to_string(lv.w) + "x" + std::to_string(lv.h);
+    char qh[40];
+    std::snprintf(
+        qh, sizeof qh, "dicom-%016llx",
+        (unsigned long long)sp_fnv1a(SP_FNV_SEED, key.data(), key.size()));
+    d->quickhash = qh;
+    add_prop(d, "openslide.quickhash-1", d->quickhash);
+    add_prop(d, "openslide.vendor", "dicom");
+
+    /* into the slide's plain-data views */
+    s->level_count = (int)d->levels.size();
+    s->levels = (sp_level *)calloc(d->levels.size(), sizeof *s->levels);
+    s->props =
+        (sp_property *)calloc(d->prop_names.size() + 1, sizeof *s->props);
+    s->assoc =
+        (sp_associated *)calloc(d->assoc_inst.size() + 1, sizeof *s->assoc);
+    if (!s->levels || !s->props || !s->assoc) {
+        delete d;
+        return sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
+    }
+    for (size_t i = 0; i < d->levels.size(); i++) {
+        const level &lv = d->levels[i];
+        sp_level *l = &s->levels[i];
+        l->width = lv.w;
+        l->height = lv.h;
+        /* as OpenSlide: the mean of the two ratios */
+        l->downsample = ((double)d->levels[0].w / (double)lv.w +
+                         (double)d->levels[0].h / (double)lv.h) /
+                        2.0;
+        l->tile_width = lv.tw;
+        l->tile_height = lv.th;
+    }
+    s->prop_count = (int)d->prop_names.size();
+    for (size_t i = 0; i < d->prop_names.size(); i++) {
+        s->props[i].name = d->prop_names[i].c_str();
+        s->props[i].value = d->prop_values[i].c_str();
+    }
+    s->assoc_count = (int)d->assoc_inst.size();
+    for (size_t i = 0; i < d->assoc_inst.size(); i++) {
+        const instance *in = d->inst[d->assoc_inst[i]];
+        s->assoc[i].name = in->type == "LABEL"      ? "label"
+                           : in->type == "OVERVIEW" ? "macro"
+                                                    : "thumbnail";
+        s->assoc[i].width = in->w;
+        s->assoc[i].height = in->h;
+    }
+    s->quickhash = d->quickhash.c_str();
+    s->vendor = "dicom";
+    s->dicom = d;
+    return true;
+}
+
+extern "C" void sp__dicom_free(sp__dicom *d) { delete d; }
+
+extern "C" sp__dicom_reader *sp__dicom_reader_create(const sp__dicom *d) {
+    auto *r = new (std::nothrow) sp__dicom_reader;
+    if (!r)
+        return nullptr;
+    r->d = d;
+    r->cinfo.err = jpeg_std_error(&r->jerr.pub);
+    r->jerr.pub.error_exit = jerr_exit;
+    r->jerr.pub.emit_message = jerr_emit;
+    r->jerr.pub.output_message = jerr_output;
+    if (setjmp(r->jerr.jb)) {
+        delete r;
+        return nullptr;
+    }
+    jpeg_create_decompress(&r->cinfo);
+    r->cinfo_ok = true;
+    return r;
+}
+
+extern "C" void sp__dicom_reader_free(sp__dicom_reader *r) {
+    if (!r)
+        return;
+    if (r->cinfo_ok)
+        jpeg_destroy_decompress(&r->cinfo);
+    delete r;
+}
+
+namespace {
+
+/* Frame `f` of `in`'s bytes into r->data. */
+bool fetch(sp__dicom_reader *r, instance *in, Uint32 f, std::string *why) {
+    std::lock_guard<std::mutex> lock(in->mu);
+    if (in->kind == px::native) {
+        Uint64 n = (Uint64)in->tw * (Uint64)in->th * 3;
+        r->data.resize((size_t)n);
+        OFCondition c = in->native->getPartialValue(
+            r->data.data(), (Uint32)(n * f), (Uint32)n, &r->cache);
+        if (c.bad()) {
+            *why =
+                std::string("frame ") + std::to_string(f + 1) + ": " + c.text();
+            return false;
+        }
+        return true;
+    }
+    r->data.clear();
+    for (Uint32 k = 0; k < in->frag_count[f]; k++) {
+        DcmPixelItem *it = nullptr;
+        if (in->seq->getItem(it, in->frag_first[f] + k).bad() || !it) {
+            *why = "frame " + std::to_string(f + 1) + ": a fragment is missing";
+            return false;
+        }
+        Uint32 len = it->getLength();
+        if (len > (Uint32)64 << 20) {
+            *why = "frame " + std::to_string(f + 1) + ": a fragment of " +
+                   std::to_string(len) + " bytes";
+            return false;
+        }
+        size_t at = r->data.size();
+        r->data.resize(at + len);
+        OFCondition c =
+            len ? it->getPartialValue(r->data.data() + at, 0, len, &r->cache)
+                : EC_Normal;
+        if (c.bad()) {
+            *why = "frame " + std::to_string(f + 1) + ": " + c.text();
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Decode r->data (one JPEG frame) into r->tile, tw x th RGB. */
+bool decode(sp__dicom_reader *r, const instance *in, Uint32 f,
+            std::string *why) {
+    jpeg_decompress_struct *c = &r->cinfo;
+    std::vector<JSAMPROW> rows;
+    if (setjmp(r->jerr.jb)) {
+        jpeg_abort_decompress(c);
+        *why = "frame " + std::to_string(f + 1) + ": " + r->jerr.msg;
+        return false;
+    }
+    if (r->data.empty()) {
+        *why = "frame " + std::to_string(f + 1) + " is empty";
+        return false;
+    }
+    jpeg_mem_src(c, r->data.data(), (unsigned long)r->data.size());
+    if (jpeg_read_header(c, TRUE) != JPEG_HEADER_OK) {
+        jpeg_abort_decompress(c);
+        *why = "frame " + std::to_string(f + 1) + ": no JPEG image";
+        return false;
+    }
+    if (c->num_components != 3) {
+        jpeg_abort_decompress(c);
+        *why = "frame " + std::to_string(f + 1) + ": " +
+               std::to_string(c->num_components) + " JPEG components";
+        return false;
+    }
+    /* DICOM's photometric interpretation says how the bitstream is coded */
+    c->jpeg_color_space = in->ycc ? JCS_YCbCr : JCS_RGB;
+    c->out_color_space = JCS_RGB;
+    jpeg_start_decompress(c);
+    if ((int64_t)c->output_width != in->tw ||
+        (int64_t)c->output_height != in->th) {
+        jpeg_abort_decompress(c);
+        *why = "frame " + std::to_string(f + 1) + " is " +
+               std::to_string(c->output_width) + "x" +
+               std::to_string(c->output_height) + ", not " +
+               std::to_string(in->tw) + "x" + std::to_string(in->th);
+        return false;
+    }
+    rows.resize((size_t)in->th);
+    for (int64_t y = 0; y < in->th; y++)
+        rows[(size_t)y] = r->tile.data() + (size_t)(y * in->tw * 3);
+    while (c->output_scanline < c->output_height)
+        jpeg_read_scanlines(c, rows.data() + c->output_scanline,
+                            c->output_height - c->output_scanline);
+    jpeg_finish_decompress(c);
+    return true;
+}
+
+/* The tile (tx, ty) of `lv` decoded into r->tile; false with `why` on a
+ * damaged frame. *have false: no frame there (background). */
+bool tile_of(sp__dicom_reader *r, const level &lv, int64_t tx, int64_t ty,
+             bool *have, std::string *why) {
+    const tile_ref &t = lv.tiles[(size_t)(ty * lv.cols + tx)];
+    *have = t.inst >= 0;
+    if (!*have)
+        return true;
+    if (t.inst == r->cached_inst && t.frame == r->cached_frame)
+        return true;
+    instance *in = r->d->inst[(size_t)t.inst];
+    r->cached_inst = -1;
+    r->tile.resize((size_t)(in->tw * in->th * 3));
+    if (!fetch(r, in, t.frame, why))
+        return false;
+    if (in->kind == px::native)
+        std::memcpy(r->tile.data(), r->data.data(), r->tile.size());
+    else if (!decode(r, in, t.frame, why))
+        return false;
+    r->cached_inst = t.inst;
+    r->cached_frame = t.frame;
+    return true;
+}
+
+bool read_grid(sp__dicom_reader *r, const level &lv, int64_t x, int64_t y,
+               int64_t w, int64_t h, const uint8_t bg[3], uint8_t *rgb,
+               size_t stride, const char *path, sp_error *err) {
+    for (int64_t k = 0; k < h; k++)
+        for (int64_t i = 0; i < w; i++)
+            std::memcpy(rgb + (size_t)k * stride + (size_t)i * 3, bg, 3);
+    int64_t x0 = std::max<int64_t>(x, 0), y0 = std::max<int64_t>(y, 0);
+    int64_t x1 = std::min(x + w, lv.w), y1 = std::min(y + h, lv.h);
+    std::string why;
+    try {
+        for (int64_t ty = y0 / lv.th; y0 < y1 && ty <= (y1 - 1) / lv.th; ty++)
+            for (int64_t tx = x0 / lv.tw; x0 < x1 && tx <= (x1 - 1) / lv.tw;
+                 tx++) {
+                bool have = false;
+                if (!tile_of(r, lv, tx, ty, &have, &why))
+                    return sp_error_set(err, SP_ERR_INPUT, path,
+                                        "cannot read pixels: %s", why.c_str());
+                if (!have)
+                    continue;
+                int64_t ax = std::max(x0, tx * lv.tw),
+                        bx = std::min(x1, (tx + 1) * lv.tw);
+                int64_t ay = std::max(y0, ty * lv.th),
+                        by = std::min(y1, (ty + 1) * lv.th);
+                for (int64_t yy = ay; yy < by; yy++)
+                    std::memcpy(
+                        rgb + (size_t)(yy - y) * stride + (size_t)(ax - x) * 3,
+                        r->tile.data() + (size_t)(((yy - ty * lv.th) * lv.tw +
+                                                   (ax - tx * lv.tw)) *
+                                                  3),
+                        (size_t)(bx - ax) * 3);
+            }
+    } catch (const std::bad_alloc &) {
+        return sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
+    }
+    return true;
+}
+
+} // namespace
+
+extern "C" bool sp__dicom_read(sp__dicom_reader *r, int lvl, int64_t x,
+                               int64_t y, int64_t w, int64_t h,
+                               const uint8_t bg[3], uint8_t *rgb, size_t stride,
+                               const char *path, sp_error *err) {
+    return read_grid(r, r->d->levels[(size_t)lvl], x, y, w, h, bg, rgb, stride,
+                     path, err);
+}
+
+extern "C" bool sp__dicom_read_associated(sp__dicom *d, int index,
+                                          const uint8_t bg[3], uint8_t *rgb,
+                                          const char *path, sp_error *err) {
+    instance *in = d->inst[(size_t)d->assoc_inst[(size_t)index]];
+    level lv;
+    lv.w = in->w;
+    lv.h = in->h;
+    lv.tw = in->tw;
+    lv.th = in->th;
+    lv.cols = (in->w + in->tw - 1) / in->tw;
+    lv.rows = (in->h + in->th - 1) / in->th;
+    std::string why;
+    try {
+        lv.tiles.resize((size_t)(lv.cols * lv.rows));
+        if (!place(d, d->assoc_inst[(size_t)index], in, &lv, &why))
+            return sp_error_set(err, SP_ERR_INPUT, path, "%s: %s",
+                                sp_basename(in->path.c_str()), why.c_str());
+    } catch (const std::bad_alloc &) {
+        return sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
+    }
+    sp__dicom_reader *r = sp__dicom_reader_create(d);
+    if (!r)
+        return sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
+    bool ok = read_grid(r, lv, 0, 0, lv.w, lv.h, bg, rgb, (size_t)lv.w * 3,
+                        path, err);
+    sp__dicom_reader_free(r);
+    return ok;
+}
+
+extern "C" const char *sp__dicom_version(void) { return OFFIS_DCMTK_VERSION; }
