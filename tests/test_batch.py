@@ -41,8 +41,7 @@ BROKEN = {
     "unopenable.tiff": "Unsupported TIFF compression: 52479",
     "unreadable.svs": "Bogus marker length",
 }
-NOT_SLIDES = ["MANIFEST.tsv", "smalltif.tif", "dicom-boxes/boxes_0.dcm",
-              "dicom-boxes/boxes_1.dcm"]
+NOT_SLIDES = ["MANIFEST.tsv", "smalltif.tif"]
 GOOD = ["CMU-1-Small-Region", "boxes", "small", "tcga-cr-7395-01a-01-ts1"]
 OUTPUTS = ["slide.dzi", "slide_files", "slide.json", "slide.h5", "done.json"]
 
@@ -202,6 +201,10 @@ def test_full(tmp):
         check(s is not None and s["status"] == "not-a-slide" and
               "not a slide format" in (s["error"] or ""),
               f"{name}: listed as not-a-slide with the cause: {s}")
+    # the DICOM series of two files: one slide (the first file), done
+    check(sl.get(p("dicom-boxes/boxes_0.dcm"), {}).get("status") == "done" and
+          p("dicom-boxes/boxes_1.dcm") not in sl,
+          "dicom-boxes: one slide for the series, done")
     check(sl.get(p("damaged.svs"), {}).get("status") == "failed",
           "damaged .svs in a directory: a failure, not 'not a slide'")
     check("empty file" in (sl.get(p("empty.svs"), {}).get("error") or ""),
