@@ -38,6 +38,14 @@ ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1",
 for k in list(ENV):
     if k.startswith("SLURM_"):
         del ENV[k]
+# Under ASan: OpenMPI unloads its plugins in MPI_Finalize, before LSan
+# looks, so their one-time allocations show as leaks of "<unknown
+# module>" that no suppression can name. Leak checking is off for the
+# runs here; the batch code they share is leak-checked by test_batch.py
+# and fuzz_wire.
+if "ASAN_OPTIONS" in ENV:
+    ENV["ASAN_OPTIONS"] = ENV["ASAN_OPTIONS"].replace(
+        "detect_leaks=1", "detect_leaks=0")
 MPIRUN = ["mpirun", "--oversubscribe", "-np", "3"]
 GOOD = ["CMU-1-Small-Region.svs", "tcga-cr-7395-01a-01-ts1.svs"]
 BAD = "unreadable.svs"
