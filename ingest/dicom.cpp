@@ -15,7 +15,8 @@
  *              frame are background
  *   pixels     JPEG baseline (RGB, YBR_FULL, YBR_FULL_422), decoded here
  *              with libjpeg-turbo as strictly as the TIFF path (a corrupt
- *              frame is an error); native 8-bit RGB (explicit or implicit
+ *              frame is an error); JPEG 2000 (lossless and lossy, with
+ *              Debian's OpenJPEG); native 8-bit RGB (explicit or implicit
  *              VR little endian). Anything else: an error naming the file
  *              and what is unsupported.
  *
@@ -46,6 +47,7 @@
 #include <vector>
 
 #include <jpeglib.h>
+#include <openjpeg.h>
 
 extern "C" {
 #include "ingest_private.h"
@@ -59,7 +61,7 @@ const int64_t MAX_FRAMES = INT64_C(1) << 24; /* frames an instance */
 const size_t MAX_FILES = 100000;             /* files a folder */
 const Uint32 MAX_READ = 4096;                /* bytes DCMTK loads */
 
-enum class px { jpeg, native };
+enum class px { jpeg, j2k, native };
 
 struct instance {
     std::string path;
@@ -330,6 +332,21 @@ bool describe(instance *in, std::string *why) {
         if (pix->getEncapsulatedRepresentation(x, rp, in->seq).bad() ||
             !in->seq) {
             *why = "JPEG pixel data is not encapsulated";
+            return false;
+        }
+        return map_fragments(in, why);
+    }
+    if (xfer == EXS_JPEG2000LosslessOnly || xfer == EXS_JPEG2000) {
+        /* OpenJPEG undoes the codestream's own colour transform (YBR_ICT,
+         * YBR_RCT); RGB stays RGB */
+        in->kind = px::j2k;
+        E_TransferSyntax x = EXS_Unknown;
+        const DcmRepresentationParameter *rp = nullptr;
+        auto *pix = OFstatic_cast(DcmPixelData *, pd);
+        pix->getOriginalRepresentationKey(x, rp);
+        if (pix->getEncapsulatedRepresentation(x, rp, in->seq).bad() ||
+            !in->seq) {
+            *why = "JPEG 2000 pixel data is not encapsulated";
             return false;
         }
         return map_fragments(in, why);
@@ -852,6 +869,123 @@ bool decode(sp__dicom_reader *r, const instance *in, Uint32 f,
     return true;
 }
 
+/* OpenJPEG reads the frame from memory. */
+struct j2k_src {
+    const Uint8 *p;
+    size_t n, off;
+};
+
+OPJ_SIZE_T j2k_read(void *buf, OPJ_SIZE_T n, void *u) {
+    auto *s = static_cast<j2k_src *>(u);
+    if (s->off >= s->n)
+        return (OPJ_SIZE_T)-1;
+    size_t k = std::min((size_t)n, s->n - s->off);
+    std::memcpy(buf, s->p + s->off, k);
+    s->off += k;
+    return k;
+}
+
+OPJ_OFF_T j2k_skip(OPJ_OFF_T n, void *u) {
+    auto *s = static_cast<j2k_src *>(u);
+    if (n < 0 || (size_t)n > s->n - s->off)
+        return -1;
+    s->off += (size_t)n;
+    return n;
+}
+
+OPJ_BOOL j2k_seek(OPJ_OFF_T n, void *u) {
+    auto *s = static_cast<j2k_src *>(u);
+    if (n < 0 || (size_t)n > s->n)
+        return OPJ_FALSE;
+    s->off = (size_t)n;
+    return OPJ_TRUE;
+}
+
+void j2k_error(const char *msg, void *u) {
+    auto *e = static_cast<std::string *>(u);
+    if (e->empty()) {
+        *e = msg;
+        while (!e->empty() && (e->back() == '\n' || e->back() == ' '))
+            e->pop_back();
+    }
+}
+
+void j2k_quiet(const char *, void *) {}
+
+/* Decode r->data (one JPEG 2000 frame) into r->tile, tw x th RGB. */
+bool decode_j2k(sp__dicom_reader *r, const instance *in, Uint32 f,
+                std::string *why) {
+    const std::string frame = "frame " + std::to_string(f + 1) + ": ";
+    static const Uint8 jp2_sig[] = {0, 0, 0, 12, 'j', 'P', ' ', ' '};
+    bool jp2 = r->data.size() >= 8 && !std::memcmp(r->data.data(), jp2_sig, 8);
+    opj_codec_t *codec =
+        opj_create_decompress(jp2 ? OPJ_CODEC_JP2 : OPJ_CODEC_J2K);
+    opj_stream_t *st = opj_stream_default_create(OPJ_TRUE);
+    opj_image_t *img = nullptr;
+    std::string err;
+    j2k_src src{r->data.data(), r->data.size(), 0};
+    opj_dparameters_t prm;
+    bool ok = false;
+    if (!codec || !st) {
+        *why = frame + "out of memory";
+        goto out;
+    }
+    opj_set_default_decoder_parameters(&prm);
+    opj_set_error_handler(codec, j2k_error, &err);
+    opj_set_warning_handler(codec, j2k_quiet, nullptr);
+    opj_set_info_handler(codec, j2k_quiet, nullptr);
+    opj_stream_set_read_function(st, j2k_read);
+    opj_stream_set_skip_function(st, j2k_skip);
+    opj_stream_set_seek_function(st, j2k_seek);
+    opj_stream_set_user_data(st, &src, nullptr);
+    opj_stream_set_user_data_length(st, r->data.size());
+    if (!opj_setup_decoder(codec, &prm) || !opj_read_header(st, codec, &img) ||
+        !img) {
+        *why = frame + (err.empty() ? "no JPEG 2000 image" : err);
+        goto out;
+    }
+    if (img->numcomps < 3 || (int64_t)(img->x1 - img->x0) != in->tw ||
+        (int64_t)(img->y1 - img->y0) != in->th) {
+        *why = frame + "a JPEG 2000 image of " +
+               std::to_string(img->x1 - img->x0) + "x" +
+               std::to_string(img->y1 - img->y0) + " and " +
+               std::to_string(img->numcomps) + " components, not " +
+               std::to_string(in->tw) + "x" + std::to_string(in->th) + " RGB";
+        goto out;
+    }
+    if (!opj_decode(codec, st, img) || !opj_end_decompress(codec, st)) {
+        *why = frame + (err.empty() ? "JPEG 2000 decoding failed" : err);
+        goto out;
+    }
+    for (int c = 0; c < 3; c++) {
+        const opj_image_comp_t &cp = img->comps[c];
+        if (cp.dx != 1 || cp.dy != 1 || (int64_t)cp.w != in->tw ||
+            (int64_t)cp.h != in->th || cp.prec != 8 || cp.sgnd || !cp.data) {
+            *why = frame + "a JPEG 2000 component that is not 8-bit, "
+                           "unsigned and full size";
+            goto out;
+        }
+    }
+    {
+        const size_t n = (size_t)(in->tw * in->th);
+        uint8_t *o = r->tile.data();
+        for (size_t i = 0; i < n; i++)
+            for (int c = 0; c < 3; c++) {
+                OPJ_INT32 v = img->comps[c].data[i];
+                o[3 * i + (size_t)c] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+            }
+    }
+    ok = true;
+out:
+    if (img)
+        opj_image_destroy(img);
+    if (st)
+        opj_stream_destroy(st);
+    if (codec)
+        opj_destroy_codec(codec);
+    return ok;
+}
+
 /* The tile (tx, ty) of `lv` decoded into r->tile; false with `why` on a
  * damaged frame. *have false: no frame there (background). */
 bool tile_of(sp__dicom_reader *r, const level &lv, int64_t tx, int64_t ty,
@@ -869,7 +1003,8 @@ bool tile_of(sp__dicom_reader *r, const level &lv, int64_t tx, int64_t ty,
         return false;
     if (in->kind == px::native)
         std::memcpy(r->tile.data(), r->data.data(), r->tile.size());
-    else if (!decode(r, in, t.frame, why))
+    else if (in->kind == px::j2k ? !decode_j2k(r, in, t.frame, why)
+                                 : !decode(r, in, t.frame, why))
         return false;
     r->cached_inst = t.inst;
     r->cached_frame = t.frame;

@@ -3,7 +3,7 @@ against independent writers and readers from Debian:
 
 - OrthancWSIDicomizer (orthanc-wsi) converts CMU-1-Small-Region.svs
   (copying its JPEG tiles: our pixels equal OpenSlide's of the SVS, byte
-  for byte) and, with its own pyramid, the TCGA slide (levels it
+  for byte; re-encoded as JPEG 2000 lossless: the same), and, with its own pyramid, the TCGA slide (levels it
   re-encodes: within JPEG tolerance of OpenSlide's at the same level);
 - OpenSlide's own DICOM fixture (testdata/dicom-boxes, which OpenSlide
   3.4.1 rejects) against pydicom's decode of its frames;
@@ -98,6 +98,25 @@ def test_cmu(tmp):
     r = run(BIN, "run", out, "-o", o, "--quiet")
     check(r.returncode == 0 and os.path.exists(o + ".dzi") and
           os.path.exists(o + ".h5"), f"run on the series: {r.stderr}")
+
+
+def test_j2k(tmp):
+    """JPEG 2000 lossless frames (the dicomizer re-encodes every tile):
+    level 0 equals OpenSlide's read of the SVS; every level reads."""
+    src = os.path.join(DATA, "CMU-1-Small-Region.svs")
+    out = os.path.join(tmp, "j2k")
+    dicomize(src, out, "--compression=jpeg2000", "--reencode=1")
+    ds = pydicom.dcmread(os.path.join(out, sorted(os.listdir(out))[0]),
+                         stop_before_pixels=True)
+    check(ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.90",
+          f"dicomizer wrote JPEG 2000 lossless ({ds.file_meta.TransferSyntaxUID})")
+    got = dump(out, tmp)
+    w, h = openslide.OpenSlide(src).dimensions
+    ref = openslide_level(src, 0, w, h)
+    check(0 in got and np.array_equal(got[0], ref),
+          "JPEG 2000 lossless DICOM: level 0 equals OpenSlide's of the SVS")
+    check(len(got) == len(os.listdir(out)),
+          f"JPEG 2000 DICOM: every level reads ({len(got)})")
 
 
 def test_tcga_pyramid(tmp):
@@ -217,7 +236,10 @@ def broken(tmp):
                      setattr(ds, "NumberOfFrames", 2)))
     case("absurd", "out of range",
          lambda ds: setattr(ds, "TotalPixelMatrixColumns", 4000000000))
-    case("syntax", "not supported",
+    case("syntax", "not supported",  # JPEG-LS
+         lambda ds: setattr(ds.file_meta, "TransferSyntaxUID",
+                            "1.2.840.10008.1.2.4.80"))
+    case("j2k-mislabelled", "frame 1",  # JPEG bytes said to be JPEG 2000
          lambda ds: setattr(ds.file_meta, "TransferSyntaxUID",
                             "1.2.840.10008.1.2.4.90"))
     return cases
@@ -245,6 +267,7 @@ def main():
         return 1
     with tempfile.TemporaryDirectory(prefix="sp-dicom-") as tmp:
         test_cmu(tmp)
+        test_j2k(tmp)
         test_tcga_pyramid(tmp)
         test_boxes(tmp)
         test_broken(tmp)
