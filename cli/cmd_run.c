@@ -18,12 +18,21 @@ static void on_signal(int sig) {
 
 static const char tile_opts_help[] =
     "Pyramid options:\n"
-    "  --container dzi|tiff   dzi (default): OUT.dzi + "
+    "  --container dzi|tiff|dicom\n"
+    "                         dzi (default): OUT.dzi + "
     "OUT_files/<level>/<col>_<row>.<ext>,\n"
     "                         the geometry of 'vips dzsave'; tiff: OUT.tiff, "
     "tiled JPEG\n"
     "                         pyramidal TIFF (BigTIFF when needed) that "
-    "OpenSlide reads\n"
+    "OpenSlide reads;\n"
+    "                         dicom: OUT.dicom/level-<d>.dcm, a DICOM whole-"
+    "slide series\n"
+    "                         (VL WSM, TILED_FULL, JPEG; patient and study "
+    "empty)\n"
+    "  --dicom-attributes F   dicom: patient/study attributes from a JSON "
+    "object of\n"
+    "                         DICOM keywords to strings "
+    "({\"PatientID\": \"123\"})\n"
     "  %-22s pyramid tile edge (dzi 254, tiff 256, a multiple of 16)\n"
     "  --overlap N            dzi overlap on interior edges (1)\n"
     "  --format jpeg|png|webp tile format (jpeg; tiff: jpeg only)\n"
@@ -191,7 +200,8 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
         OPT_MASKPNG,
         OPT_STRIPE,
         OPT_FULLPATHS,
-        OPT_SOURCENAME
+        OPT_SOURCENAME,
+        OPT_DCMATTR
     };
     const bool tiles = what & SP_RUN_TILES, feats = what & SP_RUN_FEATURES;
     /* --tile-size is the pyramid's for tile/run, the analysis's for analyze */
@@ -225,6 +235,7 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
         {"stripe-width", required_argument, NULL, OPT_STRIPE},
         {"full-paths", no_argument, NULL, OPT_FULLPATHS},
         {"source-name", required_argument, NULL, OPT_SOURCENAME},
+        {"dicom-attributes", required_argument, NULL, OPT_DCMATTR},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     sp_run_opts o;
@@ -233,7 +244,7 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
     sp_analysis_opts *ap = &o.analysis;
     const char *out = NULL;
     bool quiet = false, json = false, overlap_given = false, full = false;
-    const char *source_name = NULL;
+    const char *source_name = NULL, *dcm_attr = NULL;
     int64_t v;
     int c;
     opterr = 0;
@@ -242,7 +253,8 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
         const char *name = optind > 0 ? argv[optind - 1] : "";
         bool tile_opt = c == OPT_CONTAINER || c == OPT_OVERLAP ||
                         c == OPT_FORMAT || c == OPT_QUALITY || c == OPT_SKIP ||
-                        c == OPT_BGRULE || c == OPT_BG || c == OPT_STRIPE;
+                        c == OPT_BGRULE || c == OPT_BG || c == OPT_STRIPE ||
+                        c == OPT_DCMATTR;
         bool feat_opt = (c >= OPT_MPP && c <= OPT_MASKPNG) || c == OPT_ATILE;
         if ((tile_opt && !tiles) || (feat_opt && !feats) ||
             (c == OPT_ATILE && what != (SP_RUN_TILES | SP_RUN_FEATURES))) {
@@ -252,9 +264,12 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
         }
         switch (c) {
         case 'o': out = optarg; break;
+        case OPT_DCMATTR: dcm_attr = optarg; break;
         case OPT_CONTAINER:
             if (!sp_container_parse(optarg, &o.tile.container)) {
-                sp_cli_error(cmd, "--container: expected dzi or tiff, got '%s'",
+                sp_cli_error(cmd,
+                             "--container: expected dzi, tiff or dicom, got "
+                             "'%s'",
                              optarg);
                 return SP_EXIT_USAGE;
             }
@@ -415,22 +430,38 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
         sp_cli_error(cmd, "no output given (-o OUT)");
         return SP_EXIT_USAGE;
     }
-    if (tiles && o.tile.container == SP_CONTAINER_TIFF) {
+    if (tiles && o.tile.container != SP_CONTAINER_DZI) {
+        const char *cn =
+            o.tile.container == SP_CONTAINER_DICOM ? "DICOM" : "TIFF";
         if (overlap_given && o.tile.overlap != 0) {
-            sp_cli_error(cmd, "--overlap: TIFF tiles never overlap");
+            sp_cli_error(cmd, "--overlap: %s tiles never overlap", cn);
             return SP_EXIT_USAGE;
         }
         if (o.tile.format != SP_TILE_JPEG) {
-            sp_cli_error(cmd, "--format: the TIFF container holds jpeg only");
+            sp_cli_error(cmd, "--format: the %s container holds jpeg only", cn);
             return SP_EXIT_USAGE;
         }
         if (o.tile.tile_size && o.tile.tile_size % 16) {
-            sp_cli_error(cmd,
-                         "--tile-size: TIFF needs a multiple of 16, got %d",
-                         o.tile.tile_size);
+            sp_cli_error(cmd, "--tile-size: %s needs a multiple of 16, got %d",
+                         cn, o.tile.tile_size);
             return SP_EXIT_USAGE;
         }
         o.tile.overlap = 0;
+    }
+    if (dcm_attr && o.tile.container != SP_CONTAINER_DICOM) {
+        sp_cli_error(cmd, "--dicom-attributes goes with --container dicom");
+        return SP_EXIT_USAGE;
+    }
+    char *dcm_json = NULL;
+    if (dcm_attr) {
+        size_t n = 0;
+        sp_error e = {0};
+        dcm_json = sp_read_file(dcm_attr, 1u << 20, &n, &e);
+        if (!dcm_json) {
+            sp_cli_error(cmd, "--dicom-attributes: %s", e.msg);
+            return SP_EXIT_USAGE;
+        }
+        o.tile.dicom_attributes = dcm_json;
     }
     if (full && source_name) {
         sp_cli_error(cmd, "--full-paths and --source-name exclude each other");
@@ -486,6 +517,7 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
     sp_progress_done(pc.bar);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
+    free(dcm_json);
     free(stem);
     free(h5);
     free(abs);

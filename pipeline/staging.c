@@ -62,7 +62,8 @@ bool sp__staging_plan(const sp_run_opts *o, sp__staging *g) {
         ok = g->tiles_stage_out &&
              stage_add(g, fin.sidecar, strdup(stg.sidecar), false) &&
              (!fin.files || stage_add(g, fin.files, strdup(stg.files), true)) &&
-             stage_add(g, fin.main, strdup(stg.main), false);
+             stage_add(g, fin.main, strdup(stg.main),
+                       ct == SP_CONTAINER_DICOM); /* OUT.dicom/ */
         if (ok)
             g->main_tiles = g->n - 1;
         sp_pyramid_names_free(&fin);

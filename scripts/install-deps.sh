@@ -17,20 +17,20 @@
 #          libFuzzer runtime and libomp (the fuzz targets), mpirun and a
 #          Slurm cluster the tests start on this machine (openmpi-bin,
 #          slurm-wlm, munge), DICOM's independent writers and readers
-#          (orthanc-wsi, dicom3tools, python3-pydicom)
+#          (orthanc-wsi, its server orthanc, dicom3tools, python3-pydicom)
 # scripts/demo.sh installs runtime + build, scripts/test.sh all three.
 set -eu
 
 RUNTIME="
 libopenslide0 libglib2.0-0 libtiff6 libturbojpeg0 libjpeg62-turbo
 libpng16-16 libwebp7 zlib1g libhdf5-103-1 libgomp1
-libjson-c5 libmicrohttpd12 libdcmtk17 libopenjp2-7
+libjson-c5 libmicrohttpd12 libdcmtk17 libopenjp2-7 liblcms2-2
 "
 BUILD="
 build-essential cmake pkg-config git clang-format help2man dpkg-dev file
 libopenslide-dev libglib2.0-dev libtiff-dev libturbojpeg0-dev libjpeg-dev
 libpng-dev libwebp-dev zlib1g-dev libhdf5-dev libjson-c-dev
-libmicrohttpd-dev libcunit1-dev libopenmpi-dev libdcmtk-dev libopenjp2-7-dev
+libmicrohttpd-dev libcunit1-dev libopenmpi-dev libdcmtk-dev libopenjp2-7-dev liblcms2-dev
 nodejs
 "
 TEST="
@@ -39,7 +39,7 @@ python3 python3-openslide python3-numpy python3-skimage python3-h5py
 python3-pandas python3-pil python3-websocket
 chromium wrk iipimage-server lighttpd time strace lintian
 clang libclang-rt-14-dev libomp-dev
-openmpi-bin slurm-wlm munge orthanc-wsi dicom3tools python3-pydicom
+openmpi-bin slurm-wlm munge orthanc-wsi orthanc dicom3tools python3-pydicom
 "
 
 list=false

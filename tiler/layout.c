@@ -13,6 +13,8 @@ static bool ends_with(const char *s, const char *suffix) {
 }
 
 const char *sp_pyramid_ext(const char *name, sp_container c) {
+    if (c == SP_CONTAINER_DICOM)
+        return ends_with(name, ".dicom") ? ".dicom" : "";
     if (c == SP_CONTAINER_TIFF)
         return ends_with(name, ".tiff")  ? ".tiff"
                : ends_with(name, ".tif") ? ".tif"
@@ -41,9 +43,10 @@ void sp_pyramid_names_free(sp_pyramid_names *n) {
 /* The stem is the first `len` bytes of `stem`. */
 static bool names_init(sp_pyramid_names *n, const char *stem, size_t len,
                        sp_container c, const char *ext) {
-    const bool tiff = c == SP_CONTAINER_TIFF;
+    /* TIFF and DICOM have no tile folder: OUT.tiff; OUT.dicom/ */
+    const bool tiff = c != SP_CONTAINER_DZI;
     if (!ext || !*ext)
-        ext = tiff ? ".tiff" : ".dzi";
+        ext = c == SP_CONTAINER_DICOM ? ".dicom" : tiff ? ".tiff" : ".dzi";
     memset(n, 0, sizeof *n);
     n->stem = join(stem, len, "");
     n->main = join(stem, len, ext);

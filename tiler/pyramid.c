@@ -43,6 +43,10 @@ bool sp_container_parse(const char *s, sp_container *out) {
         *out = SP_CONTAINER_TIFF;
         return true;
     }
+    if (strcmp(s, "dicom") == 0 || strcmp(s, "dcm") == 0) {
+        *out = SP_CONTAINER_DICOM;
+        return true;
+    }
     return false;
 }
 
@@ -236,9 +240,10 @@ sp_pyramid *sp_pyramid_create(const sp_pyramid_opts *prm, sp_error *err) {
                      (long long)prm->width, (long long)prm->height);
         return NULL;
     }
-    int T = o->tile_size ? o->tile_size
-                         : (o->container == SP_CONTAINER_TIFF ? 256 : 254);
-    int O = o->container == SP_CONTAINER_TIFF ? 0 : o->overlap;
+    /* TIFF and DICOM: a fixed grid of whole tiles, no overlap */
+    const bool grid = o->container != SP_CONTAINER_DZI;
+    int T = o->tile_size ? o->tile_size : (grid ? 256 : 254);
+    int O = grid ? 0 : o->overlap;
     if (T < 1 || T > 8192 || O < 0 || O > T / 2) {
         sp_error_set(err, SP_ERR_USAGE, out,
                      "invalid tile size %d / overlap %d (need 1 <= tile size "
@@ -246,11 +251,11 @@ sp_pyramid *sp_pyramid_create(const sp_pyramid_opts *prm, sp_error *err) {
                      T, O);
         return NULL;
     }
-    if (o->container == SP_CONTAINER_TIFF &&
-        (T % 16 != 0 || o->format != SP_TILE_JPEG)) {
+    if (grid && (T % 16 != 0 || o->format != SP_TILE_JPEG)) {
         sp_error_set(err, SP_ERR_USAGE, out,
-                     "the TIFF container needs JPEG tiles whose size is a "
+                     "the %s container needs JPEG tiles whose size is a "
                      "multiple of 16 (got %s, %d)",
+                     o->container == SP_CONTAINER_DICOM ? "DICOM" : "TIFF",
                      sp_tile_format_ext(o->format), T);
         return NULL;
     }
@@ -291,17 +296,18 @@ sp_pyramid *sp_pyramid_create(const sp_pyramid_opts *prm, sp_error *err) {
     p->prm.source.quickhash = p->src_quickhash;
     p->T = T;
     p->O = O;
-    p->pad_edges = o->container == SP_CONTAINER_TIFF;
+    p->pad_edges = grid;
     p->codec = codec;
-    p->wops =
-        o->container == SP_CONTAINER_TIFF ? &sp__tiff_writer : &sp__dzi_writer;
+    p->wops = o->container == SP_CONTAINER_TIFF    ? &sp__tiff_writer
+              : o->container == SP_CONTAINER_DICOM ? &sp__dicom_writer
+                                                   : &sp__dzi_writer;
     p->threads = o->threads > 0 ? o->threads : sp_default_threads();
     if (!p->output)
         goto oom;
 
     /* levels: d = 0 is full resolution */
     int64_t w = prm->width, h = prm->height;
-    int n = o->container == SP_CONTAINER_TIFF ? 0 : sp__dzi_level_count(w, h);
+    int n = grid ? 0 : sp__dzi_level_count(w, h);
     int64_t B = prm->band_rows > 0 ? prm->band_rows : 256;
     p->push_max = B;
     int64_t in_max = B;
@@ -322,8 +328,7 @@ sp_pyramid *sp_pyramid_create(const sp_pyramid_opts *prm, sp_error *err) {
             goto oom;
         p->tiles_total += L->cols * L->rows;
         p->nlevels = d + 1;
-        bool last = o->container == SP_CONTAINER_TIFF ? (w <= T && h <= T)
-                                                      : (d + 1 >= n);
+        bool last = grid ? (w <= T && h <= T) : (d + 1 >= n);
         if (last)
             break;
         L->down_cap = in_max / 2 + 2;
@@ -868,7 +873,9 @@ static void write_sidecar(const sp_pyramid *p, sp_buf *b) {
     sp_json_key(&j, "parameters");
     sp_json_begin_object(&j);
     sp_json_key(&j, "container");
-    sp_json_string(&j, o->container == SP_CONTAINER_TIFF ? "tiff" : "dzi");
+    sp_json_string(&j, o->container == SP_CONTAINER_TIFF    ? "tiff"
+                       : o->container == SP_CONTAINER_DICOM ? "dicom"
+                                                            : "dzi");
     sp_json_key(&j, "format");
     sp_json_string(&j, p->codec->name);
     sp_json_key(&j, "tile_size");
@@ -896,7 +903,7 @@ static void write_sidecar(const sp_pyramid *p, sp_buf *b) {
     sp_json_key(&j, "levels");
     sp_json_begin_array(&j);
     /* DZI names the smallest level 0; TIFF the largest */
-    int order = o->container == SP_CONTAINER_TIFF ? 1 : -1;
+    int order = o->container != SP_CONTAINER_DZI ? 1 : -1;
     for (int i = 0; i < p->nlevels; i++) {
         int d = order > 0 ? i : p->nlevels - 1 - i;
         const sp__plevel *L = &p->lv[d];

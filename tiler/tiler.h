@@ -49,14 +49,23 @@ extern "C" {
  *                      Aperio-style description and resolution tags so
  *                      OpenSlide reports openslide.mpp-x and vips reads
  *                      every level.
- *   Both write OUT.json next to the pyramid: source metadata (vendor, mpp,
+ *   SP_CONTAINER_DICOM OUT.dicom/level-<d>.dcm: a DICOM VL Whole Slide
+ *                      Microscopy series, one instance per level (the
+ *                      TIFF geometry), TILED_FULL, JPEG baseline frames
+ *                      with an offset table (dcmout.cpp, DCMTK).
+ *   All write OUT.json next to the pyramid: source metadata (vendor, mpp,
  *   objective power, level-0 size, quickhash), the slidepipe version and
  *   parameters, and the manifest (which tiles exist, per level, one string
  *   per tile row: '1' written, '0' skipped as background). */
-typedef enum { SP_CONTAINER_DZI = 0, SP_CONTAINER_TIFF } sp_container;
+typedef enum {
+    SP_CONTAINER_DZI = 0,
+    SP_CONTAINER_TIFF,
+    SP_CONTAINER_DICOM
+} sp_container;
 typedef enum { SP_TILE_JPEG = 0, SP_TILE_PNG, SP_TILE_WEBP } sp_tile_format;
 
-/* Parse "dzi"/"tiff" and "jpeg"/"png"/"webp"; false when unknown. */
+/* Parse "dzi"/"tiff"/"dicom" and "jpeg"/"png"/"webp"; false when
+ * unknown. */
 bool sp_container_parse(const char *s, sp_container *out);
 bool sp_tile_format_parse(const char *s, sp_tile_format *out);
 /* File extension (no dot) of a tile format: "jpeg", "png", "webp". */
@@ -100,6 +109,10 @@ typedef struct {
     sp_progress_fn progress;
     void *progress_user;
     volatile sig_atomic_t *cancel;
+    /* SP_CONTAINER_DICOM: a JSON object of DICOM keywords to string
+     * values for the patient and study attributes (empty otherwise:
+     * de-identified), or NULL; kept by the caller while the pyramid runs */
+    const char *dicom_attributes;
     /* Level-0 columns per stripe (see sp_stripe): 0 picks about 16k;
      * < 0 builds the whole width at once. Rounded up to T * 2^k, k >= 1.
      * The tiles are the same whatever the width. */

@@ -2,7 +2,16 @@
 #ifndef SP_TILER_PRIVATE_H
 #define SP_TILER_PRIVATE_H
 
+#ifdef __cplusplus
+/* dcmout.cpp includes this header: C11's _Atomic int64_t has int64_t's
+ * size and alignment on the platforms we build for, and C++ code here
+ * never touches such a field */
+#define SP__ATOMIC
+#define restrict __restrict
+#else
 #include <stdatomic.h>
+#define SP__ATOMIC _Atomic
+#endif
 #include <stddef.h>
 #include <stdint.h>
 
@@ -72,6 +81,7 @@ typedef struct {
 
 extern const sp__writer_ops sp__dzi_writer;
 extern const sp__writer_ops sp__tiff_writer;
+extern const sp__writer_ops sp__dicom_writer; /* dcmout.cpp, DCMTK */
 
 /* ---- the pyramid ------------------------------------------------------- */
 typedef struct {
@@ -121,7 +131,7 @@ struct sp_pyramid {
     const sp__writer_ops *wops;
     sp__writer *writer;
     int64_t tiles_total, tiles_done, tiles_written, tiles_skipped;
-    _Atomic int64_t bytes;
+    SP__ATOMIC int64_t bytes;
     uint8_t *bg_tile; /* TIFF: encoded solid background tile */
     size_t bg_tile_n;
     double t_start;
