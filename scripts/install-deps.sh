@@ -25,6 +25,7 @@ RUNTIME="
 libopenslide0 libglib2.0-0 libtiff6 libturbojpeg0 libjpeg62-turbo
 libpng16-16 libwebp7 zlib1g libhdf5-103-1 libgomp1
 libjson-c5 libmicrohttpd12 libdcmtk17 libopenjp2-7 liblcms2-2
+libstdc++6 libgcc-s1
 "
 BUILD="
 build-essential cmake pkg-config git clang-format help2man dpkg-dev file

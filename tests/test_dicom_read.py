@@ -3,7 +3,8 @@ against independent writers and readers from Debian:
 
 - OrthancWSIDicomizer (orthanc-wsi) converts CMU-1-Small-Region.svs
   (copying its JPEG tiles: our pixels equal OpenSlide's of the SVS, byte
-  for byte; re-encoded as JPEG 2000 lossless: the same), and, with its own pyramid, the TCGA slide (levels it
+  for byte; re-encoded as JPEG 2000 lossless, and split into a
+  concatenation of instances: the same), and, with its own pyramid, the TCGA slide (levels it
   re-encodes: within JPEG tolerance of OpenSlide's at the same level);
 - OpenSlide's own DICOM fixture (testdata/dicom-boxes, which OpenSlide
   3.4.1 rejects) against pydicom's decode of its frames;
@@ -93,6 +94,16 @@ def test_cmu(tmp):
           np.array_equal(got[0], ref),
           "CMU as DICOM (tiles copied): level 0 equals OpenSlide's of the "
           "SVS byte for byte")
+    # a concatenation: the dicomizer splits instances past --max-size MB
+    cat = os.path.join(tmp, "cmu-concat")
+    dicomize(src, cat, "--max-size=1")
+    parts = [pydicom.dcmread(os.path.join(cat, f), stop_before_pixels=True)
+             for f in sorted(os.listdir(cat))]
+    check(len(parts) >= 2 and len({p.ConcatenationUID for p in parts}) == 1,
+          f"the dicomizer wrote a concatenation ({len(parts)} instances)")
+    got = dump(cat, tmp)
+    check(0 in got and np.array_equal(got[0], ref),
+          "CMU as a DICOM concatenation: level 0 equals OpenSlide's")
     # end to end
     o = os.path.join(tmp, "cmu-run")
     r = run(BIN, "run", out, "-o", o, "--quiet")
