@@ -268,6 +268,21 @@ bool map_fragments(instance *in, std::string *why) {
     return true;
 }
 
+/* The fragments of compressed pixel data `pd` (kind `what`), mapped to
+ * frames. */
+bool encapsulated(instance *in, DcmElement *pd, const char *what,
+                  std::string *why) {
+    E_TransferSyntax x = EXS_Unknown;
+    const DcmRepresentationParameter *rp = nullptr;
+    auto *pix = OFstatic_cast(DcmPixelData *, pd);
+    pix->getOriginalRepresentationKey(x, rp);
+    if (pix->getEncapsulatedRepresentation(x, rp, in->seq).bad() || !in->seq) {
+        *why = std::string(what) + " pixel data is not encapsulated";
+        return false;
+    }
+    return map_fragments(in, why);
+}
+
 /* Read what slidepipe needs of one instance (its dataset is loaded). */
 bool describe(instance *in, std::string *why) {
     DcmDataset *ds = in->ds;
@@ -325,31 +340,13 @@ bool describe(instance *in, std::string *why) {
         }
         in->kind = px::jpeg;
         in->ycc = pi != "RGB";
-        E_TransferSyntax x = EXS_Unknown;
-        const DcmRepresentationParameter *rp = nullptr;
-        auto *pix = OFstatic_cast(DcmPixelData *, pd);
-        pix->getOriginalRepresentationKey(x, rp);
-        if (pix->getEncapsulatedRepresentation(x, rp, in->seq).bad() ||
-            !in->seq) {
-            *why = "JPEG pixel data is not encapsulated";
-            return false;
-        }
-        return map_fragments(in, why);
+        return encapsulated(in, pd, "JPEG", why);
     }
     if (xfer == EXS_JPEG2000LosslessOnly || xfer == EXS_JPEG2000) {
         /* OpenJPEG undoes the codestream's own colour transform (YBR_ICT,
          * YBR_RCT); RGB stays RGB */
         in->kind = px::j2k;
-        E_TransferSyntax x = EXS_Unknown;
-        const DcmRepresentationParameter *rp = nullptr;
-        auto *pix = OFstatic_cast(DcmPixelData *, pd);
-        pix->getOriginalRepresentationKey(x, rp);
-        if (pix->getEncapsulatedRepresentation(x, rp, in->seq).bad() ||
-            !in->seq) {
-            *why = "JPEG 2000 pixel data is not encapsulated";
-            return false;
-        }
-        return map_fragments(in, why);
+        return encapsulated(in, pd, "JPEG 2000", why);
     }
     if (xfer == EXS_LittleEndianExplicit || xfer == EXS_LittleEndianImplicit) {
         if (pi != "RGB") {

@@ -33,6 +33,17 @@ def finish():
     return 1 if _counts["failed"] else 0
 
 
+def stats_of(d):
+    """relative path -> (inode, mtime_ns) of every file under d"""
+    out = {}
+    for root, _, files in os.walk(d):
+        for f in files:
+            st = os.stat(os.path.join(root, f))
+            out[os.path.relpath(os.path.join(root, f), d)] = (st.st_ino,
+                                                              st.st_mtime_ns)
+    return out
+
+
 def files_of(d):
     """relative path -> bytes of every file under d"""
     out = {}

@@ -31,7 +31,8 @@ import time
 
 import h5py
 import numpy as np
-from sptest import DATA, check, files_of, finish, leaks, slide_secrets
+from sptest import (DATA, check, files_of, finish, leaks, slide_secrets,
+                    stats_of)
 
 BIN = os.environ["SLIDEPIPE_BIN"]
 SYNTH = os.environ["SLIDEPIPE_SYNTH"]
@@ -70,17 +71,6 @@ def summary(out):
 def by_path(js):
     """summary entries by path: below the input folder (or the file name)"""
     return {s["path"]: s for s in js["slides"]}
-
-
-def stats_of(d):
-    """relative path -> (inode, mtime_ns) of every file under d"""
-    out = {}
-    for root, _, files in os.walk(d):
-        for f in files:
-            st = os.stat(os.path.join(root, f))
-            out[os.path.relpath(os.path.join(root, f), d)] = (st.st_ino,
-                                                              st.st_mtime_ns)
-    return out
 
 
 def h5_arrays(path):

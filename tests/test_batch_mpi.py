@@ -27,7 +27,8 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sptest import BIN, DATA, SYNTH, check, files_of, finish  # noqa: E402
+from sptest import (BIN, DATA, SYNTH, check, files_of, finish,  # noqa: E402
+                    stats_of)
 
 MPI_BIN = os.environ.get("SLIDEPIPE_MPI", "")
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1",
@@ -88,16 +89,6 @@ def raw_statuses(js):
 def slide_dirs(out):
     return sorted(d for d in os.listdir(out)
                   if os.path.isdir(os.path.join(out, d)) and d[0] != ".")
-
-
-def stats_of(d):
-    out = {}
-    for root, _, files in os.walk(d):
-        for f in files:
-            st = os.stat(os.path.join(root, f))
-            out[os.path.relpath(os.path.join(root, f), d)] = (st.st_ino,
-                                                              st.st_mtime_ns)
-    return out
 
 
 def same_cohort(ref, out, what):

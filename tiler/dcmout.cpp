@@ -183,20 +183,8 @@ static bool dw_put(sp__writer *w, int d, int64_t col, int64_t row,
                    const uint8_t *data, size_t n, sp_error *err) {
     const size_t padded = n + (n & 1);
     uint64_t off = w->end.fetch_add(padded);
-    static const uint8_t zero = 0;
-    size_t done = 0;
-    while (done < padded) {
-        const uint8_t *src = done < n ? data + done : &zero;
-        size_t k0 = done < n ? n - done : 1;
-        ssize_t k = pwrite(w->fd, src, k0, (off_t)(off + done));
-        if (k < 0) {
-            if (errno == EINTR)
-                continue;
-            return sp_error_errno(err, SP_ERR_OUTPUT, w->fin.main, errno,
-                                  "write failed");
-        }
-        done += (size_t)k;
-    }
+    if (!sp__spool_write(w->fd, off, data, n, n & 1, w->fin.main, err))
+        return false;
     int64_t i = row * w->p->lv[d].cols + col;
     w->idx[(size_t)d].off[(size_t)i] = off;
     w->idx[(size_t)d].len[(size_t)i] = (uint32_t)padded;

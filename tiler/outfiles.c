@@ -75,3 +75,23 @@ bool sp__write_file(const char *path, const uint8_t *data, size_t n,
         return sp_error_errno(err, SP_ERR_OUTPUT, path, errno, "write failed");
     return true;
 }
+
+bool sp__spool_write(int fd, uint64_t off, const uint8_t *data, size_t n,
+                     bool pad, const char *name, sp_error *err) {
+    static const uint8_t zero = 0;
+    const size_t total = n + (pad ? 1 : 0);
+    size_t done = 0;
+    while (done < total) {
+        const uint8_t *src = done < n ? data + done : &zero;
+        ssize_t k =
+            pwrite(fd, src, done < n ? n - done : 1, (off_t)(off + done));
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            return sp_error_errno(err, SP_ERR_OUTPUT, name, errno,
+                                  "write failed");
+        }
+        done += (size_t)k;
+    }
+    return true;
+}

@@ -116,17 +116,8 @@ fail:
 static bool tw_put(sp__writer *w, int d, int64_t col, int64_t row,
                    const uint8_t *data, size_t n, sp_error *err) {
     uint64_t off = atomic_fetch_add(&w->end, (uint64_t)n);
-    size_t done = 0;
-    while (done < n) {
-        ssize_t k = pwrite(w->fd, data + done, n - done, (off_t)(off + done));
-        if (k < 0) {
-            if (errno == EINTR)
-                continue;
-            return sp_error_errno(err, SP_ERR_OUTPUT, w->fin.main, errno,
-                                  "write failed");
-        }
-        done += (size_t)k;
-    }
+    if (!sp__spool_write(w->fd, off, data, n, false, w->fin.main, err))
+        return false;
     int64_t i = row * w->p->lv[d].cols + col;
     w->idx[d].off[i] = off;
     w->idx[d].len[i] = (uint32_t)n;

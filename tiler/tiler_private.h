@@ -154,6 +154,12 @@ bool sp__pyramid_bg_tile(sp_pyramid *p, sp_error *err);
  * stale ones of dead processes first. malloc'd; NULL on OOM. */
 char *sp__tiler_temp_name(const char *final_path);
 void sp__tiler_clean_stale(const char *final_path);
+/* The spool of the TIFF and DICOM writers: `n` bytes of `data` (and one
+ * zero byte after them when `pad`) at offset `off` of `fd`, which the
+ * caller took with an atomic add, so threads write at once without a
+ * lock. `name` is the output the errors name. */
+bool sp__spool_write(int fd, uint64_t off, const uint8_t *data, size_t n,
+                     bool pad, const char *name, sp_error *err);
 /* Write all of `data` to a new file `path`. */
 bool sp__write_file(const char *path, const uint8_t *data, size_t n,
                     sp_error *err);
