@@ -154,6 +154,9 @@ sp_ext_kind sp_slide_ext_kind(const char *name);
  * SeriesInstanceUID, malloc'd), or NULL for any other file: every file of
  * a series opens the same slide, so a folder walk keeps one per series. */
 char *sp_slide_series_key(const char *path);
+/* True when the folder `path` holds a DICOM series among its first
+ * entries: a slide of its own (sp_slide_open takes the folder). */
+bool sp_slide_is_series_dir(const char *path);
 
 /* Add the versions of the libraries ingest reads slides with: OpenSlide,
  * libtiff, GLib (read from the loaded libraries) and libjpeg-turbo (its

@@ -116,9 +116,11 @@ bool sp_reader_read_stride(sp_reader *r, int level, int64_t x, int64_t y,
                             "invalid region size %lldx%lld", (long long)w,
                             (long long)h);
     if (r->dicom) {
-        /* level-0 coordinates to the level's own, as OpenSlide does */
+        /* level-0 coordinates to the level's nearest own pixel: callers
+         * that scale a level pixel by the downsample (rounded either way)
+         * get that pixel back; OpenSlide would paint the fraction */
         double ds = r->slide->levels[level].downsample;
-        double lx = floor((double)x / ds), ly = floor((double)y / ds);
+        double lx = round((double)x / ds), ly = round((double)y / ds);
         if (!(fabs(lx) < 1e15 && fabs(ly) < 1e15))
             return sp_error_set(err, SP_ERR_USAGE, path,
                                 "region origin out of range");

@@ -437,3 +437,9 @@ bool sp_slide_not_a_slide(const char *path) {
 char *sp_slide_series_key(const char *path) {
     return sp__dicom_series_of(path);
 }
+
+bool sp_slide_is_series_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode) &&
+           sp__dicom_candidate(path);
+}

@@ -219,6 +219,44 @@ def test_boxes(tmp):
           f"batch: the series counts once ({len(js['slides'])})")
 
 
+def test_serve(tmp, series):
+    """`serve` given a series' folder, and a folder holding one."""
+    import socket
+    import time
+    import urllib.request
+    with socket.socket() as so:
+        so.bind(("127.0.0.1", 0))
+        port = so.getsockname()[1]
+    p = subprocess.Popen([BIN, "serve", series, os.path.join(DATA),
+                          "--port", str(port)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        js = None
+        for _ in range(100):
+            try:
+                js = json.loads(urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/api/slides", timeout=2).read())
+                break
+            except OSError:
+                time.sleep(0.1)
+        got = {s["id"]: s for s in (js or {}).get("slides", [])}
+        name = os.path.basename(series)
+        check(name in got and got[name]["vendor"] == "dicom" and
+              "dicom-boxes" in got,
+              f"serve: the series folder and the folder in testdata are "
+              f"slides ({sorted(got)})")
+        if name in got:
+            dzi = got[name]["dzi"].split("?")[0]
+            tile = dzi.replace(".dzi", "_files") + "/8/0_0.jpeg"
+            r = urllib.request.urlopen(f"http://127.0.0.1:{port}{tile}",
+                                       timeout=30)
+            check(r.status == 200 and r.read(2) == b"\xff\xd8",
+                  "serve: a tile of the series")
+    finally:
+        p.terminate()
+        p.communicate(timeout=30)
+
+
 def broken(tmp):
     """name -> (folder holding one broken file, what the error must say)"""
     src = os.path.join(DATA, "dicom-boxes", "boxes_0.dcm")
@@ -281,6 +319,7 @@ def main():
         test_j2k(tmp)
         test_tcga_pyramid(tmp)
         test_boxes(tmp)
+        test_serve(tmp, os.path.join(tmp, "cmu"))
         test_broken(tmp)
     return finish()
 

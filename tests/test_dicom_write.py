@@ -153,6 +153,13 @@ def test_write(tmp):
     check(r.returncode == 0 and os.path.exists(o + ".h5"),
           f"run --container dicom: {r.stderr}")
     check_series(o + ".dicom", src, "TCGA")
+    # quality >= 90 (4:4:4 in the other containers) still 0 errors: the
+    # WSM IOD has no YBR_FULL, so DICOM frames are 4:2:0 at every quality
+    o = os.path.join(tmp, "q92")
+    r = run(BIN, "tile", os.path.join(DATA, "CMU-1-Small-Region.svs"), "-o",
+            o, "--container", "dicom", "--quality", "92", "--quiet")
+    e = errors_of(os.path.join(o + ".dicom", "level-0.dcm"))
+    check(r.returncode == 0 and e == [], f"quality 92: 0 errors {e[:3]}")
     # the dicomizer's own output of the same slide, for the record
     od = os.path.join(tmp, "orthanc")
     os.makedirs(od)

@@ -2,8 +2,8 @@
  * Storage, Supplement 145), through DCMTK, behind the writer ops of
  * tiler_private.h: OUT.dicom/level-<d>.dcm, one instance per level,
  * DimensionOrganizationType TILED_FULL (frames row-major), JPEG baseline
- * frames from our encoder (YCbCr: YBR_FULL_422 when chroma is subsampled,
- * YBR_FULL at quality >= 90), encapsulated with a Basic Offset Table, or
+ * frames from our encoder (YCbCr 4:2:0 at every quality: YBR_FULL_422),
+ * encapsulated with a Basic Offset Table, or
  * past 4 GiB of frames an empty one and an Extended Offset Table, so any
  * frame is found without a scan.
  *
@@ -304,7 +304,6 @@ static bool write_level(sp__writer *w, int d, const ids &id, sp_error *err) {
     DcmDataset *ds = ff.getDataset();
     const std::string sop = new_uid();
     const double f = (double)((int64_t)1 << d);
-    const bool sub = p->prm.opts.quality < 90; /* as the encoder */
 
     /* SOP common, patient, study, series, equipment */
     put(ds, DCM_SpecificCharacterSet, "ISO_IR 192");
@@ -349,7 +348,9 @@ static bool write_level(sp__writer *w, int d, const ids &id, sp_error *err) {
 
     /* image pixel */
     ds->putAndInsertUint16(DCM_SamplesPerPixel, 3);
-    put(ds, DCM_PhotometricInterpretation, sub ? "YBR_FULL_422" : "YBR_FULL");
+    /* the encoder subsamples chroma for DICOM at every quality
+     * (sp__jpeg420_codec): the WSM IOD knows no YBR_FULL */
+    put(ds, DCM_PhotometricInterpretation, "YBR_FULL_422");
     ds->putAndInsertUint16(DCM_PlanarConfiguration, 0);
     ds->putAndInsertUint16(DCM_Rows, (Uint16)p->T);
     ds->putAndInsertUint16(DCM_Columns, (Uint16)p->T);

@@ -14,6 +14,7 @@
 
 struct sp__codec_state {
     int quality;
+    bool chroma420; /* 4:2:0 whatever the quality (DICOM's YBR_FULL_422) */
     tjhandle tj;
     uint8_t *buf; /* output */
     size_t cap, len;
@@ -70,7 +71,7 @@ static bool jpeg_encode(sp__codec_state *st, const uint8_t *rgb, int w, int h,
                         size_t stride, const uint8_t **out, size_t *n,
                         char *why, size_t why_n) {
     /* as libvips' "auto": no chroma subsampling from Q90 up */
-    int samp = st->quality >= 90 ? TJSAMP_444 : TJSAMP_420;
+    int samp = st->quality >= 90 && !st->chroma420 ? TJSAMP_444 : TJSAMP_420;
     unsigned long size = tjBufSize(w, h, samp);
     if (size == (unsigned long)-1 || !grow(st, size)) {
         snprintf(why, why_n, "out of memory encoding a %dx%d tile", w, h);
@@ -194,6 +195,22 @@ static const sp__codec_ops webp_ops = {
     .name = "webp",
     .create = webp_create,
     .encode = webp_encode,
+    .destroy = state_free,
+};
+
+/* JPEG for DICOM: its whole-slide images know YBR_FULL_422 (and RGB),
+ * not YBR_FULL, so chroma is subsampled at every quality. */
+static sp__codec_state *jpeg420_create(int quality) {
+    sp__codec_state *st = jpeg_create(quality);
+    if (st)
+        st->chroma420 = true;
+    return st;
+}
+
+const sp__codec_ops sp__jpeg420_codec = {
+    .name = "jpeg",
+    .create = jpeg420_create,
+    .encode = jpeg_encode,
     .destroy = state_free,
 };
 

@@ -297,7 +297,7 @@ sp_pyramid *sp_pyramid_create(const sp_pyramid_opts *prm, sp_error *err) {
     p->T = T;
     p->O = O;
     p->pad_edges = grid;
-    p->codec = codec;
+    p->codec = o->container == SP_CONTAINER_DICOM ? &sp__jpeg420_codec : codec;
     p->wops = o->container == SP_CONTAINER_TIFF    ? &sp__tiff_writer
               : o->container == SP_CONTAINER_DICOM ? &sp__dicom_writer
                                                    : &sp__dzi_writer;

@@ -52,6 +52,8 @@ typedef struct {
 } sp__codec_ops;
 
 const sp__codec_ops *sp__codec(sp_tile_format f);
+/* JPEG with 4:2:0 chroma at every quality (the DICOM container's). */
+extern const sp__codec_ops sp__jpeg420_codec;
 
 /* ---- geometry ---------------------------------------------------------- */
 typedef struct {

@@ -387,6 +387,8 @@ static bool scan_dir(sp_catalog *c, const char *dir, sp_error *err) {
             } else if (pass == 0 && S_ISDIR(st.st_mode)) {
                 if (is_batch_dir(p))
                     added = add_batch_dir(c, p, names[i], &e2);
+                else if (sp_slide_is_series_dir(p)) /* a DICOM series */
+                    added = add_slide_file(c, p, &e2);
             } else if (pass == 0 && S_ISREG(st.st_mode) &&
                        sp_slide_ext_kind(names[i]) != SP_EXT_OTHER) {
                 added = add_slide_file(c, p, &e2);
@@ -460,6 +462,8 @@ bool sp_catalog_open(const char *const *inputs, size_t n,
                     stem[strlen(stem) - 1] = '\0';
                 ok = stem && add_batch_dir(c, in, sp_basename(stem), err);
                 free(stem);
+            } else if (sp_slide_is_series_dir(in)) {
+                ok = add_slide_file(c, in, err); /* a DICOM series */
             } else {
                 ok = scan_dir(c, in, err);
             }
