@@ -374,6 +374,18 @@ bool describe(instance *in, std::string *why) {
     return false;
 }
 
+/* The tile grid of `in`'s pixel matrix (no tiles placed yet). */
+level grid_of(const instance *in) {
+    level lv;
+    lv.w = in->w;
+    lv.h = in->h;
+    lv.tw = in->tw;
+    lv.th = in->th;
+    lv.cols = (in->w + in->tw - 1) / in->tw;
+    lv.rows = (in->h + in->th - 1) / in->th;
+    return lv;
+}
+
 /* Place the frames of `in` on the tile grid of `lv`. */
 bool place(const sp__dicom *d, int index, instance *in, level *lv,
            std::string *why) {
@@ -603,13 +615,7 @@ extern "C" bool sp__dicom_open(sp_slide *s, const char *path, sp_error *err) {
             instance *in = d->inst[i];
             if (d->levels.empty() || d->levels.back().w != in->w ||
                 d->levels.back().h != in->h) {
-                level lv;
-                lv.w = in->w;
-                lv.h = in->h;
-                lv.tw = in->tw;
-                lv.th = in->th;
-                lv.cols = (in->w + in->tw - 1) / in->tw;
-                lv.rows = (in->h + in->th - 1) / in->th;
+                level lv = grid_of(in);
                 if ((Uint64)lv.cols * (Uint64)lv.rows > (Uint64)MAX_FRAMES) {
                     delete d;
                     return sp_error_set(err, SP_ERR_INPUT, path,
@@ -1059,13 +1065,7 @@ extern "C" bool sp__dicom_read_associated(sp__dicom *d, int index,
                                           const uint8_t bg[3], uint8_t *rgb,
                                           const char *path, sp_error *err) {
     instance *in = d->inst[(size_t)d->assoc_inst[(size_t)index]];
-    level lv;
-    lv.w = in->w;
-    lv.h = in->h;
-    lv.tw = in->tw;
-    lv.th = in->th;
-    lv.cols = (in->w + in->tw - 1) / in->tw;
-    lv.rows = (in->h + in->th - 1) / in->th;
+    level lv = grid_of(in);
     std::string why;
     try {
         lv.tiles.resize((size_t)(lv.cols * lv.rows));

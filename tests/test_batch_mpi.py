@@ -191,18 +191,28 @@ def test_mpi(tmp, src, ref):
                      for d in slide_dirs(out)}, "mpi rerun: nothing rewritten")
 
 
-def test_mpi_kill(tmp, src, ref):
-    out = os.path.join(tmp, "mpikill")
-    p = subprocess.Popen(MPIRUN + [MPI_BIN, src, "-o", out, "--threads", "1",
-                                   "--log-json"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         text=True, env=ENV)
-    done = 0
+def start_logged(src, out):
+    """mpirun of a batch logging JSON events on stderr, left running."""
+    return subprocess.Popen(MPIRUN + [MPI_BIN, src, "-o", out, "--threads",
+                                      "1", "--log-json"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env=ENV)
+
+
+def events(p):
+    """The JSON events of a running `start_logged`, as they come."""
     for line in p.stderr:
         try:
-            e = json.loads(line)
+            yield json.loads(line)
         except ValueError:
             continue
+
+
+def test_mpi_kill(tmp, src, ref):
+    out = os.path.join(tmp, "mpikill")
+    p = start_logged(src, out)
+    done = 0
+    for e in events(p):
         if e.get("event") == "finish" and e.get("rank") == 0 and \
                 e.get("status") == "done":
             done += 1
@@ -257,16 +267,9 @@ def rank_pid(rank):
 
 def test_worker_dies(tmp, src, ref):
     out = os.path.join(tmp, "mpidie")
-    p = subprocess.Popen(MPIRUN + [MPI_BIN, src, "-o", out, "--threads", "1",
-                                   "--log-json"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         text=True, env=ENV)
+    p = start_logged(src, out)
     victim = None
-    for line in p.stderr:
-        try:
-            e = json.loads(line)
-        except ValueError:
-            continue
+    for e in events(p):
         # a slide has just started on rank 2: kill that rank
         if e.get("event") == "start" and e.get("rank") == 0 and \
                 e.get("slide_rank") == 2:
