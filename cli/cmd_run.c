@@ -33,6 +33,12 @@ static const char tile_opts_help[] =
     "object of\n"
     "                         DICOM keywords to strings "
     "({\"PatientID\": \"123\"})\n"
+    "  --passthrough          tiff/dicom: copy level 0's JPEG tiles from the "
+    "slide as\n"
+    "                         stored (lossless, less CPU); needs JPEG tiles "
+    "of the\n"
+    "                         output's tile size (e.g. --tile-size 240 for "
+    "many .svs)\n"
     "  %-22s pyramid tile edge (dzi 254, tiff 256, a multiple of 16)\n"
     "  --overlap N            dzi overlap on interior edges (1)\n"
     "  --format jpeg|png|webp tile format (jpeg; tiff: jpeg only)\n"
@@ -201,7 +207,8 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
         OPT_STRIPE,
         OPT_FULLPATHS,
         OPT_SOURCENAME,
-        OPT_DCMATTR
+        OPT_DCMATTR,
+        OPT_PASSTHROUGH
     };
     const bool tiles = what & SP_RUN_TILES, feats = what & SP_RUN_FEATURES;
     /* --tile-size is the pyramid's for tile/run, the analysis's for analyze */
@@ -236,6 +243,7 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
         {"full-paths", no_argument, NULL, OPT_FULLPATHS},
         {"source-name", required_argument, NULL, OPT_SOURCENAME},
         {"dicom-attributes", required_argument, NULL, OPT_DCMATTR},
+        {"passthrough", no_argument, NULL, OPT_PASSTHROUGH},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     sp_run_opts o;
@@ -254,7 +262,7 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
         bool tile_opt = c == OPT_CONTAINER || c == OPT_OVERLAP ||
                         c == OPT_FORMAT || c == OPT_QUALITY || c == OPT_SKIP ||
                         c == OPT_BGRULE || c == OPT_BG || c == OPT_STRIPE ||
-                        c == OPT_DCMATTR;
+                        c == OPT_DCMATTR || c == OPT_PASSTHROUGH;
         bool feat_opt = (c >= OPT_MPP && c <= OPT_MASKPNG) || c == OPT_ATILE;
         if ((tile_opt && !tiles) || (feat_opt && !feats) ||
             (c == OPT_ATILE && what != (SP_RUN_TILES | SP_RUN_FEATURES))) {
@@ -265,6 +273,7 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
         switch (c) {
         case 'o': out = optarg; break;
         case OPT_DCMATTR: dcm_attr = optarg; break;
+        case OPT_PASSTHROUGH: o.tile.passthrough = true; break;
         case OPT_CONTAINER:
             if (!sp_container_parse(optarg, &o.tile.container)) {
                 sp_cli_error(cmd,
@@ -447,6 +456,11 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
             return SP_EXIT_USAGE;
         }
         o.tile.overlap = 0;
+    }
+    if (o.tile.passthrough && o.tile.container == SP_CONTAINER_DZI) {
+        sp_cli_error(cmd, "--passthrough goes with --container tiff or dicom "
+                          "(Deep Zoom tiles overlap)");
+        return SP_EXIT_USAGE;
     }
     if (dcm_attr && o.tile.container != SP_CONTAINER_DICOM) {
         sp_cli_error(cmd, "--dicom-attributes goes with --container dicom");

@@ -573,3 +573,146 @@ bool sp__direct_read(sp__direct_reader *r, const sp__direct *dd, int level,
     }
     return true;
 }
+
+/* ---- stored tiles ------------------------------------------------------ */
+
+/* The compressed bytes of tile `t` of level `d` appended to `out`, checked
+ * to lie inside the file as read_tile_data does. */
+static bool append_tile_bytes(const sp__direct *dd, const dlevel *d, size_t t,
+                              int64_t tx, int64_t ty, sp_buf *out,
+                              const char *path, sp_error *err) {
+    uint64_t n = d->counts[t], off = d->offsets[t];
+    if (n > d->max_count || off > dd->file_size || n > dd->file_size - off)
+        return sp_error_set(err, SP_ERR_INPUT, path,
+                            "level %d tile (%lld, %lld): %llu bytes at offset "
+                            "%llu lie outside the file",
+                            d->level, (long long)tx, (long long)ty,
+                            (unsigned long long)n, (unsigned long long)off);
+    size_t at = out->len;
+    if (!sp_buf_extend(out, (size_t)n))
+        return sp_error_set(err, SP_ERR_NOMEM, path,
+                            "out of memory reading a tile");
+    size_t got = 0;
+    while (got < n) {
+        ssize_t k = pread(dd->fd, out->data + at + got, n - got,
+                          (off_t)(off + got));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return sp_error_set(
+                err, SP_ERR_INPUT, path, "level %d tile (%lld, %lld): %s",
+                d->level, (long long)tx, (long long)ty,
+                k < 0 ? strerror(errno) : "the file is shorter than it was");
+        got += (size_t)k;
+    }
+    return true;
+}
+
+/* A tile as a self-contained JPEG: SOI, the tables' markers (between
+ * their own SOI and EOI), then the tile's markers after its SOI. */
+static bool whole_tile(const sp__direct *dd, const dlevel *d, int64_t tx,
+                       int64_t ty, sp_buf *out, const char *path,
+                       sp_error *err) {
+    sp_buf_reset(out);
+    const uint8_t *tb = d->tables;
+    size_t tn = d->tables_len;
+    if (tb && (tn < 4 || tb[0] != 0xFF || tb[1] != 0xD8 || tb[tn - 2] != 0xFF ||
+               tb[tn - 1] != 0xD9))
+        return sp_error_set(err, SP_ERR_INPUT, path,
+                            "level %d: its JPEGTables are not a JPEG tables "
+                            "stream",
+                            d->level);
+    if (tb)
+        sp_buf_append(out, tb, tn - 2); /* SOI and the tables */
+    size_t at = out->len;
+    size_t t = (size_t)(ty * d->across + tx);
+    if (!append_tile_bytes(dd, d, t, tx, ty, out, path, err))
+        return false;
+    const uint8_t *b = (const uint8_t *)out->data + at;
+    if (out->len - at < 4 || b[0] != 0xFF || b[1] != 0xD8)
+        return sp_error_set(err, SP_ERR_INPUT, path,
+                            "level %d tile (%lld, %lld) is not a JPEG stream",
+                            d->level, (long long)tx, (long long)ty);
+    if (tb) /* drop the tile's own SOI */
+        memmove(out->data + at, out->data + at + 2, out->len - at - 2),
+            out->len -= 2;
+    return true;
+}
+
+bool sp__direct_stored(const sp__direct *d, int level, sp_stored_tiles *out,
+                       const char **why) {
+    if (!sp__direct_has_level(d, level)) {
+        *why = "its tiles are not JPEG in TIFF tiles slidepipe reads directly";
+        return false;
+    }
+    const dlevel *l = &d->lv[level];
+    if (l->broken) {
+        *why = l->broken;
+        return false;
+    }
+    if (l->zero_tiles > 0) {
+        *why = "some of its tiles hold no data";
+        return false;
+    }
+    sp_buf b;
+    sp_buf_init(&b);
+    sp_error err;
+    sp_error_clear(&err);
+    *why = "its first tile cannot be read";
+    if (!whole_tile(d, l, 0, 0, &b, "", &err)) {
+        sp_buf_free(&b);
+        return false;
+    }
+    struct jpeg_decompress_struct c;
+    jerr_mgr jerr;
+    c.err = jpeg_std_error(&jerr.pub);
+    jerr.pub.error_exit = jerr_exit;
+    jerr.pub.emit_message = jerr_emit;
+    jerr.pub.output_message = jerr_output;
+    bool ok = false;
+    if (setjmp(jerr.jump)) {
+        jpeg_destroy_decompress(&c);
+        sp_buf_free(&b);
+        *why = "its first tile is not a JPEG libjpeg reads";
+        return false;
+    }
+    jpeg_create_decompress(&c);
+    jpeg_mem_src(&c, (const unsigned char *)b.data, (unsigned long)b.len);
+    if (jpeg_read_header(&c, TRUE) == JPEG_HEADER_OK) {
+        const jpeg_component_info *ci = c.comp_info;
+        if (c.progressive_mode || c.arith_code || c.data_precision != 8 ||
+            c.num_components != 3)
+            *why = "its tiles are not baseline 8-bit 3-component JPEG";
+        else if ((int64_t)c.image_width != l->tile_w ||
+                 (int64_t)c.image_height != l->tile_h)
+            *why = "its tiles' JPEG size differs from the TIFF tile size";
+        else if (ci[1].h_samp_factor != 1 || ci[1].v_samp_factor != 1 ||
+                 ci[2].h_samp_factor != 1 || ci[2].v_samp_factor != 1)
+            *why = "its chroma sampling is unusual";
+        else {
+            *out = (sp_stored_tiles){.tile_width = l->tile_w,
+                                     .tile_height = l->tile_h,
+                                     .rgb = l->space == JCS_RGB,
+                                     .h_samp = ci[0].h_samp_factor,
+                                     .v_samp = ci[0].v_samp_factor};
+            ok = true;
+        }
+    }
+    jpeg_destroy_decompress(&c);
+    sp_buf_free(&b);
+    return ok;
+}
+
+bool sp__direct_stored_tile(const sp__direct *d, int level, int64_t col,
+                            int64_t row, sp_buf *out, const char *path,
+                            sp_error *err) {
+    if (!sp__direct_has_level(d, level) || d->lv[level].broken)
+        return sp_error_set(err, SP_ERR_USAGE, path,
+                            "level %d's tiles cannot be copied", level);
+    const dlevel *l = &d->lv[level];
+    if (col < 0 || row < 0 || col >= l->across || row >= l->down)
+        return sp_error_set(err, SP_ERR_USAGE, path,
+                            "level %d has no tile (%lld, %lld)", level,
+                            (long long)col, (long long)row);
+    return whole_tile(d, l, col, row, out, path, err);
+}

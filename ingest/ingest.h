@@ -130,6 +130,31 @@ bool sp_reader_read_stride(sp_reader *r, int level, int64_t x, int64_t y,
                            int64_t w, int64_t h, uint8_t *rgb, size_t stride,
                            sp_error *err);
 
+/* ---- stored tiles, copied without decoding (passthrough) ------------- */
+
+/* How a level stores its tiles when they can be copied as they are:
+ * baseline 8-bit JPEG, 3 components, every tile present. */
+typedef struct {
+    int64_t tile_width, tile_height;
+    bool rgb;   /* the JPEG data are RGB (Aperio), not YCbCr */
+    int h_samp; /* luma sampling over chroma: 1 x 1 is 4:4:4, 2 x 1 */
+    int v_samp; /* 4:2:2, 2 x 2 4:2:0 (of the level's first tile) */
+} sp_stored_tiles;
+
+/* Whether the tiles of `level` can be copied: true and *out filled, or
+ * false with *why (a static phrase: "its tiles are JPEG 2000", ...) when
+ * not. Reads the first tile's JPEG header. Thread-safe. */
+bool sp_slide_stored_tiles(const sp_slide *s, int level, sp_stored_tiles *out,
+                           const char **why);
+/* Tile (col, row) of `level` as stored, made a self-contained JPEG (the
+ * directory's JPEGTables merged in) into `out` (reset first). The bytes
+ * are not decoded: callers that need them checked decode the level as
+ * well (slidepipe's pyramid does). Thread-safe (pread, no lock). False
+ * with `err` naming the slide, level and tile: bytes outside the file,
+ * a tile that is not a JPEG stream, a level that cannot be copied. */
+bool sp_slide_read_stored_tile(const sp_slide *s, int level, int64_t col,
+                               int64_t row, sp_buf *out, sp_error *err);
+
 /* Make the process's libtiff silent, once (sp_slide_open does it): its
  * warnings are dropped and its errors kept per thread (sp_capture_message,
  * util.h) for the caller's sp_error. Thread-safe. For modules that use

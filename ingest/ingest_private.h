@@ -56,6 +56,14 @@ bool sp__direct_read(sp__direct_reader *r, const sp__direct *d, int level,
                      const uint8_t bg[3], uint8_t *rgb, size_t stride,
                      const char *path, sp_error *err);
 
+/* direct.c: the stored tiles of a level directly read (ingest.h's
+ * sp_slide_stored_tiles and sp_slide_read_stored_tile). */
+bool sp__direct_stored(const sp__direct *d, int level, sp_stored_tiles *out,
+                       const char **why);
+bool sp__direct_stored_tile(const sp__direct *d, int level, int64_t col,
+                            int64_t row, sp_buf *out, const char *path,
+                            sp_error *err);
+
 /* dicom.cpp: DICOM whole-slide image series through DCMTK (osr is NULL
  * for them). sp__dicom_candidate: a file with the DICOM preamble, or a
  * folder holding one among its first entries. sp__dicom_open fills the

@@ -443,3 +443,27 @@ bool sp_slide_is_series_dir(const char *path) {
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode) &&
            sp__dicom_candidate(path);
 }
+
+bool sp_slide_stored_tiles(const sp_slide *s, int level, sp_stored_tiles *out,
+                           const char **why) {
+    if (level < 0 || level >= s->level_count) {
+        *why = "no such level";
+        return false;
+    }
+    if (!s->direct) {
+        *why = s->dicom ? "copying the frames of a DICOM source is not "
+                          "supported"
+                        : "its tiles are not JPEG tiles of a TIFF-based slide";
+        return false;
+    }
+    return sp__direct_stored(s->direct, level, out, why);
+}
+
+bool sp_slide_read_stored_tile(const sp_slide *s, int level, int64_t col,
+                               int64_t row, sp_buf *out, sp_error *err) {
+    if (!s->direct)
+        return sp_error_set(err, SP_ERR_USAGE, s->path,
+                            "level %d's tiles cannot be copied", level);
+    return sp__direct_stored_tile(s->direct, level, col, row, out, s->path,
+                                  err);
+}

@@ -474,6 +474,7 @@ static bool run_slide(const char *slide_path, const sp_run_opts *o,
         pp.opts.progress = NULL;
         pp.opts.cancel = NULL;
         pp.band_rows = sp_band_rows_for(s, 0);
+        pp.slide = s;
         /* analysis tiles may reach past a stripe: read them in place too */
         pp.input_extra = feat_in_bands ? ar.tile_size : 0;
         if (o->tile.skip_background && o->mask_for_background) {

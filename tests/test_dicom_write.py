@@ -217,9 +217,10 @@ def test_attributes(tmp):
     os.chmod(ro, 0o755)
 
 
-def orthanc_round_trip(tmp, series_dir, src):
+def orthanc_round_trip(tmp, series_dir, src, exact=False):
     """Our series through a real Orthanc and OrthancWSIDicomToTiff back
-    to a TIFF, which OpenSlide opens."""
+    to a TIFF, which OpenSlide opens; with `exact` (level 0 copied from
+    the source by --passthrough) level 0 equals the source's."""
     if not shutil.which("Orthanc"):
         check(False, "Orthanc missing (scripts/install-deps.sh test)")
         return
@@ -263,6 +264,9 @@ def orthanc_round_trip(tmp, series_dir, src):
             b = np.asarray(s.read_region((0, 0), 0, (w, h)).convert("RGB"))
             q = psnr(a, b)
             check(q > 30, f"back to TIFF: {q:.1f} dB against the source")
+            if exact:
+                d = np.abs(a.astype(int) - b.astype(int)).max()
+                check(d == 0, f"back to TIFF: level 0 identical (max {d})")
     finally:
         p.terminate()
         p.wait(timeout=30)

@@ -350,7 +350,10 @@ static bool write_level(sp__writer *w, int d, const ids &id, sp_error *err) {
     ds->putAndInsertUint16(DCM_SamplesPerPixel, 3);
     /* the encoder subsamples chroma for DICOM at every quality
      * (sp__jpeg420_codec): the WSM IOD knows no YBR_FULL */
-    put(ds, DCM_PhotometricInterpretation, "YBR_FULL_422");
+    /* with passthrough, level 0 holds the slide's tiles: RGB components
+     * (Aperio) or subsampled YCbCr (4:4:4 YCbCr is never copied) */
+    put(ds, DCM_PhotometricInterpretation,
+        d == 0 && p->copy0 && p->stored0.rgb ? "RGB" : "YBR_FULL_422");
     ds->putAndInsertUint16(DCM_PlanarConfiguration, 0);
     ds->putAndInsertUint16(DCM_Rows, (Uint16)p->T);
     ds->putAndInsertUint16(DCM_Columns, (Uint16)p->T);

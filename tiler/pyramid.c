@@ -34,6 +34,50 @@ void sp_tile_opts_default(sp_tile_opts *o) {
     memset(o->background, 255, 3);
 }
 
+bool sp_tile_passthrough_check(const sp_slide *s, const sp_tile_opts *o,
+                               char *why, size_t why_n) {
+    const char *cause = NULL;
+    sp_stored_tiles st;
+    int T = o->tile_size ? o->tile_size : 256;
+    if (o->container == SP_CONTAINER_DZI) {
+        snprintf(why, why_n,
+                 "Deep Zoom tiles overlap their neighbours: only the tiff and "
+                 "dicom containers copy tiles");
+        return false;
+    }
+    if (o->format != SP_TILE_JPEG) {
+        snprintf(why, why_n, "the tiles are JPEG: the format must be jpeg");
+        return false;
+    }
+    if (!sp_slide_stored_tiles(s, 0, &st, &cause)) {
+        snprintf(why, why_n, "level 0 of the slide cannot be copied: %s",
+                 cause);
+        return false;
+    }
+    if (st.tile_width != T || st.tile_height != T) {
+        if (st.tile_width == st.tile_height && st.tile_width % 16 == 0)
+            snprintf(why, why_n,
+                     "the slide's tiles are %lldx%lld, the output's %dx%d: "
+                     "use --tile-size %lld",
+                     (long long)st.tile_width, (long long)st.tile_height, T, T,
+                     (long long)st.tile_width);
+        else
+            snprintf(why, why_n,
+                     "the slide's tiles are %lldx%lld: the output's are "
+                     "square, a multiple of 16",
+                     (long long)st.tile_width, (long long)st.tile_height);
+        return false;
+    }
+    if (o->container == SP_CONTAINER_DICOM && !st.rgb && st.h_samp == 1 &&
+        st.v_samp == 1) {
+        snprintf(why, why_n,
+                 "the slide's tiles are YCbCr 4:4:4, which the DICOM WSM IOD "
+                 "cannot label (no YBR_FULL for JPEG)");
+        return false;
+    }
+    return true;
+}
+
 bool sp_container_parse(const char *s, sp_container *out) {
     if (strcmp(s, "dzi") == 0 || strcmp(s, "dz") == 0) {
         *out = SP_CONTAINER_DZI;
@@ -76,6 +120,7 @@ static void pyramid_free(sp_pyramid *p) {
             if (p->pt[t].codec)
                 p->codec->destroy(p->pt[t].codec);
             free(p->pt[t].scratch);
+            sp_buf_free(&p->pt[t].stored);
         }
         free(p->pt);
     }
@@ -368,6 +413,27 @@ sp_pyramid *sp_pyramid_create(const sp_pyramid_opts *prm, sp_error *err) {
         if (!p->tail)
             goto oom;
     }
+    if (o->passthrough) {
+        char why[300];
+        const sp_level *l0 = prm->slide ? sp_slide_level(prm->slide, 0) : NULL;
+        if (!l0 || l0->width != prm->width || l0->height != prm->height) {
+            sp_error_set(err, SP_ERR_USAGE, out,
+                         "passthrough: no slide whose level 0 is the image");
+            goto fail;
+        }
+        if (!sp_tile_passthrough_check(prm->slide, o, why, sizeof why)) {
+            sp_error_set(err, SP_ERR_USAGE, sp_slide_path(prm->slide),
+                         "--passthrough: %s", why);
+            goto fail;
+        }
+        const char *cause;
+        if (!sp_slide_stored_tiles(prm->slide, 0, &p->stored0, &cause)) {
+            sp_error_set(err, SP_ERR_INPUT, sp_slide_path(prm->slide),
+                         "--passthrough: %s", cause);
+            goto fail;
+        }
+        p->copy0 = true;
+    }
     begin_stripe(p, 0);
     p->pt = calloc((size_t)p->threads, sizeof *p->pt);
     if (!p->pt)
@@ -607,7 +673,7 @@ typedef struct {
 } tile_job;
 
 static bool do_tile(sp_pyramid *p, sp__pthread *me, const tile_job *j,
-                    int64_t *written, int64_t *skipped) {
+                    int64_t *written, int64_t *skipped, int64_t *copied) {
     sp__plevel *L = &p->lv[j->d];
     int T = p->T, O = p->O;
     int64_t x0 = j->col * T - (j->col > 0 ? O : 0);
@@ -623,6 +689,22 @@ static bool do_tile(sp_pyramid *p, sp__pthread *me, const tile_job *j,
         L->buf + (L->start + y0 - L->y0) * rs + (x0 - L->x0) * 3;
     int64_t pitch = rs, tw = x1 - x0, th = y1 - y0;
     int64_t ow = tw, oh = th;
+
+    if (p->copy0 && j->d == 0) {
+        /* passthrough: the slide's own tile, every one (lossless) */
+        sp_buf *b = &me->stored;
+        if (!sp_slide_read_stored_tile(p->prm.slide, 0, j->col, j->row, b,
+                                       &me->err) ||
+            !p->wops->put(p->writer, 0, j->col, j->row, (const uint8_t *)b->data,
+                          b->len, &me->err))
+            return false;
+        L->manifest[j->row * L->cols + j->col] = 1;
+        atomic_fetch_add_explicit(&p->bytes, (int64_t)b->len,
+                                  memory_order_relaxed);
+        (*written)++;
+        (*copied)++;
+        return true;
+    }
 
     if (p->prm.opts.skip_background &&
         !has_tissue(p, j->d, px, pitch, x0, y0, tw, th)) {
@@ -698,8 +780,9 @@ static bool emit_ready(sp_pyramid *p, sp_error *err) {
     }
 
     _Atomic bool failed = false;
-    int64_t written = 0, skipped = 0;
-#pragma omp parallel num_threads(p->threads) reduction(+ : written, skipped)
+    int64_t written = 0, skipped = 0, copied = 0;
+#pragma omp parallel num_threads(p->threads)                                   \
+    reduction(+ : written, skipped, copied)
     {
         sp__pthread *me = &p->pt[omp_get_thread_num()];
         if (!me->codec) {
@@ -714,7 +797,7 @@ static bool emit_ready(sp_pyramid *p, sp_error *err) {
         for (int64_t i = 0; i < njobs; i++) {
             if (atomic_load_explicit(&failed, memory_order_relaxed))
                 continue;
-            if (!do_tile(p, me, &jobs[i], &written, &skipped))
+            if (!do_tile(p, me, &jobs[i], &written, &skipped, &copied))
                 atomic_store(&failed, true);
         }
     }
@@ -729,6 +812,7 @@ static bool emit_ready(sp_pyramid *p, sp_error *err) {
     }
     p->tiles_written += written;
     p->tiles_skipped += skipped;
+    p->tiles_copied += copied;
     p->tiles_done += njobs;
 
     /* keep only rows from the next tile row's top (with overlap) */
@@ -884,6 +968,8 @@ static void write_sidecar(const sp_pyramid *p, sp_buf *b) {
     sp_json_int(&j, p->O);
     sp_json_key(&j, "quality");
     sp_json_int(&j, o->quality);
+    sp_json_key(&j, "passthrough");
+    sp_json_bool(&j, p->copy0);
     sp_json_key(&j, "skip_background");
     sp_json_bool(&j, o->skip_background);
     sp_json_key(&j, "background_rule");
@@ -900,6 +986,8 @@ static void write_sidecar(const sp_pyramid *p, sp_buf *b) {
     sp_json_int(&j, p->tiles_written);
     sp_json_key(&j, "tiles_skipped");
     sp_json_int(&j, p->tiles_skipped);
+    sp_json_key(&j, "tiles_copied");
+    sp_json_int(&j, p->tiles_copied);
     sp_json_key(&j, "levels");
     sp_json_begin_array(&j);
     /* DZI names the smallest level 0; TIFF the largest */
@@ -981,6 +1069,7 @@ bool sp_pyramid_finish(sp_pyramid *p, sp_tile_stats *stats, sp_error *err) {
         stats->tiles_total = p->tiles_total;
         stats->tiles_written = p->tiles_written;
         stats->tiles_skipped = p->tiles_skipped;
+        stats->tiles_copied = p->tiles_copied;
         stats->bytes_written = atomic_load(&p->bytes);
         stats->seconds = sp_now() - p->t_start;
         snprintf(stats->output, sizeof stats->output, "%s",

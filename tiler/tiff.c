@@ -1,5 +1,7 @@
 /* Pyramidal TIFF writer (libtiff): tiled, JPEG (YCbCr, self-contained
- * tiles from our encoder, written raw), one directory per level, BigTIFF
+ * tiles from our encoder, written raw; with passthrough, level 0 holds
+ * the slide's own tiles with their photometric and sampling), one
+ * directory per level, BigTIFF
  * when the data could pass 4 GB. Level 0 carries an Aperio-style
  * ImageDescription ("Aperio ... |AppMag = 20|MPP = 0.499"), which is how
  * OpenSlide 3.4 learns mpp and magnification of a plain TIFF, and every
@@ -162,8 +164,17 @@ static bool tw_finish(sp__writer *w, const char *sidecar, size_t sidecar_n,
         TIFFSetField(tif, TIFFTAG_PLANARCONFIG, PLANARCONFIG_CONTIG);
         TIFFSetField(tif, TIFFTAG_COMPRESSION, COMPRESSION_JPEG);
         TIFFSetField(tif, TIFFTAG_JPEGTABLESMODE, 0);
-        TIFFSetField(tif, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_YCBCR);
-        TIFFSetField(tif, TIFFTAG_YCBCRSUBSAMPLING, sub, sub);
+        if (d == 0 && p->copy0 && p->stored0.rgb) {
+            /* the slide's tiles as stored: RGB components (Aperio) */
+            TIFFSetField(tif, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_RGB);
+        } else if (d == 0 && p->copy0) {
+            TIFFSetField(tif, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_YCBCR);
+            TIFFSetField(tif, TIFFTAG_YCBCRSUBSAMPLING, p->stored0.h_samp,
+                         p->stored0.v_samp);
+        } else {
+            TIFFSetField(tif, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_YCBCR);
+            TIFFSetField(tif, TIFFTAG_YCBCRSUBSAMPLING, sub, sub);
+        }
         TIFFSetField(tif, TIFFTAG_SOFTWARE, "slidepipe " SP_VERSION);
         if (src->mpp_x > 0 && src->mpp_y > 0) {
             double f = (double)((int64_t)1 << d);

@@ -40,6 +40,7 @@ bool sp_tile_slide(sp_slide *s, const char *out, const sp_tile_opts *opts,
     if (sp_slide_objective_power(s, &pw))
         prm.source.objective_power = pw;
     prm.band_rows = sp_band_rows_for(s, 0);
+    prm.slide = s;
 
     sp_pyramid *p = sp_pyramid_create(&prm, err);
     if (!p)

@@ -117,10 +117,25 @@ typedef struct {
      * < 0 builds the whole width at once. Rounded up to T * 2^k, k >= 1.
      * The tiles are the same whatever the width. */
     int64_t stripe_width;
+    /* TIFF and DICOM: copy level 0's tiles from the slide as stored
+     * (JPEG, not decoded and re-encoded: lossless, cheaper) instead of
+     * encoding them. Level 0 must store baseline JPEG tiles of exactly
+     * tile_size (sp_tile_passthrough_check); sp_tile_slide fails when it
+     * does not. Level 0 is still decoded, for the levels below it (and
+     * damage in it still fails the run); every level-0 tile is written,
+     * background or not. */
+    bool passthrough;
 } sp_tile_opts;
 
 /* Fill `o` with the defaults above. */
 void sp_tile_opts_default(sp_tile_opts *o);
+
+/* Whether sp_tile_opts.passthrough can copy level 0 of `s` with the
+ * container, format and tile size of `o`: true, or false with the reason
+ * in `why` ("the slide's tiles are 240x240, the output's 256x256: use
+ * --tile-size 240", ...). Reads the first tile's header. */
+bool sp_tile_passthrough_check(const sp_slide *s, const sp_tile_opts *o,
+                               char *why, size_t why_n);
 
 typedef struct {
     int64_t width, height; /* level 0 */
@@ -129,6 +144,7 @@ typedef struct {
     int64_t tiles_total;
     int64_t tiles_written;
     int64_t tiles_skipped; /* background tiles not written */
+    int64_t tiles_copied;  /* level-0 tiles copied as stored (passthrough) */
     int64_t bytes_written; /* encoded tile bytes */
     double seconds;
     char output[4096]; /* the main output file (.dzi or .tiff) */
@@ -246,6 +262,9 @@ typedef struct {
     /* Columns past a stripe's x1 that a caller may read in place along
      * with it (sp_pyramid_input); 0: none. */
     int64_t input_extra;
+    /* The slide whose level-0 tiles opts.passthrough copies (its level 0
+     * must be width x height); NULL otherwise. */
+    const sp_slide *slide;
 } sp_pyramid_opts;
 
 /* One column stripe. Stripes are built one after the other, each top to

@@ -110,6 +110,7 @@ typedef struct {
 typedef struct {
     sp__codec_state *codec;
     uint8_t *scratch; /* a padded tile (TIFF edge tiles) */
+    sp_buf stored;    /* a level-0 tile copied from the slide */
     sp_error err;
 } sp__pthread;
 
@@ -133,7 +134,10 @@ struct sp_pyramid {
     const sp__writer_ops *wops;
     sp__writer *writer;
     int64_t tiles_total, tiles_done, tiles_written, tiles_skipped;
+    int64_t tiles_copied;
     SP__ATOMIC int64_t bytes;
+    bool copy0;               /* level 0 copied (prm.slide, passthrough) */
+    sp_stored_tiles stored0;  /* how: the writers' level-0 photometric */
     uint8_t *bg_tile; /* TIFF: encoded solid background tile */
     size_t bg_tile_n;
     double t_start;

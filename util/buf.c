@@ -46,6 +46,15 @@ void sp_buf_append(sp_buf *b, const void *data, size_t n) {
     b->data[b->len] = '\0';
 }
 
+void *sp_buf_extend(sp_buf *b, size_t n) {
+    if (!reserve(b, n))
+        return NULL;
+    char *p = b->data + b->len;
+    b->len += n;
+    b->data[b->len] = '\0';
+    return p;
+}
+
 void sp_buf_puts(sp_buf *b, const char *s) { sp_buf_append(b, s, strlen(s)); }
 
 void sp_buf_printf(sp_buf *b, const char *fmt, ...) {

@@ -110,6 +110,9 @@ void sp_buf_init(sp_buf *b);
 void sp_buf_free(sp_buf *b); /* accepts NULL */
 void sp_buf_reset(sp_buf *b);
 void sp_buf_append(sp_buf *b, const void *data, size_t n);
+/* Grow by `n` bytes and return where they start, for the caller to fill
+ * (e.g. with a read); NULL (and oom set) when out of memory. */
+void *sp_buf_extend(sp_buf *b, size_t n);
 void sp_buf_puts(sp_buf *b, const char *s);
 void sp_buf_printf(sp_buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

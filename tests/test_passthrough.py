@@ -1,0 +1,194 @@
+"""--passthrough: level 0's JPEG tiles copied from the slide as stored into
+the TIFF and DICOM containers, checked by independent readers:
+
+- OpenSlide reads our TIFF's level 0 equal, byte for byte, to its own read
+  of the source slide; the levels below equal those of the same pyramid
+  without passthrough (they are made from the same decoded pixels);
+- tifffile: level 0's tiles hold the source's tile bytes (after the
+  JPEGTables the source keeps apart), with the source's photometric;
+- DICOM: dciodvfy reports 0 errors, pydicom's decode of every level-0
+  frame equals OpenSlide's read of the source byte for byte (RGB frames
+  from an Aperio slide, YBR_FULL_422 from a YCbCr source), and a real
+  Orthanc server plus OrthancWSIDicomToTiff turn the series back into a
+  TIFF whose level 0 equals the source;
+- refusals name the slide and the reason, exit non-zero and leave no
+  output: a JPEG 2000 slide, a tile size that is not the source's (the
+  message says which to use), Deep Zoom, a deflate TIFF, 4:4:4 YCbCr into
+  DICOM; damaged tiles still fail the run (level 0 is still decoded)."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import openslide
+import pydicom
+import tifffile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sptest import BIN, DATA, check, finish  # noqa: E402
+import test_dicom_write as dw  # noqa: E402
+
+CMU = os.path.join(DATA, "CMU-1-Small-Region.svs")
+
+
+def run(*args):
+    return subprocess.run([BIN] + list(args), capture_output=True, text=True,
+                          timeout=600)
+
+
+def level(slide, k):
+    s = openslide.OpenSlide(slide)
+    return np.asarray(s.read_region((0, 0), k, s.level_dimensions[k])
+                      .convert("RGB"))
+
+
+def frames_image(ds):
+    """Level 0 from pydicom's frames, without any colour conversion of
+    ours: pydicom labels them by PhotometricInterpretation."""
+    return dw.assemble(ds)
+
+
+def raw_tiles(path, page=0):
+    with tifffile.TiffFile(path) as t:
+        p = t.pages[page]
+        fh = t.filehandle
+        out = []
+        for off, n in zip(p.dataoffsets, p.databytecounts):
+            fh.seek(off)
+            out.append(fh.read(n))
+        return p, out
+
+
+def test_tiff(tmp, src, what, tile):
+    o = os.path.join(tmp, what + "-copy")
+    r = run("tile", src, "-o", o, "--container", "tiff", "--tile-size",
+            str(tile), "--passthrough", "--quiet", "--json")
+    check(r.returncode == 0, f"{what}: tiff --passthrough: {r.stderr}")
+    if r.returncode:
+        return
+    res = json.loads(r.stdout)
+    s = openslide.OpenSlide(src)
+    W, H = s.dimensions
+    n0 = -(-W // tile) * -(-H // tile)
+    check(res.get("tiles_copied") == n0,
+          f"{what}: {res.get('tiles_copied')} tiles copied, level 0 has {n0}")
+    a, b = level(src, 0), level(o + ".tiff", 0)
+    check(a.shape == b.shape and (a == b).all(),
+          f"{what}: level 0 equals OpenSlide's read of the source, byte for "
+          f"byte (max diff {np.abs(a.astype(int) - b.astype(int)).max()})")
+    # the same pyramid re-encoded: the levels below are the same bytes
+    e = os.path.join(tmp, what + "-enc")
+    r = run("tile", src, "-o", e, "--container", "tiff", "--tile-size",
+            str(tile), "--quiet")
+    t, u = openslide.OpenSlide(o + ".tiff"), openslide.OpenSlide(e + ".tiff")
+    check(t.level_count == u.level_count, f"{what}: as many levels")
+    same = all((level(o + ".tiff", k) == level(e + ".tiff", k)).all()
+               for k in range(1, t.level_count))
+    check(same, f"{what}: levels 1.. equal the re-encoded pyramid's")
+    # the source's own tile bytes, its photometric
+    sp, stiles = raw_tiles(src)
+    op, otiles = raw_tiles(o + ".tiff")
+    check(op.photometric == sp.photometric,
+          f"{what}: photometric {op.photometric} (source {sp.photometric})")
+    check(all(ot.endswith(st[2:]) for ot, st in zip(otiles, stiles)),
+          f"{what}: level 0 tiles hold the source's bytes")
+    side = json.load(open(o + ".json"))
+    check(side["parameters"]["passthrough"] is True and
+          side["tiles_copied"] == n0, f"{what}: the sidecar says copied")
+    return o + ".tiff"
+
+
+def test_dicom(tmp, src, what, tile, pi):
+    o = os.path.join(tmp, what + "-dcm")
+    r = run("tile", src, "-o", o, "--container", "dicom", "--tile-size",
+            str(tile), "--passthrough", "--quiet")
+    check(r.returncode == 0, f"{what}: dicom --passthrough: {r.stderr}")
+    if r.returncode:
+        return None
+    out = o + ".dicom"
+    for f in sorted(os.listdir(out)):
+        e = dw.errors_of(os.path.join(out, f))
+        check(e == [], f"{what}: dciodvfy {f}: {len(e)} errors {e[:3]}")
+    ds = pydicom.dcmread(os.path.join(out, "level-0.dcm"))
+    check(ds.PhotometricInterpretation == pi,
+          f"{what}: level 0 is {ds.PhotometricInterpretation}, want {pi}")
+    a = level(src, 0)
+    if pi == "RGB":
+        b = frames_image(ds)
+        check((a == b).all(), f"{what}: pydicom's frames equal OpenSlide's "
+              f"read (max diff {np.abs(a.astype(int) - b.astype(int)).max()})")
+    # slidepipe reads its own series back: level 0 as OpenSlide reads
+    # the source (the same JPEG data, decoded by libjpeg either way)
+    back = os.path.join(tmp, what + "-back")
+    r = run("tile", out, "-o", back, "--container", "tiff", "--tile-size",
+            str(tile), "--passthrough", "--quiet")
+    check(r.returncode != 0 and "DICOM" in r.stderr,
+          f"{what}: copying from a DICOM source is refused by name")
+    r = run("tile", out, "-o", back, "--container", "tiff", "--tile-size",
+            str(tile), "--quality", "100", "--quiet")
+    check(r.returncode == 0, f"{what}: the series reads back: {r.stderr}")
+    return out
+
+
+def test_refusals(tmp, yuv444):
+    cases = [
+        ("tcga-cr-7395-01a-01-ts1.svs", ["--container", "tiff"],
+         "level 0 of the slide cannot be copied"),
+        ("CMU-1-Small-Region.svs", ["--container", "tiff"],
+         "use --tile-size 240"),
+        ("CMU-1-Small-Region.svs", ["--tile-size", "240"],
+         "--passthrough goes with --container tiff or dicom"),
+        ("boxes.tiff", ["--container", "tiff", "--tile-size", "64"],
+         "cannot be copied"),
+        (yuv444, ["--container", "dicom", "--tile-size", "256"],
+         "4:4:4"),
+    ]
+    for i, (name, extra, want) in enumerate(cases):
+        src = name if os.path.isabs(name) else os.path.join(DATA, name)
+        o = os.path.join(tmp, f"refused{i}")
+        r = run("tile", src, "-o", o, "--passthrough", "--quiet", *extra)
+        lines = r.stderr.strip().splitlines()
+        check(r.returncode != 0 and len(lines) == 1 and want in r.stderr,
+              f"refused {name} {extra}: rc {r.returncode}: {r.stderr!r}")
+        left = [f for f in os.listdir(tmp) if f.startswith(f"refused{i}") or
+                f.startswith(f".refused{i}")]
+        check(left == [], f"refused {name}: nothing left ({left})")
+    # a damaged tile fails the run as it does without passthrough
+    o = os.path.join(tmp, "damaged")
+    r = run("tile", os.path.join(DATA, "unreadable.svs"), "-o", o,
+            "--container", "tiff", "--tile-size", "64", "--passthrough",
+            "--quiet")
+    check(r.returncode != 0 and "unreadable.svs" in r.stderr and
+          not os.path.exists(o + ".tiff"),
+          f"damaged tile: rc {r.returncode}: {r.stderr!r}")
+
+
+def main():
+    with tempfile.TemporaryDirectory(prefix="sp-pass-") as tmp:
+        # an Aperio slide: RGB JPEG tiles, 240 x 240
+        test_tiff(tmp, CMU, "cmu", 240)
+        cmu_dcm = test_dicom(tmp, CMU, "cmu", 240, "RGB")
+        # a YCbCr source: our own TIFF container (4:2:0 at Q75), whose
+        # tiles OpenSlide reads as generic-tiff/aperio
+        ycc = os.path.join(tmp, "ycc")
+        r = run("tile", CMU, "-o", ycc, "--container", "tiff", "--quiet")
+        check(r.returncode == 0, f"a YCbCr source: {r.stderr}")
+        test_tiff(tmp, ycc + ".tiff", "ycc", 256)
+        test_dicom(tmp, ycc + ".tiff", "ycc", 256, "YBR_FULL_422")
+        # 4:4:4 YCbCr (quality >= 90): fine for TIFF, refused for DICOM
+        q92 = os.path.join(tmp, "q92")
+        r = run("tile", CMU, "-o", q92, "--container", "tiff", "--quality",
+                "92", "--quiet")
+        test_tiff(tmp, q92 + ".tiff", "q92", 256)
+        test_refusals(tmp, q92 + ".tiff")
+        if cmu_dcm:
+            back = os.path.join(tmp, "orthanc-back")
+            os.makedirs(back)
+            dw.orthanc_round_trip(back, cmu_dcm, CMU, exact=True)
+    return finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
