@@ -594,8 +594,8 @@ static bool append_tile_bytes(const sp__direct *dd, const dlevel *d, size_t t,
                             "out of memory reading a tile");
     size_t got = 0;
     while (got < n) {
-        ssize_t k = pread(dd->fd, out->data + at + got, n - got,
-                          (off_t)(off + got));
+        ssize_t k =
+            pread(dd->fd, out->data + at + got, n - got, (off_t)(off + got));
         if (k < 0 && errno == EINTR)
             continue;
         if (k <= 0)

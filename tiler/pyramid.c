@@ -695,8 +695,8 @@ static bool do_tile(sp_pyramid *p, sp__pthread *me, const tile_job *j,
         sp_buf *b = &me->stored;
         if (!sp_slide_read_stored_tile(p->prm.slide, 0, j->col, j->row, b,
                                        &me->err) ||
-            !p->wops->put(p->writer, 0, j->col, j->row, (const uint8_t *)b->data,
-                          b->len, &me->err))
+            !p->wops->put(p->writer, 0, j->col, j->row,
+                          (const uint8_t *)b->data, b->len, &me->err))
             return false;
         L->manifest[j->row * L->cols + j->col] = 1;
         atomic_fetch_add_explicit(&p->bytes, (int64_t)b->len,
