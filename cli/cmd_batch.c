@@ -52,9 +52,11 @@ static void help(FILE *f) {
         "  OPTIONS  space-separated key=value, overriding the command\n"
         "           line for this slide: tile-size=N overlap=N quality=N\n"
         "           format=jpeg|png|webp skip-background[=yes|no]\n"
+        "           container=dzi|tiff|dicom passthrough[=yes|no]\n"
         "\n"
         "Output, per slide OUTDIR/ID/:\n"
-        "  slide.dzi, slide_files/  Deep Zoom pyramid\n"
+        "  slide.dzi, slide_files/  Deep Zoom pyramid (--container tiff:\n"
+        "                           slide.tiff; dicom: slide.dicom/)\n"
         "  slide.json               pyramid sidecar (source, parameters)\n"
         "  slide.h5                 per-tile features (docs/SCHEMA.md)\n"
         "  done.json                written last: quickhash, parameter\n"
@@ -89,6 +91,12 @@ static void help(FILE *f) {
         "                       of text lines\n"
         "  --tile-size N, --overlap N, --quality N, --format F,\n"
         "  --skip-background    passed to 'slidepipe run' (see its --help)\n"
+        "  --container dzi|tiff|dicom\n"
+        "                       the pyramid's container (dzi)\n"
+        "  --passthrough        tiff/dicom: copy level 0's JPEG tiles as\n"
+        "                       stored where the slide allows it (JPEG tiles\n"
+        "                       of the tile size); other slides are encoded,\n"
+        "                       and their log line says why\n"
         "  --full-paths         record absolute slide paths in the shared\n"
         "                       outputs (default: the path below the input\n"
         "                       folder, or the file name; no folder above\n"
@@ -235,6 +243,10 @@ static void json_event(const logger *lg, const char *event,
             sp_json_key(&j, "previous");
             sp_json_string(&j, s->previous);
         }
+        if (s->note) {
+            sp_json_key(&j, "note");
+            sp_json_string(&j, s->note);
+        }
         sp_json_key(&j, "slide");
         sp_json_string(&j, s->id);
         sp_json_key(&j, "path");
@@ -327,8 +339,9 @@ static void text_event(char *out, size_t n, const sp_batch_event *ev) {
             if (s->tiles >= 0)
                 snprintf(tiles, sizeof tiles, " (%lld tiles)",
                          (long long)s->tiles);
-            snprintf(out, n, "slide %s: done in %.1f s%s [%zu/%zu]", s->id,
-                     s->seconds, tiles, c->finished, c->total);
+            snprintf(out, n, "slide %s: done in %.1f s%s [%zu/%zu]%s%s", s->id,
+                     s->seconds, tiles, c->finished, c->total,
+                     s->note ? "; " : "", s->note ? s->note : "");
         } else if (s->status == SP_BATCH_INTERRUPTED) {
             snprintf(out, n, "slide %s: interrupted", s->id);
         } else {
@@ -618,7 +631,9 @@ static int batch_main(int argc, char **argv, sp_batch_transport *t) {
         OPT_SKIP,
         OPT_FULLPATHS,
         OPT_SHARD,
-        OPT_MERGE
+        OPT_MERGE,
+        OPT_CONTAINER,
+        OPT_PASSTHROUGH
     };
     static const struct option opts[] = {
         {"output", required_argument, NULL, 'o'},
@@ -636,6 +651,8 @@ static int batch_main(int argc, char **argv, sp_batch_transport *t) {
         {"full-paths", no_argument, NULL, OPT_FULLPATHS},
         {"shard", required_argument, NULL, OPT_SHARD},
         {"merge", no_argument, NULL, OPT_MERGE},
+        {"container", required_argument, NULL, OPT_CONTAINER},
+        {"passthrough", no_argument, NULL, OPT_PASSTHROUGH},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     sp_batch_opts bo = {0};
@@ -676,6 +693,8 @@ static int batch_main(int argc, char **argv, sp_batch_transport *t) {
         case OPT_QUALITY: add_opt(&common, "quality", optarg); break;
         case OPT_FORMAT: add_opt(&common, "format", optarg); break;
         case OPT_SKIP: add_opt(&common, "skip-background", NULL); break;
+        case OPT_CONTAINER: add_opt(&common, "container", optarg); break;
+        case OPT_PASSTHROUGH: add_opt(&common, "passthrough", NULL); break;
         case OPT_FULLPATHS: bo.full_paths = true; break;
         case OPT_SHARD: shard = optarg; break;
         case OPT_MERGE: bo.merge = true; break;

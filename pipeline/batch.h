@@ -112,6 +112,9 @@ typedef struct {
      * killed): "in flight on rank R (HOST) when the previous batch
      * stopped", or NULL */
     const char *previous;
+    /* what the slide job chose to do otherwise ("level 0 encoded, not
+     * copied: ..."), or NULL */
+    const char *note;
 } sp_batch_slide;
 
 typedef enum {

@@ -46,6 +46,8 @@ static void child_main(const sp_batch *b, const sp__bslide *s, const char *stem,
     o.features_out = h5;
     o.threads = s->pub.threads;
     o.cancel = &child_cancel;
+    o.passthrough_if_possible = true; /* a slide that cannot be copied is
+                                         encoded, not failed */
     /* what the sidecar records: the path below the input folder, or the
      * absolute path */
     char *abs = b->o.full_paths ? realpath(s->path, NULL) : NULL;
@@ -227,8 +229,12 @@ static void commit(sp_batch *b, sp__bslide *s, const sp_run_result *r,
     /* a number out of range is unknown, never converted */
     s->pub.tiles = r->tiles.tiles_written >= 0 ? r->tiles.tiles_written : -1;
     s->pub.tissue_area_mm2 = r->tissue_area_mm2;
+    sp__set_str(&s->note, r->note[0] ? r->note : NULL);
+    sp__bslide_sync(s);
     bool oom = false;
-    char *missing = sp__batch_missing_output(s->tmpdir, &oom);
+    const char *opts = s->params + strlen(SP__BATCH_FINGERPRINT_TAG);
+    char *missing = sp__batch_missing_output(
+        s->tmpdir, sp__batch_container_of(*opts ? opts + 1 : NULL), &oom);
     if (missing) {
         snprintf(buf, sizeof buf,
                  "%s: the slide job reported success but left no %s", s->path,

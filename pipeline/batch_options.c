@@ -22,7 +22,46 @@ static const struct {
     {"format", K_ENUM, 0, 0,
      (const char *const[]){"jpeg", "png", "webp", NULL}},
     {"skip-background", K_FLAG, 0, 0, NULL},
+    {"container", K_ENUM, 0, 0,
+     (const char *const[]){"dzi", "tiff", "dicom", NULL}},
+    {"passthrough", K_FLAG, 0, 0, NULL},
 };
+
+enum {
+    K_TILE = 0,
+    K_OVERLAP,
+    K_QUALITY,
+    K_FORMAT,
+    K_SKIP,
+    K_CONTAINER,
+    K_PASS
+};
+
+/* The TIFF and DICOM containers hold JPEG tiles whose size is a multiple
+ * of 16, never overlapping (the overlap defaults to 0 for them);
+ * passthrough needs one of them. */
+static bool check_combination(char *const vals[SP__BATCH_NKEYS],
+                              sp_error *err) {
+    const char *c = vals[K_CONTAINER];
+    bool grid = c && strcmp(c, "dzi") != 0;
+    int64_t v;
+    if (vals[K_PASS] && strcmp(vals[K_PASS], "yes") == 0 && !grid)
+        return sp_error_set(err, SP_ERR_USAGE, NULL,
+                            "passthrough goes with container=tiff or dicom");
+    if (!grid)
+        return true;
+    if (vals[K_FORMAT] && strcmp(vals[K_FORMAT], "jpeg") != 0)
+        return sp_error_set(err, SP_ERR_USAGE, NULL,
+                            "container=%s holds jpeg tiles only", c);
+    if (vals[K_OVERLAP] && strcmp(vals[K_OVERLAP], "0") != 0)
+        return sp_error_set(err, SP_ERR_USAGE, NULL,
+                            "container=%s: tiles never overlap", c);
+    if (vals[K_TILE] && sp_parse_int64(vals[K_TILE], &v) && v % 16 != 0)
+        return sp_error_set(err, SP_ERR_USAGE, NULL,
+                            "container=%s: tile-size must be a multiple of 16",
+                            c);
+    return true;
+}
 
 void sp__batch_values_free(char *vals[SP__BATCH_NKEYS]) {
     for (int i = 0; i < SP__BATCH_NKEYS; i++) {
@@ -106,7 +145,8 @@ bool sp__batch_option_values(const char *text, char *vals[SP__BATCH_NKEYS],
         if (k < 0) {
             ok = sp_error_set(err, SP_ERR_USAGE, NULL,
                               "unknown option '%s' (allowed: tile-size, "
-                              "overlap, quality, format, skip-background)",
+                              "overlap, quality, format, skip-background, "
+                              "container, passthrough)",
                               key);
             break;
         }
@@ -130,9 +170,23 @@ bool sp__batch_option_values(const char *text, char *vals[SP__BATCH_NKEYS],
         }
     }
     free(copy);
+    if (ok)
+        ok = check_combination(vals, err);
     if (!ok)
         sp__batch_values_free(vals);
     return ok;
+}
+
+sp_container sp__batch_container_of(const char *options) {
+    char *vals[SP__BATCH_NKEYS];
+    sp_error e = {0};
+    sp_container c = SP_CONTAINER_DZI;
+    if (!sp__batch_option_values(options, vals, &e))
+        return c;
+    if (vals[K_CONTAINER])
+        sp_container_parse(vals[K_CONTAINER], &c);
+    sp__batch_values_free(vals);
+    return c;
 }
 
 char *sp__batch_values_text(char *const vals[SP__BATCH_NKEYS]) {
@@ -180,6 +234,12 @@ bool sp__batch_apply_options(const char *text, sp_run_opts *o, sp_error *err) {
             ok = sp_tile_format_parse(vals[k], &o->tile.format);
         else if (strcmp(name, "skip-background") == 0)
             o->tile.skip_background = strcmp(vals[k], "yes") == 0;
+        else if (strcmp(name, "container") == 0) {
+            ok = sp_container_parse(vals[k], &o->tile.container);
+            if (o->tile.container != SP_CONTAINER_DZI)
+                o->tile.overlap = 0;
+        } else if (strcmp(name, "passthrough") == 0)
+            o->tile.passthrough = strcmp(vals[k], "yes") == 0;
         else
             ok = false;
         if (!ok)

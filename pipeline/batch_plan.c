@@ -104,6 +104,13 @@ static bool plan_params(sp_batch *b, sp__bslide *s, sp_error *err) {
     sp__batch_values_free(sv);
     if (!text)
         return sp_error_set(err, SP_ERR_NOMEM, NULL, "out of memory");
+    /* the merge is checked as a whole (container=tiff from the command
+     * line, overlap=1 from the manifest) */
+    if (!sp__batch_option_values(text, cv, err)) {
+        free(text);
+        return false;
+    }
+    sp__batch_values_free(cv);
     sp_buf p;
     sp_buf_init(&p);
     sp_buf_printf(&p, "%s%s%s", SP__BATCH_FINGERPRINT_TAG, text[0] ? " " : "",

@@ -33,7 +33,7 @@
 
 /* The per-slide run options a manifest or the command line may set, in
  * canonical order. */
-#define SP__BATCH_NKEYS 5
+#define SP__BATCH_NKEYS 7
 
 /* Each slide's job writes OUTDIR/<id>/slide: the pyramid's files
  * (tiler.h's sp_pyramid_names) and slide.h5. */
@@ -56,6 +56,7 @@ typedef struct {
     char *stage, *error;
     char *host;     /* the worker's, in a batch over several processes */
     char *previous; /* what the last batch's summary says, or NULL */
+    char *note;     /* the job's note (sp_run_result.note), or NULL */
     int want;       /* threads by size, before the budget's cap */
     size_t wire;    /* its index on rank 0 (sent to and back from a worker) */
     bool has_id;    /* id given in a manifest */
@@ -179,7 +180,10 @@ bool sp__batch_already_done(sp_batch *b, sp__bslide *s);
 bool sp__batch_out_names(const char *dir, char **stem, char **h5);
 /* The first of the job's outputs missing from `dir` (its file name,
  * malloc'd), or NULL when all are there. *oom when memory ran out. */
-char *sp__batch_missing_output(const char *dir, bool *oom);
+char *sp__batch_missing_output(const char *dir, sp_container c, bool *oom);
+/* The container a slide's options text (its params after the tag) asks
+ * for: dzi unless container=... */
+sp_container sp__batch_container_of(const char *options);
 /* Write `dir`/done.json for `s`, whose job gave `r`, atomically. */
 bool sp__batch_write_done(sp_batch *b, const sp__bslide *s, const char *dir,
                           const sp_run_result *r, double seconds,

@@ -184,6 +184,10 @@ bool sp__batch_write_summaries(sp_batch *b, sp_error *err) {
         sp_json_string(&w, s->status == SP_BATCH_FAILED
                                ? sp_errcode_name(s->error_code)
                                : NULL);
+        if (s->note) {
+            sp_json_key(&w, "note");
+            sp_json_string(&w, s->note);
+        }
         if (s->host) {
             /* where it ran (or runs: the summary names the slides in
              * flight) in a batch over several processes */

@@ -21,20 +21,28 @@ bool sp__batch_out_names(const char *dir, char **stem, char **h5) {
     return *h5 != NULL;
 }
 
-char *sp__batch_missing_output(const char *dir, bool *oom) {
+char *sp__batch_missing_output(const char *dir, sp_container c, bool *oom) {
     char *stem = NULL, *h5 = NULL;
     sp_pyramid_names n = {0};
     *oom = !sp__batch_out_names(dir, &stem, &h5) ||
-           !sp_pyramid_names_init(&n, stem, SP_CONTAINER_DZI, NULL);
-    const char *const all[] = {n.main, n.files, n.sidecar, h5};
+           !sp_pyramid_names_init(&n, stem, c, NULL);
+    const char *const all[] = {n.main, n.sidecar, h5, n.files};
     char *missing = NULL;
     for (size_t i = 0; !*oom && !missing && i < 4; i++)
-        if (!sp_path_exists(all[i]) && !(missing = strdup(sp_basename(all[i]))))
+        if (all[i] && !sp_path_exists(all[i]) &&
+            !(missing = strdup(sp_basename(all[i]))))
             *oom = true;
     sp_pyramid_names_free(&n);
     free(h5);
     free(stem);
     return missing;
+}
+
+/* The container the slide's parameters ask for. */
+static sp_container params_container(const sp__bslide *s) {
+    const char *p =
+        s->params ? s->params + strlen(SP__BATCH_FINGERPRINT_TAG) : "";
+    return sp__batch_container_of(*p ? p + 1 : NULL);
 }
 
 /* done.json of a real run is a few KiB: more is not ours */
@@ -98,7 +106,8 @@ bool sp__batch_already_done(sp_batch *b, sp__bslide *s) {
               same(str_of(o, "paths"), b->o.full_paths ? "full" : "relative");
     if (ok) {
         bool oom;
-        char *missing = sp__batch_missing_output(dir, &oom);
+        char *missing =
+            sp__batch_missing_output(dir, params_container(s), &oom);
         ok = !missing && !oom;
         free(missing);
     }
@@ -144,7 +153,7 @@ bool sp__batch_write_done(sp_batch *b, const sp__bslide *s, const char *dir,
     char *stem = final ? sp_path_join(final, SP__BATCH_OUT_BASE) : NULL;
     sp_pyramid_names names = {0};
     bool named =
-        stem && sp_pyramid_names_init(&names, stem, SP_CONTAINER_DZI, NULL);
+        stem && sp_pyramid_names_init(&names, stem, params_container(s), NULL);
     free(stem);
     const char *output = named ? names.main : NULL;
     /* the job's record as the outputs name things: the slide as recorded,

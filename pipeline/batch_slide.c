@@ -23,6 +23,7 @@ void sp__bslide_sync(sp__bslide *s) {
     if (s->host)
         s->pub.host = s->host;
     s->pub.previous = s->previous;
+    s->pub.note = s->note;
 }
 
 void sp__bslide_fail(sp__bslide *s, const char *stage, sp_errcode code,
@@ -54,6 +55,7 @@ void sp__bslide_free(sp__bslide *s) {
     free(s->error);
     free(s->host);
     free(s->previous);
+    free(s->note);
     free(s->tmpdir);
     sp_buf_free(&s->rec);
     sp_buf_free(&s->err);

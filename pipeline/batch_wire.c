@@ -89,6 +89,7 @@ bool sp__wire_result(sp_buf *out, const sp__bslide *s) {
     kv_num(&w, "seconds", s->pub.seconds);
     kv_int(&w, "tiles", s->pub.tiles);
     kv_num(&w, "tissue_area_mm2", s->pub.tissue_area_mm2);
+    kv_str(&w, "note", s->note);
     return end(&w, out);
 }
 
@@ -183,6 +184,10 @@ static bool parse_result(json_object *o, sp__bslide *s) {
         !get_num(o, "tissue_area_mm2", &s->pub.tissue_area_mm2) ||
         !get_str(o, "stage", &s->stage) || !get_str(o, "error", &s->error))
         return false;
+    json_object *note = NULL; /* optional */
+    if (json_object_object_get_ex(o, "note", &note) &&
+        !get_str(o, "note", &s->note))
+        return false;
     s->wire = (size_t)wire;
     s->pub.status = (sp_batch_status)st;
     s->pub.error_code = (sp_errcode)code;
@@ -265,5 +270,6 @@ void sp__wire_apply_result(sp__bslide *s, const sp__bslide *r) {
     s->pub.tissue_area_mm2 = r->pub.tissue_area_mm2;
     sp__set_str(&s->stage, r->stage);
     sp__set_str(&s->error, r->error);
+    sp__set_str(&s->note, r->note);
     sp__bslide_sync(s);
 }

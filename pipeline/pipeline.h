@@ -53,8 +53,12 @@ typedef struct {
     /* The tissue mask decides which tiles are background for
      * tile.skip_background (instead of the tiler's colour rule). */
     bool mask_for_background;
-    int threads;                 /* 0: all cores */
-    bool force;                  /* replace existing outputs */
+    int threads; /* 0: all cores */
+    bool force;  /* replace existing outputs */
+    /* With tile.passthrough: a slide whose level 0 cannot be copied
+     * (sp_tile_passthrough_check) is encoded instead, the reason in the
+     * result's `note`, rather than failed (what a batch wants). */
+    bool passthrough_if_possible;
     const char *parameters_json; /* recorded as provenance; NULL: built */
     /* What the pyramid's sidecar records as the slide's path
      * (source.path): NULL records the file name alone, never a folder
@@ -99,6 +103,7 @@ typedef struct {
     double megapixels;      /* level-0 pixels decoded, in millions */
     double seconds;
     char quickhash[80]; /* OpenSlide's quickhash-1, "" when absent */
+    char note[256];     /* what the job chose to do otherwise, or "" */
 } sp_run_result;
 
 /* Run `slide_path`: the whole job of one slide, and the one call every

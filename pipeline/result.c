@@ -22,6 +22,10 @@ bool sp_run_result_json(const sp_run_result *r, const char *slide,
         sp_json_string(&j, r->quickhash[0] ? r->quickhash : NULL);
         sp_json_key(&j, "fused");
         sp_json_bool(&j, r->fused);
+        if (r->note[0]) {
+            sp_json_key(&j, "note");
+            sp_json_string(&j, r->note);
+        }
         if (r->tiles.output[0]) {
             sp_json_key(&j, "output");
             sp_json_string(&j, output ? output : r->tiles.output);

@@ -475,6 +475,13 @@ static bool run_slide(const char *slide_path, const sp_run_opts *o,
         pp.opts.cancel = NULL;
         pp.band_rows = sp_band_rows_for(s, 0);
         pp.slide = s;
+        char why[200];
+        if (pp.opts.passthrough && o->passthrough_if_possible &&
+            !sp_tile_passthrough_check(s, &pp.opts, why, sizeof why)) {
+            pp.opts.passthrough = false;
+            snprintf(res->note, sizeof res->note,
+                     "level 0 encoded, not copied: %s", why);
+        }
         /* analysis tiles may reach past a stripe: read them in place too */
         pp.input_extra = feat_in_bands ? ar.tile_size : 0;
         if (o->tile.skip_background && o->mask_for_background) {

@@ -135,7 +135,7 @@ def test_dicom(tmp, src, what, tile, pi):
 def test_refusals(tmp, yuv444):
     cases = [
         ("tcga-cr-7395-01a-01-ts1.svs", ["--container", "tiff"],
-         "level 0 of the slide cannot be copied"),
+         "the slide's level 0 cannot be copied"),
         ("CMU-1-Small-Region.svs", ["--container", "tiff"],
          "use --tile-size 240"),
         ("CMU-1-Small-Region.svs", ["--tile-size", "240"],
@@ -165,6 +165,60 @@ def test_refusals(tmp, yuv444):
           f"damaged tile: rc {r.returncode}: {r.stderr!r}")
 
 
+def test_batch(tmp):
+    """batch --container and --passthrough: copied where the slide allows,
+    encoded (with the reason in the log and summary) where not; resume
+    knows the container."""
+    src = os.path.join(tmp, "batch-in")
+    os.makedirs(src)
+    for n in ("CMU-1-Small-Region.svs", "tcga-cr-7395-01a-01-ts1.svs"):
+        os.symlink(os.path.join(DATA, n), os.path.join(src, n))
+    out = os.path.join(tmp, "batch-out")
+    args = ["batch", src, "-o", out, "--container", "dicom", "--passthrough",
+            "--tile-size", "240", "--threads", "2", "--log-json"]
+    r = run(*args)
+    check(r.returncode == 0, f"batch dicom passthrough: {r.stderr[-400:]}")
+    summ = json.load(open(os.path.join(out, "batch-summary.json")))
+    by = {s["slide"]: s for s in summ["slides"]}
+    cmu, tcga = by.get("CMU-1-Small-Region", {}), by.get(
+        "tcga-cr-7395-01a-01-ts1", {})
+    check(cmu.get("status") == "done" and tcga.get("status") == "done",
+          f"batch: both done ({cmu.get('status')}, {tcga.get('status')})")
+    check("note" not in cmu and "cannot be copied" in tcga.get("note", ""),
+          f"batch: the JPEG 2000 slide's note says why ({tcga.get('note')})")
+    ev = [json.loads(x) for x in r.stderr.splitlines() if x.startswith("{")]
+    check(any(e.get("note") and e.get("slide") == "tcga-cr-7395-01a-01-ts1"
+              for e in ev), "batch: the log line carries the note")
+    side = json.load(open(os.path.join(out, "CMU-1-Small-Region",
+                                       "slide.json")))
+    check(side["parameters"]["container"] == "dicom" and
+          side["parameters"]["passthrough"] and side["tiles_copied"] > 0,
+          "batch: CMU's level 0 copied into slide.dicom/")
+    b = frames_image(pydicom.dcmread(os.path.join(
+        out, "CMU-1-Small-Region", "slide.dicom", "level-0.dcm")))
+    check((b == level(CMU, 0)).all(), "batch: CMU's frames equal OpenSlide's")
+    r = run(*args)
+    summ = json.load(open(os.path.join(out, "batch-summary.json")))
+    check(all(s["status"] == "already-done" for s in summ["slides"]),
+          "batch: a rerun finds the DICOM outputs done")
+    # another container is another result: redone, into slide.tiff
+    r = run("batch", src, "-o", out, "--container", "tiff", "--tile-size",
+            "240", "--threads", "2", "--quiet")
+    summ = json.load(open(os.path.join(out, "batch-summary.json")))
+    check(r.returncode == 0 and all(s["status"] == "done"
+                                    for s in summ["slides"]) and
+          os.path.exists(os.path.join(out, "CMU-1-Small-Region",
+                                      "slide.tiff")),
+          f"batch: --container tiff redoes the slides: {r.stderr[-300:]}")
+    r = run("batch", src, "-o", out + "-x", "--container", "tiff",
+            "--overlap", "1")
+    check(r.returncode == 2 and "never overlap" in r.stderr,
+          f"batch: overlap with tiff refused: {r.stderr!r}")
+    r = run("batch", src, "-o", out + "-x", "--passthrough")
+    check(r.returncode == 2 and "passthrough" in r.stderr,
+          f"batch: passthrough into Deep Zoom refused: {r.stderr!r}")
+
+
 def main():
     with tempfile.TemporaryDirectory(prefix="sp-pass-") as tmp:
         # an Aperio slide: RGB JPEG tiles, 240 x 240
@@ -183,6 +237,7 @@ def main():
                 "92", "--quiet")
         test_tiff(tmp, q92 + ".tiff", "q92", 256)
         test_refusals(tmp, q92 + ".tiff")
+        test_batch(tmp)
         if cmu_dcm:
             back = os.path.join(tmp, "orthanc-back")
             os.makedirs(back)

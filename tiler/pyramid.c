@@ -50,8 +50,7 @@ bool sp_tile_passthrough_check(const sp_slide *s, const sp_tile_opts *o,
         return false;
     }
     if (!sp_slide_stored_tiles(s, 0, &st, &cause)) {
-        snprintf(why, why_n, "level 0 of the slide cannot be copied: %s",
-                 cause);
+        snprintf(why, why_n, "the slide's level 0 cannot be copied: %s", cause);
         return false;
     }
     if (st.tile_width != T || st.tile_height != T) {
