@@ -22,8 +22,10 @@
  *
  * DCMTK loads each file with a small maximum read length: pixel data and
  * every fragment stay on disk and one frame's bytes are fetched when a
- * tile needs them (getPartialValue, under the instance's lock: DCMTK's
- * objects are not shared between threads otherwise). Sizes read from the
+ * tile needs them: with pread at the fragments' file offsets, found once
+ * at open (locate_items), without a lock; where they cannot be found,
+ * through DCMTK's getPartialValue under the instance's lock (its objects
+ * are not shared between threads otherwise). Sizes read from the
  * files are checked before anything is allocated from them. */
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/dcmdata/dcdeftag.h>
@@ -36,14 +38,17 @@
 #include <dcmtk/oflog/oflog.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
 #include <dirent.h>
+#include <fcntl.h>
 #include <mutex>
 #include <string>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <vector>
 
 #include <jpeglib.h>
@@ -78,7 +83,17 @@ struct instance {
     DcmElement *native = nullptr;    /* native pixel data */
     /* fragment range of each frame: [first, first + count) */
     std::vector<Uint32> frag_first, frag_count;
+    /* where each item of the pixel data sequence lies in the file (item
+     * 0: the offset table), found once (locate_items): frames are then
+     * read with pread, no lock; empty: through DCMTK, under `mu` */
+    std::vector<uint64_t> item_off;
+    std::vector<Uint32> item_len;
+    int fd = -1;
     std::mutex mu;
+    ~instance() {
+        if (fd >= 0)
+            close(fd);
+    }
 };
 
 struct tile_ref {
@@ -268,6 +283,73 @@ bool map_fragments(instance *in, std::string *why) {
     return true;
 }
 
+/* Where the items of the pixel data sequence lie in the file. DCMTK
+ * reads them lazily but does not say where they are, and fetching each
+ * frame through it (getPartialValue) walks its item list and reopens the
+ * stream: the encapsulated Pixel Data element is found in the first
+ * 256 MiB instead (explicit VR little endian, as encapsulation requires:
+ * the tag, "OB", undefined length, then the items), and taken only when
+ * every item's tag and length there equal DCMTK's. Anything else keeps
+ * the DCMTK path. */
+void locate_items(instance *in) {
+    const unsigned long n = in->seq->card();
+    std::vector<Uint32> lens(n);
+    for (unsigned long i = 0; i < n; i++) {
+        DcmPixelItem *it = nullptr;
+        if (in->seq->getItem(it, i).bad() || !it)
+            return;
+        lens[i] = it->getLength();
+    }
+    int fd = open(in->path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return;
+    }
+    const uint64_t size = (uint64_t)st.st_size;
+    static const Uint8 head[] = {0xE0, 0x7F, 0x10, 0x00, 'O',  'B',
+                                 0,    0,    0xFF, 0xFF, 0xFF, 0xFF};
+    const size_t CH = 1 << 20, HL = sizeof head;
+    std::vector<Uint8> buf(CH + HL);
+    auto item_at = [&](uint64_t pos, Uint32 *len) {
+        Uint8 b[8];
+        if (pread(fd, b, 8, (off_t)pos) != 8 ||
+            std::memcmp(b, "\xFE\xFF\x00\xE0", 4) != 0)
+            return false;
+        std::memcpy(len, b + 4, 4);
+        return true;
+    };
+    for (uint64_t base = 0; base < size && base < (UINT64_C(256) << 20);
+         base += CH) {
+        ssize_t got = pread(fd, buf.data(), CH + HL, (off_t)base);
+        if (got < (ssize_t)HL)
+            break;
+        for (size_t i = 0; i + HL <= (size_t)got; i++) {
+            if (buf[i] != 0xE0 || std::memcmp(&buf[i], head, HL) != 0)
+                continue;
+            std::vector<uint64_t> off(n);
+            uint64_t pos = base + i + HL;
+            bool ok = true;
+            for (unsigned long k = 0; k < n && ok; k++) {
+                Uint32 len = 0;
+                ok = item_at(pos, &len) && len == lens[k] &&
+                     pos + 8 + len <= size;
+                off[k] = pos + 8;
+                pos += 8 + (uint64_t)len;
+            }
+            if (ok) {
+                in->item_off = std::move(off);
+                in->item_len = std::move(lens);
+                in->fd = fd;
+                return;
+            }
+        }
+    }
+    close(fd);
+}
+
 /* The fragments of compressed pixel data `pd` (kind `what`), mapped to
  * frames. */
 bool encapsulated(instance *in, DcmElement *pd, const char *what,
@@ -280,7 +362,10 @@ bool encapsulated(instance *in, DcmElement *pd, const char *what,
         *why = std::string(what) + " pixel data is not encapsulated";
         return false;
     }
-    return map_fragments(in, why);
+    if (!map_fragments(in, why))
+        return false;
+    locate_items(in);
+    return true;
 }
 
 /* Read what slidepipe needs of one instance (its dataset is loaded). */
@@ -784,6 +869,36 @@ namespace {
 
 /* Frame `f` of `in`'s bytes into r->data. */
 bool fetch(sp__dicom_reader *r, instance *in, Uint32 f, std::string *why) {
+    if (!in->item_off.empty()) {
+        /* offsets found at open: pread, no lock */
+        r->data.clear();
+        for (Uint32 k = 0; k < in->frag_count[f]; k++) {
+            Uint32 i = in->frag_first[f] + k;
+            Uint32 len = in->item_len[i];
+            if (len > (Uint32)64 << 20) {
+                *why = "frame " + std::to_string(f + 1) + ": a fragment of " +
+                       std::to_string(len) + " bytes";
+                return false;
+            }
+            size_t at = r->data.size();
+            r->data.resize(at + len);
+            size_t got = 0;
+            while (got < len) {
+                ssize_t n = pread(in->fd, r->data.data() + at + got, len - got,
+                                  (off_t)(in->item_off[i] + got));
+                if (n < 0 && errno == EINTR)
+                    continue;
+                if (n <= 0) {
+                    *why = "frame " + std::to_string(f + 1) + ": " +
+                           (n < 0 ? std::strerror(errno)
+                                  : "the file is shorter than it was");
+                    return false;
+                }
+                got += (size_t)n;
+            }
+        }
+        return true;
+    }
     std::lock_guard<std::mutex> lock(in->mu);
     if (in->kind == px::native) {
         Uint64 n = (Uint64)in->tw * (Uint64)in->th * 3;
