@@ -273,15 +273,24 @@ def test_tile(tmp):
 
 
 def test_run(tmp):
-    """`run`: pyramid and features, the slide without an mpp."""
+    """`run`: pyramid and features, the slide without an mpp; background
+    tiles skipped (every TIFF tile exists: skipped ones hold one solid
+    background tile)."""
     o = os.path.join(tmp, "tcga")
-    r = run(BIN, "run", TCGA, "-o", o, "--container", "ome-tiff", "--quiet")
+    r = run(BIN, "run", TCGA, "-o", o, "--container", "ome-tiff", "--quiet",
+            "--skip-background")
     check(r.returncode == 0 and os.path.exists(o + ".h5"),
           f"run --container ome-tiff: {r.stderr}")
     check(not [f for f in os.listdir(tmp) if f.startswith(".")],
           f"run: no staged names left {os.listdir(tmp)}")
     if os.path.exists(o + ".ome.tiff"):
         check_ome(o + ".ome.tiff", TCGA, "TCGA run", tmp)
+    with open(o + ".json") as f:
+        side = json.load(f)
+    check(side["parameters"]["container"] == "ome-tiff" and
+          side["tiles_skipped"] > 0 and side["source"]["mpp_x"] is None,
+          f"run: sidecar {side['parameters']['container']}, "
+          f"{side['tiles_skipped']} skipped, mpp {side['source']['mpp_x']}")
     return o
 
 
