@@ -18,7 +18,7 @@ static void on_signal(int sig) {
 
 static const char tile_opts_help[] =
     "Pyramid options:\n"
-    "  --container dzi|tiff|dicom\n"
+    "  --container dzi|tiff|dicom|ome-tiff\n"
     "                         dzi (default): OUT.dzi + "
     "OUT_files/<level>/<col>_<row>.<ext>,\n"
     "                         the geometry of 'vips dzsave'; tiff: OUT.tiff, "
@@ -28,25 +28,34 @@ static const char tile_opts_help[] =
     "                         dicom: OUT.dicom/level-<d>.dcm, a DICOM whole-"
     "slide series\n"
     "                         (VL WSM, TILED_FULL, JPEG; patient and study "
-    "empty)\n"
+    "empty);\n"
+    "                         ome-tiff: OUT.ome.tiff, the tiff container's "
+    "tiles as a\n"
+    "                         pyramidal OME-TIFF (levels as SubIFDs, "
+    "OME-XML) for\n"
+    "                         QuPath, OMERO and Bio-Formats\n"
     "  --dicom-attributes F   dicom: patient/study attributes from a JSON "
     "object of\n"
     "                         DICOM keywords to strings "
     "({\"PatientID\": \"123\"})\n"
-    "  --passthrough          tiff/dicom: copy level 0's JPEG tiles from the "
-    "slide as\n"
-    "                         stored (lossless, less CPU); needs JPEG tiles "
-    "of the\n"
-    "                         output's tile size (e.g. --tile-size 240 for "
-    "many .svs)\n"
-    "  %-22s pyramid tile edge (dzi 254, tiff 256, a multiple of 16)\n"
+    "  --passthrough          tiff/ome-tiff/dicom: copy level 0's JPEG tiles "
+    "from the\n"
+    "                         slide as stored (lossless, less CPU); needs "
+    "JPEG tiles of\n"
+    "                         the output's tile size (e.g. --tile-size 240 "
+    "for many .svs)\n"
+    "  %-22s pyramid tile edge (dzi 254; tiff, ome-tiff, dicom 256, a "
+    "multiple\n"
+    "                         of 16)\n"
     "  --overlap N            dzi overlap on interior edges (1)\n"
-    "  --format jpeg|png|webp tile format (jpeg; tiff: jpeg only)\n"
+    "  --format jpeg|png|webp tile format (jpeg; tiff, ome-tiff, dicom: jpeg "
+    "only)\n"
     "  --quality N            jpeg/webp quality 1-100 (75)\n"
     "  --skip-background      do not write tiles without tissue (listed in "
     "the\n"
-    "                         manifest of OUT.json; tiff stores a background "
-    "tile)\n"
+    "                         manifest of OUT.json; tiff, ome-tiff, dicom "
+    "store a\n"
+    "                         background tile)\n"
     "  --background-rule R    mask (default): the tissue mask of analysis "
     "decides,\n"
     "                         grown by one mask cell; colour: a tile is "
@@ -277,8 +286,8 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
         case OPT_CONTAINER:
             if (!sp_container_parse(optarg, &o.tile.container)) {
                 sp_cli_error(cmd,
-                             "--container: expected dzi, tiff or dicom, got "
-                             "'%s'",
+                             "--container: expected dzi, tiff, dicom or "
+                             "ome-tiff, got '%s'",
                              optarg);
                 return SP_EXIT_USAGE;
             }
@@ -440,8 +449,10 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
         return SP_EXIT_USAGE;
     }
     if (tiles && o.tile.container != SP_CONTAINER_DZI) {
-        const char *cn =
-            o.tile.container == SP_CONTAINER_DICOM ? "DICOM" : "TIFF";
+        const char *cn = o.tile.container == SP_CONTAINER_DICOM ? "DICOM"
+                         : o.tile.container == SP_CONTAINER_OME_TIFF
+                             ? "OME-TIFF"
+                             : "TIFF";
         if (overlap_given && o.tile.overlap != 0) {
             sp_cli_error(cmd, "--overlap: %s tiles never overlap", cn);
             return SP_EXIT_USAGE;
@@ -458,8 +469,9 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
         o.tile.overlap = 0;
     }
     if (o.tile.passthrough && o.tile.container == SP_CONTAINER_DZI) {
-        sp_cli_error(cmd, "--passthrough goes with --container tiff or dicom "
-                          "(Deep Zoom tiles overlap)");
+        sp_cli_error(
+            cmd, "--passthrough goes with --container tiff, ome-tiff or dicom "
+                 "(Deep Zoom tiles overlap)");
         return SP_EXIT_USAGE;
     }
     if (dcm_attr && o.tile.container != SP_CONTAINER_DICOM) {
@@ -492,7 +504,8 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
         o.source_name = source_name; /* NULL: the file name */
     }
     if (what == (SP_RUN_TILES | SP_RUN_FEATURES)) {
-        /* OUT or OUT.dzi/OUT.tiff names the pyramid; OUT.h5 goes beside */
+        /* OUT or OUT.dzi/OUT.tiff/OUT.ome.tiff names the pyramid; OUT.h5
+         * goes beside */
         const char *ext = sp_pyramid_ext(out, o.tile.container);
         size_t keep = strlen(out) - strlen(ext);
         stem = strndup(out, keep ? keep : strlen(out));

@@ -23,7 +23,7 @@ static const struct {
      (const char *const[]){"jpeg", "png", "webp", NULL}},
     {"skip-background", K_FLAG, 0, 0, NULL},
     {"container", K_ENUM, 0, 0,
-     (const char *const[]){"dzi", "tiff", "dicom", NULL}},
+     (const char *const[]){"dzi", "tiff", "ome-tiff", "dicom", NULL}},
     {"passthrough", K_FLAG, 0, 0, NULL},
 };
 
@@ -46,8 +46,9 @@ static bool check_combination(char *const vals[SP__BATCH_NKEYS],
     bool grid = c && strcmp(c, "dzi") != 0;
     int64_t v;
     if (vals[K_PASS] && strcmp(vals[K_PASS], "yes") == 0 && !grid)
-        return sp_error_set(err, SP_ERR_USAGE, NULL,
-                            "passthrough goes with container=tiff or dicom");
+        return sp_error_set(
+            err, SP_ERR_USAGE, NULL,
+            "passthrough goes with container=tiff, ome-tiff or dicom");
     if (!grid)
         return true;
     if (vals[K_FORMAT] && strcmp(vals[K_FORMAT], "jpeg") != 0)

@@ -466,6 +466,7 @@ static bool run_slide(const char *slide_path, const sp_run_opts *o,
         sp_pyramid_opts pp;
         memset(&pp, 0, sizeof pp);
         pp.output = stg.tiles_stage_out;
+        pp.final_main = stg.final[stg.main_tiles]; /* named in OME-XML */
         pp.width = l0->width;
         pp.height = l0->height;
         pp.opts = o->tile;

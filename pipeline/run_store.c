@@ -17,9 +17,7 @@ static void params_json(const sp_run_opts *o, sp_buf *b) {
     sp_json_bool(&j, (o->what & SP_RUN_FEATURES) != 0);
     if (o->what & SP_RUN_TILES) {
         sp_json_key(&j, "container");
-        sp_json_string(&j, o->tile.container == SP_CONTAINER_TIFF    ? "tiff"
-                           : o->tile.container == SP_CONTAINER_DICOM ? "dicom"
-                                                                     : "dzi");
+        sp_json_string(&j, sp_container_name(o->tile.container));
         sp_json_key(&j, "format");
         sp_json_string(&j, sp_tile_format_ext(o->tile.format));
         sp_json_key(&j, "tile_size");

@@ -37,7 +37,7 @@ nodejs
 TEST="
 openslide-tools libtiff-tools libvips-tools hdf5-tools libjpeg-turbo-progs
 python3 python3-openslide python3-numpy python3-skimage python3-h5py
-python3-pandas python3-pil python3-websocket
+python3-pandas python3-pil python3-websocket python3-tifffile libxml2-utils
 chromium wrk iipimage-server lighttpd time strace lintian
 clang libclang-rt-14-dev libomp-dev
 openmpi-bin slurm-wlm munge orthanc-wsi orthanc dicom3tools python3-pydicom

@@ -1,5 +1,5 @@
 """--passthrough: level 0's JPEG tiles copied from the slide as stored into
-the TIFF and DICOM containers, checked by independent readers:
+the TIFF, OME-TIFF and DICOM containers, checked by independent readers:
 
 - OpenSlide reads our TIFF's level 0 equal, byte for byte, to its own read
   of the source slide; the levels below equal those of the same pyramid
@@ -132,6 +132,29 @@ def test_dicom(tmp, src, what, tile, pi):
     return out
 
 
+def test_ome(tmp):
+    """The OME-TIFF container copies too: level 0 (the first directory)
+    holds the source's tiles, the levels stay its SubIFDs."""
+    o = os.path.join(tmp, "cmu-ome")
+    r = run("tile", CMU, "-o", o, "--container", "ome-tiff", "--tile-size",
+            "240", "--passthrough", "--quiet")
+    check(r.returncode == 0, f"ome-tiff --passthrough: {r.stderr}")
+    if r.returncode:
+        return
+    path = o + ".ome.tiff"
+    with tifffile.TiffFile(path) as t:
+        check(t.is_ome and t.pages[0].photometric == 2 and
+              len(t.pages[0].subifds or []) > 0,
+              "ome-tiff: OME, RGB level 0 as the source, SubIFD levels")
+    a, b = level(CMU, 0), level(path, 0)
+    check((a == b).all(), "ome-tiff: level 0 equals OpenSlide's read of the "
+          "source")
+    _, stiles = raw_tiles(CMU)
+    _, otiles = raw_tiles(path)
+    check(all(ot.endswith(st[2:]) for ot, st in zip(otiles, stiles)),
+          "ome-tiff: level 0 tiles hold the source's bytes")
+
+
 def test_refusals(tmp, yuv444):
     cases = [
         ("tcga-cr-7395-01a-01-ts1.svs", ["--container", "tiff"],
@@ -139,7 +162,7 @@ def test_refusals(tmp, yuv444):
         ("CMU-1-Small-Region.svs", ["--container", "tiff"],
          "use --tile-size 240"),
         ("CMU-1-Small-Region.svs", ["--tile-size", "240"],
-         "--passthrough goes with --container tiff or dicom"),
+         "--passthrough goes with --container tiff, ome-tiff or dicom"),
         ("boxes.tiff", ["--container", "tiff", "--tile-size", "64"],
          "cannot be copied"),
         (yuv444, ["--container", "dicom", "--tile-size", "256"],
@@ -236,6 +259,7 @@ def main():
         r = run("tile", CMU, "-o", q92, "--container", "tiff", "--quality",
                 "92", "--quiet")
         test_tiff(tmp, q92 + ".tiff", "q92", 256)
+        test_ome(tmp)
         test_refusals(tmp, q92 + ".tiff")
         test_batch(tmp)
         if cmu_dcm:

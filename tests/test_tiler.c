@@ -449,6 +449,85 @@ static void test_tiff_directories(void) {
     free(img);
 }
 
+/* OME-TIFF: level 0 alone at the top, the reduced levels as its SubIFDs
+ * (NewSubfileType reduced, sizes halving), the OME-XML as its
+ * ImageDescription with the mpp and the names escaped; a pyramid of one
+ * tile has no SubIFD tag. */
+static void test_ome_tiff_directories(void) {
+    uint8_t *img = make_image();
+    char out[512];
+    snprintf(out, sizeof out, "%s/pyr.ome.tiff", sp_test_tmpdir());
+    sp_pyramid_opts prm = png_params(out, 128, 0);
+    prm.opts.container = SP_CONTAINER_OME_TIFF;
+    prm.opts.format = SP_TILE_JPEG;
+    prm.source.mpp_x = prm.source.mpp_y = 0.25;
+    prm.source.path = "scans/a&b<c>.svs";
+    sp_error e = {0};
+    sp_tile_stats st;
+    CU_ASSERT_TRUE_FATAL(build(&prm, img, 100, &st, &e));
+    CU_ASSERT_EQUAL(st.levels, 4);
+    CU_ASSERT_STRING_EQUAL(st.output, out);
+    TIFF *t = TIFFOpen(out, "r");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(t);
+    uint32_t iw = 0, ih = 0, ft = 9;
+    TIFFGetField(t, TIFFTAG_IMAGEWIDTH, &iw);
+    TIFFGetField(t, TIFFTAG_IMAGELENGTH, &ih);
+    CU_ASSERT_EQUAL(iw, IW);
+    CU_ASSERT_EQUAL(ih, IH);
+    const char *desc = NULL;
+    CU_ASSERT_TRUE(TIFFGetField(t, TIFFTAG_IMAGEDESCRIPTION, &desc));
+    CU_ASSERT_TRUE(desc && strncmp(desc, "<?xml", 5) == 0);
+    CU_ASSERT_PTR_NOT_NULL(desc ? strstr(desc, "PhysicalSizeX=\"0.25\"") : 0);
+    CU_ASSERT_PTR_NOT_NULL(desc ? strstr(desc, "SizeX=\"1000\"") : 0);
+    CU_ASSERT_PTR_NOT_NULL(desc ? strstr(desc, "Name=\"a&amp;b&lt;c&gt;.svs\"")
+                                : 0);
+    CU_ASSERT_PTR_NOT_NULL(
+        desc ? strstr(desc, "<UUID FileName=\"pyr.ome.tiff\">urn:uuid:") : 0);
+    uint16_t nsub = 0;
+    uint64_t *offs = NULL;
+    CU_ASSERT_TRUE(TIFFGetField(t, TIFFTAG_SUBIFD, &nsub, &offs));
+    CU_ASSERT_EQUAL_FATAL(nsub, 3);
+    uint64_t sub[3];
+    memcpy(sub, offs, sizeof sub);
+    uint32_t w = IW, h = IH;
+    for (int k = 0; k < 3; k++) {
+        w = (w + 1) / 2;
+        h = (h + 1) / 2;
+        CU_ASSERT_TRUE_FATAL(TIFFSetSubDirectory(t, sub[k]));
+        TIFFGetField(t, TIFFTAG_IMAGEWIDTH, &iw);
+        TIFFGetField(t, TIFFTAG_IMAGELENGTH, &ih);
+        TIFFGetField(t, TIFFTAG_SUBFILETYPE, &ft);
+        CU_ASSERT_EQUAL(iw, w);
+        CU_ASSERT_EQUAL(ih, h);
+        CU_ASSERT_EQUAL(ft, FILETYPE_REDUCEDIMAGE);
+        TIFFSetField(t, TIFFTAG_JPEGCOLORMODE, JPEGCOLORMODE_RGB);
+        uint8_t *buf = malloc((size_t)TIFFTileSize(t));
+        CU_ASSERT_TRUE(TIFFReadEncodedTile(t, 0, buf, TIFFTileSize(t)) > 0);
+        free(buf);
+    }
+    TIFFClose(t);
+    /* one top-level directory: readers that ignore SubIFDs see level 0 */
+    t = TIFFOpen(out, "r");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(t);
+    CU_ASSERT_EQUAL(TIFFNumberOfDirectories(t), 1);
+    TIFFClose(t);
+    /* one tile, one level: no SubIFDs, no mpp */
+    snprintf(out, sizeof out, "%s/one", sp_test_tmpdir());
+    prm = png_params(out, 1024, 0);
+    prm.opts.container = SP_CONTAINER_OME_TIFF;
+    prm.opts.format = SP_TILE_JPEG;
+    CU_ASSERT_TRUE_FATAL(build(&prm, img, 100, &st, &e));
+    CU_ASSERT_EQUAL(st.levels, 1);
+    snprintf(out, sizeof out, "%s/one.ome.tiff", sp_test_tmpdir());
+    t = TIFFOpen(out, "r");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(t);
+    CU_ASSERT_FALSE(TIFFGetField(t, TIFFTAG_SUBIFD, &nsub, &offs));
+    CU_ASSERT_TRUE(TIFFGetField(t, TIFFTAG_IMAGEDESCRIPTION, &desc));
+    CU_ASSERT_PTR_NULL(desc ? strstr(desc, "PhysicalSize") : "x");
+    TIFFClose(t);
+    free(img);
+}
+
 /* A slide whose pixels cannot be read: an input error naming the slide,
  * and no output or temporary left. */
 static void test_unreadable_slide(void) {
@@ -488,6 +567,14 @@ static void test_pyramid_names(void) {
         {"d/x", SP_CONTAINER_TIFF, "d/x", "d/x.tiff", NULL, "d/x.json"},
         {"d/x.tif", SP_CONTAINER_TIFF, "d/x", "d/x.tif", NULL, "d/x.json"},
         {"d/x.tiff", SP_CONTAINER_TIFF, "d/x", "d/x.tiff", NULL, "d/x.json"},
+        {"d/x", SP_CONTAINER_OME_TIFF, "d/x", "d/x.ome.tiff", NULL, "d/x.json"},
+        {"d/x.ome.tiff", SP_CONTAINER_OME_TIFF, "d/x", "d/x.ome.tiff", NULL,
+         "d/x.json"},
+        {"d/x.ome.tif", SP_CONTAINER_OME_TIFF, "d/x", "d/x.ome.tif", NULL,
+         "d/x.json"},
+        /* a plain .tiff is the stem's */
+        {"d/x.tiff", SP_CONTAINER_OME_TIFF, "d/x.tiff", "d/x.tiff.ome.tiff",
+         NULL, "d/x.tiff.json"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         sp_pyramid_names n;
@@ -511,6 +598,20 @@ static void test_pyramid_names(void) {
     CU_ASSERT_STRING_EQUAL(sp_pyramid_ext("a.tif", SP_CONTAINER_TIFF), ".tif");
     CU_ASSERT_STRING_EQUAL(sp_pyramid_ext("a.tif", SP_CONTAINER_DZI), "");
     CU_ASSERT_STRING_EQUAL(sp_pyramid_ext(".dzi", SP_CONTAINER_DZI), "");
+    CU_ASSERT_STRING_EQUAL(sp_pyramid_ext("a.ome.tif", SP_CONTAINER_OME_TIFF),
+                           ".ome.tif");
+    /* every container's name parses back to it */
+    const sp_container all[] = {SP_CONTAINER_DZI, SP_CONTAINER_TIFF,
+                                SP_CONTAINER_DICOM, SP_CONTAINER_OME_TIFF};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        sp_container c = SP_CONTAINER_DZI;
+        CU_ASSERT_TRUE(sp_container_parse(sp_container_name(all[i]), &c));
+        CU_ASSERT_EQUAL(c, all[i]);
+    }
+    CU_ASSERT_STRING_EQUAL(sp_container_name(SP_CONTAINER_OME_TIFF),
+                           "ome-tiff");
+    sp_container c = SP_CONTAINER_DZI;
+    CU_ASSERT_FALSE(sp_container_parse("ome", &c));
     char name[32];
     sp_pyramid_tile_name(name, sizeof name, 3, 14, "jpeg");
     CU_ASSERT_STRING_EQUAL(name, "3_14.jpeg");
@@ -592,6 +693,7 @@ int main(void) {
     CU_ADD_TEST(s, test_mask_skips);
     CU_ADD_TEST(s, test_cancel);
     CU_ADD_TEST(s, test_tiff_directories);
+    CU_ADD_TEST(s, test_ome_tiff_directories);
     CU_ADD_TEST(s, test_unreadable_slide);
     CU_ADD_TEST(s, test_pyramid_names);
     CU_ADD_TEST(s, test_pyramid_read_back);

@@ -1,6 +1,7 @@
 /* The names of a pyramid's files (tiler.h, "a pyramid's files"): OUT.dzi
- * + OUT_files/<level>/<col>_<row>.<ext> + OUT.json, or OUT.tiff +
- * OUT.json. Every writer and reader of a pyramid takes them from here. */
+ * + OUT_files/<level>/<col>_<row>.<ext> + OUT.json, or OUT.tiff (or
+ * OUT.ome.tiff) + OUT.json, or OUT.dicom/ + OUT.json. Every writer and reader
+ * of a pyramid takes them from here. */
 #include "tiler.h"
 
 #include <stdio.h>
@@ -15,6 +16,10 @@ static bool ends_with(const char *s, const char *suffix) {
 const char *sp_pyramid_ext(const char *name, sp_container c) {
     if (c == SP_CONTAINER_DICOM)
         return ends_with(name, ".dicom") ? ".dicom" : "";
+    if (c == SP_CONTAINER_OME_TIFF)
+        return ends_with(name, ".ome.tiff")  ? ".ome.tiff"
+               : ends_with(name, ".ome.tif") ? ".ome.tif"
+                                             : "";
     if (c == SP_CONTAINER_TIFF)
         return ends_with(name, ".tiff")  ? ".tiff"
                : ends_with(name, ".tif") ? ".tif"
@@ -43,10 +48,14 @@ void sp_pyramid_names_free(sp_pyramid_names *n) {
 /* The stem is the first `len` bytes of `stem`. */
 static bool names_init(sp_pyramid_names *n, const char *stem, size_t len,
                        sp_container c, const char *ext) {
-    /* TIFF and DICOM have no tile folder: OUT.tiff; OUT.dicom/ */
+    /* TIFF, OME-TIFF and DICOM have no tile folder: OUT.tiff;
+     * OUT.ome.tiff; OUT.dicom/ */
     const bool tiff = c != SP_CONTAINER_DZI;
     if (!ext || !*ext)
-        ext = c == SP_CONTAINER_DICOM ? ".dicom" : tiff ? ".tiff" : ".dzi";
+        ext = c == SP_CONTAINER_DICOM      ? ".dicom"
+              : c == SP_CONTAINER_OME_TIFF ? ".ome.tiff"
+              : tiff                       ? ".tiff"
+                                           : ".dzi";
     memset(n, 0, sizeof *n);
     n->stem = join(stem, len, "");
     n->main = join(stem, len, ext);

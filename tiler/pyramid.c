@@ -41,8 +41,8 @@ bool sp_tile_passthrough_check(const sp_slide *s, const sp_tile_opts *o,
     int T = o->tile_size ? o->tile_size : 256;
     if (o->container == SP_CONTAINER_DZI) {
         snprintf(why, why_n,
-                 "Deep Zoom tiles overlap their neighbours: only the tiff and "
-                 "dicom containers copy tiles");
+                 "Deep Zoom tiles overlap their neighbours: only the tiff, "
+                 "ome-tiff and dicom containers copy tiles");
         return false;
     }
     if (o->format != SP_TILE_JPEG) {
@@ -90,7 +90,22 @@ bool sp_container_parse(const char *s, sp_container *out) {
         *out = SP_CONTAINER_DICOM;
         return true;
     }
+    if (strcmp(s, "ome-tiff") == 0 || strcmp(s, "ome-tif") == 0 ||
+        strcmp(s, "ometiff") == 0) {
+        *out = SP_CONTAINER_OME_TIFF;
+        return true;
+    }
     return false;
+}
+
+const char *sp_container_name(sp_container c) {
+    switch (c) {
+    case SP_CONTAINER_TIFF: return "tiff";
+    case SP_CONTAINER_DICOM: return "dicom";
+    case SP_CONTAINER_OME_TIFF: return "ome-tiff";
+    case SP_CONTAINER_DZI: break;
+    }
+    return "dzi";
 }
 
 int sp__dzi_level_count(int64_t w, int64_t h) {
@@ -130,6 +145,7 @@ static void pyramid_free(sp_pyramid *p) {
     free(p->src_path);
     free(p->src_vendor);
     free(p->src_quickhash);
+    free(p->final_given);
     free(p);
 }
 
@@ -284,7 +300,7 @@ sp_pyramid *sp_pyramid_create(const sp_pyramid_opts *prm, sp_error *err) {
                      (long long)prm->width, (long long)prm->height);
         return NULL;
     }
-    /* TIFF and DICOM: a fixed grid of whole tiles, no overlap */
+    /* TIFF, OME-TIFF and DICOM: a fixed grid of whole tiles, no overlap */
     const bool grid = o->container != SP_CONTAINER_DZI;
     int T = o->tile_size ? o->tile_size : (grid ? 256 : 254);
     int O = grid ? 0 : o->overlap;
@@ -299,7 +315,9 @@ sp_pyramid *sp_pyramid_create(const sp_pyramid_opts *prm, sp_error *err) {
         sp_error_set(err, SP_ERR_USAGE, out,
                      "the %s container needs JPEG tiles whose size is a "
                      "multiple of 16 (got %s, %d)",
-                     o->container == SP_CONTAINER_DICOM ? "DICOM" : "TIFF",
+                     o->container == SP_CONTAINER_DICOM      ? "DICOM"
+                     : o->container == SP_CONTAINER_OME_TIFF ? "OME-TIFF"
+                                                             : "TIFF",
                      sp_tile_format_ext(o->format), T);
         return NULL;
     }
@@ -338,13 +356,16 @@ sp_pyramid *sp_pyramid_create(const sp_pyramid_opts *prm, sp_error *err) {
     p->prm.source.path = p->src_path;
     p->prm.source.vendor = p->src_vendor;
     p->prm.source.quickhash = p->src_quickhash;
+    p->final_given = dup_or_null(prm->final_main);
+    p->prm.final_main = p->final_given;
     p->T = T;
     p->O = O;
     p->pad_edges = grid;
     p->codec = o->container == SP_CONTAINER_DICOM ? &sp__jpeg420_codec : codec;
-    p->wops = o->container == SP_CONTAINER_TIFF    ? &sp__tiff_writer
-              : o->container == SP_CONTAINER_DICOM ? &sp__dicom_writer
-                                                   : &sp__dzi_writer;
+    p->wops = o->container == SP_CONTAINER_TIFF       ? &sp__tiff_writer
+              : o->container == SP_CONTAINER_OME_TIFF ? &sp__ome_tiff_writer
+              : o->container == SP_CONTAINER_DICOM    ? &sp__dicom_writer
+                                                      : &sp__dzi_writer;
     p->threads = o->threads > 0 ? o->threads : sp_default_threads();
     if (!p->output)
         goto oom;
@@ -956,9 +977,7 @@ static void write_sidecar(const sp_pyramid *p, sp_buf *b) {
     sp_json_key(&j, "parameters");
     sp_json_begin_object(&j);
     sp_json_key(&j, "container");
-    sp_json_string(&j, o->container == SP_CONTAINER_TIFF    ? "tiff"
-                       : o->container == SP_CONTAINER_DICOM ? "dicom"
-                                                            : "dzi");
+    sp_json_string(&j, sp_container_name(o->container));
     sp_json_key(&j, "format");
     sp_json_string(&j, p->codec->name);
     sp_json_key(&j, "tile_size");

@@ -11,7 +11,13 @@
  * Tiles arrive from many threads in pyramid order, all levels at once,
  * while TIFF wants one directory at a time: workers append encoded tiles
  * to a spool file (an atomic offset, pwrite, no lock) and finish copies
- * them into the TIFF level by level. */
+ * them into the TIFF level by level.
+ *
+ * The OME-TIFF container (sp__ome_tiff_writer) is the same writer with
+ * another directory layout: level 0 in the first directory, whose
+ * ImageDescription is the OME-XML (ome.c) and whose SubIFD tag lists the
+ * reduced levels, which follow as its sub-directories (libtiff writes the
+ * next N directories as the SubIFDs named there). */
 #include "tiler_private.h"
 
 #include <errno.h>
@@ -29,6 +35,7 @@ typedef struct {
 
 struct sp__writer {
     sp_pyramid *p;
+    bool ome;             /* OME-TIFF: reduced levels as SubIFDs, OME-XML */
     sp_pyramid_names fin; /* final names: main (.tiff/.tif), sidecar */
     char *tmp_tiff, *tmp_json, *spool_name, *tmp_spool;
     int fd;
@@ -63,7 +70,7 @@ static void tw_abort(sp__writer *w) {
     tw_free(w);
 }
 
-static sp__writer *tw_open(sp_pyramid *p, sp_error *err) {
+static sp__writer *tw_open(sp_pyramid *p, bool ome, sp_error *err) {
     const char *out = sp__pyramid_output(p);
     sp__writer *w = calloc(1, sizeof *w);
     if (!w) {
@@ -71,8 +78,10 @@ static sp__writer *tw_open(sp_pyramid *p, sp_error *err) {
         return NULL;
     }
     w->p = p;
+    w->ome = ome;
     w->fd = -1;
-    if (!sp_pyramid_names_of(&w->fin, out, SP_CONTAINER_TIFF))
+    if (!sp_pyramid_names_of(&w->fin, out,
+                             ome ? SP_CONTAINER_OME_TIFF : SP_CONTAINER_TIFF))
         goto oom;
     size_t n = strlen(w->fin.main) + 8;
     w->spool_name = malloc(n);
@@ -115,6 +124,14 @@ fail:
     return NULL;
 }
 
+static sp__writer *tw_open_tiff(sp_pyramid *p, sp_error *err) {
+    return tw_open(p, false, err);
+}
+
+static sp__writer *tw_open_ome(sp_pyramid *p, sp_error *err) {
+    return tw_open(p, true, err);
+}
+
 static bool tw_put(sp__writer *w, int d, int64_t col, int64_t row,
                    const uint8_t *data, size_t n, sp_error *err) {
     uint64_t off = atomic_fetch_add(&w->end, (uint64_t)n);
@@ -141,6 +158,23 @@ static bool tw_finish(sp__writer *w, const char *sidecar, size_t sidecar_n,
     TIFF *tif = NULL;
     uint8_t *buf = NULL;
     size_t cap = 0;
+    sp_buf ome_xml;
+    sp_buf_init(&ome_xml);
+    if (w->ome) {
+        /* the name the file will have: a staged output is renamed by the
+         * caller */
+        const char *name = p->prm.final_main ? p->prm.final_main : w->fin.main;
+        char uuid[46];
+        if (!sp__ome_uuid(uuid)) {
+            sp_error_errno(err, SP_ERR_OUTPUT, w->fin.main, errno,
+                           "cannot draw a UUID for the OME-XML");
+            goto fail;
+        }
+        if (!sp__ome_xml(p, name, uuid, &ome_xml)) {
+            sp_error_set(err, SP_ERR_NOMEM, w->fin.main, "out of memory");
+            goto fail;
+        }
+    }
     sp_libtiff_quiet();
     bool big = atomic_load(&w->end) > UINT64_C(0xE0000000);
     sp_capture_clear();
@@ -182,7 +216,15 @@ static bool tw_finish(sp__writer *w, const char *sidecar, size_t sidecar_n,
             TIFFSetField(tif, TIFFTAG_XRESOLUTION, 1e4 / (src->mpp_x * f));
             TIFFSetField(tif, TIFFTAG_YRESOLUTION, 1e4 / (src->mpp_y * f));
         }
-        if (d == 0) {
+        if (d == 0 && w->ome) {
+            TIFFSetField(tif, TIFFTAG_IMAGEDESCRIPTION, ome_xml.data);
+            /* the next nlevels - 1 directories become level 0's SubIFDs
+             * (libtiff fills in their offsets) */
+            uint64_t subifd[SP_TILER_MAX_LEVELS] = {0};
+            if (p->nlevels > 1)
+                TIFFSetField(tif, TIFFTAG_SUBIFD, (uint16_t)(p->nlevels - 1),
+                             subifd);
+        } else if (d == 0) {
             char desc[512];
             int k =
                 snprintf(desc, sizeof desc,
@@ -255,6 +297,7 @@ static bool tw_finish(sp__writer *w, const char *sidecar, size_t sidecar_n,
     tif = NULL;
     free(buf);
     buf = NULL;
+    sp_buf_free(&ome_xml);
     if (!sp__write_file(w->tmp_json, (const uint8_t *)sidecar, sidecar_n, err))
         goto fail;
     if (rename(w->tmp_tiff, w->fin.main) != 0) {
@@ -280,13 +323,22 @@ fail:
     if (tif)
         TIFFClose(tif);
     free(buf);
+    sp_buf_free(&ome_xml);
     tw_abort(w);
     return false;
 }
 
 const sp__writer_ops sp__tiff_writer = {
     .name = "tiff",
-    .open = tw_open,
+    .open = tw_open_tiff,
+    .put = tw_put,
+    .finish = tw_finish,
+    .abort = tw_abort,
+};
+
+const sp__writer_ops sp__ome_tiff_writer = {
+    .name = "ome-tiff",
+    .open = tw_open_ome,
     .put = tw_put,
     .finish = tw_finish,
     .abort = tw_abort,

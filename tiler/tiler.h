@@ -53,6 +53,12 @@ extern "C" {
  *                      Microscopy series, one instance per level (the
  *                      TIFF geometry), TILED_FULL, JPEG baseline frames
  *                      with an offset table (dcmout.cpp, DCMTK).
+ *   SP_CONTAINER_OME_TIFF OUT.ome.tiff: the TIFF container's tiles and
+ *                      geometry as a pyramidal OME-TIFF: level 0 in the
+ *                      first directory with the OME-XML (2016-06 schema)
+ *                      as its ImageDescription, the reduced levels as its
+ *                      SubIFDs (NewSubfileType reduced), so Bio-Formats,
+ *                      QuPath and OMERO import it (tiff.c, ome.c).
  *   All write OUT.json next to the pyramid: source metadata (vendor, mpp,
  *   objective power, level-0 size, quickhash), the slidepipe version and
  *   parameters, and the manifest (which tiles exist, per level, one string
@@ -60,13 +66,17 @@ extern "C" {
 typedef enum {
     SP_CONTAINER_DZI = 0,
     SP_CONTAINER_TIFF,
-    SP_CONTAINER_DICOM
+    SP_CONTAINER_DICOM,
+    SP_CONTAINER_OME_TIFF
 } sp_container;
 typedef enum { SP_TILE_JPEG = 0, SP_TILE_PNG, SP_TILE_WEBP } sp_tile_format;
 
-/* Parse "dzi"/"tiff"/"dicom" and "jpeg"/"png"/"webp"; false when
- * unknown. */
+/* Parse "dzi"/"tiff"/"dicom"/"ome-tiff" and "jpeg"/"png"/"webp"; false
+ * when unknown. */
 bool sp_container_parse(const char *s, sp_container *out);
+/* The name sp_container_parse takes for `c` ("dzi", "tiff", "dicom",
+ * "ome-tiff"), as the sidecar and the run's parameters record it. */
+const char *sp_container_name(sp_container c);
 bool sp_tile_format_parse(const char *s, sp_tile_format *out);
 /* File extension (no dot) of a tile format: "jpeg", "png", "webp". */
 const char *sp_tile_format_ext(sp_tile_format f);
@@ -151,10 +161,10 @@ typedef struct {
 } sp_tile_stats;
 
 /* Build the pyramid of `s` at `out` (OUT: "x" or "x.dzi" for DZI; "x" or
- * "x.tif(f)" for TIFF). `stats` may be NULL. On failure (and when
- * cancelled: "interrupted") nothing is left at the output path, no
- * temporaries either, and `err` names the slide or the output and the
- * cause. */
+ * "x.tif(f)" for TIFF; "x" or "x.ome.tif(f)" for OME-TIFF). `stats` may be
+ * NULL. On failure (and when cancelled: "interrupted") nothing is left at the
+ * output path, no temporaries either, and `err` names the slide or the output
+ * and the cause. */
 bool sp_tile_slide(sp_slide *s, const char *out, const sp_tile_opts *opts,
                    sp_tile_stats *stats, sp_error *err);
 
@@ -265,6 +275,10 @@ typedef struct {
     /* The slide whose level-0 tiles opts.passthrough copies (its level 0
      * must be width x height); NULL otherwise. */
     const sp_slide *slide;
+    /* The main file's path once the caller renames it into place (a
+     * staged output); NULL: the output's own. The OME-TIFF container
+     * names its file in its OME-XML. */
+    const char *final_main;
 } sp_pyramid_opts;
 
 /* One column stripe. Stripes are built one after the other, each top to
@@ -398,24 +412,26 @@ bool sp_tile_encode(sp_tile_format format, int quality, const uint8_t *rgb,
 typedef struct {
     char *stem;    /* OUT: the output without its main file's extension */
     char *main;    /* the file a viewer opens, renamed into place last:
-                      OUT.dzi; OUT.tiff (OUT.tif when so named) */
+                      OUT.dzi; OUT.tiff (OUT.tif when so named);
+                      OUT.ome.tiff (OUT.ome.tif) */
     char *files;   /* DZI: the tile folder OUT_files; TIFF: NULL */
     char *sidecar; /* OUT.json */
 } sp_pyramid_names;
 
 /* The main file's extension that `name` ends with in container `c`
- * (".dzi"; ".tiff" or ".tif"), or "" when none; `name` without it is the
- * pyramid's stem. A static string. */
+ * (".dzi"; ".tiff" or ".tif"; ".ome.tiff" or ".ome.tif"), or "" when none;
+ * `name` without it is the pyramid's stem. A static string. */
 const char *sp_pyramid_ext(const char *name, sp_container c);
 /* The names of the pyramid with stem `stem` (taken as it is) in container
  * `c`; `ext` is the main file's extension (".tif"), NULL or "" for the
- * container's (".dzi", ".tiff"). False when out of memory, `n` then empty.
- * Free with sp_pyramid_names_free. */
+ * container's (".dzi", ".tiff", ".ome.tiff"). False when out of memory, `n`
+ * then empty. Free with sp_pyramid_names_free. */
 bool sp_pyramid_names_init(sp_pyramid_names *n, const char *stem,
                            sp_container c, const char *ext);
 /* The names of the output `out` as sp_pyramid_opts.output takes it: a
  * stem ("x") or a name ending with the main file's extension ("x.dzi",
- * "x.tiff", "x.tif"), whose extension is kept. False when out of memory. */
+ * "x.tiff", "x.tif", "x.ome.tiff"), whose extension is kept. False when out of
+ * memory. */
 bool sp_pyramid_names_of(sp_pyramid_names *n, const char *out, sp_container c);
 /* Free the strings and empty `n`; accepts an empty (zeroed) one. */
 void sp_pyramid_names_free(sp_pyramid_names *n);

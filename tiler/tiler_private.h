@@ -83,7 +83,8 @@ typedef struct {
 
 extern const sp__writer_ops sp__dzi_writer;
 extern const sp__writer_ops sp__tiff_writer;
-extern const sp__writer_ops sp__dicom_writer; /* dcmout.cpp, DCMTK */
+extern const sp__writer_ops sp__ome_tiff_writer; /* tiff.c, with ome.c */
+extern const sp__writer_ops sp__dicom_writer;    /* dcmout.cpp, DCMTK */
 
 /* ---- the pyramid ------------------------------------------------------- */
 typedef struct {
@@ -117,7 +118,8 @@ typedef struct {
 struct sp_pyramid {
     sp_pyramid_opts prm; /* strings below are our copies */
     char *output, *src_path, *src_vendor, *src_quickhash;
-    char *final_main; /* set by the writer: OUT.dzi or OUT.tiff */
+    char *final_given; /* prm.final_main */
+    char *final_main;  /* set by the writer: OUT.dzi or OUT.tiff */
     int T, O;
     bool pad_edges; /* TIFF: edge tiles are T x T, padded */
     int nlevels;
@@ -166,6 +168,16 @@ void sp__tiler_clean_stale(const char *final_path);
  * lock. `name` is the output the errors name. */
 bool sp__spool_write(int fd, uint64_t off, const uint8_t *data, size_t n,
                      bool pad, const char *name, sp_error *err);
+/* The OME-XML of an OME-TIFF pyramid (ome.c): one Image of p's level-0
+ * size, its PhysicalSize from the source's mpp when known, one TiffData
+ * at IFD 0 naming the file `file_name` (its base name is taken) by the
+ * document's UUID `uuid` ("urn:uuid:..."). Into `out` (reset first); false
+ * when out of memory. */
+bool sp__ome_xml(const sp_pyramid *p, const char *file_name, const char *uuid,
+                 sp_buf *out);
+/* A random (version 4) UUID as "urn:uuid:xxxxxxxx-...", 46 bytes with the
+ * NUL; false when no randomness could be read. */
+bool sp__ome_uuid(char out[46]);
 /* Write all of `data` to a new file `path`. */
 bool sp__write_file(const char *path, const uint8_t *data, size_t n,
                     sp_error *err);

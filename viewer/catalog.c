@@ -28,10 +28,15 @@ static char *cat(const char *a, const char *b) {
     return s;
 }
 
-/* The path without the last extension of its file name. */
+/* The path without the last extension of its file name; an OME-TIFF
+ * pyramid X.ome.tiff (`run --container ome-tiff`) without both, so that
+ * the features X.h5 beside it are found. */
 static char *strip_ext(const char *path) {
     const char *base = sp_basename(path), *dot = strrchr(base, '.');
-    size_t n = dot && dot != base ? (size_t)(dot - path) : strlen(path);
+    const char *ome = sp_pyramid_ext(base, SP_CONTAINER_OME_TIFF);
+    size_t n = *ome                 ? strlen(path) - strlen(ome)
+               : dot && dot != base ? (size_t)(dot - path)
+                                    : strlen(path);
     char *s = malloc(n + 1);
     if (s) {
         memcpy(s, path, n);
