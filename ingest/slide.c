@@ -250,8 +250,10 @@ bool sp_slide_open(const char *path, bool verify, sp_slide **out,
         *out = s;
         return true;
     }
-    if (!s->osr && (prefer_vips || sp__vips_candidate(path))) {
-        /* not a slide: an image libvips reads */
+    if (!s->osr && (prefer_vips || (sp_slide_ext_kind(path) != SP_EXT_SLIDE &&
+                                    sp__vips_candidate(path)))) {
+        /* not a slide: an image libvips reads (a .svs, .ndpi, ... that
+         * OpenSlide does not open is a damaged slide, not an image) */
         if (!sp__vips_open(s, path, err))
             goto fail;
         if (verify && !verify_reader(s, err))
