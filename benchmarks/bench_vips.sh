@@ -41,16 +41,18 @@ mkdir -p "$dst/tmp"
 res=$dst/results.txt
 : >"$res"
 drop() { sync; [ -w /proc/sys/vm/drop_caches ] && echo 3 >/proc/sys/vm/drop_caches || true; }
-# the largest size $TMPDIR reaches while CMD runs (libvips' decode)
+# the most $TMPDIR's file system gained while CMD ran (libvips unlinks its
+# temporary file as soon as it has made it: du cannot see it; other
+# writers on that file system count too)
 watch_tmp() {
+    _base=$(df -k --output=used "$dst/tmp" | tail -1)
     _peak=0
     while [ -d "$dst/tmp" ]; do
-        _s=$(du -sk "$dst/tmp" 2>/dev/null | cut -f1)
-        [ "${_s:-0}" -gt "$_peak" ] && _peak=$_s && echo "$_peak" >"$dst/tmp.$1"
+        _s=$(( $(df -k --output=used "$dst/tmp" 2>/dev/null | tail -1) - _base ))
+        [ "$_s" -gt "$_peak" ] && _peak=$_s && echo "$_peak" >"$dst/tmp.$1"
         sleep 1
     done
 }
-
 TMPDIR=$dst/tmp
 export TMPDIR
 drop
