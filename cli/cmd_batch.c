@@ -36,10 +36,15 @@ static void help(FILE *f) {
         "Inputs: slide files, and directories searched recursively (hidden\n"
         "entries and OUTDIR skipped). A MIRAX .mrxs counts once (its data\n"
         "folder is not searched); a Hamamatsu .vms/.vmu counts once (the\n"
-        "files it names are not slides of their own). Files OpenSlide does\n"
-        "not recognise found in a directory are listed as 'not-a-slide';\n"
-        "files named on the command line or in a manifest that cannot be\n"
-        "opened are failures, and so are unrecognised or empty files with a\n"
+        "files it names are not slides of their own). Files neither\n"
+        "OpenSlide nor libvips recognises found in a directory are listed\n"
+        "as 'not-a-slide', and so are images read by libvips (plain TIFF,\n"
+        "JPEG, PNG, WebP, ...) whose longer side is under 10000 px (the\n"
+        "slide size rule: a folder of thumbnails is not converted); named\n"
+        "on the command line or in a manifest, an image of any size is a\n"
+        "slide. Files named on the command line or in a manifest that\n"
+        "cannot be opened are failures, and so are unrecognised or empty files "
+        "with a\n"
         "slide-only extension (.svs .ndpi .vms .vmu .scn .mrxs .svslide\n"
         ".bif) found in a directory: they are damaged slides.\n"
         "\n"
@@ -330,7 +335,13 @@ static void text_event(char *out, size_t n, const sp_batch_event *ev) {
         break;
     }
     case SP_BATCH_EV_SKIP:
-        if (s->status == SP_BATCH_NOT_SLIDE)
+        if (s->status == SP_BATCH_NOT_SLIDE && s->width > 0)
+            /* opened, by libvips, but below the slide size rule */
+            snprintf(out, n,
+                     "skipped %s: image %lldx%lld is below the slide size "
+                     "rule",
+                     s->path, (long long)s->width, (long long)s->height);
+        else if (s->status == SP_BATCH_NOT_SLIDE)
             snprintf(out, n, "skipped %s: not a slide", s->path);
         else
             snprintf(out, n, "slide %s: already done, skipped", s->id);

@@ -55,7 +55,9 @@ bool sp_slide_open(const char *path, bool verify, sp_slide **out,
 void sp_slide_close(sp_slide *s);
 
 const char *sp_slide_path(const sp_slide *s);
-/* OpenSlide's vendor name ("aperio", "hamamatsu", "generic-tiff", ...). */
+/* OpenSlide's vendor name ("aperio", "hamamatsu", "generic-tiff", ...),
+ * "dicom", or "vips:<loader>" ("vips:tiffload", "vips:jpegload", ...) for
+ * an image read through libvips (ingest/vips.c). */
 const char *sp_slide_vendor(const sp_slide *s);
 int sp_slide_level_count(const sp_slide *s);
 /* Level `i` (0 <= i < level count); NULL when out of range. */
@@ -162,7 +164,8 @@ bool sp_slide_read_stored_tile(const sp_slide *s, int level, int64_t col,
 void sp_libtiff_quiet(void);
 
 /* True when `path` is a readable regular file that OpenSlide's vendor
- * detection does not recognise (no slide is opened): not a slide at all,
+ * detection does not recognise, that is no DICOM file and that libvips
+ * has none of our loaders for (no slide is opened): not a slide at all,
  * as opposed to a missing, unreadable or damaged slide. For a caller that
  * must tell the two apart after sp_slide_open failed. */
 bool sp_slide_not_a_slide(const char *path);

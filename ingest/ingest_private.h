@@ -14,6 +14,8 @@ typedef struct sp__direct sp__direct;
 typedef struct sp__direct_reader sp__direct_reader;
 typedef struct sp__dicom sp__dicom;
 typedef struct sp__dicom_reader sp__dicom_reader;
+typedef struct sp__vips sp__vips;
+typedef struct sp__vips_reader sp__vips_reader;
 
 struct sp_slide {
     char *path;
@@ -30,6 +32,7 @@ struct sp_slide {
     const char *quickhash;
     sp__direct *direct; /* level-0 JPEG tiles read directly, or NULL */
     sp__dicom *dicom;   /* a DICOM series (dicom.cpp) instead of osr */
+    sp__vips *vips;     /* an image through libvips (vips.c) instead */
 };
 
 /* Premultiplied ARGB (OpenSlide's layout) to straight RGB composited over
@@ -41,6 +44,10 @@ void sp__argb_to_rgb(const uint32_t *argb, size_t n, const uint8_t bg[3],
  * the last sp_capture_clear(), with `path` dropped from its front; ""
  * when none. Written into buf (n bytes). */
 const char *sp__libtiff_cause(const char *path, char *buf, size_t n);
+
+/* (Re)install slidepipe's libtiff and GLib handlers (sp_libtiff_quiet
+ * does it once); for vips.c, after libvips has put its own in. */
+void sp__quiet_handlers(void);
 
 /* direct.c: JPEG tiles of TIFF-based slides without OpenSlide's cache and
  * painting (same pixels). sp__direct_probe is NULL unless level 0 can be
@@ -85,5 +92,25 @@ bool sp__dicom_read_associated(sp__dicom *d, int index, const uint8_t bg[3],
                                uint8_t *rgb, const char *path, sp_error *err);
 char *sp__dicom_series_of(const char *path);
 const char *sp__dicom_version(void);
+
+/* vips.c: images OpenSlide does not read (plain, tiled, multi-page and
+ * OME-TIFF, BigTIFF, JPEG, PNG, WebP, JPEG 2000) through libvips (osr is
+ * NULL for them). sp__vips_candidate: libvips has a loader of ours for
+ * the file's first bytes. sp__vips_prefer: a TIFF OpenSlide's
+ * generic-tiff would take but libvips reads better (OME-XML description
+ * or SubIFDs). sp__vips_open fills the slide's levels, properties, mpp
+ * and vendor ("vips:tiffload", ...) and sets s->vips; false with `err`
+ * naming the file and the cause. sp__vips_read takes the level's own
+ * pixel coordinates; readers are per thread (a VipsRegion per level). */
+bool sp__vips_candidate(const char *path);
+bool sp__vips_prefer(const char *path);
+bool sp__vips_open(sp_slide *s, const char *path, sp_error *err);
+void sp__vips_free(sp__vips *v);
+sp__vips_reader *sp__vips_reader_create(const sp__vips *v);
+void sp__vips_reader_free(sp__vips_reader *r);
+bool sp__vips_read(sp__vips_reader *r, int level, int64_t x, int64_t y,
+                   int64_t w, int64_t h, const uint8_t bg[3], uint8_t *rgb,
+                   size_t stride, const char *path, sp_error *err);
+const char *sp__vips_version(void);
 
 #endif

@@ -12,6 +12,7 @@ struct sp_reader {
     bool private_handle;
     sp__direct_reader *direct; /* level-0 fast path, or NULL */
     sp__dicom_reader *dicom;   /* a DICOM series' frames, or NULL */
+    sp__vips_reader *vips;     /* an image's libvips regions, or NULL */
     uint8_t bg[3];
     uint32_t *argb; /* scratch for OpenSlide's output */
     size_t cap;     /* pixels */
@@ -61,6 +62,15 @@ sp_reader *sp_reader_create(sp_slide *s, unsigned flags, const uint8_t bg[3],
         }
         return r;
     }
+    if (s->vips) {
+        r->vips = sp__vips_reader_create(s->vips);
+        if (!r->vips) {
+            sp_error_set(err, SP_ERR_NOMEM, s->path, "out of memory");
+            sp_reader_free(r);
+            return NULL;
+        }
+        return r;
+    }
     if (flags & SP_READER_PRIVATE_HANDLE) {
         r->osr = openslide_open(s->path);
         const char *e = r->osr ? openslide_get_error(r->osr) : NULL;
@@ -90,6 +100,7 @@ void sp_reader_free(sp_reader *r) {
         return;
     sp__direct_reader_free(r->direct);
     sp__dicom_reader_free(r->dicom);
+    sp__vips_reader_free(r->vips);
     if (r->private_handle && r->osr)
         openslide_close(r->osr);
     free(r->argb);
@@ -115,7 +126,7 @@ bool sp_reader_read_stride(sp_reader *r, int level, int64_t x, int64_t y,
         return sp_error_set(err, SP_ERR_USAGE, path,
                             "invalid region size %lldx%lld", (long long)w,
                             (long long)h);
-    if (r->dicom) {
+    if (r->dicom || r->vips) {
         /* level-0 coordinates to the level's nearest own pixel: callers
          * that scale a level pixel by the downsample (rounded either way)
          * get that pixel back; OpenSlide would paint the fraction */
@@ -124,6 +135,9 @@ bool sp_reader_read_stride(sp_reader *r, int level, int64_t x, int64_t y,
         if (!(fabs(lx) < 1e15 && fabs(ly) < 1e15))
             return sp_error_set(err, SP_ERR_USAGE, path,
                                 "region origin out of range");
+        if (r->vips)
+            return sp__vips_read(r->vips, level, (int64_t)lx, (int64_t)ly, w, h,
+                                 r->bg, rgb, stride, path, err);
         return sp__dicom_read(r->dicom, level, (int64_t)lx, (int64_t)ly, w, h,
                               r->bg, rgb, stride, path, err);
     }

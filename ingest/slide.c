@@ -27,6 +27,7 @@ void sp_ingest_versions(sp_lib_versions *l) {
     sp_lib_versions_add(l, "GLib", false, "%u.%u.%u", glib_major_version,
                         glib_minor_version, glib_micro_version);
     sp_lib_versions_add(l, "DCMTK", true, "%s", sp__dicom_version());
+    sp_lib_versions_add(l, "libvips", false, "%s", sp__vips_version());
 }
 
 /* OpenSlide reads TIFF-based formats through the process's libtiff, whose
@@ -43,18 +44,21 @@ static pthread_once_t quiet_once = PTHREAD_ONCE_INIT;
  * G_LOG_LEVEL_ERROR, as before. */
 static void glib_capture(const gchar *domain, GLogLevelFlags level,
                          const gchar *message, gpointer user) {
-    (void)level;
     (void)user;
+    /* GLib's default handler does not print these either (libvips notes
+     * its module loading so) */
+    if (level & (G_LOG_LEVEL_INFO | G_LOG_LEVEL_DEBUG))
+        return;
     sp_capture_text(domain, message);
 }
 
-static void quiet_libtiff(void) {
+void sp__quiet_handlers(void) {
     TIFFSetWarningHandler(NULL);
     TIFFSetErrorHandler(sp_capture_message);
     g_log_set_default_handler(glib_capture, NULL);
 }
 
-void sp_libtiff_quiet(void) { pthread_once(&quiet_once, quiet_libtiff); }
+void sp_libtiff_quiet(void) { pthread_once(&quiet_once, sp__quiet_handlers); }
 
 const char *sp__libtiff_cause(const char *path, char *buf, size_t n) {
     const char *m = sp_captured();
@@ -191,9 +195,9 @@ static bool verify_readable(sp_slide *s, sp_error *err) {
     return true;
 }
 
-/* A DICOM slide's check: a small read of its smallest level, as
- * verify_readable does through OpenSlide. */
-static bool verify_dicom(sp_slide *s, sp_error *err) {
+/* A DICOM or libvips slide's check: a small read of its smallest level,
+ * as verify_readable does through OpenSlide. */
+static bool verify_reader(sp_slide *s, sp_error *err) {
     const sp_level *l = &s->levels[s->level_count - 1];
     int64_t w = l->width < 1024 ? l->width : 1024;
     int64_t h = l->height < 1024 ? l->height : 1024;
@@ -230,20 +234,38 @@ bool sp_slide_open(const char *path, bool verify, sp_slide **out,
     }
     char cause[600];
     sp_capture_clear();
-    s->osr = dicom_dir ? NULL : openslide_open(path);
+    /* OME-TIFF and SubIFD pyramids: libvips, though OpenSlide's
+     * generic-tiff would open them (with neither levels nor mpp) */
+    const char *os_vendor = dicom_dir ? NULL : openslide_detect_vendor(path);
+    bool prefer_vips = os_vendor && strcmp(os_vendor, "generic-tiff") == 0 &&
+                       sp__vips_prefer(path);
+    sp_capture_clear();
+    s->osr = dicom_dir || prefer_vips ? NULL : openslide_open(path);
     if (!s->osr && (dicom_dir || sp__dicom_candidate(path))) {
         /* OpenSlide 3.4.1 reads no DICOM: DCMTK does */
         if (!sp__dicom_open(s, path, err))
             goto fail;
-        if (verify && !verify_dicom(s, err))
+        if (verify && !verify_reader(s, err))
+            goto fail;
+        *out = s;
+        return true;
+    }
+    if (!s->osr && (prefer_vips || (sp_slide_ext_kind(path) != SP_EXT_SLIDE &&
+                                    sp__vips_candidate(path)))) {
+        /* not a slide: an image libvips reads (a .svs, .ndpi, ... that
+         * OpenSlide does not open is a damaged slide, not an image) */
+        if (!sp__vips_open(s, path, err))
+            goto fail;
+        if (verify && !verify_reader(s, err))
             goto fail;
         *out = s;
         return true;
     }
     if (!s->osr) {
         sp_error_set(err, SP_ERR_INPUT, path,
-                     "not a slide format OpenSlide %s recognises%s",
-                     openslide_get_version(),
+                     "not a slide format OpenSlide %s or an image format "
+                     "libvips %s recognises%s",
+                     openslide_get_version(), sp__vips_version(),
                      sp__libtiff_cause(path, cause, sizeof cause));
         goto fail;
     }
@@ -273,9 +295,11 @@ void sp_slide_close(sp_slide *s) {
     if (s->osr)
         openslide_close(s->osr);
     free(s->levels);
-    free(s->props);
+    if (!s->vips)
+        free(s->props); /* a libvips image's are its own */
     free(s->assoc);
     sp__dicom_free(s->dicom); /* after: it owns the strings they point to */
+    sp__vips_free(s->vips);
     free(s->path);
     free(s);
 }
@@ -431,7 +455,8 @@ bool sp_slide_not_a_slide(const char *path) {
     fclose(f);
     sp_libtiff_quiet();
     sp_capture_clear();
-    return openslide_detect_vendor(path) == NULL && !sp__dicom_candidate(path);
+    return openslide_detect_vendor(path) == NULL &&
+           !sp__dicom_candidate(path) && !sp__vips_candidate(path);
 }
 
 char *sp_slide_series_key(const char *path) {

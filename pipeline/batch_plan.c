@@ -146,7 +146,16 @@ bool sp__batch_plan(sp_batch *b, sp_error *err) {
         sp__probe *pe = &res[i];
         if (b->o.cancel && *b->o.cancel)
             break;
-        if (pe->code == SP_OK) {
+        char small[SP_ERROR_MAX];
+        if (pe->code == SP_OK && !s->pub.is_explicit &&
+            sp__batch_below_size_rule(s->path, pe->vendor, pe->width,
+                                      pe->height, small, sizeof small)) {
+            /* an image too small to be a slide, found in a folder */
+            s->pub.status = SP_BATCH_NOT_SLIDE;
+            s->pub.width = pe->width;
+            s->pub.height = pe->height;
+            sp__set_str(&s->error, small);
+        } else if (pe->code == SP_OK) {
             s->vendor = pe->vendor;
             pe->vendor = NULL;
             s->pub.width = pe->width;

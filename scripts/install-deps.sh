@@ -25,13 +25,14 @@ RUNTIME="
 libopenslide0 libglib2.0-0 libtiff6 libturbojpeg0 libjpeg62-turbo
 libpng16-16 libwebp7 zlib1g libhdf5-103-1 libgomp1
 libjson-c5 libmicrohttpd12 libdcmtk17 libopenjp2-7 liblcms2-2
-libstdc++6 libgcc-s1
+libstdc++6 libgcc-s1 libvips42
 "
 BUILD="
 build-essential cmake pkg-config git clang-format help2man dpkg-dev file
 libopenslide-dev libglib2.0-dev libtiff-dev libturbojpeg0-dev libjpeg-dev
 libpng-dev libwebp-dev zlib1g-dev libhdf5-dev libjson-c-dev
 libmicrohttpd-dev libcunit1-dev libopenmpi-dev libdcmtk-dev libopenjp2-7-dev liblcms2-dev
+libvips-dev
 nodejs
 "
 TEST="

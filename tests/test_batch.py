@@ -42,7 +42,9 @@ BROKEN = {
     "unopenable.tiff": "Unsupported TIFF compression: 52479",
     "unreadable.svs": "Bogus marker length",
 }
-NOT_SLIDES = ["MANIFEST.tsv", "smalltif.tif"]
+NOT_SLIDES = ["MANIFEST.tsv"]
+# images libvips opens, found in a folder, under the slide size rule
+SMALL_IMAGES = {"smalltif.tif": "image 640x480 is below the slide size rule"}
 GOOD = ["CMU-1-Small-Region", "boxes", "small", "tcga-cr-7395-01a-01-ts1"]
 OUTPUTS = ["slide.dzi", "slide_files", "slide.json", "slide.h5", "done.json"]
 
@@ -191,6 +193,11 @@ def test_full(tmp):
         check(s is not None and s["status"] == "not-a-slide" and
               "not a slide format" in (s["error"] or ""),
               f"{name}: listed as not-a-slide with the cause: {s}")
+    for name, cause in SMALL_IMAGES.items():
+        s = sl.get(p(name))
+        check(s is not None and s["status"] == "not-a-slide" and
+              cause in (s["error"] or ""),
+              f"{name}: skipped under the slide size rule: {s}")
     # the DICOM series of two files: one slide (the first file), done
     check(sl.get(p("dicom-boxes/boxes_0.dcm"), {}).get("status") == "done" and
           p("dicom-boxes/boxes_1.dcm") not in sl,

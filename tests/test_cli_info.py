@@ -19,7 +19,7 @@ READABLE = ["CMU-1-Small-Region.svs", "tcga-cr-7395-01a-01-ts1.svs",
 BROKEN = {
     "unopenable.tiff": "Unsupported TIFF compression: 52479",
     "unreadable.svs": "Bogus marker length",
-    "smalltif.tif": "not a slide format",
+    "MANIFEST.tsv": "not a slide format",
 }
 
 
@@ -70,7 +70,8 @@ SONAMES = {"OpenSlide": "libopenslide.so", "libtiff": "libtiff.so",
            "libjpeg-turbo": "libjpeg.so", "GLib": "libglib-2.0.so",
            "libpng": "libpng16.so", "libwebp": "libwebp.so",
            "json-c": "libjson-c.so", "HDF5": "libhdf5", "zlib": "libz.so",
-           "libmicrohttpd": "libmicrohttpd.so", "DCMTK": "libdcmdata.so"}
+           "libmicrohttpd": "libmicrohttpd.so", "DCMTK": "libdcmdata.so",
+           "libvips": "libvips.so"}
 PKGCONFIG = {"libjpeg-turbo": "libjpeg"}
 # compile-time versions without a working .pc (Debian's dcmtk.pc names a
 # libsndfile .pc that is not installed): the package of a header

@@ -281,7 +281,9 @@ static void test_broken_inputs(void) {
     } cases[] = {
         {"unopenable.tiff", "Unsupported TIFF compression: 52479"},
         {"unreadable.svs", "Bogus marker length"},
-        {"smalltif.tif", "not a slide format"},
+        /* neither a slide nor an image (smalltif.tif is an image now:
+         * test_vips_image) */
+        {"MANIFEST.tsv", "not a slide format"},
         {"does-not-exist.svs", "No such file or directory"},
         /* a folder without a DICOM series (test_dicom_read.py reads the
          * folders that are slides) */
@@ -302,6 +304,37 @@ static void test_broken_inputs(void) {
     CU_ASSERT_FALSE(sp_reader_read(r, 0, 0, 0, 16, 16, buf, &e));
     CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "Bogus marker length"));
     CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, p));
+    sp_reader_free(r);
+    sp_slide_close(s);
+    free(p);
+}
+
+/* smalltif.tif (640x480 16-bit grey LZW, not tiled, and a 160x120 RGB
+ * second page): no slide, an image libvips opens, the second page a
+ * level (a quarter of the first); level 0's pixels are the grey's high
+ * byte in R, G and B
+ * (tests/test_vips_read.py compares every format with libvips' own). */
+static void test_vips_image(void) {
+    char *p = sp_test_path("smalltif.tif");
+    sp_error e = {0};
+    sp_slide *s = NULL;
+    CU_ASSERT_TRUE_FATAL(sp_slide_open(p, true, &s, &e));
+    CU_ASSERT_STRING_EQUAL(sp_slide_vendor(s), "vips:tiffload");
+    CU_ASSERT_EQUAL(sp_slide_level_count(s), 2);
+    CU_ASSERT_EQUAL(sp_slide_level(s, 1)->width, 160);
+    CU_ASSERT_DOUBLE_EQUAL(sp_slide_level(s, 1)->downsample, 4, 1e-9);
+    CU_ASSERT_EQUAL(sp_slide_level(s, 0)->width, 640);
+    CU_ASSERT_EQUAL(sp_slide_level(s, 0)->height, 480);
+    CU_ASSERT_STRING_EQUAL(sp_slide_property(s, "vips.loader"), "tiffload");
+    CU_ASSERT_FALSE(sp_slide_not_a_slide(p));
+    sp_reader *r = sp_reader_create(s, 0, NULL, &e);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    uint8_t buf[8 * 8 * 3];
+    CU_ASSERT_TRUE(sp_reader_read(r, 0, 636, 476, 8, 8, buf, &e));
+    for (int i = 0; i < 8 * 8; i++)
+        CU_ASSERT(buf[3 * i] == buf[3 * i + 1] && buf[3 * i] == buf[3 * i + 2]);
+    /* outside the image: white */
+    CU_ASSERT_EQUAL(buf[3 * (8 * 7 + 7)], 255);
     sp_reader_free(r);
     sp_slide_close(s);
     free(p);
@@ -519,6 +552,7 @@ int main(void) {
     CU_ADD_TEST(s, test_pixels_match_openslide);
     CU_ADD_TEST(s, test_concurrent_reads_agree);
     CU_ADD_TEST(s, test_broken_inputs);
+    CU_ADD_TEST(s, test_vips_image);
     CU_ADD_TEST(s, test_empty_and_truncated);
     CU_ADD_TEST(s, test_reader_rejects_bad_arguments);
     CU_ADD_TEST(s, test_associated_image);

@@ -209,7 +209,7 @@ def test_skip_background_by_mask(tmp):
 def test_bad_inputs(tmp):
     empty = os.path.join(tmp, "empty.svs")
     open(empty, "wb").close()
-    cases = ["unopenable.tiff", "unreadable.svs", "smalltif.tif",
+    cases = ["unopenable.tiff", "unreadable.svs", "MANIFEST.tsv",
              "no-such.svs"]
     paths = [os.path.join(DATA, c) for c in cases] + [empty]
     for i, p in enumerate(paths):

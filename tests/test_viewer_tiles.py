@@ -338,9 +338,9 @@ def main():
         srv.stop()
 
     # ---- bad inputs ----
-    r = subprocess.run([BIN, "serve", "--port", "0", os.path.join(DATA, "smalltif.tif")],
+    r = subprocess.run([BIN, "serve", "--port", "0", os.path.join(DATA, "MANIFEST.tsv")],
                        capture_output=True, text=True, timeout=60)
-    check(r.returncode == 1 and r.stderr.count("\n") == 1 and "smalltif" in r.stderr,
+    check(r.returncode == 1 and r.stderr.count("\n") == 1 and "MANIFEST" in r.stderr,
           f"an unreadable slide: rc {r.returncode} {r.stderr!r}")
     r = subprocess.run([BIN, "serve", "--listen", "localhost", CMU],
                        capture_output=True, text=True, timeout=60)

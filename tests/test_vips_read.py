@@ -1,0 +1,276 @@
+"""Images that are not slides, read through libvips (ingest/vips.c),
+checked against libvips' own command-line reads:
+
+- inputs made here with `vips` from CMU-1-Small-Region.svs: a plain
+  stripped TIFF, a tiled TIFF (OpenSlide's generic-tiff takes it), JPEG,
+  PNG, WebP (lossless), a SubIFD pyramid with OME-XML (`vips tiffsave
+  --subifd`, then `tiffset` writes the description), a multi-page TIFF
+  (a thumbnail page, then the image), a BigTIFF and a PNG with alpha;
+- every level slidepipe exposes, read whole and in odd-sized pieces
+  through the public reader (read_dump), against `vips crop` of the same
+  page or SubIFD dumped with `vips rawsave` and numpy: equal byte for
+  byte (the alpha PNG: within 1 of `vips flatten` over white);
+- `info --json`: vendor vips:<loader>, mpp from OME-XML or the TIFF
+  resolution tags, absent when the file has none;
+- broken and absurd inputs (a PNG whose header claims 10^6 x 10^6 px, a
+  truncated JPEG, a truncated TIFF) under `prlimit --as` (ASan builds:
+  peak RSS checked instead): one line naming the file, exit 1, no output
+  at the final path, peak RSS under 2 GiB;
+- `batch` converts a small image named on the command line."""
+import json
+import os
+import resource
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import zlib
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sptest import BIN, DATA, check, finish  # noqa: E402
+
+READ_DUMP = os.environ.get("SLIDEPIPE_READ_DUMP", "")
+CMU = os.path.join(DATA, "CMU-1-Small-Region.svs")
+# 2 GiB of address space: far less than a 10^6 x 10^6 decode (not under
+# ASan, whose shadow memory needs terabytes of it: there, peak RSS)
+AS_LIMIT = str(2 << 30)
+
+
+def asan():
+    r = subprocess.run(["ldd", BIN], capture_output=True, text=True)
+    return "libasan" in r.stdout
+
+
+def run(*args, **kw):
+    return subprocess.run(list(args), capture_output=True, text=True,
+                          timeout=600, **kw)
+
+
+def vips(*args):
+    r = run("vips", *args)
+    if not check(r.returncode == 0, f"vips {' '.join(args)}: {r.stderr}"):
+        raise SystemExit(finish())
+
+
+def vips_pixels(src, tmp, w, h):
+    """src (a vips file name, options allowed) as an h x w x 3 array,
+    through vips itself (16 bits and grey as libvips converts them)"""
+    out = os.path.join(tmp, "ref.v")
+    raw = os.path.join(tmp, "ref.raw")
+    vips("crop", src, out, "0", "0", str(w), str(h))
+    vips("colourspace", out, out + "2.v", "srgb")
+    vips("rawsave", out + "2.v", raw)
+    px = np.fromfile(raw, dtype=np.uint8)
+    return px.reshape(h, w, -1)
+
+
+def dump(path, tmp, piece=None):
+    """level -> pixels through the public reader (read_dump)"""
+    out = tempfile.mkdtemp(dir=tmp)
+    args = [READ_DUMP, path, out, "--max-side", "4000"]
+    if piece:
+        args += ["--piece", str(piece[0]), str(piece[1])]
+    r = run(*args)
+    levels = {}
+    for line in r.stdout.splitlines():
+        f = line.split()
+        if len(f) >= 5 and f[0] == "level" and f[2] == "ok":
+            lv, w, h = int(f[1]), int(f[3]), int(f[4])
+            levels[lv] = np.fromfile(os.path.join(out, f"level-{lv}.rgb"),
+                                     dtype=np.uint8).reshape(h, w, 3)
+        elif len(f) >= 3 and f[0] == "level":
+            check(False, f"{path} level {f[1]}: {line}")
+    shutil.rmtree(out)
+    return levels
+
+
+def info(path):
+    r = run(BIN, "info", path, "--json")
+    check(r.returncode == 0, f"info {path}: {r.stderr}")
+    return json.loads(r.stdout) if r.returncode == 0 else {}
+
+
+def same(path, tmp, sources, vendor, mpp=None, tol=0, piece=None):
+    """Every level of `path` equals vips' read of sources[level] (within
+    tol); info's vendor and mpp as given (None: absent)."""
+    name = os.path.basename(path)
+    j = info(path)
+    check(j.get("vendor") == vendor, f"{name}: vendor {j.get('vendor')}")
+    if mpp is None:
+        check(j.get("mpp_x") is None and j.get("mpp_y") is None,
+              f"{name}: no mpp invented ({j.get('mpp_x')})")
+    else:
+        check(j.get("mpp_x") is not None and
+              abs(j["mpp_x"] - mpp) < 1e-6 and abs(j["mpp_y"] - mpp) < 1e-6,
+              f"{name}: mpp {j.get('mpp_x')} x {j.get('mpp_y')}, want {mpp}")
+    levels = j.get("levels", [])
+    check(len(levels) == len(sources),
+          f"{name}: {len(levels)} levels, want {len(sources)}")
+    for piece_size in (None, piece or (333, 277)):
+        got = dump(path, tmp, piece_size)
+        for lv, src in enumerate(sources):
+            if lv >= len(levels):
+                break
+            w, h = levels[lv]["width"], levels[lv]["height"]
+            ref = vips_pixels(src, tmp, w, h)
+            g = got.get(lv)
+            ok = g is not None and g.shape == ref.shape
+            if ok and tol:
+                d = np.abs(g.astype(int) - ref.astype(int)).max()
+                ok = d <= tol
+            elif ok:
+                ok = np.array_equal(g, ref)
+            check(ok, f"{name}: level {lv} ({w}x{h}, pieces {piece_size}) "
+                      f"equals vips' read of {os.path.basename(src)}")
+    return j
+
+
+OME = ('<?xml version="1.0" encoding="UTF-8"?>'
+       '<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">'
+       '<Image ID="Image:0"><Pixels ID="Pixels:0" DimensionOrder="XYCZT" '
+       'Type="uint8" SizeX="{w}" SizeY="{h}" SizeC="3" SizeZ="1" SizeT="1" '
+       'PhysicalSizeX="0.25" PhysicalSizeXUnit="\u00b5m" '
+       'PhysicalSizeY="250" PhysicalSizeYUnit="nm">'
+       '<Channel ID="Channel:0:0" SamplesPerPixel="3"/>'
+       '</Pixels></Image></OME>')
+
+
+def test_formats(tmp):
+    base = os.path.join(tmp, "base.v")
+    vips("flatten", CMU, base, "--background", "255")
+    w, h = 2220, 2967
+    p = lambda n: os.path.join(tmp, n)  # noqa: E731
+
+    vips("tiffsave", base, p("strip.tif"))
+    same(p("strip.tif"), tmp, [p("strip.tif")], "vips:tiffload", mpp=0.499)
+    vips("tiffsave", base, p("bigtiff.tif"), "--bigtiff",
+         "--compression", "deflate")
+    same(p("bigtiff.tif"), tmp, [p("bigtiff.tif")], "vips:tiffload",
+         mpp=0.499)
+    vips("tiffsave", base, p("tiled.tif"), "--tile", "--tile-width", "256",
+         "--tile-height", "256", "--compression", "lzw")
+    # a plain tiled TIFF is OpenSlide's (generic-tiff): the same pixels
+    same(p("tiled.tif"), tmp, [p("tiled.tif")], "generic-tiff", mpp=None)
+
+    vips("jpegsave", base, p("c.jpg"), "--Q", "90")
+    same(p("c.jpg"), tmp, [p("c.jpg")], "vips:jpegload")
+    vips("pngsave", base, p("c.png"))
+    same(p("c.png"), tmp, [p("c.png")], "vips:pngload")
+    vips("webpsave", base, p("c.webp"), "--lossless")
+    same(p("c.webp"), tmp, [p("c.webp")], "vips:webpload")
+
+    # alpha: composited over white
+    vips("bandjoin_const", base, p("rgba.v"), "100")
+    vips("pngsave", p("rgba.v"), p("alpha.png"))
+    vips("flatten", p("alpha.png"), p("alpha-flat.v"), "--background", "255")
+    same(p("alpha.png"), tmp, [p("alpha-flat.v")], "vips:pngload", tol=1)
+
+    # OME-TIFF: a SubIFD pyramid, mpp from OME-XML (0.25 um, 250 nm)
+    ome = p("ome.tif")
+    vips("tiffsave", base, ome, "--tile", "--pyramid", "--subifd",
+         "--tile-width", "256", "--tile-height", "256",
+         "--compression", "lzw")
+    r = run("tiffset", "-s", "270", OME.format(w=w, h=h), ome)
+    check(r.returncode == 0, f"tiffset: {r.stderr}")
+    nsub = int(run("vipsheader", "-f", "n-subifds", ome).stdout.strip() or 0)
+    check(nsub >= 3, f"vips wrote {nsub} SubIFDs")
+    j = same(ome, tmp, [ome] + [f"{ome}[subifd={k}]" for k in range(nsub)],
+             "vips:tiffload", mpp=0.25)
+    ds = [lv["downsample"] for lv in j.get("levels", [])]
+    check(all(abs(d / 2 ** i - 1) < 0.01 for i, d in enumerate(ds)),
+          f"OME-TIFF downsamples {ds}")
+    props = j.get("properties", {})
+    check(props.get("vips.ome-xml") == "true" and
+          props.get("vips.n-subifds") == str(nsub),
+          f"OME-TIFF properties {props}")
+
+    # multi-page: a thumbnail page first, then the image (level 0 is the
+    # largest page); the thumbnail is no halving: not a level
+    vips("resize", base, p("thumb.v"), "0.1")
+    vips("tiffsave", p("thumb.v"), p("thumb.tif"))
+    r = run("tiffcp", p("thumb.tif"), p("strip.tif"), p("multi.tif"))
+    check(r.returncode == 0, f"tiffcp: {r.stderr}")
+    j = same(p("multi.tif"), tmp, [f"{p('multi.tif')}[page=1]"],
+             "vips:tiffload", mpp=0.499)
+    check(j.get("properties", {}).get("vips.page") == "1",
+          "multi-page: page 1 (the largest) is the image")
+
+    # the whole pipeline on one: `tile` writes a Deep Zoom pyramid
+    r = run(BIN, "tile", p("c.png"), "-o", p("c-out"), "--quiet")
+    check(r.returncode == 0 and os.path.exists(p("c-out.dzi")),
+          f"tile on a PNG: {r.stderr}")
+    # batch: a small image named on the command line is a slide
+    r = run(BIN, "batch", p("c.jpg"), "-o", p("batch"), "--threads", "2")
+    summ = open(p("batch/batch-summary.tsv")).read() if os.path.exists(
+        p("batch/batch-summary.tsv")) else ""
+    check(r.returncode == 0 and "\tdone\t" in summ,
+          f"batch with an image named: {r.returncode} {summ}")
+
+
+def png_chunk(kind, data):
+    return (struct.pack(">I", len(data)) + kind + data +
+            struct.pack(">I", zlib.crc32(kind + data) & 0xffffffff))
+
+
+def expect_clean_failure(path, tmp, cmds=("info", "tile")):
+    name = os.path.basename(path)
+    for cmd in cmds:
+        d = tempfile.mkdtemp(dir=tmp)
+        out = os.path.join(d, "out")
+        args = [BIN, cmd, path] + (["-o", out, "--quiet"] if cmd != "info"
+                                   else [])
+        if asan():
+            r = run(*args)
+        else:
+            r = run("prlimit", f"--as={AS_LIMIT}", *args)
+        rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+        check(rss < int(AS_LIMIT), f"{cmd} {name}: peak RSS {rss} bytes")
+        err = r.stderr.splitlines()
+        check(r.returncode == 1,
+              f"{cmd} {name}: exit {r.returncode} ({r.stderr[-300:]})")
+        check(len(err) == 1 and path in err[0],
+              f"{cmd} {name}: one line naming the file: {err}")
+        check(os.listdir(d) == [], f"{cmd} {name}: left {os.listdir(d)}")
+        shutil.rmtree(d)
+
+
+def test_broken(tmp):
+    p = lambda n: os.path.join(tmp, n)  # noqa: E731
+    # a PNG whose header claims 10^6 x 10^6 RGB pixels (valid CRCs)
+    ihdr = struct.pack(">IIBBBBB", 1000000, 1000000, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" + b"\x80" * 300)
+    with open(p("huge.png"), "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) +
+                png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b""))
+    expect_clean_failure(p("huge.png"), tmp)
+    # a truncated JPEG: the header opens, the pixels fail (no grey)
+    vips("crop", CMU, p("small.v"), "0", "0", "1000", "800")
+    vips("jpegsave", p("small.v"), p("full.jpg"))
+    data = open(p("full.jpg"), "rb").read()
+    with open(p("trunc.jpg"), "wb") as f:
+        f.write(data[:len(data) // 2])
+    expect_clean_failure(p("trunc.jpg"), tmp, cmds=("tile", "run"))
+    # a truncated TIFF, strips cut
+    vips("flatten", p("small.v"), p("small-rgb.v"), "--background", "255")
+    vips("tiffsave", p("small-rgb.v"), p("full.tif"))
+    data = open(p("full.tif"), "rb").read()
+    with open(p("trunc.tif"), "wb") as f:
+        f.write(data[:len(data) // 2])
+    expect_clean_failure(p("trunc.tif"), tmp, cmds=("tile",))
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="sp-vips-")
+    try:
+        test_formats(tmp)
+        test_broken(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
