@@ -174,9 +174,21 @@ bool sp_slide_not_a_slide(const char *path);
  * extensions: SP_EXT_SLIDE when only whole-slide formats use it (.svs
  * .ndpi .vms .vmu .scn .mrxs .svslide .bif: such a file that cannot be
  * opened is a damaged slide), SP_EXT_IMAGE when slides and other images
- * share it (.tif .tiff), else SP_EXT_OTHER. Case-insensitive. */
+ * share it (.tif .tiff) or it names an image libvips reads (.jpg .jpeg
+ * .png .webp .jp2), else SP_EXT_OTHER. Case-insensitive. */
 typedef enum { SP_EXT_OTHER = 0, SP_EXT_IMAGE, SP_EXT_SLIDE } sp_ext_kind;
 sp_ext_kind sp_slide_ext_kind(const char *name);
+
+/* The slide size rule of folder walks (batch discovery, serve's folder
+ * scan): an image read only through libvips (vendor "vips:...") that a
+ * walk finds counts as a slide only when the longer side of its level 0
+ * is at least SP_IMAGE_MIN_SIDE pixels, so a folder of thumbnails and
+ * figures is not converted by accident; OpenSlide's and DICOM slides
+ * always count, and so does any file named explicitly (command line,
+ * manifest). True when a found file of `vendor` and level-0 size
+ * `width` x `height` counts. */
+#define SP_IMAGE_MIN_SIDE 10000
+bool sp_slide_size_rule_ok(const char *vendor, int64_t width, int64_t height);
 
 /* The series a DICOM whole-slide image file belongs to (its
  * SeriesInstanceUID, malloc'd), or NULL for any other file: every file of

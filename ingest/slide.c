@@ -435,7 +435,10 @@ sp_ext_kind sp_slide_ext_kind(const char *name) {
                 {".vms", SP_EXT_SLIDE},     {".vmu", SP_EXT_SLIDE},
                 {".scn", SP_EXT_SLIDE},     {".mrxs", SP_EXT_SLIDE},
                 {".svslide", SP_EXT_SLIDE}, {".bif", SP_EXT_SLIDE},
-                {".tif", SP_EXT_IMAGE},     {".tiff", SP_EXT_IMAGE}};
+                {".tif", SP_EXT_IMAGE},     {".tiff", SP_EXT_IMAGE},
+                {".jpg", SP_EXT_IMAGE},     {".jpeg", SP_EXT_IMAGE},
+                {".png", SP_EXT_IMAGE},     {".webp", SP_EXT_IMAGE},
+                {".jp2", SP_EXT_IMAGE}};
     const char *dot = strrchr(sp_basename(name), '.');
     if (!dot)
         return SP_EXT_OTHER;
@@ -491,4 +494,10 @@ bool sp_slide_read_stored_tile(const sp_slide *s, int level, int64_t col,
                             "level %d's tiles cannot be copied", level);
     return sp__direct_stored_tile(s->direct, level, col, row, out, s->path,
                                   err);
+}
+
+bool sp_slide_size_rule_ok(const char *vendor, int64_t width, int64_t height) {
+    if (!vendor || strncmp(vendor, "vips:", 5) != 0)
+        return true; /* OpenSlide's and DICOM slides are slides */
+    return (width > height ? width : height) >= SP_IMAGE_MIN_SIDE;
 }

@@ -127,14 +127,9 @@ typedef struct {
     int64_t width, height;
 } sp__probe;
 
-/* The slide size rule of a folder walk: an image opened only through
- * libvips (vendor "vips:...") that a directory walk found is a slide only
- * when the longer side of its level 0 is at least
- * SP_BATCH_IMAGE_MIN_SIDE pixels (a folder of thumbnails and figures is
- * not converted by accident); named on the command line or in a
- * manifest, any size is. True (with the reason, naming the file, in
- * `msg`) when the candidate falls below it. */
-#define SP_BATCH_IMAGE_MIN_SIDE 10000
+/* The slide size rule of a folder walk (ingest.h's
+ * sp_slide_size_rule_ok): true (with the reason, naming the file, in
+ * `msg`) when the candidate, found in a folder, falls below it. */
 bool sp__batch_below_size_rule(const char *path, const char *vendor,
                                int64_t width, int64_t height, char *msg,
                                size_t n);

@@ -300,16 +300,13 @@ bool sp_batch_add_manifest(sp_batch *b, const char *tsv, sp_error *err) {
 bool sp__batch_below_size_rule(const char *path, const char *vendor,
                                int64_t width, int64_t height, char *msg,
                                size_t n) {
-    if (!vendor || strncmp(vendor, "vips:", 5) != 0)
-        return false; /* OpenSlide's and DICOM slides are slides */
-    int64_t side = width > height ? width : height;
-    if (side >= SP_BATCH_IMAGE_MIN_SIDE)
+    if (sp_slide_size_rule_ok(vendor, width, height))
         return false;
     snprintf(msg, n,
              "%s: image %lldx%lld is below the slide size rule (found in a "
              "folder, read by libvips: a longer side of at least %d px)",
              path, (long long)width, (long long)height,
-             SP_BATCH_IMAGE_MIN_SIDE);
+             SP_IMAGE_MIN_SIDE);
     return true;
 }
 

@@ -203,6 +203,13 @@ static bool add_slide(sp_catalog *c, const char *id_hint, const char *name,
         s->width = l0->width;
         s->height = l0->height;
         s->dz_levels = sp_tile_dz_level_count(s->width, s->height);
+        if (c->scanning &&
+            !sp_slide_size_rule_ok(sp_slide_vendor(s->slide), s->width,
+                                   s->height)) {
+            /* a small image found in a folder: not a slide (ingest.h) */
+            slide_free(s);
+            return true;
+        }
         s->vendor = strdup(sp_slide_vendor(s->slide));
         const char *qh = sp_slide_quickhash(s->slide);
         s->quickhash = qh ? strdup(qh) : NULL;
@@ -470,7 +477,9 @@ bool sp_catalog_open(const char *const *inputs, size_t n,
             } else if (sp_slide_is_series_dir(in)) {
                 ok = add_slide_file(c, in, err); /* a DICOM series */
             } else {
+                c->scanning = true;
                 ok = scan_dir(c, in, err);
+                c->scanning = false;
             }
         } else if (*sp_pyramid_ext(in, SP_CONTAINER_DZI)) {
             ok = add_dzi_file(c, in, err);
