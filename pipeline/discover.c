@@ -305,8 +305,7 @@ bool sp__batch_below_size_rule(const char *path, const char *vendor,
     snprintf(msg, n,
              "%s: image %lldx%lld is below the slide size rule (found in a "
              "folder, read by libvips: a longer side of at least %d px)",
-             path, (long long)width, (long long)height,
-             SP_IMAGE_MIN_SIDE);
+             path, (long long)width, (long long)height, SP_IMAGE_MIN_SIDE);
     return true;
 }
 
