@@ -125,6 +125,28 @@ bool has_dicm_magic(const char *path) {
     return ok;
 }
 
+/* Whether the DICOM file `path` may belong to `series`, from its first
+ * 64 KiB alone, before DCMTK parses it: a folder exported from a PACS
+ * holds many series, and every one opened would otherwise parse every
+ * file's header. False only when the UID is not there and the Pixel Data
+ * tag is (a dataset's tags ascend, so (0020,000E) precedes (7FE0,0010));
+ * DCMTK then checks the files that pass exactly. */
+bool may_hold_series(const char *path, const std::string &series) {
+    if (series.empty())
+        return true;
+    FILE *f = std::fopen(path, "rb");
+    if (!f)
+        return false;
+    std::vector<char> b(64 << 10);
+    size_t n = std::fread(b.data(), 1, b.size(), f);
+    std::fclose(f);
+    auto has = [&](const char *s, size_t k) {
+        return std::search(b.begin(), b.begin() + (long)n, s, s + k) !=
+               b.begin() + (long)n;
+    };
+    return has(series.data(), series.size()) || !has("\xE0\x7F\x10\x00", 4);
+}
+
 std::string str_of(DcmItem *it, const DcmTagKey &k, int pos = 0) {
     OFString v;
     if (it && it->findAndGetOFString(k, v, pos).good())
@@ -569,7 +591,8 @@ bool load_series(sp__dicom *d, const std::string &only, sp_error *err,
     /* the file asked for first, then in name order */
     std::sort(files.begin() + (only.empty() ? 0 : 1), files.end());
     for (const std::string &p : files) {
-        if (!has_dicm_magic(p.c_str()))
+        if (!has_dicm_magic(p.c_str()) ||
+            (p != only && !may_hold_series(p.c_str(), d->series)))
             continue;
         auto *in = new instance;
         in->path = p;

@@ -219,6 +219,39 @@ def test_boxes(tmp):
           f"batch: the series counts once ({len(js['slides'])})")
 
 
+def test_many_series(tmp):
+    """A folder exported from a PACS: 12 series of the boxes slide, each
+    with its own series UID (pydicom), their files interleaved. Each
+    series opens with its own instances only, and a batch counts 12."""
+    src = os.path.join(DATA, "dicom-boxes")
+    d = os.path.join(tmp, "pacs")
+    os.makedirs(d)
+    uids = []
+    for k in range(12):
+        uid = pydicom.uid.generate_uid()
+        uids.append(uid)
+        for f in sorted(os.listdir(src)):
+            ds = pydicom.dcmread(os.path.join(src, f))
+            ds.SeriesInstanceUID = uid
+            ds.SOPInstanceUID = pydicom.uid.generate_uid()
+            ds.save_as(os.path.join(d, f"{f[:-4]}-{k:02d}.dcm"))
+    ok = True
+    for k in (0, 5, 11):
+        r = run(BIN, "info", os.path.join(d, f"boxes_1-{k:02d}.dcm"), "--json")
+        info = json.loads(r.stdout) if r.returncode == 0 else {}
+        sid = info.get("properties", {}).get("dicom.SeriesInstanceUID")
+        ok = ok and info.get("level_count") == 1 and len(
+            info.get("associated_images", [])) == 1 and sid in (uids[k], None)
+    check(ok, "many series in one folder: each opens with its own files")
+    o = os.path.join(tmp, "pacs-batch")
+    r = run(BIN, "batch", d, "-o", o, "--quiet")
+    with open(os.path.join(o, "batch-summary.json")) as f:
+        js = json.load(f)
+    check(r.returncode == 0 and len(js["slides"]) == 12 and
+          all(x["status"] == "done" for x in js["slides"]),
+          f"batch: 12 series, 12 slides ({len(js['slides'])})")
+
+
 def test_serve(tmp, series):
     """`serve` given a series' folder, and a folder holding one."""
     import socket
@@ -319,6 +352,7 @@ def main():
         test_j2k(tmp)
         test_tcga_pyramid(tmp)
         test_boxes(tmp)
+        test_many_series(tmp)
         test_serve(tmp, os.path.join(tmp, "cmu"))
         test_broken(tmp)
     return finish()
