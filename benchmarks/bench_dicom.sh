@@ -6,6 +6,10 @@
 #                vs OrthancWSIDicomizer --threads N --pyramid 1
 #                --reencode 1 (the same levels, every tile decoded and
 #                re-encoded, as slidepipe does)
+#   passthrough  slidepipe tile --container dicom|tiff --passthrough
+#                (level 0's JPEG tiles copied, not re-encoded) vs the
+#                same without: wall and CPU; against the dicomizer's own
+#                copy mode (its default)
 #   dicom read   slidepipe tile (Deep Zoom) from the DICOM series it wrote
 #                vs from the SVS: tiles/s either way
 # Prints wall, CPU, peak RSS, the ratios.
@@ -45,8 +49,19 @@ sp_timed orthanc "$res" OrthancWSIDicomizer --folder="$dst/orthanc" \
     --openslide=/usr/lib/x86_64-linux-gnu/libopenslide.so.0 \
     --threads="$cores" --pyramid=1 --tile-width=240 --tile-height=240 \
     --compression=jpeg --jpeg-quality=75 --max-size=0 --reencode=1 "$slide"
-# and its default: level 0's JPEG tiles copied (slidepipe has no such
-# passthrough yet), the other levels made from them
+drop
+sp_timed slidepipe-copy "$res" "$BIN" tile "$slide" -o "$dst/sp-copy" \
+    --container dicom --tile-size 240 --quality 75 --threads "$cores" \
+    --passthrough --quiet
+drop
+sp_timed tiff "$res" "$BIN" tile "$slide" -o "$dst/sp-tiff" --container tiff \
+    --tile-size 240 --quality 75 --threads "$cores" --quiet
+drop
+sp_timed tiff-copy "$res" "$BIN" tile "$slide" -o "$dst/sp-tiff-copy" \
+    --container tiff --tile-size 240 --quality 75 --threads "$cores" \
+    --passthrough --quiet
+# and its default: level 0's JPEG tiles copied, the other levels made
+# from them
 rm -rf "$dst/orthanc-copy"; mkdir -p "$dst/orthanc-copy"
 drop
 sp_timed orthanc-copy "$res" OrthancWSIDicomizer --folder="$dst/orthanc-copy" \
@@ -73,11 +88,17 @@ awk -v W="$W" -v H="$H" -v c="$cores" -v t="$tiles" -v ls="$lv_sp" -v lo="$lv_or
 END {
     printf "%dx%d slide, %d cores, tile 240, JPEG Q75\n", W, H, c
     printf "%-11s %8s %8s %12s\n", "run", "wall s", "cpu s", "peak RSS MB"
-    split("slidepipe orthanc orthanc-copy read-svs read-dicom", n, " ")
-    for (i = 1; i <= 5; i++)
+    split("slidepipe slidepipe-copy tiff tiff-copy orthanc orthanc-copy read-svs read-dicom", n, " ")
+    for (i = 1; i <= 8; i++)
         printf "%-11s %8.2f %8.2f %12.0f\n", n[i], wall[n[i]], cpu[n[i]], rss[n[i]] / 1024
     printf "DICOM write, Orthanc dicomizer / slidepipe (wall): %.2fx re-encoding, %.2fx copying level 0; instances %d vs %d; dciodvfy errors %d vs %s\n",
         wall["orthanc"] / wall["slidepipe"], wall["orthanc-copy"] / wall["slidepipe"], ls, lo, e, oe
+    printf "passthrough (level 0 copied) vs re-encoding, CPU: DICOM %.2fx (%.2f vs %.2f s), TIFF %.2fx (%.2f vs %.2f s); wall %.2fx / %.2fx\n",
+        cpu["slidepipe"] / cpu["slidepipe-copy"], cpu["slidepipe-copy"], cpu["slidepipe"],
+        cpu["tiff"] / cpu["tiff-copy"], cpu["tiff-copy"], cpu["tiff"],
+        wall["slidepipe"] / wall["slidepipe-copy"], wall["tiff"] / wall["tiff-copy"]
+    printf "OrthancWSIDicomizer copying level 0 / slidepipe --passthrough (wall): %.2fx; CPU %.2fx\n",
+        wall["orthanc-copy"] / wall["slidepipe-copy"], cpu["orthanc-copy"] / cpu["slidepipe-copy"]
     printf "Deep Zoom from the DICOM series: %.0f tiles/s; from the SVS: %.0f tiles/s (%.2fx)\n",
         t / wall["read-dicom"], t / wall["read-svs"], wall["read-svs"] / wall["read-dicom"]
 }' "$res" | tee "$dst/report.txt"
