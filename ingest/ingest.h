@@ -181,14 +181,15 @@ sp_ext_kind sp_slide_ext_kind(const char *name);
 
 /* The slide size rule of folder walks (batch discovery, serve's folder
  * scan): an image read only through libvips (vendor "vips:...") that a
- * walk finds counts as a slide only when the longer side of its level 0
- * is at least SP_IMAGE_MIN_SIDE pixels, so a folder of thumbnails and
- * figures is not converted by accident; OpenSlide's and DICOM slides
- * always count, and so does any file named explicitly (command line,
- * manifest). True when a found file of `vendor` and level-0 size
- * `width` x `height` counts. */
+ * walk finds counts as a slide only when it is an OME-TIFF or SubIFD
+ * pyramid of more than one level (made for viewing at many scales) or
+ * the longer side of its level 0 is at least SP_IMAGE_MIN_SIDE pixels,
+ * so a folder of thumbnails and figures is not converted by accident;
+ * OpenSlide's and DICOM slides always count, and so does any file named
+ * explicitly (command line, manifest). True when `s`, found in a
+ * folder, counts. */
 #define SP_IMAGE_MIN_SIDE 10000
-bool sp_slide_size_rule_ok(const char *vendor, int64_t width, int64_t height);
+bool sp_slide_size_rule_ok(const sp_slide *s);
 
 /* The series a DICOM whole-slide image file belongs to (its
  * SeriesInstanceUID, malloc'd), or NULL for any other file: every file of

@@ -496,8 +496,15 @@ bool sp_slide_read_stored_tile(const sp_slide *s, int level, int64_t col,
                                   err);
 }
 
-bool sp_slide_size_rule_ok(const char *vendor, int64_t width, int64_t height) {
-    if (!vendor || strncmp(vendor, "vips:", 5) != 0)
+bool sp_slide_size_rule_ok(const sp_slide *s) {
+    if (strncmp(s->vendor, "vips:", 5) != 0)
         return true; /* OpenSlide's and DICOM slides are slides */
-    return (width > height ? width : height) >= SP_IMAGE_MIN_SIDE;
+    const char *ome = sp_slide_property(s, "vips.ome-xml");
+    const char *sub = sp_slide_property(s, "vips.n-subifds");
+    bool pyramid =
+        ((ome && strcmp(ome, "true") == 0) || (sub && strcmp(sub, "0") != 0)) &&
+        s->level_count > 1;
+    const sp_level *l0 = &s->levels[0];
+    return pyramid || (l0->width > l0->height ? l0->width : l0->height) >=
+                          SP_IMAGE_MIN_SIDE;
 }

@@ -147,9 +147,9 @@ bool sp__batch_plan(sp_batch *b, sp_error *err) {
         if (b->o.cancel && *b->o.cancel)
             break;
         char small[SP_ERROR_MAX];
-        if (pe->code == SP_OK && !s->pub.is_explicit &&
-            sp__batch_below_size_rule(s->path, pe->vendor, pe->width,
-                                      pe->height, small, sizeof small)) {
+        if (pe->code == SP_OK && !s->pub.is_explicit && pe->below_rule) {
+            sp__batch_size_rule_msg(s->path, pe->width, pe->height, small,
+                                    sizeof small);
             /* an image too small to be a slide, found in a folder */
             s->pub.status = SP_BATCH_NOT_SLIDE;
             s->pub.width = pe->width;

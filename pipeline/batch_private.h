@@ -125,14 +125,13 @@ typedef struct {
     char msg[SP_ERROR_MAX];
     char *vendor, *quickhash;
     int64_t width, height;
+    bool below_rule; /* fails the slide size rule (sp_slide_size_rule_ok) */
 } sp__probe;
 
-/* The slide size rule of a folder walk (ingest.h's
- * sp_slide_size_rule_ok): true (with the reason, naming the file, in
- * `msg`) when the candidate, found in a folder, falls below it. */
-bool sp__batch_below_size_rule(const char *path, const char *vendor,
-                               int64_t width, int64_t height, char *msg,
-                               size_t n);
+/* The reason a candidate found in a folder falls below the slide size
+ * rule (ingest.h's sp_slide_size_rule_ok), naming the file, in `msg`. */
+void sp__batch_size_rule_msg(const char *path, int64_t width, int64_t height,
+                             char *msg, size_t n);
 
 /* Open every candidate in forked children, `procs` at a time, each child
  * going through its share one file after another (OpenSlide's start-up

@@ -297,16 +297,13 @@ bool sp_batch_add_manifest(sp_batch *b, const char *tsv, sp_error *err) {
 
 /* ---- slide size rule ---------------------------------------------------- */
 
-bool sp__batch_below_size_rule(const char *path, const char *vendor,
-                               int64_t width, int64_t height, char *msg,
-                               size_t n) {
-    if (sp_slide_size_rule_ok(vendor, width, height))
-        return false;
+void sp__batch_size_rule_msg(const char *path, int64_t width, int64_t height,
+                             char *msg, size_t n) {
     snprintf(msg, n,
              "%s: image %lldx%lld is below the slide size rule (found in a "
-             "folder, read by libvips: a longer side of at least %d px)",
+             "folder, read by libvips: an OME-TIFF or SubIFD pyramid, or "
+             "a longer side of at least %d px)",
              path, (long long)width, (long long)height, SP_IMAGE_MIN_SIDE);
-    return true;
 }
 
 /* ---- probe -------------------------------------------------------------- */
@@ -319,6 +316,7 @@ typedef struct {
     char vendor[64];
     char quickhash[80]; /* "" when the slide has none */
     int64_t width, height;
+    bool below_rule;
 } probe_record;
 
 /* Open `path` and describe it into `r`. */
@@ -334,6 +332,7 @@ static void probe_one(const char *path, probe_record *r) {
         snprintf(r->quickhash, sizeof r->quickhash, "%s", qh ? qh : "");
         r->width = l0->width;
         r->height = l0->height;
+        r->below_rule = !sp_slide_size_rule_ok(s);
         sp_slide_close(s);
     } else {
         r->code = err.code == SP_ERR_INPUT && sp_slide_not_a_slide(path)
@@ -409,6 +408,7 @@ static bool take_record(const probe_record *r, sp__probe *res) {
     res->code = SP_OK;
     res->width = r->width;
     res->height = r->height;
+    res->below_rule = r->below_rule;
     res->vendor = strndup(r->vendor, sizeof r->vendor - 1);
     res->quickhash =
         r->quickhash[0] ? strndup(r->quickhash, sizeof r->quickhash - 1) : NULL;

@@ -3,8 +3,8 @@
 DICOM series (DCMTK), and images OpenSlide does not read, made here by
 libvips from the real CMU slide: a plain stripped TIFF, a JPEG and an
 OME-TIFF pyramid (SubIFDs, OME-XML written by tiffset), each 10240 px
-wide (the slide size rule), plus a small JPEG thumbnail and a text file
-that are not slides.
+wide (the slide size rule), a small OME-TIFF pyramid (a slide at any
+size), plus a small JPEG thumbnail and a text file that are not slides.
 
 Checked: every slide is done, with the vendor its library reports and
 its level-0 size as vipsheader/OpenSlide read it; the thumbnail is
@@ -78,6 +78,13 @@ def make_folder(tmp):
        "--tile-width", "256", "--tile-height", "256", "--compression",
        "jpeg", "--Q", "90")
     sh("tiffset", "-s", "270", OME.format(w=w, h=h), ome)
+    # a small OME-TIFF pyramid: a slide whatever its size (made to be
+    # viewed at many scales), unlike the thumbnail
+    small = os.path.join(d, "small.ome.tif")
+    sh("vips", "tiffsave", os.path.join(tmp, "crop.v"), small, "--tile",
+       "--pyramid", "--subifd", "--tile-width", "256", "--tile-height",
+       "256", "--compression", "jpeg")
+    sh("tiffset", "-s", "270", OME.format(w=2048, h=1536), small)
     sh("vips", "thumbnail", CMU, os.path.join(d, "thumb.jpg"), "300")
     with open(os.path.join(d, "notes.txt"), "w") as f:
         f.write("scanned 2026-12-01\n")
@@ -96,6 +103,7 @@ def main():
             "plain": ("vips:tiffload", (w, h)),
             "scan": ("vips:jpegload", (w, h)),
             "export.ome": ("vips:tiffload", (w, h)),
+            "small.ome": ("vips:tiffload", (2048, 1536)),
         }
         out = os.path.join(tmp, "out")
         r = subprocess.run([BIN, "batch", d, "-o", out, "--threads", "2",

@@ -203,8 +203,7 @@ static bool add_slide(sp_catalog *c, const char *id_hint, const char *name,
         s->width = l0->width;
         s->height = l0->height;
         s->dz_levels = sp_tile_dz_level_count(s->width, s->height);
-        if (c->scanning && !sp_slide_size_rule_ok(sp_slide_vendor(s->slide),
-                                                  s->width, s->height)) {
+        if (c->scanning && !sp_slide_size_rule_ok(s->slide)) {
             /* a small image found in a folder: not a slide (ingest.h) */
             slide_free(s);
             return true;
