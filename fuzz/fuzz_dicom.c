@@ -10,35 +10,21 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "file_harness.h"
 #include "ingest.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static char dir[64], file[96];
-
-static void cleanup(void) {
-    unlink(file);
-    rmdir(dir);
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc;
     (void)argv;
-    snprintf(dir, sizeof dir, "/tmp/sp-fuzz-dicom-XXXXXX");
-    if (!mkdtemp(dir))
-        abort();
-    snprintf(file, sizeof file, "%s/slide.dcm", dir);
-    atexit(cleanup);
+    f_setup("dicom", "slide.dcm");
     return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    FILE *f = fopen(file, "wb");
-    if (!f)
-        abort();
-    fwrite(data, 1, size, f);
-    fclose(f);
+    const char *file = f_write(data, size);
     sp_slide *s = NULL;
     sp_error err = {0};
     if (!sp_slide_open(file, false, &s, &err))

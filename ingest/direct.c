@@ -377,6 +377,30 @@ void sp__direct_reader_free(sp__direct_reader *r) {
     free(r);
 }
 
+/* `n` bytes at `off` of `fd` into `buf`: 0, or errno (-1: the file is
+ * shorter than it was when probed). */
+static int pread_all(int fd, uint8_t *buf, uint64_t n, uint64_t off) {
+    uint64_t got = 0;
+    while (got < n) {
+        ssize_t k = pread(fd, buf + got, n - got, (off_t)(off + got));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return k < 0 ? errno : -1;
+        got += (uint64_t)k;
+    }
+    return 0;
+}
+
+/* The error of a failed pread_all of tile (tx, ty) of level `level`. */
+static bool tile_read_error(int e, int level, int64_t tx, int64_t ty,
+                            const char *path, sp_error *err) {
+    return sp_error_set(
+        err, SP_ERR_INPUT, path, "level %d tile (%lld, %lld): %s", level,
+        (long long)tx, (long long)ty,
+        e > 0 ? strerror(e) : "the file is shorter than it was");
+}
+
 /* The compressed bytes of tile `t` (column tx, row ty) into r->data: they
  * must lie inside the file (as sized at probe time; two comparisons, no
  * system call) and within the level's cap, as TIFFReadRawTile would fail
@@ -403,19 +427,8 @@ static bool read_tile_data(sp__direct_reader *r, const sp__direct *dd,
         r->data = p;
         r->data_cap = n;
     }
-    size_t got = 0;
-    while (got < n) {
-        ssize_t k = pread(dd->fd, r->data + got, n - got, (off_t)(off + got));
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return sp_error_set(
-                err, SP_ERR_INPUT, path, "level %d tile (%lld, %lld): %s",
-                d->level, (long long)tx, (long long)ty,
-                k < 0 ? strerror(errno) : "the file is shorter than it was");
-        got += (size_t)k;
-    }
-    return true;
+    int e = pread_all(dd->fd, r->data, n, off);
+    return e == 0 || tile_read_error(e, d->level, tx, ty, path, err);
 }
 
 /* Decode rows [r0, r1) and at least columns [c0, c1) of tile `t` (column
@@ -588,24 +601,12 @@ static bool append_tile_bytes(const sp__direct *dd, const dlevel *d, size_t t,
                             "%llu lie outside the file",
                             d->level, (long long)tx, (long long)ty,
                             (unsigned long long)n, (unsigned long long)off);
-    size_t at = out->len;
-    if (!sp_buf_extend(out, (size_t)n))
+    uint8_t *at = sp_buf_extend(out, (size_t)n);
+    if (!at)
         return sp_error_set(err, SP_ERR_NOMEM, path,
                             "out of memory reading a tile");
-    size_t got = 0;
-    while (got < n) {
-        ssize_t k =
-            pread(dd->fd, out->data + at + got, n - got, (off_t)(off + got));
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return sp_error_set(
-                err, SP_ERR_INPUT, path, "level %d tile (%lld, %lld): %s",
-                d->level, (long long)tx, (long long)ty,
-                k < 0 ? strerror(errno) : "the file is shorter than it was");
-        got += (size_t)k;
-    }
-    return true;
+    int e = pread_all(dd->fd, at, n, off);
+    return e == 0 || tile_read_error(e, d->level, tx, ty, path, err);
 }
 
 /* A tile as a self-contained JPEG: SOI, the tables' markers (between
