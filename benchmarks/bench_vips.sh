@@ -3,10 +3,11 @@
 # to Deep Zoom, slidepipe against `vips dzsave` on the same file, in one
 # run: same tile size 254, overlap 1, JPEG quality 75, depth onepixel,
 # all cores. Prints wall, CPU and peak RSS (GNU time -v) side by side, the
-# ratios, and the most $TMPDIR's file system grew during each (`vips
-# dzsave` decodes a stripped TIFF whole into $TMPDIR first; slidepipe
-# reads it strip by strip through libtiff, ingest/strips.c, and needs
-# none).
+# ratios, and the most space files in $TMPDIR held during each. slidepipe
+# reads the strips through libtiff (ingest/strips.c) and needs none
+# (before, libvips' random access decoded the image whole into $TMPDIR:
+# run with SLIDEPIPE_BIN set to such a build to see it); `vips dzsave`
+# reads the file once, in order, and needs none either.
 # usage: benchmarks/bench_vips.sh [WIDTH HEIGHT]     (default 60000 60000)
 #   SLIDEPIPE_BIN  slidepipe executable (default build/cli/slidepipe)
 #   COMPRESSION    the TIFF's strips: none (default), lzw, deflate
@@ -15,8 +16,8 @@
 # --tile (BigTIFF, libvips' 128-row strips), streamed: libvips' memory
 # stays small. Sides that are multiples of 2000 (the default) go
 # straight to the TIFF; others through one uncompressed .v of the
-# replicated image, then cropped. 60000^2 RGB uncompressed is 10.8 GB;
-# `vips dzsave` needs as much again in $TMPDIR, the outputs ~2 GB each.
+# replicated image, then cropped. 60000^2 RGB uncompressed is 10.8 GB,
+# the outputs a few GB each.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -51,16 +52,19 @@ mkdir -p "$dst/tmp"
 res=$dst/results.txt
 : >"$res"
 drop() { sync; [ -w /proc/sys/vm/drop_caches ] && echo 3 >/proc/sys/vm/drop_caches || true; }
-# the most $TMPDIR's file system gained while CMD ran (libvips unlinks its
-# temporary file as soon as it has made it: du cannot see it; other
-# writers on that file system count too)
+# the most disk space files in $TMPDIR held at once while CMD ran, in kB:
+# libvips unlinks its temporary file as soon as it has made it (du and ls
+# cannot see it) but keeps it open, so the open files of every process
+# are looked at, twice a second (df would count the outputs too, on the
+# same file system)
 watch_tmp() {
-    _base=$(df -k --output=used "$dst/tmp" | tail -1)
     _peak=0
     while [ -d "$dst/tmp" ]; do
-        _s=$(( $(df -k --output=used "$dst/tmp" 2>/dev/null | tail -1) - _base ))
+        _s=$(find /proc/[0-9]*/fd -lname "$dst/tmp/*" 2>/dev/null |
+            xargs -r stat -L -c '%b %B' 2>/dev/null |
+            awk '{ s += $1 * $2 } END { printf "%d", s / 1024 }')
         [ "$_s" -gt "$_peak" ] && _peak=$_s && echo "$_peak" >"$dst/tmp.$1"
-        sleep 1
+        sleep 0.5
     done
 }
 TMPDIR=$dst/tmp

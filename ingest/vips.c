@@ -27,17 +27,23 @@
  *   concurrency is set to 1 (slidepipe's OpenMP threads do the work).
  *   Alpha is kept through the pipeline and composited over the reader's
  *   background here.
+ *   A stripped TIFF level of a common kind (8-bit grey, RGB, RGBA, YCbCr
+ *   JPEG; see strips.c) is read strip by strip through libtiff instead:
+ *   its pipeline is still built (the same metadata) but never asked for
+ *   pixels. Its native tile is one strip across the full width.
  *
  * Memory
- *   Tiled TIFF (and JPEG 2000) are read tile by tile. Formats libvips
- *   cannot read in parts (stripped TIFF, JPEG, PNG, WebP) are decoded
+ *   Tiled TIFF (and JPEG 2000) are read tile by tile, stripped TIFF levels
+ *   that strips.c takes strip by strip: neither needs a temporary file.
+ *   What libvips cannot read in parts otherwise (other stripped TIFFs,
+ *   such as one strip holding a large image; JPEG, PNG, WebP) is decoded
  *   whole on the first read, by libvips, into memory when small (under
  *   100 MB) or else into an uncompressed temporary file in $TMPDIR that
  *   is then mapped window by window: memory stays bounded, the disk does
- *   not. Such an image is refused at open when that file would exceed
- *   SP_VIPS_MAX_DECODE bytes or the free space of $TMPDIR: a PNG header
- *   claiming 10^6 x 10^6 pixels fails cleanly before anything is
- *   allocated. */
+ *   not. Such an image is refused at open when the levels so decoded
+ *   would exceed SP_VIPS_MAX_DECODE bytes or the free space of $TMPDIR: a
+ *   PNG header claiming 10^6 x 10^6 pixels fails cleanly before anything
+ *   is allocated. */
 #include "ingest.h"
 #include "ingest_private.h"
 
