@@ -126,10 +126,11 @@ sp__strips *sp__strips_probe(const char *path, int page, int subifd,
     if (subifd >= 0) {
         uint16_t n = 0;
         uint64_t *offs = NULL;
-        if (!TIFFGetField(t, TIFFTAG_SUBIFD, &n, &offs) || subifd >= n ||
-            !offs[subifd] || !TIFFSetSubDirectory(t, offs[subifd]))
+        if (!TIFFGetField(t, TIFFTAG_SUBIFD, &n, &offs) || subifd >= n)
             goto out;
-        sub = offs[subifd];
+        sub = offs[subifd]; /* offs is freed with the directory */
+        if (!sub || !TIFFSetSubDirectory(t, sub))
+            goto out;
     }
     uint32_t w = 0, h = 0, rps = 0;
     uint16_t bps = 0, spp = 0, fmt = 0, planar = 0, photo = 0, comp = 0;
