@@ -1,16 +1,23 @@
 #!/bin/sh
 # A plain stripped TIFF (not a slide: read through libvips, ingest/vips.c)
 # to Deep Zoom, slidepipe against `vips dzsave` on the same file, in one
-# run: same tile size 254, overlap 1, JPEG quality 75, all cores. Prints
-# wall, CPU and peak RSS side by side, the ratios, and the largest
-# temporary file libvips made (a non-tiled image is decoded whole into
-# $TMPDIR on the first read: see ingest/vips.c).
+# run: same tile size 254, overlap 1, JPEG quality 75, depth onepixel,
+# all cores. Prints wall, CPU and peak RSS (GNU time -v) side by side, the
+# ratios, and the most space files in $TMPDIR held during each. slidepipe
+# reads the strips through libtiff (ingest/strips.c) and needs none
+# (before, libvips' random access decoded the image whole into $TMPDIR:
+# run with SLIDEPIPE_BIN set to such a build to see it); `vips dzsave`
+# reads the file once, in order, and needs none either.
 # usage: benchmarks/bench_vips.sh [WIDTH HEIGHT]     (default 60000 60000)
 #   SLIDEPIPE_BIN  slidepipe executable (default build/cli/slidepipe)
 #   COMPRESSION    the TIFF's strips: none (default), lzw, deflate
-# The image is made once (a CMU crop replicated, `vips tiffsave` without
-# --tile, BigTIFF) and kept in benchmarks/out/ (gitignored): 60000^2 RGB
-# uncompressed is 10.8 GB, and the run needs as much again in $TMPDIR.
+# The image is made once and kept in benchmarks/out/ (gitignored): a
+# 2000 x 2000 CMU crop replicated and saved by `vips tiffsave` without
+# --tile (BigTIFF, libvips' 128-row strips), streamed: libvips' memory
+# stays small. Sides that are multiples of 2000 (the default) go
+# straight to the TIFF; others through one uncompressed .v of the
+# replicated image, then cropped. 60000^2 RGB uncompressed is 10.8 GB,
+# the outputs a few GB each.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -28,11 +35,15 @@ if [ ! -f "$img" ]; then
     t=$(mktemp -d "$out/make-XXXXXX")
     vips crop "$DATA/CMU-1-Small-Region.svs" "$t/c.v" 0 0 2000 2000
     vips flatten "$t/c.v" "$t/rgb.v" --background 255
-    vips replicate "$t/rgb.v" "$t/rep.v" $(( (W + 1999) / 2000 )) \
-        $(( (H + 1999) / 2000 ))
-    vips crop "$t/rep.v" "$t/big.v" 0 0 "$W" "$H"
-    vips tiffsave "$t/big.v" "$img.part" --bigtiff --compression "$COMP"
-    mv "$img.part" "$img"
+    nx=$(( (W + 1999) / 2000 )); ny=$(( (H + 1999) / 2000 ))
+    save="$t/img.tif[bigtiff,compression=$COMP]"
+    if [ $((W % 2000)) -eq 0 ] && [ $((H % 2000)) -eq 0 ]; then
+        vips replicate "$t/rgb.v" "$save" "$nx" "$ny"
+    else
+        vips replicate "$t/rgb.v" "$t/rep.v" "$nx" "$ny"
+        vips crop "$t/rep.v" "$save" 0 0 "$W" "$H"
+    fi
+    mv "$t/img.tif" "$img"
     rm -rf "$t"
 fi
 dst=$out/vips
@@ -41,16 +52,19 @@ mkdir -p "$dst/tmp"
 res=$dst/results.txt
 : >"$res"
 drop() { sync; [ -w /proc/sys/vm/drop_caches ] && echo 3 >/proc/sys/vm/drop_caches || true; }
-# the most $TMPDIR's file system gained while CMD ran (libvips unlinks its
-# temporary file as soon as it has made it: du cannot see it; other
-# writers on that file system count too)
+# the most disk space files in $TMPDIR held at once while CMD ran, in kB:
+# libvips unlinks its temporary file as soon as it has made it (du and ls
+# cannot see it) but keeps it open, so the open files of every process
+# are looked at, twice a second (df would count the outputs too, on the
+# same file system)
 watch_tmp() {
-    _base=$(df -k --output=used "$dst/tmp" | tail -1)
     _peak=0
     while [ -d "$dst/tmp" ]; do
-        _s=$(( $(df -k --output=used "$dst/tmp" 2>/dev/null | tail -1) - _base ))
+        _s=$(find /proc/[0-9]*/fd -lname "$dst/tmp/*" 2>/dev/null |
+            xargs -r stat -L -c '%b %B' 2>/dev/null |
+            awk '{ s += $1 * $2 } END { printf "%d", s / 1024 }')
         [ "$_s" -gt "$_peak" ] && _peak=$_s && echo "$_peak" >"$dst/tmp.$1"
-        sleep 1
+        sleep 0.5
     done
 }
 TMPDIR=$dst/tmp
@@ -62,8 +76,8 @@ sp_timed slidepipe "$res" "$BIN" tile "$img" -o "$dst/sp" \
 drop
 rm -rf "$dst/tmp"; wait $w || true; mkdir -p "$dst/tmp"
 watch_tmp vips & w=$!
-sp_timed vips "$res" vips dzsave \
-    "$img" "$dst/vips" --tile-size 254 --overlap 1 --suffix .jpeg[Q=75]
+sp_timed vips "$res" vips dzsave "$img" "$dst/vips" --tile-size 254 \
+    --overlap 1 --depth onepixel --suffix .jpeg[Q=75]
 rm -rf "$dst/tmp"; wait $w || true
 tiles_sp=$(find "$dst/sp_files" -type f | wc -l)
 tiles_v=$(find "$dst/vips_files" -type f | wc -l)

@@ -16,6 +16,8 @@ typedef struct sp__dicom sp__dicom;
 typedef struct sp__dicom_reader sp__dicom_reader;
 typedef struct sp__vips sp__vips;
 typedef struct sp__vips_reader sp__vips_reader;
+typedef struct sp__strips sp__strips;
+typedef struct sp__strips_reader sp__strips_reader;
 
 struct sp_slide {
     char *path;
@@ -112,5 +114,28 @@ bool sp__vips_read(sp__vips_reader *r, int level, int64_t x, int64_t y,
                    int64_t w, int64_t h, const uint8_t bg[3], uint8_t *rgb,
                    size_t stride, const char *path, sp_error *err);
 const char *sp__vips_version(void);
+
+/* strips.c: a stripped TIFF directory read strip by strip through libtiff
+ * (for vips.c: libvips would decode it whole first). sp__strips_probe:
+ * page `page` of `path`, or its SubIFD `subifd` (>= 0), when it is
+ * `width` x `height` and of a kind read so (see strips.c); else NULL.
+ * sp__strips_rows: rows per strip (its native tile is that many rows of
+ * the full width). A sp__strips is immutable (shared by threads); a
+ * reader belongs to one thread. sp__strips_read reads the rectangle, which
+ * must lie inside the directory, as RGB (alpha over `bg`); false with
+ * `cause` (ncause bytes) saying which strip failed and why (libtiff's
+ * words); the caller names the file. sp__rgba_over: n straight RGBA
+ * pixels composited over `bg`, rounded, as RGB. */
+sp__strips *sp__strips_probe(const char *path, int page, int subifd,
+                             int64_t width, int64_t height);
+void sp__strips_free(sp__strips *s);
+int64_t sp__strips_rows(const sp__strips *s);
+sp__strips_reader *sp__strips_reader_create(const sp__strips *s);
+void sp__strips_reader_free(sp__strips_reader *r);
+bool sp__strips_read(sp__strips_reader *r, int64_t x, int64_t y, int64_t w,
+                     int64_t h, const uint8_t bg[3], uint8_t *rgb,
+                     size_t stride, char *cause, size_t ncause);
+void sp__rgba_over(const uint8_t *rgba, int64_t n, const uint8_t bg[3],
+                   uint8_t *rgb);
 
 #endif

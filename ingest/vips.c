@@ -27,17 +27,23 @@
  *   concurrency is set to 1 (slidepipe's OpenMP threads do the work).
  *   Alpha is kept through the pipeline and composited over the reader's
  *   background here.
+ *   A stripped TIFF level of a common kind (8-bit grey, RGB, RGBA, YCbCr
+ *   JPEG; see strips.c) is read strip by strip through libtiff instead:
+ *   its pipeline is still built (the same metadata) but never asked for
+ *   pixels. Its native tile is one strip across the full width.
  *
  * Memory
- *   Tiled TIFF (and JPEG 2000) are read tile by tile. Formats libvips
- *   cannot read in parts (stripped TIFF, JPEG, PNG, WebP) are decoded
+ *   Tiled TIFF (and JPEG 2000) are read tile by tile, stripped TIFF levels
+ *   that strips.c takes strip by strip: neither needs a temporary file.
+ *   What libvips cannot read in parts otherwise (other stripped TIFFs,
+ *   such as one strip holding a large image; JPEG, PNG, WebP) is decoded
  *   whole on the first read, by libvips, into memory when small (under
  *   100 MB) or else into an uncompressed temporary file in $TMPDIR that
  *   is then mapped window by window: memory stays bounded, the disk does
- *   not. Such an image is refused at open when that file would exceed
- *   SP_VIPS_MAX_DECODE bytes or the free space of $TMPDIR: a PNG header
- *   claiming 10^6 x 10^6 pixels fails cleanly before anything is
- *   allocated. */
+ *   not. Such an image is refused at open when the levels so decoded
+ *   would exceed SP_VIPS_MAX_DECODE bytes or the free space of $TMPDIR: a
+ *   PNG header claiming 10^6 x 10^6 pixels fails cleanly before anything
+ *   is allocated. */
 #include "ingest.h"
 #include "ingest_private.h"
 
@@ -58,7 +64,8 @@
 #define SP_VIPS_MAX_PROPS 16
 
 typedef struct {
-    VipsImage *img; /* 8-bit sRGB, 3 bands or 4 (straight alpha) */
+    VipsImage *img;     /* 8-bit sRGB, 3 bands or 4 (straight alpha) */
+    sp__strips *strips; /* read strip by strip instead (strips.c), or NULL */
 } vlevel;
 
 struct sp__vips {
@@ -73,7 +80,8 @@ struct sp__vips {
 
 struct sp__vips_reader {
     const sp__vips *v;
-    VipsRegion **reg; /* per level, made on first use */
+    VipsRegion **reg;        /* per level, made on first use */
+    sp__strips_reader **str; /* per level read by strips, likewise */
     bool failed;
 };
 
@@ -415,6 +423,8 @@ bool sp__vips_open(sp_slide *s, const char *path, sp_error *err) {
     sp__vips *v = calloc(1, sizeof *v);
     VipsImage *pages[SP_VIPS_MAX_PAGES] = {0};
     VipsImage *raw[SP_VIPS_MAX_PAGES] = {0};
+    sp__strips *strips[SP_VIPS_MAX_PAGES] = {0};
+    int rpage[SP_VIPS_MAX_PAGES], rsub[SP_VIPS_MAX_PAGES]; /* raw's source */
     int npages = 1, nraw = 0, nsub = 0, base = 0;
     bool ok = false;
     if (!v) {
@@ -453,6 +463,8 @@ bool sp__vips_open(sp_slide *s, const char *path, sp_error *err) {
             nsub = n > SP_VIPS_MAX_PAGES - 1 ? SP_VIPS_MAX_PAGES - 1 : n;
     }
     /* the levels, unconverted: level 0, then SubIFDs or later pages */
+    rpage[nraw] = base;
+    rsub[nraw] = -1;
     raw[nraw++] = pages[base];
     g_object_ref(pages[base]);
     for (int i = 0; i < (nsub ? nsub : npages - base - 1); i++) {
@@ -470,9 +482,11 @@ bool sp__vips_open(sp_slide *s, const char *path, sp_error *err) {
             g_object_ref(c);
         }
         const VipsImage *prev = raw[nraw - 1];
-        if (halving(prev->Xsize, prev->Ysize, c->Xsize, c->Ysize))
+        if (halving(prev->Xsize, prev->Ysize, c->Xsize, c->Ysize)) {
+            rpage[nraw] = nsub ? base : base + 1 + i;
+            rsub[nraw] = nsub ? i : -1;
             raw[nraw++] = c;
-        else
+        } else
             g_object_unref(c);
     }
     VipsImage *l0 = raw[0];
@@ -482,13 +496,23 @@ bool sp__vips_open(sp_slide *s, const char *path, sp_error *err) {
                      (long long)w0, (long long)h0);
         goto out;
     }
-    /* formats libvips cannot read in parts are decoded whole on the first
-     * read (see the top of this file): refuse what could not fit */
+    /* stripped TIFF levels are read strip by strip (strips.c) where they
+     * can be; formats libvips cannot read in parts are decoded whole on
+     * the first read (see the top of this file): refuse what could not
+     * fit */
     bool partial = (vips_foreign_flags(nick, path) & VIPS_FOREIGN_PARTIAL) != 0;
     vips_error_clear();
-    int64_t bytes = w0 * h0 * l0->Bands *
-                    (int64_t)vips_format_sizeof(vips_image_get_format(l0));
-    if (!partial) {
+    int64_t bytes = 0;
+    for (int i = 0; i < nraw; i++) {
+        if (k == L_TIFF)
+            strips[i] = sp__strips_probe(path, rpage[i], rsub[i], raw[i]->Xsize,
+                                         raw[i]->Ysize);
+        if (!strips[i])
+            bytes += (int64_t)raw[i]->Xsize * raw[i]->Ysize * raw[i]->Bands *
+                     (int64_t)vips_format_sizeof(vips_image_get_format(raw[i]));
+    }
+    sp_capture_clear();
+    if (!partial && bytes > 0) {
         int64_t room = tmp_free();
         if (bytes > SP_VIPS_MAX_DECODE || bytes > room) {
             sp_error_set(
@@ -518,15 +542,20 @@ bool sp__vips_open(sp_slide *s, const char *path, sp_error *err) {
                                   (double)h0 / (double)l->height) /
                                      2;
         int tw = 0, th = 0;
-        if (partial && vips_image_get_typeof(raw[i], "tile-width") &&
-            vips_image_get_int(raw[i], "tile-width", &tw) == 0 &&
-            vips_image_get_int(raw[i], "tile-height", &th) == 0 && tw > 0 &&
-            th > 0) {
+        if (strips[i]) {
+            l->tile_width = l->width; /* a strip */
+            l->tile_height = sp__strips_rows(strips[i]);
+        } else if (partial && vips_image_get_typeof(raw[i], "tile-width") &&
+                   vips_image_get_int(raw[i], "tile-width", &tw) == 0 &&
+                   vips_image_get_int(raw[i], "tile-height", &th) == 0 &&
+                   tw > 0 && th > 0) {
             l->tile_width = tw;
             l->tile_height = th;
         }
         VipsImage *in = raw[i];
         raw[i] = NULL;
+        v->lv[i].strips = strips[i];
+        strips[i] = NULL;
         v->lv[i].img = to_rgb8(in);
         if (!v->lv[i].img) {
             sp_error_set(err, SP_ERR_INPUT, path,
@@ -556,6 +585,7 @@ bool sp__vips_open(sp_slide *s, const char *path, sp_error *err) {
              vips_enum_nick(VIPS_TYPE_INTERPRETATION,
                             vips_image_get_interpretation(l0)));
     add_prop(v, "vips.tiled", "%s", partial ? "true" : "false");
+    add_prop(v, "vips.strips", "%s", v->lv[0].strips ? "true" : "false");
     if (k == L_TIFF) {
         add_prop(v, "vips.n-pages", "%d", vips_image_get_n_pages(pages[0]));
         add_prop(v, "vips.page", "%d", base);
@@ -578,6 +608,7 @@ out:
             g_object_unref(pages[i]);
         if (raw[i])
             g_object_unref(raw[i]);
+        sp__strips_free(strips[i]);
     }
     vips_error_clear();
     return ok;
@@ -586,9 +617,11 @@ out:
 void sp__vips_free(sp__vips *v) {
     if (!v)
         return;
-    for (int i = 0; i < v->n; i++)
+    for (int i = 0; i < v->n; i++) {
         if (v->lv[i].img)
             g_object_unref(v->lv[i].img);
+        sp__strips_free(v->lv[i].strips);
+    }
     free(v->lv);
     free(v);
 }
@@ -601,7 +634,10 @@ sp__vips_reader *sp__vips_reader_create(const sp__vips *v) {
         return NULL;
     r->v = v;
     r->reg = calloc((size_t)v->n, sizeof *r->reg);
-    if (!r->reg) {
+    r->str = calloc((size_t)v->n, sizeof *r->str);
+    if (!r->reg || !r->str) {
+        free(r->reg);
+        free(r->str);
         free(r);
         return NULL;
     }
@@ -611,10 +647,13 @@ sp__vips_reader *sp__vips_reader_create(const sp__vips *v) {
 void sp__vips_reader_free(sp__vips_reader *r) {
     if (!r)
         return;
-    for (int i = 0; i < r->v->n; i++)
+    for (int i = 0; i < r->v->n; i++) {
         if (r->reg[i])
             g_object_unref(r->reg[i]);
+        sp__strips_reader_free(r->str[i]);
+    }
     free(r->reg);
+    free(r->str);
     free(r);
 }
 
@@ -645,6 +684,22 @@ bool sp__vips_read(sp__vips_reader *r, int level, int64_t x, int64_t y,
     }
     if (x0 > x || y0 > y || x1 < x + w || y1 < y + h)
         fill(rgb, stride, w, h, bg);
+    const sp__strips *st = r->v->lv[level].strips;
+    if (st) {
+        if (!r->str[level] && !(r->str[level] = sp__strips_reader_create(st))) {
+            r->failed = true;
+            return sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
+        }
+        uint8_t *dst = rgb + (size_t)(y0 - y) * stride + (size_t)(x0 - x) * 3;
+        if (sp__strips_read(r->str[level], x0, y0, x1 - x0, y1 - y0, bg, dst,
+                            stride, cause, sizeof cause))
+            return true;
+        r->failed = true;
+        return sp_error_set(err, SP_ERR_INPUT, path,
+                            "read failed at level %d (%lld,%lld %lldx%lld): %s",
+                            level, (long long)x, (long long)y, (long long)w,
+                            (long long)h, cause);
+    }
     if (!r->reg[level] && !(r->reg[level] = vips_region_new(img))) {
         r->failed = true;
         return sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
@@ -662,7 +717,6 @@ bool sp__vips_read(sp__vips_reader *r, int level, int64_t x, int64_t y,
             sp__libtiff_cause(path, tcause, sizeof tcause));
     }
     int bands = img->Bands;
-    unsigned br = bg[0], bgg = bg[1], bb = bg[2];
     for (int64_t yy = y0; yy < y1; yy++) {
         const uint8_t *src =
             (const uint8_t *)VIPS_REGION_ADDR(reg, (int)x0, (int)yy);
@@ -672,12 +726,7 @@ bool sp__vips_read(sp__vips_reader *r, int level, int64_t x, int64_t y,
             memcpy(dst, src, (size_t)n * 3);
             continue;
         }
-        for (int64_t i = 0; i < n; i++, src += 4, dst += 3) {
-            unsigned a = src[3], t = 255 - a;
-            dst[0] = (uint8_t)((src[0] * a + br * t + 127) / 255);
-            dst[1] = (uint8_t)((src[1] * a + bgg * t + 127) / 255);
-            dst[2] = (uint8_t)((src[2] * a + bb * t + 127) / 255);
-        }
+        sp__rgba_over(src, n, bg, dst);
     }
     return true;
 }

@@ -16,7 +16,15 @@ checked against libvips' own command-line reads:
   truncated JPEG, a truncated TIFF) under `prlimit --as` (ASan builds:
   peak RSS checked instead): one line naming the file, exit 1, no output
   at the final path, peak RSS under 2 GiB;
-- `batch` converts a small image named on the command line."""
+- `batch` converts a small image named on the command line;
+- stripped TIFFs (RowsPerStrip 16 uncompressed, LZW, deflate; vips'
+  128-row strips in grey, RGBA and YCbCr JPEG) are read strip by strip
+  through libtiff (ingest/strips.c; property vips.strips), equal to vips'
+  read of the same file; `tile` on them makes no temporary file (with
+  VIPS_DISC_THRESHOLD=0 and an unwritable TMPDIR, where the same image as
+  PNG fails); a stripped TIFF cut short after its directory, and ones
+  with garbage in their deflate or JPEG strips, fail with one line naming
+  the file, never grey pixels."""
 import json
 import os
 import resource
@@ -210,6 +218,145 @@ def test_formats(tmp):
           f"batch with an image named: {r.returncode} {summ}")
 
 
+def strips_path(path, want=True):
+    j = info(path)
+    got = j.get("properties", {}).get("vips.strips")
+    check(got == ("true" if want else "false"),
+          f"{os.path.basename(path)}: vips.strips {got}, want {want}")
+
+
+def test_strips(tmp):
+    p = lambda n: os.path.join(tmp, n)  # noqa: E731
+    base = os.path.join(tmp, "base.v")
+    vips("flatten", CMU, base, "--background", "255")
+    vips("tiffsave", base, p("s128.tif"))
+    for comp in ("none", "lzw", "zip"):
+        f = p(f"s16-{comp}.tif")
+        r = run("tiffcp", "-r", "16", "-c", comp, p("s128.tif"), f)
+        check(r.returncode == 0, f"tiffcp {comp}: {r.stderr}")
+        strips_path(f)
+        same(f, tmp, [f], "vips:tiffload", mpp=0.499, piece=(300, 21))
+    # grey 8-bit (MinIsBlack): replicated, as libvips' colourspace does
+    vips("colourspace", base, p("grey.v"), "b-w")
+    vips("tiffsave", p("grey.v"), p("grey.tif"), "--compression", "lzw",
+         "--predictor", "horizontal")
+    strips_path(p("grey.tif"))
+    same(p("grey.tif"), tmp, [p("grey.tif")], "vips:tiffload", mpp=0.499)
+    # RGBA (unassociated alpha): composited over white
+    vips("bandjoin_const", base, p("rgba.v"), "100")
+    vips("tiffsave", p("rgba.v"), p("rgba.tif"), "--compression", "deflate")
+    strips_path(p("rgba.tif"))
+    vips("flatten", p("rgba.tif"), p("rgba-flat.v"), "--background", "255")
+    same(p("rgba.tif"), tmp, [p("rgba-flat.v")], "vips:tiffload",
+         mpp=0.499, tol=1)
+    # YCbCr JPEG strips, decoded to RGB by libtiff as libvips has it do
+    vips("tiffsave", base, p("jpeg.tif"), "--compression", "jpeg")
+    strips_path(p("jpeg.tif"))
+    same(p("jpeg.tif"), tmp, [p("jpeg.tif")], "vips:tiffload", mpp=0.499)
+    # multi-page: the stripped page 1 is level 0
+    vips("resize", base, p("thumb.v"), "0.1")
+    vips("tiffsave", p("thumb.v"), p("thumb.tif"))
+    r = run("tiffcp", p("thumb.tif"), p("s16-lzw.tif"), p("multi16.tif"))
+    check(r.returncode == 0, f"tiffcp: {r.stderr}")
+    strips_path(p("multi16.tif"))
+    same(p("multi16.tif"), tmp, [f"{p('multi16.tif')}[page=1]"],
+         "vips:tiffload", mpp=0.499)
+    # no temporary file: libvips would need one for every non-tiled image
+    # here (VIPS_DISC_THRESHOLD=0) and cannot write one
+    env = dict(os.environ, VIPS_DISC_THRESHOLD="0",
+               TMPDIR=p("no-such-dir"))
+    vips("pngsave", base, p("c.png"))
+    for f, ok in (("s16-lzw.tif", True), ("rgba.tif", True),
+                  ("c.png", False)):
+        r = run(BIN, "tile", p(f), "-o", p(f"notmp-{f}"), "--quiet",
+                env=env)
+        check((r.returncode == 0) == ok,
+              f"tile {f} with no TMPDIR: exit {r.returncode} {r.stderr}")
+    # a single 2967-row strip of 2220 px is small: still read by strips;
+    # one strip over the bound stays with libvips
+    r = run("tiffcp", "-r", "4000", p("s128.tif"), p("one.tif"))
+    check(r.returncode == 0, f"tiffcp: {r.stderr}")
+    strips_path(p("one.tif"))
+    vips("replicate", base, p("tall.v"), "1", "4")
+    vips("tiffsave", p("tall.v"), p("tall.tif"))
+    r = run("tiffcp", "-r", "20000", "-c", "lzw", p("tall.tif"),
+            p("tall1.tif"))
+    check(r.returncode == 0, f"tiffcp: {r.stderr}")
+    strips_path(p("tall1.tif"), want=False)
+    r = run(BIN, "tile", p("tall1.tif"), "-o", p("tall1-out"), "--quiet")
+    check(r.returncode == 0, f"tile on one 79 MB strip: {r.stderr}")
+
+
+def tiff_ifd_first(path, px, rps):
+    """An uncompressed RGB TIFF with its directory before its strips (a
+    cut file still opens); px: h x w x 3 uint8."""
+    h, w, _ = px.shape
+    n = (h + rps - 1) // rps
+    ents = [(256, 4, 1, w), (257, 4, 1, h), (258, 3, 3, None),
+            (259, 3, 1, 1), (262, 3, 1, 2), (273, 4, n, None),
+            (277, 3, 1, 3), (278, 4, 1, rps), (279, 4, n, None),
+            (284, 3, 1, 1)]
+    ifd = 8
+    extra = ifd + 2 + 12 * len(ents) + 4
+    bps_at, offs_at = extra, extra + 8
+    cnts_at = offs_at + 4 * n
+    data_at = cnts_at + 4 * n
+    sizes = [min(rps, h - i * rps) * w * 3 for i in range(n)]
+    offs = [data_at + sum(sizes[:i]) for i in range(n)]
+    out = bytearray(b"II*\0" + struct.pack("<I", ifd))
+    out += struct.pack("<H", len(ents))
+    for tag, typ, cnt, val in ents:
+        if tag == 258:
+            val = bps_at
+        elif tag == 273:
+            val = offs_at if n > 1 else offs[0]
+        elif tag == 279:
+            val = cnts_at if n > 1 else sizes[0]
+        if typ == 3 and cnt == 1:
+            out += struct.pack("<HHIHH", tag, typ, cnt, val, 0)
+        else:
+            out += struct.pack("<HHII", tag, typ, cnt, val)
+    out += struct.pack("<I", 0)
+    out += struct.pack("<HHHH", 8, 8, 8, 0)
+    out += struct.pack(f"<{n}I", *offs) + struct.pack(f"<{n}I", *sizes)
+    out += px.tobytes()
+    with open(path, "wb") as f:
+        f.write(out)
+
+
+def spoil(src, dst, frac0, frac1):
+    """dst: src with bytes [frac0, frac1) of its length replaced by junk
+    (vips writes the directory last: it survives)"""
+    data = bytearray(open(src, "rb").read())
+    a, b = int(len(data) * frac0), int(len(data) * frac1)
+    data[a:b] = bytes((i * 151 + 17) & 0xff for i in range(b - a))
+    with open(dst, "wb") as f:
+        f.write(data)
+
+
+def test_broken_strips(tmp):
+    p = lambda n: os.path.join(tmp, n)  # noqa: E731
+    vips("crop", CMU, p("small.v"), "0", "0", "1000", "800")
+    vips("flatten", p("small.v"), p("small-rgb.v"), "--background", "255")
+    vips("rawsave", p("small-rgb.v"), p("small.raw"))
+    px = np.fromfile(p("small.raw"), dtype=np.uint8).reshape(800, 1000, 3)
+    tiff_ifd_first(p("first.tif"), px, 16)
+    # the writer is right: whole, it reads as vips reads it
+    strips_path(p("first.tif"))
+    same(p("first.tif"), tmp, [p("first.tif")], "vips:tiffload")
+    data = open(p("first.tif"), "rb").read()
+    with open(p("cut-strips.tif"), "wb") as f:
+        f.write(data[:len(data) // 2])
+    expect_clean_failure(p("cut-strips.tif"), tmp, cmds=("tile", "run"))
+    vips("tiffsave", p("small-rgb.v"), p("z.tif"), "--compression",
+         "deflate")
+    spoil(p("z.tif"), p("bad-deflate.tif"), 0.4, 0.6)
+    expect_clean_failure(p("bad-deflate.tif"), tmp, cmds=("tile",))
+    vips("tiffsave", p("small-rgb.v"), p("j.tif"), "--compression", "jpeg")
+    spoil(p("j.tif"), p("bad-jpeg.tif"), 0.4, 0.6)
+    expect_clean_failure(p("bad-jpeg.tif"), tmp, cmds=("tile",))
+
+
 def png_chunk(kind, data):
     return (struct.pack(">I", len(data)) + kind + data +
             struct.pack(">I", zlib.crc32(kind + data) & 0xffffffff))
@@ -267,6 +414,8 @@ def main():
     try:
         test_formats(tmp)
         test_broken(tmp)
+        test_strips(tmp)
+        test_broken_strips(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return finish()
