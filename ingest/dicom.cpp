@@ -961,9 +961,10 @@ bool fetch(sp__dicom_reader *r, instance *in, Uint32 f, std::string *why) {
     return true;
 }
 
-/* Decode r->data (one JPEG frame) into r->tile, tw x th RGB. */
-bool decode(sp__dicom_reader *r, const instance *in, Uint32 f,
-            std::string *why) {
+/* Decode r->data (one JPEG frame), tw x th RGB, into `dst` (rows
+ * `stride` bytes apart): r->tile, or straight into a caller's region. */
+bool decode(sp__dicom_reader *r, const instance *in, Uint32 f, uint8_t *dst,
+            size_t stride, std::string *why) {
     jpeg_decompress_struct *c = &r->cinfo;
     std::vector<JSAMPROW> rows;
     if (setjmp(r->jerr.jb)) {
@@ -1002,7 +1003,7 @@ bool decode(sp__dicom_reader *r, const instance *in, Uint32 f,
     }
     rows.resize((size_t)in->th);
     for (int64_t y = 0; y < in->th; y++)
-        rows[(size_t)y] = r->tile.data() + (size_t)(y * in->tw * 3);
+        rows[(size_t)y] = dst + (size_t)y * stride;
     while (c->output_scanline < c->output_height)
         jpeg_read_scanlines(c, rows.data() + c->output_scanline,
                             c->output_height - c->output_scanline);
@@ -1128,16 +1129,26 @@ out:
 }
 
 /* The tile (tx, ty) of `lv` decoded into r->tile; false with `why` on a
- * damaged frame. *have false: no frame there (background). */
+ * damaged frame. *have false: no frame there (background). With `dst`
+ * (rows `stride` bytes apart), a JPEG frame whose whole lies in the
+ * caller's region is decoded straight there instead (*direct set; the
+ * reader's one-frame cache is then left as it was). */
 bool tile_of(sp__dicom_reader *r, const level &lv, int64_t tx, int64_t ty,
-             bool *have, std::string *why) {
+             uint8_t *dst, size_t stride, bool *have, bool *direct,
+             std::string *why) {
     const tile_ref &t = lv.tiles[(size_t)(ty * lv.cols + tx)];
     *have = t.inst >= 0;
+    *direct = false;
     if (!*have)
         return true;
     if (t.inst == r->cached_inst && t.frame == r->cached_frame)
         return true;
     instance *in = r->d->inst[(size_t)t.inst];
+    if (dst && in->kind == px::jpeg && in->tw == lv.tw && in->th == lv.th) {
+        *direct = true;
+        return fetch(r, in, t.frame, why) &&
+               decode(r, in, t.frame, dst, stride, why);
+    }
     r->cached_inst = -1;
     r->tile.resize((size_t)(in->tw * in->th * 3));
     if (!fetch(r, in, t.frame, why))
@@ -1145,7 +1156,8 @@ bool tile_of(sp__dicom_reader *r, const level &lv, int64_t tx, int64_t ty,
     if (in->kind == px::native)
         std::memcpy(r->tile.data(), r->data.data(), r->tile.size());
     else if (in->kind == px::j2k ? !decode_j2k(r, in, t.frame, why)
-                                 : !decode(r, in, t.frame, why))
+                                 : !decode(r, in, t.frame, r->tile.data(),
+                                           (size_t)in->tw * 3, why))
         return false;
     r->cached_inst = t.inst;
     r->cached_frame = t.frame;
@@ -1165,16 +1177,22 @@ bool read_grid(sp__dicom_reader *r, const level &lv, int64_t x, int64_t y,
         for (int64_t ty = y0 / lv.th; y0 < y1 && ty <= (y1 - 1) / lv.th; ty++)
             for (int64_t tx = x0 / lv.tw; x0 < x1 && tx <= (x1 - 1) / lv.tw;
                  tx++) {
-                bool have = false;
-                if (!tile_of(r, lv, tx, ty, &have, &why))
-                    return sp_error_set(err, SP_ERR_INPUT, path,
-                                        "cannot read pixels: %s", why.c_str());
-                if (!have)
-                    continue;
+                bool have = false, direct = false;
                 int64_t ax = std::max(x0, tx * lv.tw),
                         bx = std::min(x1, (tx + 1) * lv.tw);
                 int64_t ay = std::max(y0, ty * lv.th),
                         by = std::min(y1, (ty + 1) * lv.th);
+                /* a whole frame inside the region: decoded in place */
+                bool whole = ax == tx * lv.tw && bx == (tx + 1) * lv.tw &&
+                             ay == ty * lv.th && by == (ty + 1) * lv.th;
+                uint8_t *at =
+                    rgb + (size_t)(ay - y) * stride + (size_t)(ax - x) * 3;
+                if (!tile_of(r, lv, tx, ty, whole ? at : nullptr, stride, &have,
+                             &direct, &why))
+                    return sp_error_set(err, SP_ERR_INPUT, path,
+                                        "cannot read pixels: %s", why.c_str());
+                if (!have || direct)
+                    continue;
                 for (int64_t yy = ay; yy < by; yy++)
                     std::memcpy(
                         rgb + (size_t)(yy - y) * stride + (size_t)(ax - x) * 3,
