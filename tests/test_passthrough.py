@@ -245,7 +245,18 @@ def test_batch(tmp):
 def main():
     with tempfile.TemporaryDirectory(prefix="sp-pass-") as tmp:
         # an Aperio slide: RGB JPEG tiles, 240 x 240
-        test_tiff(tmp, CMU, "cmu", 240)
+        cmu_tiff = test_tiff(tmp, CMU, "cmu", 240)
+        # in column stripes (as wide slides are built): the same file
+        o = os.path.join(tmp, "cmu-stripes")
+        r = run("tile", CMU, "-o", o, "--container", "tiff", "--tile-size",
+                "240", "--passthrough", "--stripe-width", "480", "--quiet",
+                "--json")
+        js = json.loads(r.stdout) if r.returncode == 0 else {}
+        t = openslide.OpenSlide(o + ".tiff") if r.returncode == 0 else None
+        check(js.get("stripes", 0) > 1 and cmu_tiff and t and all(
+            (level(o + ".tiff", k) == level(cmu_tiff, k)).all()
+            for k in range(t.level_count)),
+            f"stripes: the same pyramid ({js.get('stripes')} stripes)")
         cmu_dcm = test_dicom(tmp, CMU, "cmu", 240, "RGB")
         # a YCbCr source: our own TIFF container (4:2:0 at Q75), whose
         # tiles OpenSlide reads as generic-tiff/aperio
