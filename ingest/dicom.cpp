@@ -962,9 +962,17 @@ bool fetch(sp__dicom_reader *r, instance *in, Uint32 f, std::string *why) {
 }
 
 /* Decode r->data (one JPEG frame), tw x th RGB, into `dst` (rows
- * `stride` bytes apart): r->tile, or straight into a caller's region. */
+ * `stride` bytes apart): r->tile, or straight into a caller's region.
+ * Only rows [r0, r1) and at least columns [c0, c1) of it need be right:
+ * a smaller box is cropped (jpeg_crop_scanline, widened by an iMCU each
+ * side so that fancy upsampling sees the samples it needs, as direct.c
+ * does) and the rows above it skipped; the rows below are skipped too
+ * down to the last, which is decoded into its own row of `dst` (so `dst`
+ * holds the whole frame then): every row is entropy-decoded, and damage
+ * anywhere in the frame still fails it. */
 bool decode(sp__dicom_reader *r, const instance *in, Uint32 f, uint8_t *dst,
-            size_t stride, std::string *why) {
+            size_t stride, int64_t c0, int64_t c1, int64_t r0, int64_t r1,
+            std::string *why) {
     jpeg_decompress_struct *c = &r->cinfo;
     std::vector<JSAMPROW> rows;
     if (setjmp(r->jerr.jb)) {
@@ -1001,12 +1009,27 @@ bool decode(sp__dicom_reader *r, const instance *in, Uint32 f, uint8_t *dst,
                std::to_string(in->tw) + "x" + std::to_string(in->th);
         return false;
     }
+    size_t xoff = 0;
+    const int64_t m = (int64_t)c->max_h_samp_factor * DCTSIZE;
+    const int64_t a = std::max<int64_t>(c0 - m, 0),
+                  b = std::min<int64_t>(c1 + m, in->tw);
+    if (a > 0 || b < in->tw) {
+        JDIMENSION xo = (JDIMENSION)a, w = (JDIMENSION)(b - a);
+        jpeg_crop_scanline(c, &xo, &w);
+        xoff = (size_t)xo * 3;
+    }
     rows.resize((size_t)in->th);
     for (int64_t y = 0; y < in->th; y++)
-        rows[(size_t)y] = dst + (size_t)y * stride;
-    while (c->output_scanline < c->output_height)
+        rows[(size_t)y] = dst + (size_t)y * stride + xoff;
+    if (r0 > 0)
+        jpeg_skip_scanlines(c, (JDIMENSION)r0);
+    while ((int64_t)c->output_scanline < r1)
         jpeg_read_scanlines(c, rows.data() + c->output_scanline,
-                            c->output_height - c->output_scanline);
+                            (JDIMENSION)(r1 - c->output_scanline));
+    if (r1 < in->th - 1)
+        jpeg_skip_scanlines(c, (JDIMENSION)(in->th - 1 - r1));
+    while (c->output_scanline < c->output_height)
+        jpeg_read_scanlines(c, rows.data() + c->output_scanline, 1);
     jpeg_finish_decompress(c);
     return true;
 }
@@ -1134,8 +1157,8 @@ out:
  * caller's region is decoded straight there instead (*direct set; the
  * reader's one-frame cache is then left as it was). */
 bool tile_of(sp__dicom_reader *r, const level &lv, int64_t tx, int64_t ty,
-             uint8_t *dst, size_t stride, bool *have, bool *direct,
-             std::string *why) {
+             uint8_t *dst, size_t stride, int64_t c0, int64_t c1, int64_t r0,
+             int64_t r1, bool *have, bool *direct, std::string *why) {
     const tile_ref &t = lv.tiles[(size_t)(ty * lv.cols + tx)];
     *have = t.inst >= 0;
     *direct = false;
@@ -1147,7 +1170,7 @@ bool tile_of(sp__dicom_reader *r, const level &lv, int64_t tx, int64_t ty,
     if (dst && in->kind == px::jpeg && in->tw == lv.tw && in->th == lv.th) {
         *direct = true;
         return fetch(r, in, t.frame, why) &&
-               decode(r, in, t.frame, dst, stride, why);
+               decode(r, in, t.frame, dst, stride, 0, in->tw, 0, in->th, why);
     }
     r->cached_inst = -1;
     r->tile.resize((size_t)(in->tw * in->th * 3));
@@ -1155,11 +1178,15 @@ bool tile_of(sp__dicom_reader *r, const level &lv, int64_t tx, int64_t ty,
         return false;
     if (in->kind == px::native)
         std::memcpy(r->tile.data(), r->data.data(), r->tile.size());
-    else if (in->kind == px::j2k ? !decode_j2k(r, in, t.frame, why)
-                                 : !decode(r, in, t.frame, r->tile.data(),
-                                           (size_t)in->tw * 3, why))
+    else if (in->kind == px::j2k
+                 ? !decode_j2k(r, in, t.frame, why)
+                 : !decode(r, in, t.frame, r->tile.data(), (size_t)in->tw * 3,
+                           c0, c1, r0, r1, why))
         return false;
-    r->cached_inst = t.inst;
+    /* a cropped decode holds only its box: not kept for the next read */
+    bool whole_frame = in->kind != px::jpeg ||
+                       (c0 == 0 && c1 >= in->tw && r0 == 0 && r1 >= in->th);
+    r->cached_inst = whole_frame ? t.inst : -1;
     r->cached_frame = t.frame;
     return true;
 }
@@ -1187,7 +1214,15 @@ bool read_grid(sp__dicom_reader *r, const level &lv, int64_t x, int64_t y,
                              ay == ty * lv.th && by == (ty + 1) * lv.th;
                 uint8_t *at =
                     rgb + (size_t)(ay - y) * stride + (size_t)(ax - x) * 3;
-                if (!tile_of(r, lv, tx, ty, whole ? at : nullptr, stride, &have,
+                /* the box inside the frame; a frame reaching past the
+                 * level (its padding) is decoded whole there */
+                int64_t fc1 = bx - tx * lv.tw, fr1 = by - ty * lv.th;
+                if (bx == lv.w)
+                    fc1 = lv.tw;
+                if (by == lv.h)
+                    fr1 = lv.th;
+                if (!tile_of(r, lv, tx, ty, whole ? at : nullptr, stride,
+                             ax - tx * lv.tw, fc1, ay - ty * lv.th, fr1, &have,
                              &direct, &why))
                     return sp_error_set(err, SP_ERR_INPUT, path,
                                         "cannot read pixels: %s", why.c_str());
