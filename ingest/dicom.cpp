@@ -125,26 +125,28 @@ bool has_dicm_magic(const char *path) {
     return ok;
 }
 
-/* Whether the DICOM file `path` may belong to `series`, from its first
- * 64 KiB alone, before DCMTK parses it: a folder exported from a PACS
- * holds many series, and every one opened would otherwise parse every
- * file's header. False only when the UID is not there and the Pixel Data
- * tag is (a dataset's tags ascend, so (0020,000E) precedes (7FE0,0010));
- * DCMTK then checks the files that pass exactly. */
+/* Whether `path` is a DICOM file (has_dicm_magic) that may belong to
+ * `series` (any series when empty), from one read of its first 64 KiB,
+ * before DCMTK parses it: a folder exported from a PACS holds many
+ * series, and every one opened would otherwise parse every file's
+ * header. Not of the series only when the UID is not there and the
+ * Pixel Data tag is (a dataset's tags ascend, so (0020,000E) precedes
+ * (7FE0,0010)); DCMTK then checks the files that pass exactly. */
 bool may_hold_series(const char *path, const std::string &series) {
-    if (series.empty())
-        return true;
     FILE *f = std::fopen(path, "rb");
     if (!f)
         return false;
-    std::vector<char> b(64 << 10);
+    std::vector<char> b(series.empty() ? 132 : 64 << 10);
     size_t n = std::fread(b.data(), 1, b.size(), f);
     std::fclose(f);
+    if (n < 132 || std::memcmp(b.data() + 128, "DICM", 4) != 0)
+        return false;
     auto has = [&](const char *s, size_t k) {
         return std::search(b.begin(), b.begin() + (long)n, s, s + k) !=
                b.begin() + (long)n;
     };
-    return has(series.data(), series.size()) || !has("\xE0\x7F\x10\x00", 4);
+    return series.empty() || has(series.data(), series.size()) ||
+           !has("\xE0\x7F\x10\x00", 4);
 }
 
 std::string str_of(DcmItem *it, const DcmTagKey &k, int pos = 0) {
@@ -591,8 +593,7 @@ bool load_series(sp__dicom *d, const std::string &only, sp_error *err,
     /* the file asked for first, then in name order */
     std::sort(files.begin() + (only.empty() ? 0 : 1), files.end());
     for (const std::string &p : files) {
-        if (!has_dicm_magic(p.c_str()) ||
-            (p != only && !may_hold_series(p.c_str(), d->series)))
+        if (!may_hold_series(p.c_str(), p == only ? std::string() : d->series))
             continue;
         auto *in = new instance;
         in->path = p;
@@ -905,19 +906,13 @@ bool fetch(sp__dicom_reader *r, instance *in, Uint32 f, std::string *why) {
             }
             size_t at = r->data.size();
             r->data.resize(at + len);
-            size_t got = 0;
-            while (got < len) {
-                ssize_t n = pread(in->fd, r->data.data() + at + got, len - got,
-                                  (off_t)(in->item_off[i] + got));
-                if (n < 0 && errno == EINTR)
-                    continue;
-                if (n <= 0) {
-                    *why = "frame " + std::to_string(f + 1) + ": " +
-                           (n < 0 ? std::strerror(errno)
-                                  : "the file is shorter than it was");
-                    return false;
-                }
-                got += (size_t)n;
+            int e = sp__pread_all(in->fd, r->data.data() + at, len,
+                                  in->item_off[i]);
+            if (e != 0) {
+                *why = "frame " + std::to_string(f + 1) + ": " +
+                       (e > 0 ? std::strerror(e)
+                              : "the file is shorter than it was");
+                return false;
             }
         }
         return true;

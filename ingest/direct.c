@@ -377,9 +377,7 @@ void sp__direct_reader_free(sp__direct_reader *r) {
     free(r);
 }
 
-/* `n` bytes at `off` of `fd` into `buf`: 0, or errno (-1: the file is
- * shorter than it was when probed). */
-static int pread_all(int fd, uint8_t *buf, uint64_t n, uint64_t off) {
+int sp__pread_all(int fd, uint8_t *buf, uint64_t n, uint64_t off) {
     uint64_t got = 0;
     while (got < n) {
         ssize_t k = pread(fd, buf + got, n - got, (off_t)(off + got));
@@ -427,7 +425,7 @@ static bool read_tile_data(sp__direct_reader *r, const sp__direct *dd,
         r->data = p;
         r->data_cap = n;
     }
-    int e = pread_all(dd->fd, r->data, n, off);
+    int e = sp__pread_all(dd->fd, r->data, n, off);
     return e == 0 || tile_read_error(e, d->level, tx, ty, path, err);
 }
 
@@ -605,7 +603,7 @@ static bool append_tile_bytes(const sp__direct *dd, const dlevel *d, size_t t,
     if (!at)
         return sp_error_set(err, SP_ERR_NOMEM, path,
                             "out of memory reading a tile");
-    int e = pread_all(dd->fd, at, n, off);
+    int e = sp__pread_all(dd->fd, at, n, off);
     return e == 0 || tile_read_error(e, d->level, tx, ty, path, err);
 }
 

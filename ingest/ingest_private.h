@@ -65,6 +65,11 @@ bool sp__direct_read(sp__direct_reader *r, const sp__direct *d, int level,
                      const uint8_t bg[3], uint8_t *rgb, size_t stride,
                      const char *path, sp_error *err);
 
+/* `n` bytes at `off` of `fd` into `buf`, retried past short reads and
+ * EINTR (direct.c; tiles and DICOM frames): 0, or errno (-1: the file
+ * ends sooner, shorter than it was when opened). */
+int sp__pread_all(int fd, uint8_t *buf, uint64_t n, uint64_t off);
+
 /* direct.c: the stored tiles of a level directly read (ingest.h's
  * sp_slide_stored_tiles and sp_slide_read_stored_tile). */
 bool sp__direct_stored(const sp__direct *d, int level, sp_stored_tiles *out,

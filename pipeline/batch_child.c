@@ -232,9 +232,8 @@ static void commit(sp_batch *b, sp__bslide *s, const sp_run_result *r,
     sp__set_str(&s->note, r->note[0] ? r->note : NULL);
     sp__bslide_sync(s);
     bool oom = false;
-    const char *opts = s->params + strlen(SP__BATCH_FINGERPRINT_TAG);
-    char *missing = sp__batch_missing_output(
-        s->tmpdir, sp__batch_container_of(*opts ? opts + 1 : NULL), &oom);
+    char *missing =
+        sp__batch_missing_output(s->tmpdir, sp__batch_slide_container(s), &oom);
     if (missing) {
         snprintf(buf, sizeof buf,
                  "%s: the slide job reported success but left no %s", s->path,

@@ -190,6 +190,8 @@ char *sp__batch_missing_output(const char *dir, sp_container c, bool *oom);
 /* The container a slide's options text (its params after the tag) asks
  * for: dzi unless container=... */
 sp_container sp__batch_container_of(const char *options);
+/* The container slide `s`'s parameters (its params) ask for. */
+sp_container sp__batch_slide_container(const sp__bslide *s);
 /* Write `dir`/done.json for `s`, whose job gave `r`, atomically. */
 bool sp__batch_write_done(sp_batch *b, const sp__bslide *s, const char *dir,
                           const sp_run_result *r, double seconds,

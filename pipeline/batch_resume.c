@@ -38,8 +38,7 @@ char *sp__batch_missing_output(const char *dir, sp_container c, bool *oom) {
     return missing;
 }
 
-/* The container the slide's parameters ask for. */
-static sp_container params_container(const sp__bslide *s) {
+sp_container sp__batch_slide_container(const sp__bslide *s) {
     const char *p =
         s->params ? s->params + strlen(SP__BATCH_FINGERPRINT_TAG) : "";
     return sp__batch_container_of(*p ? p + 1 : NULL);
@@ -107,7 +106,7 @@ bool sp__batch_already_done(sp_batch *b, sp__bslide *s) {
     if (ok) {
         bool oom;
         char *missing =
-            sp__batch_missing_output(dir, params_container(s), &oom);
+            sp__batch_missing_output(dir, sp__batch_slide_container(s), &oom);
         ok = !missing && !oom;
         free(missing);
     }
@@ -152,8 +151,8 @@ bool sp__batch_write_done(sp_batch *b, const sp__bslide *s, const char *dir,
                                   : sp__strdup0(s->id); /* below OUTDIR */
     char *stem = final ? sp_path_join(final, SP__BATCH_OUT_BASE) : NULL;
     sp_pyramid_names names = {0};
-    bool named =
-        stem && sp_pyramid_names_init(&names, stem, params_container(s), NULL);
+    bool named = stem && sp_pyramid_names_init(
+                             &names, stem, sp__batch_slide_container(s), NULL);
     free(stem);
     const char *output = named ? names.main : NULL;
     /* the job's record as the outputs name things: the slide as recorded,

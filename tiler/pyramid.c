@@ -34,8 +34,9 @@ void sp_tile_opts_default(sp_tile_opts *o) {
     memset(o->background, 255, 3);
 }
 
-bool sp_tile_passthrough_check(const sp_slide *s, const sp_tile_opts *o,
-                               char *why, size_t why_n) {
+/* sp_tile_passthrough_check, and how level 0 is stored into *st. */
+static bool copy_check(const sp_slide *s, const sp_tile_opts *o,
+                       sp_stored_tiles *stp, char *why, size_t why_n) {
     const char *cause = NULL;
     sp_stored_tiles st;
     int T = o->tile_size ? o->tile_size : 256;
@@ -74,7 +75,14 @@ bool sp_tile_passthrough_check(const sp_slide *s, const sp_tile_opts *o,
                  "cannot label (no YBR_FULL for JPEG)");
         return false;
     }
+    *stp = st;
     return true;
+}
+
+bool sp_tile_passthrough_check(const sp_slide *s, const sp_tile_opts *o,
+                               char *why, size_t why_n) {
+    sp_stored_tiles st;
+    return copy_check(s, o, &st, why, why_n);
 }
 
 bool sp_container_parse(const char *s, sp_container *out) {
@@ -441,15 +449,9 @@ sp_pyramid *sp_pyramid_create(const sp_pyramid_opts *prm, sp_error *err) {
                          "passthrough: no slide whose level 0 is the image");
             goto fail;
         }
-        if (!sp_tile_passthrough_check(prm->slide, o, why, sizeof why)) {
+        if (!copy_check(prm->slide, o, &p->stored0, why, sizeof why)) {
             sp_error_set(err, SP_ERR_USAGE, sp_slide_path(prm->slide),
                          "--passthrough: %s", why);
-            goto fail;
-        }
-        const char *cause;
-        if (!sp_slide_stored_tiles(prm->slide, 0, &p->stored0, &cause)) {
-            sp_error_set(err, SP_ERR_INPUT, sp_slide_path(prm->slide),
-                         "--passthrough: %s", cause);
             goto fail;
         }
         p->copy0 = true;

@@ -182,9 +182,12 @@ static void make_id(sp_catalog *c, const char *want, char *id) {
 }
 
 /* Add one slide: a slide file and/or a pyramid, optional features. */
+/* `found`: the slide file was found by a folder scan, where the slide
+ * size rule holds (ingest.h); a file named by the user is shown at any
+ * size. */
 static bool add_slide(sp_catalog *c, const char *id_hint, const char *name,
-                      const char *slide_path, const char *dzi, const char *json,
-                      const char *h5, sp_error *err) {
+                      const char *slide_path, bool found, const char *dzi,
+                      const char *json, const char *h5, sp_error *err) {
     sp_vslide *s = calloc(1, sizeof *s);
     if (!s)
         return sp_error_set(err, SP_ERR_NOMEM, name, "out of memory");
@@ -203,7 +206,7 @@ static bool add_slide(sp_catalog *c, const char *id_hint, const char *name,
         s->width = l0->width;
         s->height = l0->height;
         s->dz_levels = sp_tile_dz_level_count(s->width, s->height);
-        if (c->scanning && !sp_slide_size_rule_ok(s->slide)) {
+        if (found && !sp_slide_size_rule_ok(s->slide)) {
             /* a small image found in a folder: not a slide (ingest.h) */
             slide_free(s);
             return true;
@@ -291,7 +294,8 @@ static char *sibling(const char *stem, const char *suffix) {
 
 /* A slide file X.svs, with the pyramid X.dzi (and X.json) and the
  * features X.h5 beside it when they exist. */
-static bool add_slide_file(sp_catalog *c, const char *path, sp_error *err) {
+static bool add_slide_file(sp_catalog *c, const char *path, bool found,
+                           sp_error *err) {
     char *stem = strip_ext(path), *id = sp_slide_id(path);
     sp_pyramid_names pn = {0};
     if (!stem || !id ||
@@ -303,7 +307,8 @@ static bool add_slide_file(sp_catalog *c, const char *path, sp_error *err) {
     const char *dzi = is_regular(pn.main) ? pn.main : NULL;
     const char *json = dzi && is_regular(pn.sidecar) ? pn.sidecar : NULL;
     char *h5 = sibling(stem, ".h5");
-    bool ok = add_slide(c, id, sp_basename(path), path, dzi, json, h5, err);
+    bool ok =
+        add_slide(c, id, sp_basename(path), path, found, dzi, json, h5, err);
     sp_pyramid_names_free(&pn);
     free(stem);
     free(id);
@@ -321,7 +326,8 @@ static bool add_dzi_file(sp_catalog *c, const char *path, sp_error *err) {
     }
     const char *json = is_regular(pn.sidecar) ? pn.sidecar : NULL;
     char *h5 = sibling(pn.stem, ".h5");
-    bool ok = add_slide(c, id, sp_basename(path), NULL, path, json, h5, err);
+    bool ok =
+        add_slide(c, id, sp_basename(path), NULL, false, path, json, h5, err);
     sp_pyramid_names_free(&pn);
     free(id);
     free(h5);
@@ -354,7 +360,7 @@ static bool add_batch_dir(sp_catalog *c, const char *dir, const char *id,
     if (!ok)
         sp_error_set(err, SP_ERR_NOMEM, dir, "out of memory");
     else
-        ok = add_slide(c, id, id, NULL, pn.main,
+        ok = add_slide(c, id, id, NULL, false, pn.main,
                        is_regular(pn.sidecar) ? pn.sidecar : NULL,
                        is_regular(h5) ? h5 : NULL, err);
     sp_pyramid_names_free(&pn);
@@ -398,10 +404,10 @@ static bool scan_dir(sp_catalog *c, const char *dir, sp_error *err) {
                 if (is_batch_dir(p))
                     added = add_batch_dir(c, p, names[i], &e2);
                 else if (sp_slide_is_series_dir(p)) /* a DICOM series */
-                    added = add_slide_file(c, p, &e2);
+                    added = add_slide_file(c, p, true, &e2);
             } else if (pass == 0 && S_ISREG(st.st_mode) &&
                        sp_slide_ext_kind(names[i]) != SP_EXT_OTHER) {
-                added = add_slide_file(c, p, &e2);
+                added = add_slide_file(c, p, true, &e2);
             } else if (pass == 1 && S_ISREG(st.st_mode) &&
                        *sp_pyramid_ext(names[i], SP_CONTAINER_DZI)) {
                 bool claimed = false;
@@ -473,16 +479,14 @@ bool sp_catalog_open(const char *const *inputs, size_t n,
                 ok = stem && add_batch_dir(c, in, sp_basename(stem), err);
                 free(stem);
             } else if (sp_slide_is_series_dir(in)) {
-                ok = add_slide_file(c, in, err); /* a DICOM series */
+                ok = add_slide_file(c, in, false, err); /* a DICOM series */
             } else {
-                c->scanning = true;
                 ok = scan_dir(c, in, err);
-                c->scanning = false;
             }
         } else if (*sp_pyramid_ext(in, SP_CONTAINER_DZI)) {
             ok = add_dzi_file(c, in, err);
         } else {
-            ok = add_slide_file(c, in, err);
+            ok = add_slide_file(c, in, false, err);
         }
         if (!ok)
             goto fail;

@@ -93,7 +93,6 @@ struct sp_catalog {
     size_t n, cap;
     char **warnings;
     size_t nwarn;
-    bool scanning; /* adding what a folder scan found: the size rule holds */
     sp_vasset assets[8];
     size_t nassets;
     pthread_mutex_t h5_lock; /* every HDF5 call, process-wide */
