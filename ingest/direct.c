@@ -448,10 +448,10 @@ static bool read_tile_data(sp__direct_reader *r, const sp__direct *dd,
  * the data after the last row (up to EOI) is not examined:
  * jpeg_finish_decompress is never called. */
 static bool decode_tile(sp__direct_reader *r, const sp__direct *dd,
-                        const dlevel *d, size_t t, int64_t tx, int64_t ty,
-                        int64_t c0, int64_t c1, int64_t r0, int64_t r1,
-                        JSAMPROW *rows, int64_t *xoff, const char *path,
-                        sp_error *err) {
+                        const dlevel *d, int denom, size_t t, int64_t tx,
+                        int64_t ty, int64_t c0, int64_t c1, int64_t r0,
+                        int64_t r1, JSAMPROW *rows, int64_t *xoff,
+                        const char *path, sp_error *err) {
     if (!read_tile_data(r, dd, d, t, tx, ty, path, err))
         return false;
     struct jpeg_decompress_struct *c = &r->cinfo;
@@ -475,22 +475,26 @@ static bool decode_tile(sp__direct_reader *r, const sp__direct *dd,
         ERREXIT(c, JERR_NO_IMAGE);
     c->jpeg_color_space = d->space;
     c->out_color_space = JCS_RGB;
+    c->scale_num = 1;
+    c->scale_denom = (unsigned)denom;
     jpeg_start_decompress(c);
-    if ((int64_t)c->output_width != d->tile_w ||
-        (int64_t)c->output_height != d->tile_h || c->output_components != 3) {
+    /* the tile's size in output pixels (tile sizes are even at denom 2) */
+    const int64_t tw = d->tile_w / denom, th = d->tile_h / denom;
+    if ((int64_t)c->output_width != tw || (int64_t)c->output_height != th ||
+        c->output_components != 3) {
         jpeg_abort_decompress(c);
         return sp_error_set(err, SP_ERR_INPUT, path,
                             "level %d tile (%lld, %lld) is a %ux%u JPEG, the "
                             "TIFF directory says %lldx%lld",
                             d->level, (long long)tx, (long long)ty,
-                            c->output_width, c->output_height,
+                            c->output_width * denom, c->output_height * denom,
                             (long long)d->tile_w, (long long)d->tile_h);
     }
     *xoff = 0;
     const int64_t m = (int64_t)c->max_h_samp_factor * DCTSIZE;
     int64_t a = c0 - m < 0 ? 0 : c0 - m;
-    int64_t b = c1 + m > d->tile_w ? d->tile_w : c1 + m;
-    if (a > 0 || b < d->tile_w) {
+    int64_t b = c1 + m > tw ? tw : c1 + m;
+    if (a > 0 || b < tw) {
         JDIMENSION xo = (JDIMENSION)a, w = (JDIMENSION)(b - a);
         jpeg_crop_scanline(c, &xo, &w);
         *xoff = (int64_t)xo;
@@ -500,11 +504,11 @@ static bool decode_tile(sp__direct_reader *r, const sp__direct *dd,
     while ((int64_t)c->output_scanline < r1)
         jpeg_read_scanlines(c, rows + c->output_scanline,
                             (JDIMENSION)(r1 - c->output_scanline));
-    if (r1 < d->tile_h) {
+    if (r1 < th) {
         /* the rest of the tile's data, as OpenSlide reads it */
-        JSAMPROW last = r->tile + (d->tile_h - 1) * d->tile_w * 3;
-        if (r1 < d->tile_h - 1)
-            jpeg_skip_scanlines(c, (JDIMENSION)(d->tile_h - 1 - r1));
+        JSAMPROW last = r->tile + (th - 1) * tw * 3;
+        if (r1 < th - 1)
+            jpeg_skip_scanlines(c, (JDIMENSION)(th - 1 - r1));
         while (c->output_scanline < c->output_height)
             jpeg_read_scanlines(c, &last, 1);
     }
@@ -519,16 +523,67 @@ static void fill_bg(uint8_t *p, int64_t n, const uint8_t bg[3]) {
     }
 }
 
-bool sp__direct_read(sp__direct_reader *r, const sp__direct *dd, int level,
-                     int64_t x, int64_t y, int64_t w, int64_t h,
-                     const uint8_t bg[3], uint8_t *rgb, size_t row_stride,
-                     const char *path, sp_error *err) {
+/* Whether the image (`size` pixels across) ends inside tile `t` of
+ * `tile` pixels after an odd number of them. */
+static bool odd_edge(int64_t size, int64_t t, int64_t tile) {
+    int64_t left = size - t * tile;
+    return left < tile && left % 2 == 1;
+}
+
+/* A tile that the image's edge cuts after an odd row or column, at half
+ * size: decoded whole and averaged in 2x2 boxes, the image's last row or
+ * column paired with itself, as the pyramid's box does (DCT scaling would
+ * mix in the padding past the edge). Half-size tile columns [c0, c1) and
+ * rows [r0, r1) into `out` (its pixel (c0, r0)), rows `stride` apart. */
+static bool half_edge_tile(sp__direct_reader *r, const sp__direct *dd,
+                           const dlevel *d, size_t t, int64_t tx, int64_t ty,
+                           int64_t c0, int64_t c1, int64_t r0, int64_t r1,
+                           uint8_t *out, int64_t stride, const char *path,
+                           sp_error *err) {
+    const int64_t tw = d->tile_w, th = d->tile_h;
+    for (int64_t k = 0; k < th; k++)
+        r->rows[k] = r->tile + k * tw * 3;
+    int64_t xoff;
+    if (!decode_tile(r, dd, d, 1, t, tx, ty, 0, tw, 0, th, r->rows, &xoff, path,
+                     err))
+        return false;
+    /* the last image row and column inside the tile */
+    const int64_t ylast =
+        d->height - ty * th - 1 < th - 1 ? d->height - ty * th - 1 : th - 1;
+    const int64_t xlast =
+        d->width - tx * tw - 1 < tw - 1 ? d->width - tx * tw - 1 : tw - 1;
+    for (int64_t i = r0; i < r1; i++) {
+        const uint8_t *a = r->tile + 2 * i * tw * 3;
+        const uint8_t *b =
+            r->tile + (2 * i + 1 > ylast ? 2 * i : 2 * i + 1) * tw * 3;
+        uint8_t *o = out + (i - r0) * stride;
+        for (int64_t j = c0; j < c1; j++) {
+            const int64_t u = 6 * j, v = 2 * j + 1 > xlast ? u : u + 3;
+            for (int ch = 0; ch < 3; ch++)
+                o[3 * (j - c0) + ch] = (uint8_t)((a[u + ch] + a[v + ch] +
+                                                  b[u + ch] + b[v + ch] + 2) >>
+                                                 2);
+        }
+    }
+    return true;
+}
+
+/* Region (x, y, w, h) of level `level` decoded at 1/denom of its size
+ * (1 or 2): in pixels of that size, whose tiles are tile_w/denom by
+ * tile_h/denom and whose image is width/denom by height/denom, rounded
+ * up. */
+static bool direct_read(sp__direct_reader *r, const sp__direct *dd, int level,
+                        int denom, int64_t x, int64_t y, int64_t w, int64_t h,
+                        const uint8_t bg[3], uint8_t *rgb, size_t row_stride,
+                        const char *path, sp_error *err) {
     const dlevel *d = &dd->lv[level];
     const int64_t stride = (int64_t)row_stride;
+    const int64_t width = (d->width + denom - 1) / denom,
+                  height = (d->height + denom - 1) / denom;
     /* background where the region leaves the image */
     int64_t ix0 = x < 0 ? 0 : x, iy0 = y < 0 ? 0 : y;
-    int64_t ix1 = x + w > d->width ? d->width : x + w;
-    int64_t iy1 = y + h > d->height ? d->height : y + h;
+    int64_t ix1 = x + w > width ? width : x + w;
+    int64_t iy1 = y + h > height ? height : y + h;
     if (ix0 >= ix1 || iy0 >= iy1 || ix0 > x || iy0 > y || ix1 < x + w ||
         iy1 < y + h)
         for (int64_t k = 0; k < h; k++)
@@ -538,7 +593,7 @@ bool sp__direct_read(sp__direct_reader *r, const sp__direct *dd, int level,
     if (d->broken)
         return sp_error_set(err, SP_ERR_INPUT, path, "level %d: %s", level,
                             d->broken);
-    const int64_t tw = d->tile_w, th = d->tile_h;
+    const int64_t tw = d->tile_w / denom, th = d->tile_h / denom;
     for (int64_t ty = iy0 / th; ty * th < iy1; ty++) {
         for (int64_t tx = ix0 / tw; tx * tw < ix1; tx++) {
             size_t t = (size_t)(ty * d->across + tx);
@@ -559,13 +614,22 @@ bool sp__direct_read(sp__direct_reader *r, const sp__direct *dd, int level,
                 continue;
             }
             int64_t xoff;
+            if (denom == 2 && (odd_edge(d->width, tx, d->tile_w) ||
+                               odd_edge(d->height, ty, d->tile_h))) {
+                if (!half_edge_tile(r, dd, d, t, tx, ty, cx0 - x0, cx1 - x0,
+                                    cy0 - y0, cy1 - y0,
+                                    rgb + (cy0 - y) * stride + (cx0 - x) * 3,
+                                    stride, path, err))
+                    return false;
+                continue;
+            }
             if (cx0 == x0 && cx1 == x0 + tw) {
                 /* every column: decode straight into the output (only the
                  * rows of the box are written) */
                 for (int64_t k = cy0 - y0; k < cy1 - y0; k++)
                     r->rows[k] = rgb + (y0 - y + k) * stride + (x0 - x) * 3;
-                if (!decode_tile(r, dd, d, t, tx, ty, 0, tw, cy0 - y0, cy1 - y0,
-                                 r->rows, &xoff, path, err))
+                if (!decode_tile(r, dd, d, denom, t, tx, ty, 0, tw, cy0 - y0,
+                                 cy1 - y0, r->rows, &xoff, path, err))
                     return false;
                 continue;
             }
@@ -573,8 +637,8 @@ bool sp__direct_read(sp__direct_reader *r, const sp__direct *dd, int level,
              * skipped and cut short) into scratch, then copy */
             for (int64_t k = 0; k < th; k++)
                 r->rows[k] = r->tile + k * tw * 3;
-            if (!decode_tile(r, dd, d, t, tx, ty, cx0 - x0, cx1 - x0, cy0 - y0,
-                             cy1 - y0, r->rows, &xoff, path, err))
+            if (!decode_tile(r, dd, d, denom, t, tx, ty, cx0 - x0, cx1 - x0,
+                             cy0 - y0, cy1 - y0, r->rows, &xoff, path, err))
                 return false;
             for (int64_t yy = cy0; yy < cy1; yy++)
                 memcpy(rgb + (yy - y) * stride + (cx0 - x) * 3,
@@ -583,6 +647,36 @@ bool sp__direct_read(sp__direct_reader *r, const sp__direct *dd, int level,
         }
     }
     return true;
+}
+
+bool sp__direct_read(sp__direct_reader *r, const sp__direct *dd, int level,
+                     int64_t x, int64_t y, int64_t w, int64_t h,
+                     const uint8_t bg[3], uint8_t *rgb, size_t row_stride,
+                     const char *path, sp_error *err) {
+    return direct_read(r, dd, level, 1, x, y, w, h, bg, rgb, row_stride, path,
+                       err);
+}
+
+/* ---- level 0 at half size ---------------------------------------------- */
+
+bool sp__direct_can_half(const sp__direct *d) {
+    const dlevel *l = d && d->nlevels > 0 ? &d->lv[0] : NULL;
+    return l && l->present && !l->broken && l->tile_w % 2 == 0 &&
+           l->tile_h % 2 == 0;
+}
+
+/* libjpeg's DCT scaling (scale 1/2): each 8x8 block's inverse DCT is
+ * computed from its 4x4 lowest frequencies, straight into 4x4 pixels,
+ * chroma likewise before upsampling. The entropy decode is the full
+ * one, so damage is seen as in a full-size read. */
+bool sp__direct_read_half(sp__direct_reader *r, const sp__direct *dd, int64_t x,
+                          int64_t y, int64_t w, int64_t h, const uint8_t bg[3],
+                          uint8_t *rgb, size_t row_stride, const char *path,
+                          sp_error *err) {
+    if (!sp__direct_can_half(dd))
+        return sp_error_set(err, SP_ERR_USAGE, path,
+                            "level 0 cannot be read at half size");
+    return direct_read(r, dd, 0, 2, x, y, w, h, bg, rgb, row_stride, path, err);
 }
 
 /* ---- stored tiles ------------------------------------------------------ */

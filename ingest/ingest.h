@@ -132,6 +132,26 @@ bool sp_reader_read_stride(sp_reader *r, int level, int64_t x, int64_t y,
                            int64_t w, int64_t h, uint8_t *rgb, size_t stride,
                            sp_error *err);
 
+/* ---- level 0 at half size ----------------------------------------------- */
+
+/* Whether level 0 can be read at half size (sp_reader_read_half): its
+ * tiles are JPEG that slidepipe decodes directly (Aperio, generic tiled
+ * TIFF), with an even width and height. */
+bool sp_slide_can_read_half(const sp_slide *s);
+
+/* Level 0 at half size: the image of ceil(W/2) x ceil(H/2) pixels whose
+ * pixel (i, j) stands for level 0's 2x2 block at (2i, 2j). It is made by
+ * libjpeg's DCT scaling (each 8x8 block's 4x4 lowest frequencies inverse
+ * transformed into 4x4 pixels), not by averaging a full decode: about
+ * half the decode's cost, pixels within a few levels of a 2x2 box's. The
+ * region w x h at (x, y), in half-size pixels, into `rgb`, rows `stride`
+ * bytes apart; outside the image, the reader's background. As strict as
+ * a full-size read: every row of every tile touched is entropy-decoded
+ * and any libjpeg warning fails it. False with `err` naming the slide;
+ * a usage error unless sp_slide_can_read_half. */
+bool sp_reader_read_half(sp_reader *r, int64_t x, int64_t y, int64_t w,
+                         int64_t h, uint8_t *rgb, size_t stride, sp_error *err);
+
 /* ---- stored tiles, copied without decoding (passthrough) ------------- */
 
 /* How a level stores its tiles when they can be copied as they are:

@@ -65,6 +65,15 @@ bool sp__direct_read(sp__direct_reader *r, const sp__direct *d, int level,
                      const uint8_t bg[3], uint8_t *rgb, size_t stride,
                      const char *path, sp_error *err);
 
+/* direct.c: level 0 decoded at half size (ingest.h's
+ * sp_reader_read_half), in half-size pixels; sp__direct_can_half: its
+ * tiles are read directly and have an even width and height. */
+bool sp__direct_can_half(const sp__direct *d);
+bool sp__direct_read_half(sp__direct_reader *r, const sp__direct *d, int64_t x,
+                          int64_t y, int64_t w, int64_t h, const uint8_t bg[3],
+                          uint8_t *rgb, size_t stride, const char *path,
+                          sp_error *err);
+
 /* `n` bytes at `off` of `fd` into `buf`, retried past short reads and
  * EINTR (direct.c; tiles and DICOM frames): 0, or errno (-1: the file
  * ends sooner, shorter than it was when opened). */

@@ -177,3 +177,23 @@ bool sp_reader_read_stride(sp_reader *r, int level, int64_t x, int64_t y,
         sp__argb_to_rgb(r->argb + k * w, (size_t)w, r->bg, rgb + k * stride);
     return true;
 }
+
+bool sp_slide_can_read_half(const sp_slide *s) {
+    return sp__direct_can_half(s->direct);
+}
+
+bool sp_reader_read_half(sp_reader *r, int64_t x, int64_t y, int64_t w,
+                         int64_t h, uint8_t *rgb, size_t stride,
+                         sp_error *err) {
+    const char *path = r->slide->path;
+    if (w <= 0 || h <= 0 || w > INT32_MAX || h > INT32_MAX ||
+        stride < (size_t)w * 3)
+        return sp_error_set(err, SP_ERR_USAGE, path,
+                            "invalid region size %lldx%lld", (long long)w,
+                            (long long)h);
+    if (!r->direct)
+        return sp_error_set(err, SP_ERR_USAGE, path,
+                            "level 0 cannot be read at half size");
+    return sp__direct_read_half(r->direct, r->slide->direct, x, y, w, h, r->bg,
+                                rgb, stride, path, err);
+}

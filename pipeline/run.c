@@ -45,6 +45,8 @@ typedef struct {
     int threads;
     int64_t W, H;
     sp_pyramid *pyr;         /* or NULL */
+    bool half;               /* bands of level 0 at half size (the
+                                pyramid's half_input) */
     sp_analysis_result *ar;  /* features in the band loop, or NULL */
     size_t *row_first;       /* ar->rows + 1: first tile of each row */
     uint8_t *streams;        /* a feature stream per tile of a row */
@@ -227,9 +229,9 @@ static bool band_progress(band_ctx *c, int64_t rows, sp_error *err) {
         return sp_error_set(err, SP_ERR_INTERNAL, sp_slide_path(c->slide),
                             "interrupted");
     c->rows_done += rows;
+    const int64_t H = c->half ? (c->H + 1) / 2 : c->H; /* rows a stripe */
     if (o->progress)
-        o->progress(o->progress_user, "pixels", c->rows_done,
-                    c->H * c->nstripes);
+        o->progress(o->progress_user, "pixels", c->rows_done, H * c->nstripes);
     return true;
 }
 
@@ -420,6 +422,7 @@ static bool run_slide(const char *slide_path, const sp_run_opts *o,
     const int threads = o->threads > 0 ? o->threads : sp_default_threads();
     sp_slide *s = NULL;
     sp_pyramid *pyr = NULL;
+    bool pp_half = false; /* the pyramid takes level 1 at half size */
     sp_analysis_result ar;
     memset(&ar, 0, sizeof ar);
     band_ctx bc;
@@ -485,6 +488,9 @@ static bool run_slide(const char *slide_path, const sp_run_opts *o,
         }
         /* analysis tiles may reach past a stripe: read them in place too */
         pp.input_extra = feat_in_bands ? ar.tile_size : 0;
+        /* level 0 copied and its pixels wanted by nobody else: the
+         * pyramid gets level 1, decoded at half size */
+        pp.half_input = !want_feat && sp_tile_half_input(s, &pp.opts);
         if (o->tile.skip_background && o->mask_for_background) {
             /* analysis/'s per-pixel decision (saturation above the
              * slide's Otsu threshold), on each tile's own pixels */
@@ -507,6 +513,7 @@ static bool run_slide(const char *slide_path, const sp_run_opts *o,
         pp.source.mpp_x = mx;
         pp.source.mpp_y = my;
         pp.source.objective_power = pw;
+        pp_half = pp.half_input;
         pyr = sp_pyramid_create(&pp, err);
         if (!pyr)
             goto out;
@@ -519,6 +526,7 @@ static bool run_slide(const char *slide_path, const sp_run_opts *o,
     bc.W = l0->width;
     bc.H = l0->height;
     bc.pyr = pyr;
+    bc.half = pyr && pp_half;
     /* the thumbnail: from a native level when the slide has one near the
      * size (cheap), else summed from the bands as they go by */
     double thumb_ds = (double)(bc.W > bc.H ? bc.W : bc.H) / THUMB_MAX;
@@ -572,7 +580,8 @@ static bool run_slide(const char *slide_path, const sp_run_opts *o,
         sp_band_hooks hooks = {.fn = on_band,
                                .want = bc.need ? want_native : NULL,
                                .dest = pyr ? band_dest : NULL,
-                               .user = &bc};
+                               .user = &bc,
+                               .half = bc.half};
         if (!pyr) { /* analysis alone: its work beside the next reads */
             hooks.fn = band_done;
             hooks.plan = plan_band;

@@ -37,12 +37,13 @@ typedef struct {
     size_t stride;
     int64_t tc0, tcols, trows; /* its native tiles: first column, counts */
     int64_t nwork;             /* items planned on it */
+    int64_t uy0, urows;        /* the rows the hooks see (half size: halved) */
 } band;
 
 /* Reads native tile item i (row-major over the band's tiles) of `b`, the
  * part inside the stripe that `want` asks for. */
 static bool read_item(sp_reader *r, const band *b, int64_t i, int64_t ntw,
-                      int64_t nth, sp_band_want_fn want, void *user,
+                      int64_t nth, bool half, sp_band_want_fn want, void *user,
                       sp_error *err) {
     int64_t x = (b->tc0 + i % b->tcols) * ntw, y = (i / b->tcols) * nth;
     int64_t xe = x + ntw < b->x1 ? x + ntw : b->x1;
@@ -53,6 +54,14 @@ static bool read_item(sp_reader *r, const band *b, int64_t i, int64_t ntw,
     if (h <= 0)
         return true;
     int64_t ry = b->y0 + y; /* level-0 row */
+    if (half) {
+        /* x, ry and the band's x0, y0 are even (tile and stripe edges) */
+        int64_t hx = x / 2, hy = ry / 2;
+        uint8_t *dst =
+            b->px + (hy - b->y0 / 2) * b->stride + (hx - b->x0 / 2) * 3;
+        return sp_reader_read_half(r, hx, hy, (x + w + 1) / 2 - hx,
+                                   (ry + h + 1) / 2 - hy, dst, b->stride, err);
+    }
     if (want && !want(user, &x, &ry, &w, &h))
         return true; /* nobody reads it: left as it is */
     uint8_t *dst = b->px + (ry - b->y0) * b->stride + (x - b->x0) * 3;
@@ -86,9 +95,17 @@ bool sp_band_loop(sp_slide *s, int threads, const uint8_t bg[3],
             maxw = c->x1 - c->x0;
     }
     const bool pipe = hooks->plan && hooks->item && !hooks->dest;
+    const bool half = hooks->half;
     int P = threads > 0 ? threads : sp_default_threads();
     int64_t ntw, nth;
     native_tile(s, &ntw, &nth);
+    if (half && (want || !sp_slide_can_read_half(s) || ntw % 2 || nth % 2))
+        return sp_error_set(err, SP_ERR_USAGE, sp_slide_path(s),
+                            "band loop: level 0 cannot be read at half size");
+    for (int i = 0; half && i < nstripes; i++)
+        if (stripes[i].x0 % 2)
+            return sp_error_set(err, SP_ERR_USAGE, sp_slide_path(s),
+                                "band loop: a stripe at an odd column");
     const int64_t B = sp_band_rows_for(s, band_rows);
     const int64_t per = (H + B - 1) / B; /* bands per stripe */
     const int64_t nb = per * nstripes;
@@ -114,8 +131,12 @@ bool sp_band_loop(sp_slide *s, int threads, const uint8_t bg[3],
             cur.x0 = stripes[cur.stripe].x0;
             cur.x1 = stripes[cur.stripe].x1;
             const int64_t sw = cur.x1 - cur.x0;
-            cur.px = hooks->dest ? hooks->dest(user, cur.stripe, cur.y0,
-                                               cur.rows, sw, &cur.stride)
+            /* what the hooks see: at half size, the band's half rows */
+            cur.uy0 = half ? cur.y0 / 2 : cur.y0;
+            cur.urows = half ? (cur.y0 + cur.rows + 1) / 2 - cur.uy0 : cur.rows;
+            const int64_t uw = half ? (cur.x1 + 1) / 2 - cur.x0 / 2 : sw;
+            cur.px = hooks->dest ? hooks->dest(user, cur.stripe, cur.uy0,
+                                               cur.urows, uw, &cur.stride)
                                  : NULL;
             if (!cur.px) {
                 uint8_t **o = &own[pipe ? b & 1 : 0];
@@ -125,7 +146,7 @@ bool sp_band_loop(sp_slide *s, int threads, const uint8_t bg[3],
                     goto out;
                 }
                 cur.px = *o;
-                cur.stride = sw * 3;
+                cur.stride = uw * 3;
             }
             /* work items: the native tiles (their part inside the stripe),
              * read straight into the band: no copy, none decoded twice */
@@ -153,7 +174,7 @@ bool sp_band_loop(sp_slide *s, int threads, const uint8_t bg[3],
                         continue;
                     bool done = i < nread
                                     ? read_item(me->reader, &cur, i, ntw, nth,
-                                                want, user, &me->err)
+                                                half, want, user, &me->err)
                                     : hooks->item(user, i - nread, &me->err);
                     if (!done)
                         atomic_store(&failed, true);
@@ -171,20 +192,20 @@ bool sp_band_loop(sp_slide *s, int threads, const uint8_t bg[3],
         }
         if (have_prev) {
             have_prev = false;
-            if (!hooks->fn(user, prev.stripe, prev.px, prev.stride, prev.y0,
-                           prev.rows, err))
+            if (!hooks->fn(user, prev.stripe, prev.px, prev.stride, prev.uy0,
+                           prev.urows, err))
                 goto out;
         }
         if (b >= nb)
             continue;
         if (!pipe) {
-            if (!hooks->fn(user, cur.stripe, cur.px, cur.stride, cur.y0,
-                           cur.rows, err))
+            if (!hooks->fn(user, cur.stripe, cur.px, cur.stride, cur.uy0,
+                           cur.urows, err))
                 goto out;
             continue;
         }
-        cur.nwork = hooks->plan(user, cur.stripe, cur.px, cur.stride, cur.y0,
-                                cur.rows, err);
+        cur.nwork = hooks->plan(user, cur.stripe, cur.px, cur.stride, cur.uy0,
+                                cur.urows, err);
         if (cur.nwork < 0)
             goto out;
         prev = cur;

@@ -14,7 +14,12 @@
  * the image; the core columns of its level k go into `tail`, level k whole
  * (1/4^k of the pixels), from which levels k+1.. are built at the end.
  * Every level is the same 2x2 box of the level above as without stripes,
- * so the tiles are byte-identical either way. */
+ * so the tiles are byte-identical either way.
+ *
+ * With passthrough, level 0's tiles are the slide's own and need no
+ * pixels; with half_input the caller then pushes level 1 (level 0's JPEG
+ * tiles decoded at half size) and level 0 keeps no rows, only the count
+ * that makes its tile rows ready in step with level 1's. */
 #include "tiler_private.h"
 
 #include <math.h>
@@ -83,6 +88,13 @@ bool sp_tile_passthrough_check(const sp_slide *s, const sp_tile_opts *o,
                                char *why, size_t why_n) {
     sp_stored_tiles st;
     return copy_check(s, o, &st, why, why_n);
+}
+
+bool sp_tile_half_input(const sp_slide *s, const sp_tile_opts *o) {
+    const sp_level *l0 = sp_slide_level(s, 0);
+    int T = o->tile_size ? o->tile_size : 256;
+    return o->passthrough && o->container != SP_CONTAINER_DZI &&
+           sp_slide_can_read_half(s) && (l0->width > T || l0->height > T);
 }
 
 bool sp_container_parse(const char *s, sp_container *out) {
@@ -280,9 +292,12 @@ static void begin_stripe(sp_pyramid *p, int s) {
     }
 }
 
+/* The rows the caller pushes in all: level `base`'s height. */
+static int64_t base_height(const sp_pyramid *p) { return p->lv[p->base].h; }
+
 /* The current stripe complete and another to come: start it. */
 static void next_stripe_if_done(sp_pyramid *p) {
-    if (p->pushed == p->prm.height && p->stripe + 1 < p->nstripes)
+    if (p->pushed == base_height(p) && p->stripe + 1 < p->nstripes)
         begin_stripe(p, p->stripe + 1);
 }
 
@@ -422,13 +437,26 @@ sp_pyramid *sp_pyramid_create(const sp_pyramid_opts *prm, sp_error *err) {
         p->lv[d].buf_w = p->lv[d].w;
     if (prm->input_extra > 0) /* wider bands read in place (pyramid_input) */
         p->lv[0].buf_w += prm->input_extra;
+    /* half input: level 0 holds no pixels, only its tiles' progress */
+    p->base = prm->half_input ? 1 : 0;
+    if (prm->half_input && (!o->passthrough || p->nlevels < 2)) {
+        sp_error_set(err, SP_ERR_USAGE, out,
+                     "half-size input needs passthrough and two levels");
+        goto fail;
+    }
+    if (p->base)
+        p->push_max = B / 2;
     for (int d = 0; d < p->nlevels; d++) {
         sp__plevel *L = &p->lv[d];
+        if (d < p->base) {
+            L->cap = 0;
+            continue;
+        }
         L->buf = sp_big_alloc((size_t)(L->cap * L->buf_w * 3));
         L->pending = malloc((size_t)(L->buf_w * 3));
         if (!L->buf || !L->pending)
             goto oom;
-        if (d + 1 < p->nlevels) {
+        if (d + 1 < p->nlevels && d >= p->base) {
             L->down =
                 sp_big_alloc((size_t)(L->down_cap * p->lv[d + 1].buf_w * 3));
             if (!L->down)
@@ -698,20 +726,6 @@ static bool do_tile(sp_pyramid *p, sp__pthread *me, const tile_job *j,
                     int64_t *written, int64_t *skipped, int64_t *copied) {
     sp__plevel *L = &p->lv[j->d];
     int T = p->T, O = p->O;
-    int64_t x0 = j->col * T - (j->col > 0 ? O : 0);
-    int64_t x1 = (j->col + 1) * T + O;
-    int64_t y0 = j->row * T - (j->row > 0 ? O : 0);
-    int64_t y1 = (j->row + 1) * T + O;
-    if (x1 > L->w)
-        x1 = L->w;
-    if (y1 > L->h)
-        y1 = L->h;
-    int64_t rs = L->rs;
-    const uint8_t *px =
-        L->buf + (L->start + y0 - L->y0) * rs + (x0 - L->x0) * 3;
-    int64_t pitch = rs, tw = x1 - x0, th = y1 - y0;
-    int64_t ow = tw, oh = th;
-
     if (p->copy0 && j->d == 0) {
         /* passthrough: the slide's own tile, every one (lossless) */
         sp_buf *b = &me->stored;
@@ -727,6 +741,19 @@ static bool do_tile(sp_pyramid *p, sp__pthread *me, const tile_job *j,
         (*copied)++;
         return true;
     }
+    int64_t x0 = j->col * T - (j->col > 0 ? O : 0);
+    int64_t x1 = (j->col + 1) * T + O;
+    int64_t y0 = j->row * T - (j->row > 0 ? O : 0);
+    int64_t y1 = (j->row + 1) * T + O;
+    if (x1 > L->w)
+        x1 = L->w;
+    if (y1 > L->h)
+        y1 = L->h;
+    int64_t rs = L->rs;
+    const uint8_t *px =
+        L->buf + (L->start + y0 - L->y0) * rs + (x0 - L->x0) * 3;
+    int64_t pitch = rs, tw = x1 - x0, th = y1 - y0;
+    int64_t ow = tw, oh = th;
 
     if (p->prm.opts.skip_background &&
         !has_tissue(p, j->d, px, pitch, x0, y0, tw, th)) {
@@ -843,6 +870,10 @@ static bool emit_ready(sp_pyramid *p, sp_error *err) {
         int64_t keep = L->next_row * p->T - (L->next_row > 0 ? p->O : 0);
         if (keep > L->received)
             keep = L->received;
+        if (d < p->base) { /* no rows held: only where they would start */
+            L->y0 = keep;
+            continue;
+        }
         int64_t drop = keep - L->y0;
         if (drop <= 0)
             continue;
@@ -858,7 +889,7 @@ uint8_t *sp_pyramid_input(sp_pyramid *p, int64_t rows, int64_t width,
     if (p->failed)
         return NULL;
     next_stripe_if_done(p);
-    sp__plevel *L = &p->lv[0];
+    sp__plevel *L = &p->lv[p->base];
     if (rows <= 0 || rows > p->push_max || width < L->ww || width > L->buf_w)
         return NULL;
     if (L->received == 0 && L->n == 0)
@@ -890,21 +921,29 @@ bool sp_pyramid_push_rows(sp_pyramid *p, const uint8_t *rgb, size_t row_bytes,
                             "pyramid already failed");
     if (y0 == 0 && rows > 0)
         next_stripe_if_done(p);
-    if (y0 != p->pushed || rows < 0 || y0 + rows > p->prm.height ||
-        stride < p->lv[0].ww * 3) {
+    if (y0 != p->pushed || rows < 0 || y0 + rows > base_height(p) ||
+        stride < p->lv[p->base].ww * 3) {
         p->failed = true;
         return sp_error_set(err, SP_ERR_USAGE, p->output,
                             "rows pushed out of order (%lld+%lld, expected "
                             "row %lld of %lld, stripe %d of %d)",
                             (long long)y0, (long long)rows,
-                            (long long)p->pushed, (long long)p->prm.height,
+                            (long long)p->pushed, (long long)base_height(p),
                             p->stripe + 1, p->nstripes);
     }
     const int64_t B = p->push_max;
     for (int64_t done = 0; done < rows;) {
         int64_t n = rows - done < B ? rows - done : B;
-        if (!feed(p, 0, rgb + done * stride, stride, n, err) ||
-            !emit_ready(p, err)) {
+        if (!feed(p, p->base, rgb + done * stride, stride, n, err)) {
+            p->failed = true;
+            return false;
+        }
+        if (p->base) { /* level 0's tiles are ready as level 1's rows are */
+            sp__plevel *L0 = &p->lv[0];
+            int64_t r = 2 * p->lv[1].received;
+            L0->received = r < L0->h ? r : L0->h;
+        }
+        if (!emit_ready(p, err)) {
             p->failed = true;
             return false;
         }
@@ -990,6 +1029,9 @@ static void write_sidecar(const sp_pyramid *p, sp_buf *b) {
     sp_json_int(&j, o->quality);
     sp_json_key(&j, "passthrough");
     sp_json_bool(&j, p->copy0);
+    /* how the levels below 0 were made */
+    sp_json_key(&j, "reduction");
+    sp_json_string(&j, p->base ? "jpeg-dct-half" : "box");
     sp_json_key(&j, "skip_background");
     sp_json_bool(&j, o->skip_background);
     sp_json_key(&j, "background_rule");
@@ -1058,16 +1100,16 @@ bool sp_pyramid_finish(sp_pyramid *p, sp_tile_stats *stats, sp_error *err) {
         sp_error_set(err, SP_ERR_USAGE, p->output, "pyramid already failed");
         goto out;
     }
-    if (p->pushed == p->prm.height && p->stripe + 1 == p->nstripes && p->tail &&
-        !build_tail(p, err))
+    if (p->pushed == base_height(p) && p->stripe + 1 == p->nstripes &&
+        p->tail && !build_tail(p, err))
         goto out;
-    if (p->pushed != p->prm.height || p->stripe + 1 != p->nstripes ||
+    if (p->pushed != base_height(p) || p->stripe + 1 != p->nstripes ||
         p->tiles_done != p->tiles_total) {
         sp_error_set(err, SP_ERR_INTERNAL, p->output,
                      "incomplete input: stripe %d of %d, %lld of %lld rows, "
                      "%lld of %lld tiles",
                      p->stripe + 1, p->nstripes, (long long)p->pushed,
-                     (long long)p->prm.height, (long long)p->tiles_done,
+                     (long long)base_height(p), (long long)p->tiles_done,
                      (long long)p->tiles_total);
         goto out;
     }

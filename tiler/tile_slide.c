@@ -41,6 +41,7 @@ bool sp_tile_slide(sp_slide *s, const char *out, const sp_tile_opts *opts,
         prm.source.objective_power = pw;
     prm.band_rows = sp_band_rows_for(s, 0);
     prm.slide = s;
+    prm.half_input = sp_tile_half_input(s, opts);
 
     sp_pyramid *p = sp_pyramid_create(&prm, err);
     if (!p)
@@ -56,7 +57,10 @@ bool sp_tile_slide(sp_slide *s, const char *out, const sp_tile_opts *opts,
         sp_pyramid_stripe(p, i, &st);
         cols[i] = (sp_col_span){st.x0, st.x1};
     }
-    sp_band_hooks hooks = {.fn = push_band, .dest = pyramid_dest, .user = p};
+    sp_band_hooks hooks = {.fn = push_band,
+                           .dest = pyramid_dest,
+                           .user = p,
+                           .half = prm.half_input};
     bool ok = sp_band_loop(s, prm.opts.threads, opts->background, prm.band_rows,
                            cols, n, &hooks, err);
     free(cols);

@@ -146,6 +146,14 @@ void sp_tile_opts_default(sp_tile_opts *o);
  * --tile-size 240", ...). Reads the first tile's header. */
 bool sp_tile_passthrough_check(const sp_slide *s, const sp_tile_opts *o,
                                char *why, size_t why_n);
+/* Whether a pyramid of `s` made with `o` is best fed level 1 at half size
+ * (sp_pyramid_opts.half_input, sp_band_hooks.half): level 0 is copied
+ * (o->passthrough, already checked), its JPEG tiles can be decoded at
+ * half size (sp_slide_can_read_half), and there are levels below it.
+ * Nothing then needs level 0's pixels at full size, and the decode costs
+ * about half. The levels below 0 come from libjpeg's DCT scaling instead
+ * of a 2x2 box of the full decode (the sidecar's "reduction"). */
+bool sp_tile_half_input(const sp_slide *s, const sp_tile_opts *o);
 
 typedef struct {
     int64_t width, height; /* level 0 */
@@ -275,6 +283,13 @@ typedef struct {
     /* The slide whose level-0 tiles opts.passthrough copies (its level 0
      * must be width x height); NULL otherwise. */
     const sp_slide *slide;
+    /* With opts.passthrough: the caller pushes level 1 instead of level
+     * 0 (the slide's level 0 read at half size, sp_reader_read_half), and
+     * level 0 is only copied. Every row, column and width that
+     * sp_pyramid_input, sp_pyramid_push_rows and band_rows speak of is
+     * then level 1's: a stripe's columns [x0/2, (x1+1)/2), band_rows / 2
+     * rows a push. */
+    bool half_input;
     /* The main file's path once the caller renames it into place (a
      * staged output); NULL: the output's own. The OME-TIFF container
      * names its file in its OME-XML. */
@@ -377,6 +392,11 @@ typedef struct {
     sp_band_plan_fn plan; /* optional, with item and without dest */
     sp_band_item_fn item; /* optional, with plan */
     void *user;
+    /* Read level 0 at half size (sp_reader_read_half; the slide must
+     * allow it, no `want`): the hooks get rows and columns of that image,
+     * a band of B level-0 rows from y0 being its rows [y0/2, (y0+B+1)/2)
+     * and a stripe [x0, x1) its columns [x0/2, (x1+1)/2). */
+    bool half;
 } sp_band_hooks;
 
 /* Read level 0 of `s`, stripe after stripe (`stripes`, `nstripes`; NULL

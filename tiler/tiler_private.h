@@ -138,12 +138,13 @@ struct sp_pyramid {
     int64_t tiles_total, tiles_done, tiles_written, tiles_skipped;
     int64_t tiles_copied;
     SP__ATOMIC int64_t bytes;
-    bool copy0;              /* level 0 copied (prm.slide, passthrough) */
+    bool copy0; /* level 0 copied (prm.slide, passthrough) */
+    int base;   /* the level the caller pushes: 0, or 1 with half_input */
     sp_stored_tiles stored0; /* how: the writers' level-0 photometric */
     uint8_t *bg_tile;        /* TIFF: encoded solid background tile */
     size_t bg_tile_n;
     double t_start;
-    int64_t pushed; /* level-0 rows received */
+    int64_t pushed; /* rows received of level `base` */
     bool failed;
 };
 
