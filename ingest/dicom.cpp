@@ -891,11 +891,13 @@ extern "C" void sp__dicom_reader_free(sp__dicom_reader *r) {
 
 namespace {
 
-/* Frame `f` of `in`'s bytes into r->data. */
-bool fetch(sp__dicom_reader *r, instance *in, Uint32 f, std::string *why) {
+/* Frame `f` of `in`'s bytes into `data`; `cache` is DCMTK's for the
+ * reads it does (under the instance's lock). */
+bool fetch_frame(instance *in, Uint32 f, std::vector<Uint8> &data,
+                 DcmFileCache *cache, std::string *why) {
     if (!in->item_off.empty()) {
         /* offsets found at open: pread, no lock */
-        r->data.clear();
+        data.clear();
         for (Uint32 k = 0; k < in->frag_count[f]; k++) {
             Uint32 i = in->frag_first[f] + k;
             Uint32 len = in->item_len[i];
@@ -904,10 +906,10 @@ bool fetch(sp__dicom_reader *r, instance *in, Uint32 f, std::string *why) {
                        std::to_string(len) + " bytes";
                 return false;
             }
-            size_t at = r->data.size();
-            r->data.resize(at + len);
-            int e = sp__pread_all(in->fd, r->data.data() + at, len,
-                                  in->item_off[i]);
+            size_t at = data.size();
+            data.resize(at + len);
+            int e =
+                sp__pread_all(in->fd, data.data() + at, len, in->item_off[i]);
             if (e != 0) {
                 *why = "frame " + std::to_string(f + 1) + ": " +
                        (e > 0 ? std::strerror(e)
@@ -920,9 +922,9 @@ bool fetch(sp__dicom_reader *r, instance *in, Uint32 f, std::string *why) {
     std::lock_guard<std::mutex> lock(in->mu);
     if (in->kind == px::native) {
         Uint64 n = (Uint64)in->tw * (Uint64)in->th * 3;
-        r->data.resize((size_t)n);
+        data.resize((size_t)n);
         OFCondition c = in->native->getPartialValue(
-            r->data.data(), (Uint32)(n * f), (Uint32)n, &r->cache);
+            data.data(), (Uint32)(n * f), (Uint32)n, cache);
         if (c.bad()) {
             *why =
                 std::string("frame ") + std::to_string(f + 1) + ": " + c.text();
@@ -930,7 +932,7 @@ bool fetch(sp__dicom_reader *r, instance *in, Uint32 f, std::string *why) {
         }
         return true;
     }
-    r->data.clear();
+    data.clear();
     for (Uint32 k = 0; k < in->frag_count[f]; k++) {
         DcmPixelItem *it = nullptr;
         if (in->seq->getItem(it, in->frag_first[f] + k).bad() || !it) {
@@ -943,10 +945,10 @@ bool fetch(sp__dicom_reader *r, instance *in, Uint32 f, std::string *why) {
                    std::to_string(len) + " bytes";
             return false;
         }
-        size_t at = r->data.size();
-        r->data.resize(at + len);
+        size_t at = data.size();
+        data.resize(at + len);
         OFCondition c =
-            len ? it->getPartialValue(r->data.data() + at, 0, len, &r->cache)
+            len ? it->getPartialValue(data.data() + at, 0, len, cache)
                 : EC_Normal;
         if (c.bad()) {
             *why = "frame " + std::to_string(f + 1) + ": " + c.text();
@@ -954,6 +956,11 @@ bool fetch(sp__dicom_reader *r, instance *in, Uint32 f, std::string *why) {
         }
     }
     return true;
+}
+
+/* Frame `f` of `in`'s bytes into r->data. */
+bool fetch(sp__dicom_reader *r, instance *in, Uint32 f, std::string *why) {
+    return fetch_frame(in, f, r->data, &r->cache, why);
 }
 
 /* Decode r->data (one JPEG frame), tw x th RGB, into `dst` (rows
@@ -1271,3 +1278,83 @@ extern "C" bool sp__dicom_read_associated(sp__dicom *d, int index,
 }
 
 extern "C" const char *sp__dicom_version(void) { return OFFIS_DCMTK_VERSION; }
+
+/* ---- stored frames (passthrough) --------------------------------------- */
+
+extern "C" bool sp__dicom_stored(const sp__dicom *d, int lvl,
+                                 sp_stored_tiles *out, const char **why) {
+    const level &lv = d->levels[(size_t)lvl];
+    for (const tile_ref &t : lv.tiles) {
+        if (t.inst < 0) {
+            *why = "some of its tiles have no frame";
+            return false;
+        }
+        const instance *in = d->inst[(size_t)t.inst];
+        if (in->kind != px::jpeg) {
+            *why = "its frames are not baseline JPEG";
+            return false;
+        }
+        if (in->tw != lv.tw || in->th != lv.th) {
+            *why = "its instances' frame sizes differ";
+            return false;
+        }
+    }
+    if (lv.tiles.empty()) {
+        *why = "it has no frames";
+        return false;
+    }
+    const tile_ref &t0 = lv.tiles[0];
+    instance *in = d->inst[(size_t)t0.inst];
+    std::vector<Uint8> data;
+    DcmFileCache cache;
+    std::string msg;
+    *why = "its first frame cannot be read";
+    try {
+        if (!fetch_frame(in, t0.frame, data, &cache, &msg))
+            return false;
+    } catch (const std::bad_alloc &) {
+        return false;
+    }
+    return sp__jpeg_stored_info(data.data(), data.size(), lv.tw, lv.th,
+                                !in->ycc, out, why);
+}
+
+extern "C" bool sp__dicom_stored_tile(const sp__dicom *d, int lvl, int64_t col,
+                                      int64_t row, sp_buf *out,
+                                      const char *path, sp_error *err) {
+    const level &lv = d->levels[(size_t)lvl];
+    if (col < 0 || row < 0 || col >= lv.cols || row >= lv.rows)
+        return sp_error_set(err, SP_ERR_USAGE, path,
+                            "level %d has no tile (%lld, %lld)", lvl,
+                            (long long)col, (long long)row);
+    const tile_ref &t = lv.tiles[(size_t)(row * lv.cols + col)];
+    if (t.inst < 0 || d->inst[(size_t)t.inst]->kind != px::jpeg)
+        return sp_error_set(err, SP_ERR_USAGE, path,
+                            "level %d's tiles cannot be copied", lvl);
+    instance *in = d->inst[(size_t)t.inst];
+    std::vector<Uint8> data;
+    DcmFileCache cache;
+    std::string why;
+    try {
+        if (!fetch_frame(in, t.frame, data, &cache, &why))
+            return sp_error_set(err, SP_ERR_INPUT, path, "level %d: %s", lvl,
+                                why.c_str());
+    } catch (const std::bad_alloc &) {
+        return sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
+    }
+    /* a fragment has an even length: a JPEG of odd length ends with a pad
+     * byte after its EOI, dropped here */
+    size_t n = data.size();
+    if (n >= 3 && data[n - 1] == 0 && data[n - 2] == 0xD9 &&
+        data[n - 3] == 0xFF)
+        n--;
+    if (n < 4 || data[0] != 0xFF || data[1] != 0xD8)
+        return sp_error_set(err, SP_ERR_INPUT, path,
+                            "level %d frame %u is not a JPEG stream", lvl,
+                            (unsigned)t.frame + 1);
+    sp_buf_reset(out);
+    sp_buf_append(out, data.data(), n);
+    if (out->oom)
+        return sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
+    return true;
+}

@@ -732,6 +732,46 @@ static bool whole_tile(const sp__direct *dd, const dlevel *d, int64_t tx,
     return true;
 }
 
+bool sp__jpeg_stored_info(const uint8_t *jpeg, size_t n, int64_t tw, int64_t th,
+                          bool rgb, sp_stored_tiles *out, const char **why) {
+    struct jpeg_decompress_struct c;
+    jerr_mgr jerr;
+    c.err = jpeg_std_error(&jerr.pub);
+    jerr.pub.error_exit = jerr_exit;
+    jerr.pub.emit_message = jerr_emit;
+    jerr.pub.output_message = jerr_output;
+    bool ok = false;
+    if (setjmp(jerr.jump)) {
+        jpeg_destroy_decompress(&c);
+        *why = "its first tile is not a JPEG libjpeg reads";
+        return false;
+    }
+    jpeg_create_decompress(&c);
+    jpeg_mem_src(&c, jpeg, (unsigned long)n);
+    *why = "its first tile is not a JPEG libjpeg reads";
+    if (jpeg_read_header(&c, TRUE) == JPEG_HEADER_OK) {
+        const jpeg_component_info *ci = c.comp_info;
+        if (c.progressive_mode || c.arith_code || c.data_precision != 8 ||
+            c.num_components != 3)
+            *why = "its tiles are not baseline 8-bit 3-component JPEG";
+        else if ((int64_t)c.image_width != tw || (int64_t)c.image_height != th)
+            *why = "its tiles' JPEG size differs from the tile size";
+        else if (ci[1].h_samp_factor != 1 || ci[1].v_samp_factor != 1 ||
+                 ci[2].h_samp_factor != 1 || ci[2].v_samp_factor != 1)
+            *why = "its chroma sampling is unusual";
+        else {
+            *out = (sp_stored_tiles){.tile_width = tw,
+                                     .tile_height = th,
+                                     .rgb = rgb,
+                                     .h_samp = ci[0].h_samp_factor,
+                                     .v_samp = ci[0].v_samp_factor};
+            ok = true;
+        }
+    }
+    jpeg_destroy_decompress(&c);
+    return ok;
+}
+
 bool sp__direct_stored(const sp__direct *d, int level, sp_stored_tiles *out,
                        const char **why) {
     if (!sp__direct_has_level(d, level)) {
@@ -756,42 +796,8 @@ bool sp__direct_stored(const sp__direct *d, int level, sp_stored_tiles *out,
         sp_buf_free(&b);
         return false;
     }
-    struct jpeg_decompress_struct c;
-    jerr_mgr jerr;
-    c.err = jpeg_std_error(&jerr.pub);
-    jerr.pub.error_exit = jerr_exit;
-    jerr.pub.emit_message = jerr_emit;
-    jerr.pub.output_message = jerr_output;
-    bool ok = false;
-    if (setjmp(jerr.jump)) {
-        jpeg_destroy_decompress(&c);
-        sp_buf_free(&b);
-        *why = "its first tile is not a JPEG libjpeg reads";
-        return false;
-    }
-    jpeg_create_decompress(&c);
-    jpeg_mem_src(&c, (const unsigned char *)b.data, (unsigned long)b.len);
-    if (jpeg_read_header(&c, TRUE) == JPEG_HEADER_OK) {
-        const jpeg_component_info *ci = c.comp_info;
-        if (c.progressive_mode || c.arith_code || c.data_precision != 8 ||
-            c.num_components != 3)
-            *why = "its tiles are not baseline 8-bit 3-component JPEG";
-        else if ((int64_t)c.image_width != l->tile_w ||
-                 (int64_t)c.image_height != l->tile_h)
-            *why = "its tiles' JPEG size differs from the TIFF tile size";
-        else if (ci[1].h_samp_factor != 1 || ci[1].v_samp_factor != 1 ||
-                 ci[2].h_samp_factor != 1 || ci[2].v_samp_factor != 1)
-            *why = "its chroma sampling is unusual";
-        else {
-            *out = (sp_stored_tiles){.tile_width = l->tile_w,
-                                     .tile_height = l->tile_h,
-                                     .rgb = l->space == JCS_RGB,
-                                     .h_samp = ci[0].h_samp_factor,
-                                     .v_samp = ci[0].v_samp_factor};
-            ok = true;
-        }
-    }
-    jpeg_destroy_decompress(&c);
+    bool ok = sp__jpeg_stored_info((const uint8_t *)b.data, b.len, l->tile_w,
+                                   l->tile_h, l->space == JCS_RGB, out, why);
     sp_buf_free(&b);
     return ok;
 }

@@ -87,6 +87,14 @@ bool sp__direct_stored_tile(const sp__direct *d, int level, int64_t col,
                             int64_t row, sp_buf *out, const char *path,
                             sp_error *err);
 
+/* Whether `jpeg` (n bytes, a self-contained stream) is a tile that can be
+ * copied as stored: baseline 8-bit 3-component JPEG of tw x th pixels
+ * whose chroma is not subsampled below luma's own factors. True and *out
+ * filled (`rgb`: the data are RGB, as the container says), or false with
+ * *why. direct.c; used by dicom.cpp too. */
+bool sp__jpeg_stored_info(const uint8_t *jpeg, size_t n, int64_t tw, int64_t th,
+                          bool rgb, sp_stored_tiles *out, const char **why);
+
 /* dicom.cpp: DICOM whole-slide image series through DCMTK (osr is NULL
  * for them). sp__dicom_candidate: a file with the DICOM preamble, or a
  * folder holding one among its first entries. sp__dicom_open fills the
@@ -108,6 +116,13 @@ bool sp__dicom_read_associated(sp__dicom *d, int index, const uint8_t bg[3],
                                uint8_t *rgb, const char *path, sp_error *err);
 char *sp__dicom_series_of(const char *path);
 const char *sp__dicom_version(void);
+/* dicom.cpp: a level's JPEG frames as stored tiles (ingest.h's
+ * sp_slide_stored_tiles and sp_slide_read_stored_tile). */
+bool sp__dicom_stored(const sp__dicom *d, int level, sp_stored_tiles *out,
+                      const char **why);
+bool sp__dicom_stored_tile(const sp__dicom *d, int level, int64_t col,
+                           int64_t row, sp_buf *out, const char *path,
+                           sp_error *err);
 
 /* vips.c: images OpenSlide does not read (plain, tiled, multi-page and
  * OME-TIFF, BigTIFF, JPEG, PNG, WebP, JPEG 2000) through libvips (osr is

@@ -478,10 +478,11 @@ bool sp_slide_stored_tiles(const sp_slide *s, int level, sp_stored_tiles *out,
         *why = "no such level";
         return false;
     }
+    if (s->dicom)
+        return sp__dicom_stored(s->dicom, level, out, why);
     if (!s->direct) {
-        *why = s->dicom ? "copying the frames of a DICOM source is not "
-                          "supported"
-                        : "its tiles are not JPEG tiles of a TIFF-based slide";
+        *why = "its tiles are not JPEG tiles of a TIFF-based slide or JPEG "
+               "frames of a DICOM series";
         return false;
     }
     return sp__direct_stored(s->direct, level, out, why);
@@ -489,6 +490,11 @@ bool sp_slide_stored_tiles(const sp_slide *s, int level, sp_stored_tiles *out,
 
 bool sp_slide_read_stored_tile(const sp_slide *s, int level, int64_t col,
                                int64_t row, sp_buf *out, sp_error *err) {
+    if (level < 0 || level >= s->level_count)
+        return sp_error_set(err, SP_ERR_USAGE, s->path, "no level %d", level);
+    if (s->dicom)
+        return sp__dicom_stored_tile(s->dicom, level, col, row, out, s->path,
+                                     err);
     if (!s->direct)
         return sp_error_set(err, SP_ERR_USAGE, s->path,
                             "level %d's tiles cannot be copied", level);

@@ -14,6 +14,9 @@ the TIFF, OME-TIFF and DICOM containers, checked by independent readers:
   from an Aperio slide, YBR_FULL_422 from a YCbCr source), and a real
   Orthanc server plus OrthancWSIDicomToTiff turn the series back into a
   TIFF whose level 0 equals the source;
+- a DICOM series is a source too: its frames copied into a TIFF (level 0
+  as OpenSlide reads the original slide) and into DICOM (the same frame
+  bytes, dciodvfy clean);
 - refusals name the slide and the reason, exit non-zero and leave no
   output: a JPEG 2000 slide, a tile size that is not the source's (the
   message says which to use), Deep Zoom, a deflate TIFF, 4:4:4 YCbCr into
@@ -28,6 +31,7 @@ import numpy as np
 import openslide
 import pydicom
 import tifffile
+from pydicom.encaps import generate_pixel_data_frame
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sptest import BIN, DATA, check, finish  # noqa: E402
@@ -150,16 +154,36 @@ def test_dicom(tmp, src, what, tile, pi):
         b = frames_image(ds)
         check((a == b).all(), f"{what}: pydicom's frames equal OpenSlide's "
               f"read (max diff {np.abs(a.astype(int) - b.astype(int)).max()})")
-    # slidepipe reads its own series back: level 0 as OpenSlide reads
-    # the source (the same JPEG data, decoded by libjpeg either way)
+    # the series as a source: its frames copied on into a TIFF (level 0
+    # as OpenSlide reads the original slide) and into DICOM (the same
+    # frame bytes, as pydicom splits them)
     back = os.path.join(tmp, what + "-back")
     r = run("tile", out, "-o", back, "--container", "tiff", "--tile-size",
+            str(tile), "--passthrough", "--quiet", "--json")
+    check(r.returncode == 0, f"{what}: DICOM to TIFF, copied: {r.stderr}")
+    if r.returncode == 0:
+        n0 = len(list(generate_pixel_data_frame(ds.PixelData)))
+        check(json.loads(r.stdout).get("tiles_copied") == n0,
+              f"{what}: DICOM to TIFF: every frame copied")
+        b = level(back + ".tiff", 0)
+        check(a.shape == b.shape and (a == b).all(),
+              f"{what}: DICOM to TIFF: level 0 equals OpenSlide's read of the "
+              f"original slide")
+    again = os.path.join(tmp, what + "-again")
+    r = run("tile", out, "-o", again, "--container", "dicom", "--tile-size",
             str(tile), "--passthrough", "--quiet")
-    check(r.returncode != 0 and "DICOM" in r.stderr,
-          f"{what}: copying from a DICOM source is refused by name")
-    r = run("tile", out, "-o", back, "--container", "tiff", "--tile-size",
-            str(tile), "--quality", "100", "--quiet")
-    check(r.returncode == 0, f"{what}: the series reads back: {r.stderr}")
+    check(r.returncode == 0, f"{what}: DICOM to DICOM, copied: {r.stderr}")
+    if r.returncode == 0:
+        ds2 = pydicom.dcmread(os.path.join(again + ".dicom", "level-0.dcm"))
+        f1 = list(generate_pixel_data_frame(ds.PixelData))
+        f2 = list(generate_pixel_data_frame(ds2.PixelData))
+        check(len(f1) == len(f2) and all(
+            x.rstrip(b"\0") == y.rstrip(b"\0") for x, y in zip(f1, f2)) and
+            ds2.PhotometricInterpretation == pi,
+            f"{what}: DICOM to DICOM: the same frame bytes, {pi}")
+        for f in sorted(os.listdir(again + ".dicom")):
+            e = dw.errors_of(os.path.join(again + ".dicom", f))
+            check(e == [], f"{what}: DICOM to DICOM: dciodvfy {f}: {e[:3]}")
     return out
 
 
