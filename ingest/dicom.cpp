@@ -974,7 +974,7 @@ bool fetch(sp__dicom_reader *r, instance *in, Uint32 f, std::string *why) {
  * anywhere in the frame still fails it. */
 bool decode(sp__dicom_reader *r, const instance *in, Uint32 f, uint8_t *dst,
             size_t stride, int64_t c0, int64_t c1, int64_t r0, int64_t r1,
-            std::string *why) {
+            std::string *why, int denom = 1) {
     jpeg_decompress_struct *c = &r->cinfo;
     std::vector<JSAMPROW> rows;
     if (setjmp(r->jerr.jb)) {
@@ -1001,35 +1001,38 @@ bool decode(sp__dicom_reader *r, const instance *in, Uint32 f, uint8_t *dst,
     /* DICOM's photometric interpretation says how the bitstream is coded */
     c->jpeg_color_space = in->ycc ? JCS_YCbCr : JCS_RGB;
     c->out_color_space = JCS_RGB;
+    c->scale_num = 1;
+    c->scale_denom = (unsigned)denom;
     jpeg_start_decompress(c);
-    if ((int64_t)c->output_width != in->tw ||
-        (int64_t)c->output_height != in->th) {
+    /* the frame's size in output pixels (even at denom 2) */
+    const int64_t tw = in->tw / denom, th = in->th / denom;
+    if ((int64_t)c->output_width != tw || (int64_t)c->output_height != th) {
         jpeg_abort_decompress(c);
         *why = "frame " + std::to_string(f + 1) + " is " +
-               std::to_string(c->output_width) + "x" +
-               std::to_string(c->output_height) + ", not " +
+               std::to_string(c->output_width * denom) + "x" +
+               std::to_string(c->output_height * denom) + ", not " +
                std::to_string(in->tw) + "x" + std::to_string(in->th);
         return false;
     }
     size_t xoff = 0;
     const int64_t m = (int64_t)c->max_h_samp_factor * DCTSIZE;
     const int64_t a = std::max<int64_t>(c0 - m, 0),
-                  b = std::min<int64_t>(c1 + m, in->tw);
-    if (a > 0 || b < in->tw) {
+                  b = std::min<int64_t>(c1 + m, tw);
+    if (a > 0 || b < tw) {
         JDIMENSION xo = (JDIMENSION)a, w = (JDIMENSION)(b - a);
         jpeg_crop_scanline(c, &xo, &w);
         xoff = (size_t)xo * 3;
     }
-    rows.resize((size_t)in->th);
-    for (int64_t y = 0; y < in->th; y++)
+    rows.resize((size_t)th);
+    for (int64_t y = 0; y < th; y++)
         rows[(size_t)y] = dst + (size_t)y * stride + xoff;
     if (r0 > 0)
         jpeg_skip_scanlines(c, (JDIMENSION)r0);
     while ((int64_t)c->output_scanline < r1)
         jpeg_read_scanlines(c, rows.data() + c->output_scanline,
                             (JDIMENSION)(r1 - c->output_scanline));
-    if (r1 < in->th - 1)
-        jpeg_skip_scanlines(c, (JDIMENSION)(in->th - 1 - r1));
+    if (r1 < th - 1)
+        jpeg_skip_scanlines(c, (JDIMENSION)(th - 1 - r1));
     while (c->output_scanline < c->output_height)
         jpeg_read_scanlines(c, rows.data() + c->output_scanline, 1);
     jpeg_finish_decompress(c);
@@ -1244,7 +1247,100 @@ bool read_grid(sp__dicom_reader *r, const level &lv, int64_t x, int64_t y,
     return true;
 }
 
+/* Level `lv` at half size (its JPEG frames decoded by DCT scaling; those
+ * the level's edge cuts after an odd row or column decoded whole and
+ * boxed, as direct.c does): region (x, y, w, h) of that image. */
+bool read_half(sp__dicom_reader *r, const level &lv, int64_t x, int64_t y,
+               int64_t w, int64_t h, const uint8_t bg[3], uint8_t *rgb,
+               size_t stride, const char *path, sp_error *err) {
+    for (int64_t k = 0; k < h; k++)
+        for (int64_t i = 0; i < w; i++)
+            std::memcpy(rgb + (size_t)k * stride + (size_t)i * 3, bg, 3);
+    const int64_t W = (lv.w + 1) / 2, H = (lv.h + 1) / 2, tw = lv.tw / 2,
+                  th = lv.th / 2;
+    int64_t x0 = std::max<int64_t>(x, 0), y0 = std::max<int64_t>(y, 0);
+    int64_t x1 = std::min(x + w, W), y1 = std::min(y + h, H);
+    std::string why;
+    r->cached_inst = -1; /* r->tile is scratch here */
+    try {
+        for (int64_t ty = y0 / th; y0 < y1 && ty <= (y1 - 1) / th; ty++)
+            for (int64_t tx = x0 / tw; x0 < x1 && tx <= (x1 - 1) / tw; tx++) {
+                const tile_ref &t = lv.tiles[(size_t)(ty * lv.cols + tx)];
+                if (t.inst < 0)
+                    continue; /* no frame: background */
+                instance *in = r->d->inst[(size_t)t.inst];
+                int64_t ax = std::max(x0, tx * tw),
+                        bx = std::min(x1, (tx + 1) * tw);
+                int64_t ay = std::max(y0, ty * th),
+                        by = std::min(y1, (ty + 1) * th);
+                uint8_t *at =
+                    rgb + (size_t)(ay - y) * stride + (size_t)(ax - x) * 3;
+                int64_t c0 = ax - tx * tw, c1 = bx - tx * tw;
+                int64_t r0 = ay - ty * th, r1 = by - ty * th;
+                if (!fetch(r, in, t.frame, &why))
+                    return sp_error_set(err, SP_ERR_INPUT, path,
+                                        "cannot read pixels: %s", why.c_str());
+                bool ok;
+                if (sp__odd_edge(lv.w, tx, lv.tw) ||
+                    sp__odd_edge(lv.h, ty, lv.th)) {
+                    r->tile.resize((size_t)(lv.tw * lv.th * 3));
+                    ok = decode(r, in, t.frame, r->tile.data(),
+                                (size_t)lv.tw * 3, 0, lv.tw, 0, lv.th, &why);
+                    if (ok)
+                        sp__box_half(r->tile.data(), lv.tw,
+                                     std::min(lv.w - tx * lv.tw, lv.tw) - 1,
+                                     std::min(lv.h - ty * lv.th, lv.th) - 1, c0,
+                                     c1, r0, r1, at, stride);
+                } else if (c0 == 0 && c1 == tw && r0 == 0 && r1 == th) {
+                    ok = decode(r, in, t.frame, at, stride, 0, tw, 0, th, &why,
+                                2);
+                } else {
+                    r->tile.resize((size_t)(tw * th * 3));
+                    ok = decode(r, in, t.frame, r->tile.data(), (size_t)tw * 3,
+                                c0, bx == W ? tw : c1, r0, by == H ? th : r1,
+                                &why, 2);
+                    for (int64_t yy = r0; ok && yy < r1; yy++)
+                        std::memcpy(at + (size_t)(yy - r0) * stride,
+                                    r->tile.data() +
+                                        (size_t)((yy * tw + c0) * 3),
+                                    (size_t)(c1 - c0) * 3);
+                }
+                if (!ok)
+                    return sp_error_set(err, SP_ERR_INPUT, path,
+                                        "cannot read pixels: %s", why.c_str());
+            }
+    } catch (const std::bad_alloc &) {
+        return sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
+    }
+    return true;
+}
+
 } // namespace
+
+extern "C" bool sp__dicom_can_half(const sp__dicom *d) {
+    if (d->levels.empty())
+        return false;
+    const level &lv = d->levels[0];
+    if (lv.tw % 2 || lv.th % 2)
+        return false;
+    for (const tile_ref &t : lv.tiles) {
+        const instance *in = t.inst >= 0 ? d->inst[(size_t)t.inst] : nullptr;
+        if (in && (in->kind != px::jpeg || in->tw != lv.tw || in->th != lv.th))
+            return false;
+    }
+    return true;
+}
+
+extern "C" bool sp__dicom_read_half(sp__dicom_reader *r, int64_t x, int64_t y,
+                                    int64_t w, int64_t h, const uint8_t bg[3],
+                                    uint8_t *rgb, size_t stride,
+                                    const char *path, sp_error *err) {
+    if (!sp__dicom_can_half(r->d))
+        return sp_error_set(err, SP_ERR_USAGE, path,
+                            "level 0 cannot be read at half size");
+    return read_half(r, r->d->levels[0], x, y, w, h, bg, rgb, stride, path,
+                     err);
+}
 
 extern "C" bool sp__dicom_read(sp__dicom_reader *r, int lvl, int64_t x,
                                int64_t y, int64_t w, int64_t h,

@@ -523,9 +523,7 @@ static void fill_bg(uint8_t *p, int64_t n, const uint8_t bg[3]) {
     }
 }
 
-/* Whether the image (`size` pixels across) ends inside tile `t` of
- * `tile` pixels after an odd number of them. */
-static bool odd_edge(int64_t size, int64_t t, int64_t tile) {
+bool sp__odd_edge(int64_t size, int64_t t, int64_t tile) {
     int64_t left = size - t * tile;
     return left < tile && left % 2 == 1;
 }
@@ -552,11 +550,19 @@ static bool half_edge_tile(sp__direct_reader *r, const sp__direct *dd,
         d->height - ty * th - 1 < th - 1 ? d->height - ty * th - 1 : th - 1;
     const int64_t xlast =
         d->width - tx * tw - 1 < tw - 1 ? d->width - tx * tw - 1 : tw - 1;
+    sp__box_half(r->tile, tw, xlast, ylast, c0, c1, r0, r1, out,
+                 (size_t)stride);
+    return true;
+}
+
+void sp__box_half(const uint8_t *tile, int64_t tw, int64_t xlast, int64_t ylast,
+                  int64_t c0, int64_t c1, int64_t r0, int64_t r1, uint8_t *out,
+                  size_t stride) {
     for (int64_t i = r0; i < r1; i++) {
-        const uint8_t *a = r->tile + 2 * i * tw * 3;
+        const uint8_t *a = tile + 2 * i * tw * 3;
         const uint8_t *b =
-            r->tile + (2 * i + 1 > ylast ? 2 * i : 2 * i + 1) * tw * 3;
-        uint8_t *o = out + (i - r0) * stride;
+            tile + (2 * i + 1 > ylast ? 2 * i : 2 * i + 1) * tw * 3;
+        uint8_t *o = out + (size_t)(i - r0) * stride;
         for (int64_t j = c0; j < c1; j++) {
             const int64_t u = 6 * j, v = 2 * j + 1 > xlast ? u : u + 3;
             for (int ch = 0; ch < 3; ch++)
@@ -565,7 +571,6 @@ static bool half_edge_tile(sp__direct_reader *r, const sp__direct *dd,
                                                  2);
         }
     }
-    return true;
 }
 
 /* Region (x, y, w, h) of level `level` decoded at 1/denom of its size
@@ -614,8 +619,8 @@ static bool direct_read(sp__direct_reader *r, const sp__direct *dd, int level,
                 continue;
             }
             int64_t xoff;
-            if (denom == 2 && (odd_edge(d->width, tx, d->tile_w) ||
-                               odd_edge(d->height, ty, d->tile_h))) {
+            if (denom == 2 && (sp__odd_edge(d->width, tx, d->tile_w) ||
+                               sp__odd_edge(d->height, ty, d->tile_h))) {
                 if (!half_edge_tile(r, dd, d, t, tx, ty, cx0 - x0, cx1 - x0,
                                     cy0 - y0, cy1 - y0,
                                     rgb + (cy0 - y) * stride + (cx0 - x) * 3,

@@ -136,7 +136,7 @@ bool sp_reader_read_stride(sp_reader *r, int level, int64_t x, int64_t y,
 
 /* Whether level 0 can be read at half size (sp_reader_read_half): its
  * tiles are JPEG that slidepipe decodes directly (Aperio, generic tiled
- * TIFF), with an even width and height. */
+ * TIFF, a DICOM series' JPEG frames), with an even width and height. */
 bool sp_slide_can_read_half(const sp_slide *s);
 
 /* Level 0 at half size: the image of ceil(W/2) x ceil(H/2) pixels whose

@@ -74,6 +74,18 @@ bool sp__direct_read_half(sp__direct_reader *r, const sp__direct *d, int64_t x,
                           uint8_t *rgb, size_t stride, const char *path,
                           sp_error *err);
 
+/* Half-size reads (direct.c, dicom.cpp): whether the image (`size`
+ * pixels across) ends inside tile `t` of `tile` pixels after an odd number
+ * of them, and such a tile's 2x2 box, rounded, the last image row `ylast`
+ * and column `xlast` of the tile paired with themselves (as the pyramid's
+ * box does): columns [c0, c1) and rows [r0, r1) of the half-size tile
+ * from the decoded tile (rows of tw pixels) into `out`, its pixel
+ * (c0, r0), rows `stride` bytes apart. */
+bool sp__odd_edge(int64_t size, int64_t t, int64_t tile);
+void sp__box_half(const uint8_t *tile, int64_t tw, int64_t xlast, int64_t ylast,
+                  int64_t c0, int64_t c1, int64_t r0, int64_t r1, uint8_t *out,
+                  size_t stride);
+
 /* `n` bytes at `off` of `fd` into `buf`, retried past short reads and
  * EINTR (direct.c; tiles and DICOM frames): 0, or errno (-1: the file
  * ends sooner, shorter than it was when opened). */
@@ -116,6 +128,13 @@ bool sp__dicom_read_associated(sp__dicom *d, int index, const uint8_t bg[3],
                                uint8_t *rgb, const char *path, sp_error *err);
 char *sp__dicom_series_of(const char *path);
 const char *sp__dicom_version(void);
+/* dicom.cpp: level 0 at half size (ingest.h's sp_reader_read_half), in
+ * half-size pixels; sp__dicom_can_half: every frame of level 0 is JPEG of
+ * the level's tile size, which is even. */
+bool sp__dicom_can_half(const sp__dicom *d);
+bool sp__dicom_read_half(sp__dicom_reader *r, int64_t x, int64_t y, int64_t w,
+                         int64_t h, const uint8_t bg[3], uint8_t *rgb,
+                         size_t stride, const char *path, sp_error *err);
 /* dicom.cpp: a level's JPEG frames as stored tiles (ingest.h's
  * sp_slide_stored_tiles and sp_slide_read_stored_tile). */
 bool sp__dicom_stored(const sp__dicom *d, int level, sp_stored_tiles *out,

@@ -179,7 +179,8 @@ bool sp_reader_read_stride(sp_reader *r, int level, int64_t x, int64_t y,
 }
 
 bool sp_slide_can_read_half(const sp_slide *s) {
-    return sp__direct_can_half(s->direct);
+    return s->dicom ? sp__dicom_can_half(s->dicom)
+                    : sp__direct_can_half(s->direct);
 }
 
 bool sp_reader_read_half(sp_reader *r, int64_t x, int64_t y, int64_t w,
@@ -191,6 +192,9 @@ bool sp_reader_read_half(sp_reader *r, int64_t x, int64_t y, int64_t w,
         return sp_error_set(err, SP_ERR_USAGE, path,
                             "invalid region size %lldx%lld", (long long)w,
                             (long long)h);
+    if (r->dicom)
+        return sp__dicom_read_half(r->dicom, x, y, w, h, r->bg, rgb, stride,
+                                   path, err);
     if (!r->direct)
         return sp_error_set(err, SP_ERR_USAGE, path,
                             "level 0 cannot be read at half size");

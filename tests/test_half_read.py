@@ -9,8 +9,11 @@
   column paired with itself) of OpenSlide's full-size read of them;
 - read whole and in 333 x 277 pieces, the same bytes;
 - sources: an Aperio slide (RGB JPEG without colour markers, 240 px
-  tiles, an odd height), and libvips' tiled TIFFs at 2001 x 1777 (YCbCr
-  4:2:0 in 256 px tiles, RGB JPEG in 128 px tiles);
+  tiles, an odd height), libvips' tiled TIFFs at 2001 x 1777 (YCbCr
+  4:2:0 in 256 px tiles, RGB JPEG in 128 px tiles), and DICOM series whose
+  frames are the first two's tiles (RGB and YBR_FULL_422 frames; PIL
+  decodes pydicom's frames, the edges come from OpenSlide's read of the
+  slide they were copied from);
 - a damaged tile fails the read with its level and tile named, and
   `tile --passthrough` (which reads so) fails on it, leaving no output;
 - slides it cannot read so (JPEG 2000, odd tile sizes) are refused."""
@@ -23,8 +26,10 @@ import tempfile
 
 import numpy as np
 import openslide
+import pydicom
 import tifffile
 from PIL import Image
+from pydicom.encaps import generate_pixel_data_frame
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sptest import BIN, DATA, check, finish  # noqa: E402
@@ -56,58 +61,78 @@ def odd_edge(size, t, tile):
     return left < tile and left % 2 == 1
 
 
-def reference(path):
-    """The half-size image tile by tile from PIL (DCT scaling) or, at odd
-    edges, the 2x2 box of OpenSlide's read."""
-    osr = openslide.OpenSlide(path)
+def tiff_tiles(path):
+    """level 0's geometry and its tiles as self-contained JPEGs (the
+    JPEGTables put in front), whether the data are RGB"""
     with tifffile.TiffFile(path) as tf:
         pg = tf.pages[0]
-        W, H, tw, th = (pg.imagewidth, pg.imagelength, pg.tilewidth,
-                        pg.tilelength)
-        out = np.zeros(((H + 1) // 2, (W + 1) // 2, 3), np.uint8)
-        across = -(-W // tw)
         fh = tf.filehandle
-        counts = {"draft": 0, "box": 0}
-        for t, (off, n) in enumerate(zip(pg.dataoffsets, pg.databytecounts)):
-            tx, ty = t % across, t // across
-            if ty * th >= H:
-                break
-            x0, y0 = tx * tw, ty * th
-            lw, lh = min(tw, W - x0), min(th, H - y0)
-            cw, ch = (x0 + lw + 1) // 2 - x0 // 2, (y0 + lh + 1) // 2 - y0 // 2
-            if odd_edge(W, tx, tw) or odd_edge(H, ty, th):
-                full = np.asarray(osr.read_region((x0, y0), 0, (lw, lh))
-                                  .convert("RGB")).astype(int)
-                if lw % 2:
-                    full = np.concatenate([full, full[:, -1:]], 1)
-                if lh % 2:
-                    full = np.concatenate([full, full[-1:]], 0)
-                ref = (full[0::2, 0::2] + full[1::2, 0::2] + full[0::2, 1::2] +
-                       full[1::2, 1::2] + 2) >> 2
-                counts["box"] += 1
-            else:
-                fh.seek(off)
-                data = fh.read(n)
-                if pg.jpegtables:
-                    data = pg.jpegtables[:-2] + data[2:]
-                im = Image.open(io.BytesIO(data))
-                sof = data.index(b"\xff\xc0")
-                ids = data[sof + 10:sof + 19:3]
-                # RGB data that libjpeg would take for YCbCr (Aperio's:
-                # component ids 0, 1, 2 and no Adobe marker), as OpenSlide
-                # takes it from the TIFF photometric: no colour conversion
-                raw = pg.photometric == 2 and ids != b"RGB"
-                im.draft("YCbCr" if raw else "RGB", (tw // 2, th // 2))
-                ref = np.asarray(im)[:ch, :cw]
-                counts["draft"] += 1
-            out[y0 // 2:y0 // 2 + ch, x0 // 2:x0 // 2 + cw] = ref
-        return out, counts
+        tiles = []
+        for off, n in zip(pg.dataoffsets, pg.databytecounts):
+            fh.seek(off)
+            data = fh.read(n)
+            if pg.jpegtables:
+                data = pg.jpegtables[:-2] + data[2:]
+            tiles.append(data)
+        return (pg.imagewidth, pg.imagelength, pg.tilewidth, pg.tilelength,
+                tiles, pg.photometric == 2)
 
 
-def check_source(path, what, tmp):
+def dicom_tiles(series):
+    """the same from level-0.dcm of a series of ours, as pydicom splits its
+    frames"""
+    ds = pydicom.dcmread(os.path.join(series, "level-0.dcm"))
+    frames = list(generate_pixel_data_frame(ds.PixelData))
+    return (int(ds.TotalPixelMatrixColumns), int(ds.TotalPixelMatrixRows),
+            int(ds.Columns), int(ds.Rows), frames,
+            ds.PhotometricInterpretation == "RGB")
+
+
+def reference(geometry, pixels_of):
+    """The half-size image tile by tile from PIL (DCT scaling) or, at odd
+    edges, the 2x2 box of OpenSlide's read of `pixels_of` (a slide with the
+    same level 0)."""
+    W, H, tw, th, tiles, rgb = geometry
+    osr = openslide.OpenSlide(pixels_of)
+    out = np.zeros(((H + 1) // 2, (W + 1) // 2, 3), np.uint8)
+    across = -(-W // tw)
+    counts = {"draft": 0, "box": 0}
+    for t, data in enumerate(tiles):
+        tx, ty = t % across, t // across
+        if ty * th >= H:
+            break
+        x0, y0 = tx * tw, ty * th
+        lw, lh = min(tw, W - x0), min(th, H - y0)
+        cw, ch = (x0 + lw + 1) // 2 - x0 // 2, (y0 + lh + 1) // 2 - y0 // 2
+        if odd_edge(W, tx, tw) or odd_edge(H, ty, th):
+            full = np.asarray(osr.read_region((x0, y0), 0, (lw, lh))
+                              .convert("RGB")).astype(int)
+            if lw % 2:
+                full = np.concatenate([full, full[:, -1:]], 1)
+            if lh % 2:
+                full = np.concatenate([full, full[-1:]], 0)
+            ref = (full[0::2, 0::2] + full[1::2, 0::2] + full[0::2, 1::2] +
+                   full[1::2, 1::2] + 2) >> 2
+            counts["box"] += 1
+        else:
+            im = Image.open(io.BytesIO(data))
+            sof = data.index(b"\xff\xc0")
+            ids = data[sof + 10:sof + 19:3]
+            # RGB data that libjpeg would take for YCbCr (Aperio's:
+            # component ids 0, 1, 2 and no Adobe marker), as OpenSlide
+            # takes it from the TIFF photometric: no colour conversion
+            raw = rgb and ids != b"RGB"
+            im.draft("YCbCr" if raw else "RGB", (tw // 2, th // 2))
+            ref = np.asarray(im)[:ch, :cw]
+            counts["draft"] += 1
+        out[y0 // 2:y0 // 2 + ch, x0 // 2:x0 // 2 + cw] = ref
+    return out, counts
+
+
+def check_source(path, what, tmp, geometry=None, pixels_of=None):
     d = os.path.join(tmp, "dump")
     os.makedirs(d, exist_ok=True)
-    ref, counts = reference(path)
+    ref, counts = reference(geometry or tiff_tiles(path), pixels_of or path)
     whole, e = read_half(path, d)
     check(whole is not None, f"{what}: read at half size: {e}")
     if whole is None:
@@ -183,6 +208,19 @@ def main():
                         "--compression", "jpeg", "--Q", "85", "--rgbjpeg"],
                        check=True)
         check_source(rgb, "rgb jpeg", tmp)
+        # DICOM series of ours whose frames are those slides' tiles: RGB
+        # frames (the Aperio slide's) and YBR_FULL_422 ones
+        for src, tile, what in ((CMU, 240, "dicom rgb"),
+                                (ycc, 256, "dicom ybr")):
+            o = os.path.join(tmp, what.replace(" ", "-"))
+            r = subprocess.run([BIN, "tile", src, "-o", o, "--container",
+                                "dicom", "--tile-size", str(tile),
+                                "--passthrough", "--quiet"],
+                               capture_output=True, text=True, timeout=300)
+            check(r.returncode == 0, f"{what}: made: {r.stderr}")
+            if r.returncode == 0:
+                check_source(o + ".dicom", what, tmp,
+                             dicom_tiles(o + ".dicom"), src)
         damaged(tmp)
         refused(tmp)
     return finish()
