@@ -37,6 +37,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         int64_t h = lv->height < 128 ? lv->height : 128;
         sp_reader_read(r, l, 0, 0, w, h, rgb, &err);
     }
+    if (r && sp_slide_can_read_half(s)) { /* level 0 at half size */
+        const sp_level *lv = sp_slide_level(s, 0);
+        int64_t w = (lv->width + 1) / 2, h = (lv->height + 1) / 2;
+        sp_reader_read_half(r, 0, 0, w < 128 ? w : 128, h < 128 ? h : 128, rgb,
+                            128 * 3, &err);
+        sp_reader_read_half(r, w - 70, h - 50, 90, 80, rgb, 128 * 3, &err);
+    }
     sp_reader_free(r);
     for (int i = 0; i < sp_slide_associated_count(s); i++) {
         const sp_associated *a = sp_slide_associated_at(s, i);

@@ -63,6 +63,24 @@ static void read_box(sp_reader *r, const sp_level *l, int level, int64_t x,
                    (int64_t)((double)y * l->downsample), w, h, px, &err);
 }
 
+/* Level 0 at half size (DCT scaling, the odd-edge boxes): the whole
+ * image's top-left box and a box over its bottom-right edge. */
+static void half_reads(sp_slide *s) {
+    if (!sp_slide_can_read_half(s))
+        return;
+    sp_error err = {0};
+    sp_reader *r = sp_reader_create(s, 0, NULL, &err);
+    if (!r)
+        return;
+    const sp_level *l = sp_slide_level(s, 0);
+    int64_t w = (l->width + 1) / 2, h = (l->height + 1) / 2;
+    sp_reader_read_half(r, 0, 0, w < BOX ? w : BOX, h < BOX ? h : BOX, px,
+                        (size_t)BOX * 3, &err);
+    sp_error_clear(&err);
+    sp_reader_read_half(r, w - 70, h - 50, 90, 80, px, (size_t)BOX * 3, &err);
+    sp_reader_free(r);
+}
+
 static uint64_t get(const uint8_t *p, int n, bool le) {
     uint64_t v = 0;
     for (int i = 0; i < n; i++)
@@ -155,6 +173,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         read_box(r, l, level, l->width - 70, l->height - 50, 90, 80);
         sp_reader_free(r);
     }
+    half_reads(s);
     sp_slide_close(s);
     return 0;
 }
