@@ -109,8 +109,9 @@ static bool write_as(const char *tmp, const char *final, const uint8_t *data,
     return sp_error_set(err, e.code, final, "%s", cause);
 }
 
-static bool dzi_put(sp__writer *w, int d, int64_t col, int64_t row,
+static bool dzi_put(sp__writer *w, int t, int d, int64_t col, int64_t row,
                     const uint8_t *data, size_t n, sp_error *err) {
+    (void)t; /* a file per tile: no shared spool */
     char name[64], path[4096];
     sp_pyramid_tile_name(name, sizeof name, col, row, w->ext);
     int k = snprintf(path, sizeof path, "%s/%d/%s", w->tmp_files,

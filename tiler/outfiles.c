@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,3 +96,91 @@ bool sp__spool_write(int fd, uint64_t off, const uint8_t *data, size_t n,
     }
     return true;
 }
+
+/* ---- the spool ---------------------------------------------------------- */
+
+struct sp__spool {
+    int fd;
+    int threads;
+    _Atomic uint64_t end; /* the bytes reserved so far */
+    struct spool_run {
+        uint8_t *buf;
+        uint64_t off; /* where buf goes in the file */
+        size_t used;
+    } * run;
+};
+
+sp__spool *sp__spool_create(int fd, int threads) {
+    sp__spool *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->fd = fd;
+    s->threads = threads > 0 ? threads : 1;
+    atomic_init(&s->end, 0);
+    s->run = calloc((size_t)s->threads, sizeof *s->run);
+    if (!s->run) {
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void sp__spool_free(sp__spool *s) {
+    if (!s)
+        return;
+    for (int t = 0; t < s->threads; t++)
+        free(s->run[t].buf);
+    free(s->run);
+    free(s);
+}
+
+/* Write thread t's run (its used part) and start none. */
+static bool flush_run(sp__spool *s, int t, const char *name, sp_error *err) {
+    struct spool_run *r = &s->run[t];
+    bool ok = r->used == 0 ||
+              sp__spool_write(s->fd, r->off, r->buf, r->used, false, name, err);
+    r->used = 0;
+    r->off = UINT64_MAX;
+    return ok;
+}
+
+bool sp__spool_put(sp__spool *s, int t, const uint8_t *data, size_t n, bool pad,
+                   uint64_t *off, const char *name, sp_error *err) {
+    const size_t total = n + (pad ? 1 : 0);
+    if (t < 0 || t >= s->threads)
+        return sp_error_set(err, SP_ERR_INTERNAL, name, "spool thread %d", t);
+    struct spool_run *r = &s->run[t];
+    if (total > SP_SPOOL_RUN / 4) { /* large: its own place, written now */
+        *off = atomic_fetch_add(&s->end, (uint64_t)total);
+        return sp__spool_write(s->fd, *off, data, n, pad, name, err);
+    }
+    if (!r->buf) {
+        r->buf = malloc(SP_SPOOL_RUN);
+        if (!r->buf)
+            return sp_error_set(err, SP_ERR_NOMEM, name, "out of memory");
+        r->off = UINT64_MAX;
+    }
+    if (r->off != UINT64_MAX && r->used + total > SP_SPOOL_RUN &&
+        !flush_run(s, t, name, err))
+        return false;
+    if (r->off == UINT64_MAX) {
+        r->off = atomic_fetch_add(&s->end, (uint64_t)SP_SPOOL_RUN);
+        r->used = 0;
+    }
+    *off = r->off + r->used;
+    memcpy(r->buf + r->used, data, n);
+    if (pad)
+        r->buf[r->used + n] = 0;
+    r->used += total;
+    return true;
+}
+
+bool sp__spool_flush(sp__spool *s, const char *name, sp_error *err) {
+    bool ok = true;
+    for (int t = 0; t < s->threads; t++)
+        if (!flush_run(s, t, name, ok ? err : &(sp_error){0}))
+            ok = false;
+    return ok;
+}
+
+uint64_t sp__spool_size(sp__spool *s) { return atomic_load(&s->end); }

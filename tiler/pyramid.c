@@ -731,7 +731,7 @@ static bool do_tile(sp_pyramid *p, sp__pthread *me, const tile_job *j,
         sp_buf *b = &me->stored;
         if (!sp_slide_read_stored_tile(p->prm.slide, 0, j->col, j->row, b,
                                        &me->err) ||
-            !p->wops->put(p->writer, 0, j->col, j->row,
+            !p->wops->put(p->writer, (int)(me - p->pt), 0, j->col, j->row,
                           (const uint8_t *)b->data, b->len, &me->err))
             return false;
         L->manifest[j->row * L->cols + j->col] = 1;
@@ -759,8 +759,8 @@ static bool do_tile(sp_pyramid *p, sp__pthread *me, const tile_job *j,
         !has_tissue(p, j->d, px, pitch, x0, y0, tw, th)) {
         (*skipped)++;
         if (p->pad_edges) /* TIFF needs every tile */
-            return p->wops->put(p->writer, j->d, j->col, j->row, p->bg_tile,
-                                p->bg_tile_n, &me->err);
+            return p->wops->put(p->writer, (int)(me - p->pt), j->d, j->col,
+                                j->row, p->bg_tile, p->bg_tile_n, &me->err);
         return true;
     }
     if (p->pad_edges && (tw < T || th < T)) {
@@ -790,7 +790,8 @@ static bool do_tile(sp_pyramid *p, sp__pthread *me, const tile_job *j,
         return sp_error_set(&me->err, SP_ERR_INTERNAL, p->output,
                             "level %d tile %lld,%lld: %s", j->d,
                             (long long)j->col, (long long)j->row, why);
-    if (!p->wops->put(p->writer, j->d, j->col, j->row, enc, n, &me->err))
+    if (!p->wops->put(p->writer, (int)(me - p->pt), j->d, j->col, j->row, enc,
+                      n, &me->err))
         return false;
     L->manifest[j->row * L->cols + j->col] = 1;
     atomic_fetch_add_explicit(&p->bytes, (int64_t)n, memory_order_relaxed);

@@ -39,11 +39,12 @@ struct sp__writer {
     sp_pyramid_names fin; /* final names: main (.tiff/.tif), sidecar */
     char *tmp_tiff, *tmp_json, *spool_name, *tmp_spool;
     int fd;
-    _Atomic uint64_t end;
+    sp__spool *spool;
     tiff_index idx[SP_TILER_MAX_LEVELS];
 };
 
 static void tw_free(sp__writer *w) {
+    sp__spool_free(w->spool);
     if (w->fd >= 0)
         close(w->fd);
     for (int d = 0; d < SP_TILER_MAX_LEVELS; d++) {
@@ -116,6 +117,9 @@ static sp__writer *tw_open(sp_pyramid *p, bool ome, sp_error *err) {
         w->tmp_spool = NULL;
         goto fail;
     }
+    w->spool = sp__spool_create(w->fd, p->threads);
+    if (!w->spool)
+        goto oom;
     return w;
 oom:
     sp_error_set(err, SP_ERR_NOMEM, out, "out of memory");
@@ -132,10 +136,10 @@ static sp__writer *tw_open_ome(sp_pyramid *p, sp_error *err) {
     return tw_open(p, true, err);
 }
 
-static bool tw_put(sp__writer *w, int d, int64_t col, int64_t row,
+static bool tw_put(sp__writer *w, int t, int d, int64_t col, int64_t row,
                    const uint8_t *data, size_t n, sp_error *err) {
-    uint64_t off = atomic_fetch_add(&w->end, (uint64_t)n);
-    if (!sp__spool_write(w->fd, off, data, n, false, w->fin.main, err))
+    uint64_t off;
+    if (!sp__spool_put(w->spool, t, data, n, false, &off, w->fin.main, err))
         return false;
     int64_t i = row * w->p->lv[d].cols + col;
     w->idx[d].off[i] = off;
@@ -176,7 +180,9 @@ static bool tw_finish(sp__writer *w, const char *sidecar, size_t sidecar_n,
         }
     }
     sp_libtiff_quiet();
-    bool big = atomic_load(&w->end) > UINT64_C(0xE0000000);
+    if (!sp__spool_flush(w->spool, w->fin.main, err))
+        goto fail;
+    bool big = sp__spool_size(w->spool) > UINT64_C(0xE0000000);
     sp_capture_clear();
     tif = TIFFOpen(w->tmp_tiff, big ? "w8" : "w");
     if (!tif) {

@@ -69,9 +69,10 @@ typedef struct {
     /* Create the temporary output (refusing an existing final one unless
      * force). `p` is fully set up except for the writer. */
     sp__writer *(*open)(sp_pyramid *p, sp_error *err);
-    /* Store one encoded tile; called from many threads at once. Level d is
+    /* Store one encoded tile; called from many threads at once, `t` the
+     * caller's thread slot (0 <= t < the pyramid's threads). Level d is
      * the pyramid's index (0 = full resolution). */
-    bool (*put)(sp__writer *w, int d, int64_t col, int64_t row,
+    bool (*put)(sp__writer *w, int t, int d, int64_t col, int64_t row,
                 const uint8_t *data, size_t n, sp_error *err);
     /* Everything written: complete the output, write `sidecar` (JSON) and
      * rename all into place. */
@@ -169,6 +170,27 @@ void sp__tiler_clean_stale(const char *final_path);
  * lock. `name` is the output the errors name. */
 bool sp__spool_write(int fd, uint64_t off, const uint8_t *data, size_t n,
                      bool pad, const char *name, sp_error *err);
+/* The spool (outfiles.c): tiles from many threads at once, each thread
+ * filling its own run of the file (SP_SPOOL_RUN bytes taken with one
+ * atomic add) in memory and writing it with one pwrite when it
+ * is full, so a tile costs a copy rather than a system call (32,000
+ * pwrites contending for the file's lock, for a 33k x 25k slide). Tiles
+ * larger than a quarter run are written at once in a place of their own.
+ * Runs may end in unused bytes. sp__spool_put stores `n` bytes (and one
+ * zero after them when `pad`) from thread `t` (0 <= t < threads) and
+ * says where they lie; sp__spool_flush, called alone before the spool is
+ * read, writes every thread's pending run. */
+#define SP_SPOOL_RUN ((size_t)1 << 20)
+typedef struct sp__spool sp__spool;
+sp__spool *sp__spool_create(int fd, int threads);
+/* The bytes the spool's runs and tiles reserve so far (its size once
+ * flushed). */
+uint64_t sp__spool_size(sp__spool *s);
+bool sp__spool_put(sp__spool *s, int t, const uint8_t *data, size_t n, bool pad,
+                   uint64_t *off, const char *name, sp_error *err);
+bool sp__spool_flush(sp__spool *s, const char *name, sp_error *err);
+void sp__spool_free(sp__spool *s);
+
 /* The OME-XML of an OME-TIFF pyramid (ome.c): one Image of p's level-0
  * size, its PhysicalSize from the source's mpp when known, one TiffData
  * at IFD 0 naming the file `file_name` (its base name is taken) by the
