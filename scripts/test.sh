@@ -1,6 +1,7 @@
 #!/bin/sh
-# Install what is missing, build, and run every test: the normal build and
-# the ASan/UBSan build run the same ctest suites, then the libFuzzer build
+# Install what is missing, build, and run every test: the normal build (the
+# Release build of scripts/package.sh) and the ASan/UBSan build run the
+# same ctest suites, then the libFuzzer build
 # (build-fuzz, clang) runs each fuzz target for a few seconds from its
 # seeds (docs/FUZZING.md), and as root the Debian package is built,
 # installed, run and removed (tests/test_deb.sh). Exits non-zero on any
@@ -20,7 +21,10 @@ for variant in build build-asan; do
     if [ "$variant" = build-asan ]; then
         scripts/build.sh "$variant" -DSP_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
     else
-        scripts/build.sh "$variant"
+        # the hardened Release build that scripts/package.sh makes: the
+        # suites test the binaries the .deb ships, and tests/test_deb.sh
+        # packages this same tree instead of compiling everything again
+        scripts/package.sh "$variant" >/dev/null
     fi
     echo "== ctest ($variant)"
     (cd "$variant" && ctest --output-on-failure -j"$jobs") || status=1
@@ -36,7 +40,7 @@ echo "== ctest (build-fuzz)"
 # /usr/bin, removed (it installs into the system, so it runs alone, last)
 echo "== .deb (tests/test_deb.sh)"
 if [ "$(id -u)" -eq 0 ]; then
-    tests/test_deb.sh || status=1
+    tests/test_deb.sh build || status=1
 else
     echo "test.sh: tests/test_deb.sh skipped: it installs the package and needs root" >&2
 fi

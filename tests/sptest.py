@@ -2,6 +2,7 @@
 Debian's /usr/bin/python3): the paths ctest passes in the environment, a
 check counter, and the closing line 'N passed, M failed'."""
 import os
+import subprocess
 import sys
 
 BIN = os.environ.get("SLIDEPIPE_BIN", "")
@@ -9,6 +10,13 @@ SYNTH = os.environ.get("SLIDEPIPE_SYNTH", "")
 DATA = os.environ.get("SLIDEPIPE_TESTDATA") or os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
     "testdata")
+
+# Inputs made by slidepipe-synth are the same for the normal and the ASan
+# build: kept here (tests/CMakeLists.txt sets it to tests/.cache in the
+# source tree, shared by the build trees) so the second build's tests
+# copy them instead of making them again.
+CACHE = os.environ.get("SLIDEPIPE_TEST_CACHE", "")
+_SYNTH_SOURCES = ("tools", "util")  # what slidepipe-synth is built from
 
 _counts = {"passed": 0, "failed": 0}
 
@@ -217,3 +225,42 @@ def slide_secrets(slide, path):
         if k not in skip and len(v) >= 5:
             needles[f"property {k}"] = v.encode()
     return needles
+
+
+def _synth_key(args):
+    """sha256 of the arguments and of every source slidepipe-synth is
+    built from: another generator or other arguments, another slide"""
+    import hashlib
+    h = hashlib.sha256("\0".join(args).encode())
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    for d in _SYNTH_SOURCES:
+        for base, _, files in sorted(os.walk(os.path.join(root, d))):
+            for f in sorted(files):
+                if f.endswith((".c", ".h", ".txt")):
+                    h.update(f"{os.path.relpath(os.path.join(base, f), root)}"
+                             .encode())
+                    with open(os.path.join(base, f), "rb") as fh:
+                        h.update(fh.read())
+    return h.hexdigest()[:32]
+
+
+def synth_slide(path, *args, **kw):
+    """`slidepipe-synth -o path ARGS` (kw as for subprocess.run): with
+    $SLIDEPIPE_TEST_CACHE set, the slide made once for these arguments and
+    this generator's sources, then copied to `path` (slidepipe-synth
+    writes a temporary and renames it: ctest -j safe). Returns the
+    CompletedProcess of the run (a hit: returncode 0, no output)."""
+    import shutil
+    if not CACHE:
+        return subprocess.run([SYNTH, "-o", path, *args], **kw)
+    os.makedirs(CACHE, exist_ok=True)
+    cached = os.path.join(CACHE, "synth-" + _synth_key(args) + ".svs")
+    if not os.path.exists(cached):
+        # slidepipe-synth writes under a temporary name and renames
+        r = subprocess.run([SYNTH, "-o", cached, *args], **kw)
+        if r.returncode != 0:
+            return r
+    shutil.copyfile(cached, path)
+    return subprocess.CompletedProcess([SYNTH, "-o", path, *args], 0,
+                                       "" if kw.get("text") else b"",
+                                       "" if kw.get("text") else b"")

@@ -32,10 +32,9 @@ import time
 import h5py
 import numpy as np
 from sptest import (DATA, check, files_of, finish, leaks, slide_secrets,
-                    stats_of)
+                    stats_of, synth_slide)
 
 BIN = os.environ["SLIDEPIPE_BIN"]
-SYNTH = os.environ["SLIDEPIPE_SYNTH"]
 
 # broken files of the test data -> words their error must contain
 BROKEN = {
@@ -57,9 +56,9 @@ def run(*args, **kw):
 
 
 def synth(path, w, h, seed):
-    subprocess.run([SYNTH, "-o", path, "--width", str(w), "--height", str(h),
-                    "--seed", str(seed), "--quiet", "--threads", "1"],
-                   check=True, timeout=120)
+    synth_slide(path, "--width", str(w), "--height", str(h),
+                "--seed", str(seed), "--quiet", "--threads", "1",
+                check=True, timeout=120)
 
 
 def summary(out):

@@ -27,8 +27,8 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sptest import (BIN, DATA, SYNTH, check, files_of, finish,  # noqa: E402
-                    stats_of)
+from sptest import (BIN, DATA, check, files_of, finish,  # noqa: E402
+                    stats_of, synth_slide)
 
 MPI_BIN = os.environ.get("SLIDEPIPE_MPI", "")
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1",
@@ -64,8 +64,9 @@ def make_inputs(src):
     for name in GOOD + [BAD]:
         os.symlink(os.path.join(DATA, name), os.path.join(src, name))
     for i, (w, h) in enumerate(SIZES):
-        r = run([SYNTH, "-o", os.path.join(src, f"s{i}.svs"), "--width",
-                 str(w), "--height", str(h), "--seed", str(40 + i)])
+        r = synth_slide(os.path.join(src, f"s{i}.svs"), "--width", str(w),
+                        "--height", str(h), "--seed", str(40 + i),
+                        capture_output=True, text=True, env=ENV, timeout=600)
         check(r.returncode == 0, f"synth s{i}: {r.stderr}")
     with open(os.path.join(src, "notes.txt"), "w") as f:
         f.write("not a slide\n")

@@ -1,7 +1,9 @@
 #!/bin/sh
 # The Debian package end to end, as root on a Debian 12 machine
 # (scripts/test.sh runs it after the ctest suites; ~1-2 min):
-#   1. build it (scripts/package.sh, a Release build in build-release/)
+#   1. build it (scripts/package.sh, a Release build in build-release/ or
+#      BUILD_DIR; scripts/test.sh passes build/, which it has built that
+#      way and tested, so nothing is compiled a second time)
 #   2. lintian: no errors, no warnings but those listed below (the tags
 #      found are printed)
 #   3. apt-get install ./slidepipe_*.deb: it may pull only packages of the

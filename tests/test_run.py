@@ -23,11 +23,11 @@ import h5py
 import numpy as np
 import openslide
 from skimage.color import rgb2hsv
-from sptest import DATA, check, files_of, finish, leaks, slide_secrets
+from sptest import (DATA, check, files_of, finish, leaks, slide_secrets,
+                    synth_slide)
 
 BIN = os.environ["SLIDEPIPE_BIN"]
 DUMP = os.environ["SLIDEPIPE_ANALYSIS_DUMP"]
-SYNTH = os.environ["SLIDEPIPE_SYNTH"]
 CMU = os.path.join(DATA, "CMU-1-Small-Region.svs")
 TCGA = os.path.join(DATA, "tcga-cr-7395-01a-01-ts1.svs")
 
@@ -163,8 +163,8 @@ def test_other_resolution_not_fused(tmp):
 def test_skip_background_by_mask(tmp):
     # a real slide on a wide white border: only the border is background
     src = os.path.join(tmp, "bordered.svs")
-    subprocess.run([SYNTH, "-o", src, "--width", "3000", "--height", "2400",
-                    "--tissue", "0.3", "--seed", "7", "--quiet"], check=True)
+    synth_slide(src, "--width", "3000", "--height", "2400", "--tissue", "0.3",
+                "--seed", "7", "--quiet", check=True)
     out = os.path.join(tmp, "skip")
     r = run("run", src, "-o", out, "--skip-background", "--json", "--quiet")
     if not check(r.returncode == 0, f"skip run: {r.stderr}"):
@@ -238,8 +238,8 @@ def test_existing_output_and_force(tmp):
 
 def test_sigint_leaves_nothing(tmp):
     src = os.path.join(tmp, "big.svs")
-    subprocess.run([SYNTH, "-o", src, "--width", "12000", "--height", "9000",
-                    "--quiet"], check=True)
+    synth_slide(src, "--width", "12000", "--height", "9000", "--quiet",
+                check=True)
     d = os.path.join(tmp, "int")
     os.mkdir(d)
     p = subprocess.Popen([BIN, "run", src, "-o", os.path.join(d, "x"),
