@@ -1377,6 +1377,25 @@ extern "C" const char *sp__dicom_version(void) { return OFFIS_DCMTK_VERSION; }
 
 /* ---- stored frames (passthrough) --------------------------------------- */
 
+namespace {
+
+/* Frame `f` of `in`'s bytes into `data` from any thread (a DCMTK cache
+ * of its own): false with *why, *oom when memory ran out. */
+bool frame_bytes(instance *in, Uint32 f, std::vector<Uint8> &data,
+                 std::string *why, bool *oom) {
+    DcmFileCache cache;
+    *oom = false;
+    try {
+        return fetch_frame(in, f, data, &cache, why);
+    } catch (const std::bad_alloc &) {
+        *oom = true;
+        *why = "out of memory";
+        return false;
+    }
+}
+
+} // namespace
+
 extern "C" bool sp__dicom_stored(const sp__dicom *d, int lvl,
                                  sp_stored_tiles *out, const char **why) {
     const level &lv = d->levels[(size_t)lvl];
@@ -1402,15 +1421,11 @@ extern "C" bool sp__dicom_stored(const sp__dicom *d, int lvl,
     const tile_ref &t0 = lv.tiles[0];
     instance *in = d->inst[(size_t)t0.inst];
     std::vector<Uint8> data;
-    DcmFileCache cache;
     std::string msg;
+    bool oom;
     *why = "its first frame cannot be read";
-    try {
-        if (!fetch_frame(in, t0.frame, data, &cache, &msg))
-            return false;
-    } catch (const std::bad_alloc &) {
+    if (!frame_bytes(in, t0.frame, data, &msg, &oom))
         return false;
-    }
     return sp__jpeg_stored_info(data.data(), data.size(), lv.tw, lv.th,
                                 !in->ycc, out, why);
 }
@@ -1429,15 +1444,11 @@ extern "C" bool sp__dicom_stored_tile(const sp__dicom *d, int lvl, int64_t col,
                             "level %d's tiles cannot be copied", lvl);
     instance *in = d->inst[(size_t)t.inst];
     std::vector<Uint8> data;
-    DcmFileCache cache;
     std::string why;
-    try {
-        if (!fetch_frame(in, t.frame, data, &cache, &why))
-            return sp_error_set(err, SP_ERR_INPUT, path, "level %d: %s", lvl,
-                                why.c_str());
-    } catch (const std::bad_alloc &) {
-        return sp_error_set(err, SP_ERR_NOMEM, path, "out of memory");
-    }
+    bool oom;
+    if (!frame_bytes(in, t.frame, data, &why, &oom))
+        return sp_error_set(err, oom ? SP_ERR_NOMEM : SP_ERR_INPUT, path,
+                            "level %d: %s", lvl, why.c_str());
     /* a fragment has an even length: a JPEG of odd length ends with a pad
      * byte after its EOI, dropped here */
     size_t n = data.size();
