@@ -337,13 +337,11 @@ static sp__writer *dw_open(sp_pyramid *p, sp_error *err) {
 static bool dw_put(sp__writer *w, int t, int d, int64_t col, int64_t row,
                    const uint8_t *data, size_t n, sp_error *err) {
     const size_t padded = n + (n & 1);
-    uint64_t off;
-    if (!sp__spool_put(w->spool, t, data, n, n & 1, &off, w->fin.main, err))
-        return false;
-    int64_t i = row * w->p->lv[d].cols + col;
-    w->idx[(size_t)d].off[(size_t)i] = off;
-    w->idx[(size_t)d].len[(size_t)i] = (uint32_t)padded;
-    return true;
+    const size_t i = (size_t)(row * w->p->lv[d].cols + col);
+    w->idx[(size_t)d].len[i] = (uint32_t)padded;
+    /* its offset lands in the index when its run is written */
+    return sp__spool_put(w->spool, t, data, n, n & 1, &w->idx[(size_t)d].off[i],
+                         w->fin.main, err);
 }
 
 namespace {

@@ -99,14 +99,20 @@ bool sp__spool_write(int fd, uint64_t off, const uint8_t *data, size_t n,
 
 /* ---- the spool ---------------------------------------------------------- */
 
+struct spool_ent {
+    uint64_t *where; /* the writer's index slot of the tile */
+    size_t rel;      /* its offset in the run */
+};
+
 struct sp__spool {
     int fd;
     int threads;
-    _Atomic uint64_t end; /* the bytes reserved so far */
+    _Atomic uint64_t end; /* the bytes written or being written */
     struct spool_run {
-        uint8_t *buf;
-        uint64_t off; /* where buf goes in the file */
+        uint8_t *buf; /* SP_SPOOL_RUN bytes */
         size_t used;
+        struct spool_ent *ent; /* the tiles in buf */
+        size_t nent, cap;
     } * run;
 };
 
@@ -128,46 +134,51 @@ sp__spool *sp__spool_create(int fd, int threads) {
 void sp__spool_free(sp__spool *s) {
     if (!s)
         return;
-    for (int t = 0; t < s->threads; t++)
+    for (int t = 0; t < s->threads; t++) {
         free(s->run[t].buf);
+        free(s->run[t].ent);
+    }
     free(s->run);
     free(s);
 }
 
-/* Write thread t's run (its used part) and start none. */
+/* Write thread t's run at the spool's end, tell its tiles where they
+ * went, and empty it. */
 static bool flush_run(sp__spool *s, int t, const char *name, sp_error *err) {
     struct spool_run *r = &s->run[t];
-    bool ok = r->used == 0 ||
-              sp__spool_write(s->fd, r->off, r->buf, r->used, false, name, err);
-    r->used = 0;
-    r->off = UINT64_MAX;
+    if (r->used == 0)
+        return true;
+    uint64_t base = atomic_fetch_add(&s->end, (uint64_t)r->used);
+    bool ok = sp__spool_write(s->fd, base, r->buf, r->used, false, name, err);
+    for (size_t k = 0; k < r->nent; k++)
+        *r->ent[k].where = base + r->ent[k].rel;
+    r->used = r->nent = 0;
     return ok;
 }
 
 bool sp__spool_put(sp__spool *s, int t, const uint8_t *data, size_t n, bool pad,
-                   uint64_t *off, const char *name, sp_error *err) {
+                   uint64_t *where, const char *name, sp_error *err) {
     const size_t total = n + (pad ? 1 : 0);
     if (t < 0 || t >= s->threads)
         return sp_error_set(err, SP_ERR_INTERNAL, name, "spool thread %d", t);
     struct spool_run *r = &s->run[t];
-    if (total > SP_SPOOL_RUN / 4) { /* large: its own place, written now */
-        *off = atomic_fetch_add(&s->end, (uint64_t)total);
-        return sp__spool_write(s->fd, *off, data, n, pad, name, err);
+    if (total > SP_SPOOL_RUN / 4) { /* large: written now, at the end */
+        *where = atomic_fetch_add(&s->end, (uint64_t)total);
+        return sp__spool_write(s->fd, *where, data, n, pad, name, err);
     }
-    if (!r->buf) {
-        r->buf = malloc(SP_SPOOL_RUN);
-        if (!r->buf)
-            return sp_error_set(err, SP_ERR_NOMEM, name, "out of memory");
-        r->off = UINT64_MAX;
-    }
-    if (r->off != UINT64_MAX && r->used + total > SP_SPOOL_RUN &&
-        !flush_run(s, t, name, err))
+    if (!r->buf && !(r->buf = malloc(SP_SPOOL_RUN)))
+        return sp_error_set(err, SP_ERR_NOMEM, name, "out of memory");
+    if (r->used + total > SP_SPOOL_RUN && !flush_run(s, t, name, err))
         return false;
-    if (r->off == UINT64_MAX) {
-        r->off = atomic_fetch_add(&s->end, (uint64_t)SP_SPOOL_RUN);
-        r->used = 0;
+    if (r->nent == r->cap) {
+        size_t cap = r->cap ? 2 * r->cap : 256;
+        struct spool_ent *e = realloc(r->ent, cap * sizeof *e);
+        if (!e)
+            return sp_error_set(err, SP_ERR_NOMEM, name, "out of memory");
+        r->ent = e;
+        r->cap = cap;
     }
-    *off = r->off + r->used;
+    r->ent[r->nent++] = (struct spool_ent){where, r->used};
     memcpy(r->buf + r->used, data, n);
     if (pad)
         r->buf[r->used + n] = 0;

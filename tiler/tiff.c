@@ -138,13 +138,11 @@ static sp__writer *tw_open_ome(sp_pyramid *p, sp_error *err) {
 
 static bool tw_put(sp__writer *w, int t, int d, int64_t col, int64_t row,
                    const uint8_t *data, size_t n, sp_error *err) {
-    uint64_t off;
-    if (!sp__spool_put(w->spool, t, data, n, false, &off, w->fin.main, err))
-        return false;
     int64_t i = row * w->p->lv[d].cols + col;
-    w->idx[d].off[i] = off;
     w->idx[d].len[i] = (uint32_t)n;
-    return true;
+    /* its offset lands in the index when its run is written */
+    return sp__spool_put(w->spool, t, data, n, false, &w->idx[d].off[i],
+                         w->fin.main, err);
 }
 
 /* libtiff's own words for the failure of the call just made (libtiff

@@ -171,24 +171,24 @@ void sp__tiler_clean_stale(const char *final_path);
 bool sp__spool_write(int fd, uint64_t off, const uint8_t *data, size_t n,
                      bool pad, const char *name, sp_error *err);
 /* The spool (outfiles.c): tiles from many threads at once, each thread
- * filling its own run of the file (SP_SPOOL_RUN bytes taken with one
- * atomic add) in memory and writing it with one pwrite when it
- * is full, so a tile costs a copy rather than a system call (32,000
- * pwrites contending for the file's lock, for a 33k x 25k slide). Tiles
- * larger than a quarter run are written at once in a place of their own.
- * Runs may end in unused bytes. sp__spool_put stores `n` bytes (and one
- * zero after them when `pad`) from thread `t` (0 <= t < threads) and
- * says where they lie; sp__spool_flush, called alone before the spool is
- * read, writes every thread's pending run. */
+ * collecting its tiles in a run of SP_SPOOL_RUN bytes in memory and
+ * writing the run with one pwrite at the spool's end when it is full, so
+ * a tile costs a copy rather than a system call (32,000 pwrites
+ * contending for the file's lock, for a 33k x 25k slide), and the spool
+ * holds the tiles and nothing else. Tiles larger than a quarter run are
+ * written at once. sp__spool_put stores `n` bytes (and one zero after
+ * them when `pad`) from thread `t` (0 <= t < threads); where they lie in
+ * the file is stored in *where when their run is written (at once for a
+ * large tile), so *where must stay valid until sp__spool_flush, which,
+ * called alone before the spool is read, writes every thread's run. */
 #define SP_SPOOL_RUN ((size_t)1 << 20)
 typedef struct sp__spool sp__spool;
 sp__spool *sp__spool_create(int fd, int threads);
-/* The bytes the spool's runs and tiles reserve so far (its size once
- * flushed). */
-uint64_t sp__spool_size(sp__spool *s);
 bool sp__spool_put(sp__spool *s, int t, const uint8_t *data, size_t n, bool pad,
-                   uint64_t *off, const char *name, sp_error *err);
+                   uint64_t *where, const char *name, sp_error *err);
 bool sp__spool_flush(sp__spool *s, const char *name, sp_error *err);
+/* The spool's size: every tile's bytes once flushed. */
+uint64_t sp__spool_size(sp__spool *s);
 void sp__spool_free(sp__spool *s);
 
 /* The OME-XML of an OME-TIFF pyramid (ome.c): one Image of p's level-0
