@@ -1,6 +1,6 @@
 #!/bin/sh
 # The Debian package end to end, as root on a Debian 12 machine
-# (scripts/test.sh runs it after the ctest suites; ~1-2 min):
+# (scripts/test.sh runs it after the ctest suites; about 30 s):
 #   1. build it (scripts/package.sh, a Release build in build-release/ or
 #      BUILD_DIR; scripts/test.sh passes build/, which it has built that
 #      way and tested, so nothing is compiled a second time)
