@@ -201,6 +201,7 @@ struct sp__dicom {
     std::vector<int> assoc_inst; /* instance of each associated image */
     std::vector<std::string> prop_names, prop_values;
     std::string quickhash;
+    bool half_ok = false; /* sp__dicom_can_half, found at open */
     ~sp__dicom() {
         for (instance *i : inst)
             delete i;
@@ -668,6 +669,22 @@ extern "C" char *sp__dicom_series_of(const char *path) {
     return strdup(s.c_str());
 }
 
+/* Whether level 0 reads at half size: every frame of it JPEG of the
+ * level's tile size, which is even (sp__dicom_can_half; once, at open). */
+static bool half_readable(const sp__dicom *d) {
+    if (d->levels.empty())
+        return false;
+    const level &lv = d->levels[0];
+    if (lv.tw % 2 || lv.th % 2)
+        return false;
+    for (const tile_ref &t : lv.tiles) {
+        const instance *in = t.inst >= 0 ? d->inst[(size_t)t.inst] : nullptr;
+        if (in && (in->kind != px::jpeg || in->tw != lv.tw || in->th != lv.th))
+            return false;
+    }
+    return true;
+}
+
 extern "C" bool sp__dicom_open(sp_slide *s, const char *path, sp_error *err) {
     quiet_dcmtk();
     auto *d = new (std::nothrow) sp__dicom;
@@ -857,6 +874,7 @@ extern "C" bool sp__dicom_open(sp_slide *s, const char *path, sp_error *err) {
     }
     s->quickhash = d->quickhash.c_str();
     s->vendor = "dicom";
+    d->half_ok = half_readable(d);
     s->dicom = d;
     return true;
 }
@@ -1196,12 +1214,18 @@ bool tile_of(sp__dicom_reader *r, const level &lv, int64_t tx, int64_t ty,
     return true;
 }
 
-bool read_grid(sp__dicom_reader *r, const level &lv, int64_t x, int64_t y,
-               int64_t w, int64_t h, const uint8_t bg[3], uint8_t *rgb,
-               size_t stride, const char *path, sp_error *err) {
+/* The region's w x h pixels (rows `stride` apart) in the colour bg. */
+void fill_bg(uint8_t *rgb, int64_t w, int64_t h, size_t stride,
+             const uint8_t bg[3]) {
     for (int64_t k = 0; k < h; k++)
         for (int64_t i = 0; i < w; i++)
             std::memcpy(rgb + (size_t)k * stride + (size_t)i * 3, bg, 3);
+}
+
+bool read_grid(sp__dicom_reader *r, const level &lv, int64_t x, int64_t y,
+               int64_t w, int64_t h, const uint8_t bg[3], uint8_t *rgb,
+               size_t stride, const char *path, sp_error *err) {
+    fill_bg(rgb, w, h, stride, bg);
     int64_t x0 = std::max<int64_t>(x, 0), y0 = std::max<int64_t>(y, 0);
     int64_t x1 = std::min(x + w, lv.w), y1 = std::min(y + h, lv.h);
     std::string why;
@@ -1253,9 +1277,7 @@ bool read_grid(sp__dicom_reader *r, const level &lv, int64_t x, int64_t y,
 bool read_half(sp__dicom_reader *r, const level &lv, int64_t x, int64_t y,
                int64_t w, int64_t h, const uint8_t bg[3], uint8_t *rgb,
                size_t stride, const char *path, sp_error *err) {
-    for (int64_t k = 0; k < h; k++)
-        for (int64_t i = 0; i < w; i++)
-            std::memcpy(rgb + (size_t)k * stride + (size_t)i * 3, bg, 3);
+    fill_bg(rgb, w, h, stride, bg);
     const int64_t W = (lv.w + 1) / 2, H = (lv.h + 1) / 2, tw = lv.tw / 2,
                   th = lv.th / 2;
     int64_t x0 = std::max<int64_t>(x, 0), y0 = std::max<int64_t>(y, 0);
@@ -1317,19 +1339,7 @@ bool read_half(sp__dicom_reader *r, const level &lv, int64_t x, int64_t y,
 
 } // namespace
 
-extern "C" bool sp__dicom_can_half(const sp__dicom *d) {
-    if (d->levels.empty())
-        return false;
-    const level &lv = d->levels[0];
-    if (lv.tw % 2 || lv.th % 2)
-        return false;
-    for (const tile_ref &t : lv.tiles) {
-        const instance *in = t.inst >= 0 ? d->inst[(size_t)t.inst] : nullptr;
-        if (in && (in->kind != px::jpeg || in->tw != lv.tw || in->th != lv.th))
-            return false;
-    }
-    return true;
-}
+extern "C" bool sp__dicom_can_half(const sp__dicom *d) { return d->half_ok; }
 
 extern "C" bool sp__dicom_read_half(sp__dicom_reader *r, int64_t x, int64_t y,
                                     int64_t w, int64_t h, const uint8_t bg[3],
