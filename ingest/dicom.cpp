@@ -222,6 +222,7 @@ struct sp__dicom_reader {
     int32_t cached_inst = -1; /* the frame decoded in `tile` */
     Uint32 cached_frame = 0;
     DcmFileCache cache;
+    sp__memo *memo = nullptr; /* frames whose bytes repeat, decoded once */
 };
 
 namespace {
@@ -896,7 +897,12 @@ extern "C" sp__dicom_reader *sp__dicom_reader_create(const sp__dicom *d) {
     }
     jpeg_create_decompress(&r->cinfo);
     r->cinfo_ok = true;
+    r->memo = sp__memo_create(); /* none: every frame is decoded */
     return r;
+}
+
+extern "C" int64_t sp__dicom_reader_repeats(const sp__dicom_reader *r) {
+    return r ? sp__memo_hits(r->memo) : 0;
 }
 
 extern "C" void sp__dicom_reader_free(sp__dicom_reader *r) {
@@ -904,6 +910,7 @@ extern "C" void sp__dicom_reader_free(sp__dicom_reader *r) {
         return;
     if (r->cinfo_ok)
         jpeg_destroy_decompress(&r->cinfo);
+    sp__memo_free(r->memo);
     delete r;
 }
 
@@ -989,7 +996,10 @@ bool fetch(sp__dicom_reader *r, instance *in, Uint32 f, std::string *why) {
  * does) and the rows above it skipped; the rows below are skipped too
  * down to the last, which is decoded into its own row of `dst` (so `dst`
  * holds the whole frame then): every row is entropy-decoded, and damage
- * anywhere in the frame still fails it. */
+ * anywhere in the frame still fails it. A whole frame whose bytes
+ * repeat a frame's that decoded before is copied from the reader's memo
+ * (memo.c); the frame's bytes are its whole JPEG, so what else changes
+ * the decode is the photometric interpretation and the scale. */
 bool decode(sp__dicom_reader *r, const instance *in, Uint32 f, uint8_t *dst,
             size_t stride, int64_t c0, int64_t c1, int64_t r0, int64_t r1,
             std::string *why, int denom = 1) {
@@ -1004,6 +1014,12 @@ bool decode(sp__dicom_reader *r, const instance *in, Uint32 f, uint8_t *dst,
         *why = "frame " + std::to_string(f + 1) + " is empty";
         return false;
     }
+    const bool whole =
+        c0 == 0 && c1 >= in->tw / denom && r0 == 0 && r1 >= in->th / denom;
+    const uint32_t kind = (in->ycc ? 4u : 0u) | (uint32_t)denom;
+    if (whole && sp__memo_get(r->memo, kind, r->data.data(), r->data.size(),
+                              in->tw / denom, in->th / denom, dst, stride))
+        return true;
     jpeg_mem_src(c, r->data.data(), (unsigned long)r->data.size());
     if (jpeg_read_header(c, TRUE) != JPEG_HEADER_OK) {
         jpeg_abort_decompress(c);
@@ -1054,6 +1070,9 @@ bool decode(sp__dicom_reader *r, const instance *in, Uint32 f, uint8_t *dst,
     while (c->output_scanline < c->output_height)
         jpeg_read_scanlines(c, rows.data() + c->output_scanline, 1);
     jpeg_finish_decompress(c);
+    if (whole)
+        sp__memo_put(r->memo, kind, r->data.data(), r->data.size(), tw, th, dst,
+                     stride);
     return true;
 }
 

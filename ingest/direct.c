@@ -92,6 +92,7 @@ struct sp__direct_reader {
     size_t data_cap;
     uint8_t *tile;  /* a decoded tile (max_tile_bytes) */
     JSAMPROW *rows; /* a row pointer per row of the tallest tile */
+    sp__memo *memo; /* tiles whose bytes repeat, decoded once */
 };
 
 static void jerr_exit(j_common_ptr c) {
@@ -355,7 +356,8 @@ sp__direct_reader *sp__direct_reader_create(const sp__direct *d) {
             most_rows = d->lv[k].tile_h;
     r->tile = malloc(d->max_tile_bytes > 0 ? (size_t)d->max_tile_bytes : 1);
     r->rows = malloc((size_t)most_rows * sizeof *r->rows);
-    if (!r->tile || !r->rows) {
+    r->memo = sp__memo_create();
+    if (!r->tile || !r->rows || !r->memo) {
         sp__direct_reader_free(r);
         return NULL;
     }
@@ -374,7 +376,12 @@ void sp__direct_reader_free(sp__direct_reader *r) {
     free(r->data);
     free(r->tile);
     free(r->rows);
+    sp__memo_free(r->memo);
     free(r);
+}
+
+int64_t sp__direct_reader_repeats(const sp__direct_reader *r) {
+    return r ? sp__memo_hits(r->memo) : 0;
 }
 
 int sp__pread_all(int fd, uint8_t *buf, uint64_t n, uint64_t off) {
@@ -439,6 +446,10 @@ static bool read_tile_data(sp__direct_reader *r, const sp__direct *dd,
  * rows above (jpeg_skip_scanlines). Only rows [r0, r1) of `rows` are
  * written.
  *
+ * A whole tile (every row and column) whose bytes repeat a tile's that
+ * decoded before is copied from the reader's memo (memo.c) instead; the
+ * rows are then `stride` bytes apart.
+ *
  * Strictness is OpenSlide's: it decodes every row of every tile it
  * touches, and any libjpeg warning fails the tile. Skipped rows are still
  * entropy-decoded by libjpeg-turbo, and crops decode every column's
@@ -450,10 +461,18 @@ static bool read_tile_data(sp__direct_reader *r, const sp__direct *dd,
 static bool decode_tile(sp__direct_reader *r, const sp__direct *dd,
                         const dlevel *d, int denom, size_t t, int64_t tx,
                         int64_t ty, int64_t c0, int64_t c1, int64_t r0,
-                        int64_t r1, JSAMPROW *rows, int64_t *xoff,
-                        const char *path, sp_error *err) {
+                        int64_t r1, JSAMPROW *rows, size_t stride,
+                        int64_t *xoff, const char *path, sp_error *err) {
     if (!read_tile_data(r, dd, d, t, tx, ty, path, err))
         return false;
+    /* the tile's size in output pixels (tile sizes are even at denom 2) */
+    const int64_t tw = d->tile_w / denom, th = d->tile_h / denom;
+    const bool whole = c0 == 0 && c1 >= tw && r0 == 0 && r1 >= th;
+    const uint32_t kind = (uint32_t)d->level << 2 | (uint32_t)denom;
+    *xoff = 0;
+    if (whole && sp__memo_get(r->memo, kind, r->data, d->counts[t], tw, th,
+                              rows[0], stride))
+        return true;
     struct jpeg_decompress_struct *c = &r->cinfo;
     if (setjmp(r->jerr.jump)) {
         jpeg_abort_decompress(c);
@@ -478,8 +497,6 @@ static bool decode_tile(sp__direct_reader *r, const sp__direct *dd,
     c->scale_num = 1;
     c->scale_denom = (unsigned)denom;
     jpeg_start_decompress(c);
-    /* the tile's size in output pixels (tile sizes are even at denom 2) */
-    const int64_t tw = d->tile_w / denom, th = d->tile_h / denom;
     if ((int64_t)c->output_width != tw || (int64_t)c->output_height != th ||
         c->output_components != 3) {
         jpeg_abort_decompress(c);
@@ -490,7 +507,6 @@ static bool decode_tile(sp__direct_reader *r, const sp__direct *dd,
                             c->output_width * denom, c->output_height * denom,
                             (long long)d->tile_w, (long long)d->tile_h);
     }
-    *xoff = 0;
     const int64_t m = (int64_t)c->max_h_samp_factor * DCTSIZE;
     int64_t a = c0 - m < 0 ? 0 : c0 - m;
     int64_t b = c1 + m > tw ? tw : c1 + m;
@@ -513,6 +529,9 @@ static bool decode_tile(sp__direct_reader *r, const sp__direct *dd,
             jpeg_read_scanlines(c, &last, 1);
     }
     jpeg_abort_decompress(c);
+    if (whole)
+        sp__memo_put(r->memo, kind, r->data, d->counts[t], tw, th, rows[0],
+                     stride);
     return true;
 }
 static void fill_bg(uint8_t *p, int64_t n, const uint8_t bg[3]) {
@@ -542,8 +561,8 @@ static bool half_edge_tile(sp__direct_reader *r, const sp__direct *dd,
     for (int64_t k = 0; k < th; k++)
         r->rows[k] = r->tile + k * tw * 3;
     int64_t xoff;
-    if (!decode_tile(r, dd, d, 1, t, tx, ty, 0, tw, 0, th, r->rows, &xoff, path,
-                     err))
+    if (!decode_tile(r, dd, d, 1, t, tx, ty, 0, tw, 0, th, r->rows,
+                     (size_t)tw * 3, &xoff, path, err))
         return false;
     /* the last image row and column inside the tile */
     const int64_t ylast =
@@ -634,7 +653,8 @@ static bool direct_read(sp__direct_reader *r, const sp__direct *dd, int level,
                 for (int64_t k = cy0 - y0; k < cy1 - y0; k++)
                     r->rows[k] = rgb + (y0 - y + k) * stride + (x0 - x) * 3;
                 if (!decode_tile(r, dd, d, denom, t, tx, ty, 0, tw, cy0 - y0,
-                                 cy1 - y0, r->rows, &xoff, path, err))
+                                 cy1 - y0, r->rows, row_stride, &xoff, path,
+                                 err))
                     return false;
                 continue;
             }
@@ -643,7 +663,8 @@ static bool direct_read(sp__direct_reader *r, const sp__direct *dd, int level,
             for (int64_t k = 0; k < th; k++)
                 r->rows[k] = r->tile + k * tw * 3;
             if (!decode_tile(r, dd, d, denom, t, tx, ty, cx0 - x0, cx1 - x0,
-                             cy0 - y0, cy1 - y0, r->rows, &xoff, path, err))
+                             cy0 - y0, cy1 - y0, r->rows, (size_t)tw * 3, &xoff,
+                             path, err))
                 return false;
             for (int64_t yy = cy0; yy < cy1; yy++)
                 memcpy(rgb + (yy - y) * stride + (cx0 - x) * 3,

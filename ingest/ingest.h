@@ -117,6 +117,11 @@ sp_reader *sp_reader_create(sp_slide *s, unsigned flags, const uint8_t bg[3],
                             sp_error *err);
 /* Free. Accepts NULL. */
 void sp_reader_free(sp_reader *r);
+/* The tiles this reader copied rather than decoded: a whole tile (or
+ * DICOM frame) whose compressed bytes equal a tile's it decoded before at
+ * the same level and scale gives the same pixels (blank tiles a scanner
+ * writes over and over). 0 for slides read through OpenSlide or libvips. */
+int64_t sp_reader_repeats(const sp_reader *r);
 
 /* Read a w x h region of `level` whose top-left is (x, y) in level-0
  * coordinates (as openslide_read_region) into `rgb`, w*h*3 bytes, rows

@@ -60,6 +60,8 @@ void sp__direct_free(sp__direct *d);
 bool sp__direct_has_level(const sp__direct *d, int level);
 sp__direct_reader *sp__direct_reader_create(const sp__direct *d);
 void sp__direct_reader_free(sp__direct_reader *r);
+/* Tiles copied from the reader's memo (sp__memo_hits); 0 for NULL. */
+int64_t sp__direct_reader_repeats(const sp__direct_reader *r);
 bool sp__direct_read(sp__direct_reader *r, const sp__direct *d, int level,
                      int64_t x, int64_t y, int64_t w, int64_t h,
                      const uint8_t bg[3], uint8_t *rgb, size_t stride,
@@ -85,6 +87,23 @@ bool sp__odd_edge(int64_t size, int64_t t, int64_t tile);
 void sp__box_half(const uint8_t *tile, int64_t tw, int64_t xlast, int64_t ylast,
                   int64_t c0, int64_t c1, int64_t r0, int64_t r1, uint8_t *out,
                   size_t stride);
+
+/* Tiles whose compressed bytes repeat, decoded once (memo.c; one per
+ * reader, so no lock): sp__memo_get copies the w x h RGB pixels of a
+ * kept tile with exactly these `n` bytes and `kind` (the caller's key for
+ * everything else that changes the decode: level, scale) into `dst`
+ * (rows `stride` bytes apart) and returns true; else false, and the
+ * caller decodes the tile whole and offers the result to sp__memo_put,
+ * which keeps it when these bytes were seen before. sp__memo_hits counts
+ * the tiles copied. A NULL memo keeps nothing. */
+typedef struct sp__memo sp__memo;
+sp__memo *sp__memo_create(void);
+void sp__memo_free(sp__memo *m);
+bool sp__memo_get(sp__memo *m, uint32_t kind, const uint8_t *data, size_t n,
+                  int64_t w, int64_t h, uint8_t *dst, size_t stride);
+void sp__memo_put(sp__memo *m, uint32_t kind, const uint8_t *data, size_t n,
+                  int64_t w, int64_t h, const uint8_t *src, size_t stride);
+int64_t sp__memo_hits(const sp__memo *m);
 
 /* `n` bytes at `off` of `fd` into `buf`, retried past short reads and
  * EINTR (direct.c; tiles and DICOM frames): 0, or errno (-1: the file
@@ -121,6 +140,7 @@ bool sp__dicom_open(sp_slide *s, const char *path, sp_error *err);
 void sp__dicom_free(sp__dicom *d);
 sp__dicom_reader *sp__dicom_reader_create(const sp__dicom *d);
 void sp__dicom_reader_free(sp__dicom_reader *r);
+int64_t sp__dicom_reader_repeats(const sp__dicom_reader *r); /* as direct */
 bool sp__dicom_read(sp__dicom_reader *r, int level, int64_t x, int64_t y,
                     int64_t w, int64_t h, const uint8_t bg[3], uint8_t *rgb,
                     size_t stride, const char *path, sp_error *err);

@@ -107,6 +107,12 @@ void sp_reader_free(sp_reader *r) {
     free(r);
 }
 
+int64_t sp_reader_repeats(const sp_reader *r) {
+    return r ? sp__direct_reader_repeats(r->direct) +
+                   sp__dicom_reader_repeats(r->dicom)
+             : 0;
+}
+
 bool sp_reader_read(sp_reader *r, int level, int64_t x, int64_t y, int64_t w,
                     int64_t h, uint8_t *rgb, sp_error *err) {
     return sp_reader_read_stride(r, level, x, y, w, h, rgb,

@@ -39,6 +39,7 @@ bool sp_run_result_json(const sp_run_result *r, const char *slide,
                      {"tiles_written", r->tiles.tiles_written},
                      {"tiles_skipped", r->tiles.tiles_skipped},
                      {"tiles_copied", r->tiles.tiles_copied},
+                     {"tiles_reused", r->tiles.tiles_reused},
                      {"bytes", r->tiles.bytes_written}};
             for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
                 sp_json_key(&j, t[i].k);

@@ -17,6 +17,9 @@
  * the box is of that image), one line:
  *     half ok W H             pixels in OUTDIR/half.rgb
  *     half error MESSAGE
+ * After each ok line, the tiles the reader copied rather than decoded
+ * (sp_reader_repeats):
+ *     repeats N
  * Exit status 0 when every line was written (read errors included); a
  * crash or sanitizer report is what the test looks for. */
 #include <stdbool.h>
@@ -86,6 +89,7 @@ static void read_level(const char *path, const char *outdir, int level,
         printf("half ok %lld %lld\n", (long long)w, (long long)h);
     else
         printf("level %d ok %lld %lld\n", level, (long long)w, (long long)h);
+    printf("repeats %lld\n", (long long)sp_reader_repeats(r));
 out:
     if (sp_error_is_set(&err) && half)
         printf("half error %s\n", err.msg);

@@ -14,6 +14,11 @@
   frames are the first two's tiles (RGB and YBR_FULL_422 frames; PIL
   decodes pydicom's frames, the edges come from OpenSlide's read of the
   slide they were copied from);
+- tiles whose bytes repeat (a tissue crop on a wide flat background,
+  so most tiles are the same JPEG) are copied by the reader rather than
+  decoded again (read_dump's `repeats`), and still equal PIL's decode,
+  at half size, at full size (against OpenSlide's read) and from a DICOM
+  series of them;
 - a damaged tile fails the read with its level and tile named, and
   `tile --passthrough` (which reads so) fails on it, leaving no output;
 - slides it cannot read so (JPEG 2000, odd tile sizes) are refused."""
@@ -39,7 +44,9 @@ CMU = os.path.join(DATA, "CMU-1-Small-Region.svs")
 
 
 def read_half(path, outdir, *extra):
-    """(w, h, pixels) or the error line of read_dump --half"""
+    """(pixels, None) or (None, the error line) of read_dump --half; the
+    tiles the reader copied rather than decoded in read_half.repeats"""
+    read_half.repeats = None
     for f in os.listdir(outdir):
         os.remove(os.path.join(outdir, f))
     r = subprocess.run([READ_DUMP, path, outdir, "--half", "--max-side",
@@ -51,6 +58,8 @@ def read_half(path, outdir, *extra):
     f = line[0].split()
     if f[1] != "ok":
         return None, line[0]
+    rep = [x for x in r.stdout.splitlines() if x.startswith("repeats ")]
+    read_half.repeats = int(rep[0].split()[1]) if rep else None
     w, h = int(f[2]), int(f[3])
     px = np.fromfile(os.path.join(outdir, "half.rgb"), np.uint8)
     return px.reshape(h, w, 3), None
@@ -129,7 +138,8 @@ def reference(geometry, pixels_of):
     return out, counts
 
 
-def check_source(path, what, tmp, geometry=None, pixels_of=None):
+def check_source(path, what, tmp, geometry=None, pixels_of=None,
+                 repeats=False):
     d = os.path.join(tmp, "dump")
     os.makedirs(d, exist_ok=True)
     ref, counts = reference(geometry or tiff_tiles(path), pixels_of or path)
@@ -147,9 +157,53 @@ def check_source(path, what, tmp, geometry=None, pixels_of=None):
               f"{np.unravel_index(diff.argmax(), diff.shape)}")
     check(counts["draft"] > 0 and counts["box"] > 0,
           f"{what}: both kinds of tile seen {counts}")
+    if repeats:
+        check((read_half.repeats or 0) > 0,
+              f"{what}: repeated tiles copied, not decoded again: "
+              f"{read_half.repeats}")
     pieces, e = read_half(path, d, "--piece", "333", "277")
     check(pieces is not None and (pieces == whole).all(),
           f"{what}: in 333x277 pieces, the same bytes: {e}")
+
+
+def repeated(tmp, crop):
+    """a slide most of whose tiles are the same bytes: the crop on a flat
+    background three times its size"""
+    wide = os.path.join(tmp, "wide.v")
+    subprocess.run(["vips", "embed", crop, wide, "1280", "768", "5001", "3777",
+                    "--extend", "background", "--background", "242 242 240 255"],
+                   check=True)
+    path = os.path.join(tmp, "repeats.tif")
+    subprocess.run(["vips", "tiffsave", wide, path, "--tile", "--tile-width",
+                    "256", "--tile-height", "256", "--compression", "jpeg",
+                    "--Q", "85"], check=True)
+    check_source(path, "repeats", tmp, repeats=True)
+    # full size: equal to OpenSlide's read
+    d = os.path.join(tmp, "dump-full")
+    os.makedirs(d, exist_ok=True)
+    r = subprocess.run([READ_DUMP, path, d, "--max-side", "100000"],
+                       capture_output=True, text=True, timeout=300)
+    lines = r.stdout.splitlines()
+    ok = [x.split() for x in lines if x.startswith("level 0 ok ")]
+    rep = [int(x.split()[1]) for x in lines if x.startswith("repeats ")]
+    if not check(r.returncode == 0 and ok and rep,
+                 f"repeats: full-size read: {r.stdout} {r.stderr}"):
+        return
+    w, h = int(ok[0][3]), int(ok[0][4])
+    px = np.fromfile(os.path.join(d, "level-0.rgb"), np.uint8).reshape(h, w, 3)
+    with openslide.OpenSlide(path) as osr:
+        ref = np.asarray(osr.read_region((0, 0), 0, (w, h)).convert("RGB"))
+    check(rep[0] > 0 and (px == ref).all(),
+          f"repeats: full size, {rep[0]} tiles copied, equal to OpenSlide's "
+          f"read: max diff {np.abs(px.astype(int) - ref).max()}")
+    # a DICOM series of those tiles (its frames repeat likewise)
+    o = os.path.join(tmp, "repeats-dicom")
+    r = subprocess.run([BIN, "tile", path, "-o", o, "--container", "dicom",
+                        "--tile-size", "256", "--passthrough", "--quiet"],
+                       capture_output=True, text=True, timeout=300)
+    if check(r.returncode == 0, f"repeats: DICOM made: {r.stderr}"):
+        check_source(o + ".dicom", "repeats dicom", tmp,
+                     dicom_tiles(o + ".dicom"), path, repeats=True)
 
 
 def damaged(tmp):
@@ -221,6 +275,7 @@ def main():
             if r.returncode == 0:
                 check_source(o + ".dicom", what, tmp,
                              dicom_tiles(o + ".dicom"), src)
+        repeated(tmp, crop)
         damaged(tmp)
         refused(tmp)
     return finish()

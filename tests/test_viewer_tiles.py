@@ -156,6 +156,24 @@ def main():
                     "--seed", "3"], check=True, capture_output=True)
     tile(synth, os.path.join(tmp, "psynth"))
     tile(big, os.path.join(tmp, "pbig"))
+    # tissue on a flat background: the pyramid encodes each solid tile's
+    # colour once and reuses the bytes (tiles_reused), which must be the
+    # bytes the viewer's encoder makes of the same pixels
+    crop, wide = os.path.join(tmp, "crop.v"), os.path.join(tmp, "wide.v")
+    flat = os.path.join(tmp, "flat.tif")
+    subprocess.run(["vips", "crop", CMU, crop, "0", "0", "1000", "800"],
+                   check=True)
+    subprocess.run(["vips", "embed", crop, wide, "900", "700", "2200", "1800",
+                    "--extend", "background", "--background",
+                    "242 242 240 255"], check=True)
+    subprocess.run(["vips", "tiffsave", wide, flat, "--tile", "--tile-width",
+                    "256", "--tile-height", "256", "--compression", "jpeg",
+                    "--Q", "85"], check=True)
+    r = subprocess.run([BIN, "tile", flat, "-o", os.path.join(tmp, "pflat"),
+                        "--quiet", "--json"], capture_output=True, text=True,
+                       timeout=300)
+    reused = json.loads(r.stdout)["tiles_reused"] if r.returncode == 0 else 0
+    check(reused > 0, f"flat: solid tiles reused ({reused}): {r.stderr}")
     tile(CMU, os.path.join(tmp, "skip"), "--skip-background")
     # a pyramid whose tile is a symbolic link to a file outside it
     tile(BOXES, os.path.join(tmp, "evil"))
@@ -167,9 +185,9 @@ def main():
     os.symlink(secret, victim)
     os.symlink(secret, os.path.join(tmp, "evil_files", "8", "0_0.jpeg.lnk"))
 
-    inputs = [CMU, BOXES, synth, big] + [os.path.join(tmp, p + ".dzi") for p in
-                                         ("pcmu", "pboxes", "psynth", "pbig",
-                                          "skip", "evil")]
+    inputs = [CMU, BOXES, synth, big, flat] + [
+        os.path.join(tmp, p + ".dzi")
+        for p in ("pcmu", "pboxes", "psynth", "pbig", "pflat", "skip", "evil")]
     srv = Server(*inputs)
     try:
         ids = srv.ids
@@ -179,6 +197,7 @@ def main():
         compare_all(srv, cmu, ids["pcmu.dzi"], 2220, 2967, "CMU")
         compare_all(srv, boxes, ids["pboxes.dzi"], 300, 250, "boxes")
         compare_all(srv, syn, ids["psynth.dzi"], 1500, 1100, "synth")
+        compare_all(srv, ids["flat.tif"], ids["pflat.dzi"], 2200, 1800, "flat")
         # the big slide: exact up to 4 MP regions; deeper tiles start from
         # a native level: close, not identical
         n = dz_levels(6000, 4000)

@@ -155,6 +155,8 @@ static void pyramid_free(sp_pyramid *p) {
                 p->codec->destroy(p->pt[t].codec);
             free(p->pt[t].scratch);
             sp_buf_free(&p->pt[t].stored);
+            for (int k = 0; k < SP_SOLID_KEEP; k++)
+                sp_buf_free(&p->pt[t].solid[k].enc);
         }
         free(p->pt);
     }
@@ -722,8 +724,64 @@ typedef struct {
     int64_t row, col;
 } tile_job;
 
+/* Whether every pixel of the w x h tile at px (rows pitch bytes apart) is
+ * the first one's colour. Tissue differs within a few pixels; a solid
+ * tile costs a compare of its bytes, a fraction of encoding it. */
+static bool solid_tile(const uint8_t *px, int64_t w, int64_t h, int64_t pitch) {
+    const size_t row = (size_t)w * 3;
+    /* pixel i+1 equals pixel i for all i: the row against itself, shifted */
+    if (memcmp(px, px + 3, row - 3) != 0)
+        return false;
+    for (int64_t y = 1; y < h; y++)
+        if (memcmp(px + y * pitch, px, row) != 0)
+            return false;
+    return true;
+}
+
+/* A solid tile's encoding from the thread's few kept ones (moved to the
+ * front), or NULL. */
+static const sp_buf *solid_find(sp__pthread *me, const uint8_t rgb[3], int w,
+                                int h) {
+    for (int k = 0; k < me->nsolid; k++) {
+        sp__solid *s = &me->solid[k];
+        if (s->w == w && s->h == h && memcmp(s->rgb, rgb, 3) == 0) {
+            if (k > 0) {
+                sp__solid hit = *s;
+                memmove(&me->solid[1], &me->solid[0], (size_t)k * sizeof hit);
+                me->solid[0] = hit;
+            }
+            return &me->solid[0].enc;
+        }
+    }
+    return NULL;
+}
+
+/* Keep a solid tile's encoding at the front, dropping the least recently
+ * used; out of memory, it is simply not kept. */
+static void solid_keep(sp__pthread *me, const uint8_t rgb[3], int w, int h,
+                       const uint8_t *enc, size_t n) {
+    sp__solid last = me->solid[SP_SOLID_KEEP - 1];
+    int moved = me->nsolid < SP_SOLID_KEEP ? me->nsolid : SP_SOLID_KEEP - 1;
+    memmove(&me->solid[1], &me->solid[0], (size_t)moved * sizeof last);
+    if (me->nsolid < SP_SOLID_KEEP)
+        me->nsolid++;
+    me->solid[0] = last; /* reuse the dropped one's buffer */
+    sp__solid *s = &me->solid[0];
+    sp_buf_reset(&s->enc);
+    sp_buf_append(&s->enc, enc, n);
+    if (s->enc.oom) {
+        /* keep the slot but never match it */
+        s->w = s->h = 0;
+        return;
+    }
+    memcpy(s->rgb, rgb, 3);
+    s->w = w;
+    s->h = h;
+}
+
 static bool do_tile(sp_pyramid *p, sp__pthread *me, const tile_job *j,
-                    int64_t *written, int64_t *skipped, int64_t *copied) {
+                    int64_t *written, int64_t *skipped, int64_t *copied,
+                    int64_t *reused) {
     sp__plevel *L = &p->lv[j->d];
     int T = p->T, O = p->O;
     if (p->copy0 && j->d == 0) {
@@ -785,11 +843,24 @@ static bool do_tile(sp_pyramid *p, sp__pthread *me, const tile_job *j,
     const uint8_t *enc;
     size_t n;
     char why[256];
-    if (!p->codec->encode(me->codec, px, (int)ow, (int)oh, pitch, &enc, &n, why,
-                          sizeof why))
-        return sp_error_set(&me->err, SP_ERR_INTERNAL, p->output,
-                            "level %d tile %lld,%lld: %s", j->d,
-                            (long long)j->col, (long long)j->row, why);
+    /* a tile of one colour (background, unscanned areas the slide
+     * library fills) is encoded once per colour and size: the encoders
+     * are deterministic, so the bytes are the same */
+    const bool solid = solid_tile(px, ow, oh, pitch);
+    const sp_buf *kept = solid ? solid_find(me, px, (int)ow, (int)oh) : NULL;
+    if (kept) {
+        enc = (const uint8_t *)kept->data;
+        n = kept->len;
+        (*reused)++;
+    } else {
+        if (!p->codec->encode(me->codec, px, (int)ow, (int)oh, pitch, &enc, &n,
+                              why, sizeof why))
+            return sp_error_set(&me->err, SP_ERR_INTERNAL, p->output,
+                                "level %d tile %lld,%lld: %s", j->d,
+                                (long long)j->col, (long long)j->row, why);
+        if (solid)
+            solid_keep(me, px, (int)ow, (int)oh, enc, n);
+    }
     if (!p->wops->put(p->writer, (int)(me - p->pt), j->d, j->col, j->row, enc,
                       n, &me->err))
         return false;
@@ -830,9 +901,9 @@ static bool emit_ready(sp_pyramid *p, sp_error *err) {
     }
 
     _Atomic bool failed = false;
-    int64_t written = 0, skipped = 0, copied = 0;
+    int64_t written = 0, skipped = 0, copied = 0, reused = 0;
 #pragma omp parallel num_threads(p->threads)                                   \
-    reduction(+ : written, skipped, copied)
+    reduction(+ : written, skipped, copied, reused)
     {
         sp__pthread *me = &p->pt[omp_get_thread_num()];
         if (!me->codec) {
@@ -847,7 +918,7 @@ static bool emit_ready(sp_pyramid *p, sp_error *err) {
         for (int64_t i = 0; i < njobs; i++) {
             if (atomic_load_explicit(&failed, memory_order_relaxed))
                 continue;
-            if (!do_tile(p, me, &jobs[i], &written, &skipped, &copied))
+            if (!do_tile(p, me, &jobs[i], &written, &skipped, &copied, &reused))
                 atomic_store(&failed, true);
         }
     }
@@ -863,6 +934,7 @@ static bool emit_ready(sp_pyramid *p, sp_error *err) {
     p->tiles_written += written;
     p->tiles_skipped += skipped;
     p->tiles_copied += copied;
+    p->tiles_reused += reused;
     p->tiles_done += njobs;
 
     /* keep only rows from the next tile row's top (with overlap) */
@@ -1133,6 +1205,7 @@ bool sp_pyramid_finish(sp_pyramid *p, sp_tile_stats *stats, sp_error *err) {
         stats->tiles_written = p->tiles_written;
         stats->tiles_skipped = p->tiles_skipped;
         stats->tiles_copied = p->tiles_copied;
+        stats->tiles_reused = p->tiles_reused;
         stats->bytes_written = atomic_load(&p->bytes);
         stats->seconds = sp_now() - p->t_start;
         snprintf(stats->output, sizeof stats->output, "%s",

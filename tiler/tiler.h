@@ -163,6 +163,7 @@ typedef struct {
     int64_t tiles_written;
     int64_t tiles_skipped; /* background tiles not written */
     int64_t tiles_copied;  /* level-0 tiles copied as stored (passthrough) */
+    int64_t tiles_reused;  /* tiles of one colour: an earlier one's bytes */
     int64_t bytes_written; /* encoded tile bytes */
     double seconds;
     char output[4096]; /* the main output file (.dzi or .tiff) */

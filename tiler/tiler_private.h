@@ -109,10 +109,22 @@ typedef struct {
     uint8_t *manifest; /* cols*rows: 1 written, 0 skipped */
 } sp__plevel;
 
+/* A tile of one colour, encoded: its bytes are the encoder's for that
+ * colour and size, so they are kept and reused (pyramid.c). */
+typedef struct {
+    uint8_t rgb[3];
+    int w, h;
+    sp_buf enc;
+} sp__solid;
+
+#define SP_SOLID_KEEP 4
+
 typedef struct {
     sp__codec_state *codec;
-    uint8_t *scratch; /* a padded tile (TIFF edge tiles) */
-    sp_buf stored;    /* a level-0 tile copied from the slide */
+    uint8_t *scratch;               /* a padded tile (TIFF edge tiles) */
+    sp__solid solid[SP_SOLID_KEEP]; /* most recently used first */
+    int nsolid;
+    sp_buf stored; /* a level-0 tile copied from the slide */
     sp_error err;
 } sp__pthread;
 
@@ -137,7 +149,7 @@ struct sp_pyramid {
     const sp__writer_ops *wops;
     sp__writer *writer;
     int64_t tiles_total, tiles_done, tiles_written, tiles_skipped;
-    int64_t tiles_copied;
+    int64_t tiles_copied, tiles_reused;
     SP__ATOMIC int64_t bytes;
     bool copy0; /* level 0 copied (prm.slide, passthrough) */
     int base;   /* the level the caller pushes: 0, or 1 with half_input */
