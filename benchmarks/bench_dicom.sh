@@ -12,9 +12,14 @@
 #                copy mode (its default)
 #   dicom read   slidepipe tile (Deep Zoom) from the DICOM series it wrote
 #                vs from the SVS: tiles/s either way
-# Prints wall, CPU, peak RSS, the ratios.
+# Every command runs ROUNDS times (default 3), the rounds interleaved (one
+# of each per round, in the same order), so a drift of the machine's speed
+# falls on both sides; prints each run's median wall, CPU and peak RSS
+# over the rounds (and the fastest and slowest wall), and the ratios of
+# the medians.
 # usage: benchmarks/bench_dicom.sh [WIDTH HEIGHT]     (default 32768 24576)
 #   SLIDEPIPE_BIN  slidepipe executable (default build/cli/slidepipe)
+#   ROUNDS         rounds (default 3)
 # The slide is made once by ../shared/bench/make-bench-slide.sh and kept
 # in benchmarks/out/ (gitignored).
 set -eu
@@ -36,61 +41,91 @@ if [ ! -f "$slide" ]; then
 fi
 dst=$out/dicom
 rm -rf "$dst"
-mkdir -p "$dst/orthanc"
+mkdir -p "$dst"
 res=$dst/results.txt
 : >"$res"
-drop() { sync; [ -w /proc/sys/vm/drop_caches ] && echo 3 >/proc/sys/vm/drop_caches || true; }
-
-drop
-sp_timed slidepipe "$res" "$BIN" tile "$slide" -o "$dst/sp" --container dicom \
-    --tile-size 240 --quality 75 --threads "$cores" --quiet
-drop
-sp_timed orthanc "$res" OrthancWSIDicomizer --folder="$dst/orthanc" \
-    --openslide=/usr/lib/x86_64-linux-gnu/libopenslide.so.0 \
-    --threads="$cores" --pyramid=1 --tile-width=240 --tile-height=240 \
-    --compression=jpeg --jpeg-quality=75 --max-size=0 --reencode=1 "$slide"
-drop
-sp_timed slidepipe-copy "$res" "$BIN" tile "$slide" -o "$dst/sp-copy" \
-    --container dicom --tile-size 240 --quality 75 --threads "$cores" \
-    --passthrough --quiet
-drop
-sp_timed tiff "$res" "$BIN" tile "$slide" -o "$dst/sp-tiff" --container tiff \
-    --tile-size 240 --quality 75 --threads "$cores" --quiet
-drop
-sp_timed tiff-copy "$res" "$BIN" tile "$slide" -o "$dst/sp-tiff-copy" \
-    --container tiff --tile-size 240 --quality 75 --threads "$cores" \
-    --passthrough --quiet
-# and its default: level 0's JPEG tiles copied, the other levels made
-# from them
-rm -rf "$dst/orthanc-copy"; mkdir -p "$dst/orthanc-copy"
-drop
-sp_timed orthanc-copy "$res" OrthancWSIDicomizer --folder="$dst/orthanc-copy" \
-    --openslide=/usr/lib/x86_64-linux-gnu/libopenslide.so.0 \
-    --threads="$cores" --pyramid=1 --tile-width=240 --tile-height=240 \
-    --compression=jpeg --jpeg-quality=75 --max-size=0 "$slide"
-drop
-sp_timed read-svs "$res" "$BIN" tile "$slide" -o "$dst/from-svs" --quiet \
-    --threads "$cores"
-drop
-sp_timed read-dicom "$res" "$BIN" tile "$dst/sp.dicom" -o "$dst/from-dicom" \
-    --quiet --threads "$cores"
-tiles=$(find "$dst/from-svs_files" -type f | wc -l)
-lv_sp=$(ls "$dst/sp.dicom" | wc -l)
+ROUNDS=${ROUNDS:-3}
+# before each run the page cache is dropped, so the slide is read from
+# disk as in an overnight batch, and then both programs are started once
+# (--version), so neither run pays for loading its shared libraries from
+# disk (~0.1 s each here: a batch loads them once)
+drop() {
+    sync
+    [ -w /proc/sys/vm/drop_caches ] && echo 3 >/proc/sys/vm/drop_caches || true
+    "$BIN" --version >/dev/null 2>&1 || true
+    OrthancWSIDicomizer --version >/dev/null 2>&1 || true
+}
+# run NAME CMD...: one timed run into $res, its outputs removed first
+run() {
+    _n=$1; shift
+    rm -rf "$dst/$_n".* "$dst/${_n}_files"
+    drop
+    sp_timed "$_n" "$res" "$@"
+}
+orthanc() {
+    _n=$1; shift
+    rm -rf "$dst/$_n"; mkdir -p "$dst/$_n"
+    run "$_n" OrthancWSIDicomizer --folder="$dst/$_n" \
+        --openslide=/usr/lib/x86_64-linux-gnu/libopenslide.so.0 \
+        --threads="$cores" --pyramid=1 --tile-width=240 --tile-height=240 \
+        --compression=jpeg --jpeg-quality=75 --max-size=0 "$@" "$slide"
+}
+r=1
+while [ "$r" -le "$ROUNDS" ]; do
+    echo "round $r of $ROUNDS ..." >&2
+    run slidepipe "$BIN" tile "$slide" -o "$dst/slidepipe" --container dicom \
+        --tile-size 240 --quality 75 --threads "$cores" --quiet
+    # the dicomizer re-encoding every tile, as slidepipe does
+    orthanc orthanc --reencode=1
+    run slidepipe-copy "$BIN" tile "$slide" -o "$dst/slidepipe-copy" \
+        --container dicom --tile-size 240 --quality 75 --threads "$cores" \
+        --passthrough --quiet
+    run tiff "$BIN" tile "$slide" -o "$dst/tiff" --container tiff \
+        --tile-size 240 --quality 75 --threads "$cores" --quiet
+    run tiff-copy "$BIN" tile "$slide" -o "$dst/tiff-copy" --container tiff \
+        --tile-size 240 --quality 75 --threads "$cores" --passthrough --quiet
+    # and its default: level 0's JPEG tiles copied, the other levels made
+    # from them
+    orthanc orthanc-copy
+    run read-svs "$BIN" tile "$slide" -o "$dst/read-svs" --quiet \
+        --threads "$cores"
+    run read-dicom "$BIN" tile "$dst/slidepipe.dicom" -o "$dst/read-dicom" \
+        --quiet --threads "$cores"
+    r=$((r + 1))
+done
+tiles=$(find "$dst/read-svs_files" -type f | wc -l)
+lv_sp=$(ls "$dst/slidepipe.dicom" | wc -l)
 lv_or=$(ls "$dst/orthanc" | wc -l)
 errs=0
 if command -v dciodvfy >/dev/null; then
-    errs=$(for f in "$dst"/sp.dicom/*.dcm; do dciodvfy "$f" 2>&1; done | grep -c '^Error' || true)
+    errs=$(for f in "$dst"/slidepipe.dicom/*.dcm; do dciodvfy "$f" 2>&1; done | grep -c '^Error' || true)
     oerrs=$(for f in "$dst"/orthanc/*.dcm; do dciodvfy "$f" 2>&1; done | grep -c '^Error' || true)
 fi
+# the median of each column per run name (sort -n by name, then value)
+med() { # COLUMN: "name median min max" per name
+    sort -k1,1 -k"$1","$1"n "$res" | awk -v c="$1" '
+    { v[$1, ++n[$1]] = $c }
+    END {
+        for (k in n) {
+            m = n[k]
+            if (m % 2) md = v[k, (m + 1) / 2]
+            else md = (v[k, m / 2] + v[k, m / 2 + 1]) / 2
+            printf "%s %s %s %s\n", k, md, v[k, 1], v[k, m]
+        }
+    }'
+}
+{ med 2 | sed 's/^/wall /'; med 3 | sed 's/^/cpu /'; med 4 | sed 's/^/rss /'; } >"$dst/medians.txt"
 awk -v W="$W" -v H="$H" -v c="$cores" -v t="$tiles" -v ls="$lv_sp" -v lo="$lv_or" \
-    -v e="$errs" -v oe="${oerrs:-?}" '
-{ wall[$1] = $2; cpu[$1] = $3; rss[$1] = $4 }
+    -v e="$errs" -v oe="${oerrs:-?}" -v R="$ROUNDS" '
+$1 == "wall" { wall[$2] = $3; lo_[$2] = $4; hi_[$2] = $5 }
+$1 == "cpu" { cpu[$2] = $3 }
+$1 == "rss" { rss[$2] = $3 }
 END {
-    printf "%dx%d slide, %d cores, tile 240, JPEG Q75\n", W, H, c
-    printf "%-11s %8s %8s %12s\n", "run", "wall s", "cpu s", "peak RSS MB"
+    printf "%dx%d slide, %d cores, tile 240, JPEG Q75; medians of %d interleaved rounds\n", W, H, c, R
+    printf "%-14s %8s %14s %8s %12s\n", "run", "wall s", "(min-max)", "cpu s", "peak RSS MB"
     split("slidepipe slidepipe-copy tiff tiff-copy orthanc orthanc-copy read-svs read-dicom", n, " ")
     for (i = 1; i <= 8; i++)
-        printf "%-11s %8.2f %8.2f %12.0f\n", n[i], wall[n[i]], cpu[n[i]], rss[n[i]] / 1024
+        printf "%-14s %8.2f %6.2f-%-7.2f %8.2f %12.0f\n", n[i], wall[n[i]], lo_[n[i]], hi_[n[i]], cpu[n[i]], rss[n[i]] / 1024
     printf "DICOM write, Orthanc dicomizer / slidepipe (wall): %.2fx re-encoding, %.2fx copying level 0; instances %d vs %d; dciodvfy errors %d vs %s\n",
         wall["orthanc"] / wall["slidepipe"], wall["orthanc-copy"] / wall["slidepipe"], ls, lo, e, oe
     printf "passthrough (level 0 copied) vs re-encoding, CPU: DICOM %.2fx (%.2f vs %.2f s), TIFF %.2fx (%.2f vs %.2f s); wall %.2fx / %.2fx\n",
@@ -101,5 +136,5 @@ END {
         wall["orthanc-copy"] / wall["slidepipe-copy"], cpu["orthanc-copy"] / cpu["slidepipe-copy"]
     printf "Deep Zoom from the DICOM series: %.0f tiles/s; from the SVS: %.0f tiles/s (%.2fx)\n",
         t / wall["read-dicom"], t / wall["read-svs"], wall["read-svs"] / wall["read-dicom"]
-}' "$res" | tee "$dst/report.txt"
-rm -rf "$dst/from-svs_files" "$dst/from-dicom_files"
+}' "$dst/medians.txt" | tee "$dst/report.txt"
+rm -rf "$dst/read-svs_files" "$dst/read-dicom_files"

@@ -7,6 +7,12 @@
  * past 4 GiB of frames an empty one and an Extended Offset Table, so any
  * frame is found without a scan.
  *
+ * DCMTK's data dictionary (a text file, parsed on first use: ~120 million
+ * instructions) is loaded on a thread of its own from the moment the
+ * writer opens, alongside the tiles, instead of at the finish; there,
+ * level 0 (most of the bytes) is written on a thread of its own while the
+ * other levels are written on the caller's.
+ *
  * Tiles arrive from many threads, all levels at once: as for TIFF they
  * are appended to a spool file (an atomic offset, pwrite) and indexed.
  * finish() builds each level's dataset with DCMTK and gives every frame's
@@ -44,6 +50,8 @@
 #include <string>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <system_error>
+#include <thread>
 #include <unistd.h>
 #include <vector>
 
@@ -245,9 +253,12 @@ struct sp__writer {
     int fd = -1;
     sp__spool *spool = nullptr;
     std::vector<frame_index> idx;
+    std::thread dict; /* loads DCMTK's data dictionary */
 };
 
 static void dw_free(sp__writer *w) {
+    if (w->dict.joinable())
+        w->dict.join();
     sp__spool_free(w->spool);
     if (w->fd >= 0)
         close(w->fd);
@@ -330,6 +341,14 @@ static sp__writer *dw_open(sp_pyramid *p, sp_error *err) {
         sp_error_set(err, SP_ERR_NOMEM, out, "out of memory");
         dw_abort(w);
         return nullptr;
+    }
+    try {
+        w->dict = std::thread([] {
+            dcmDataDict.rdlock();
+            dcmDataDict.rdunlock();
+        });
+    } catch (const std::system_error &) {
+        /* no thread: the first tag of the finish loads it */
     }
     return w;
 }
@@ -711,14 +730,38 @@ static bool dw_finish(sp__writer *w, const char *sidecar, size_t sidecar_n,
         dw_abort(w);
         return false;
     }
+    if (w->dict.joinable())
+        w->dict.join();
+    /* level 0 on a thread of its own (inline if none can start), the
+     * other levels here */
+    bool ok0 = false;
+    sp_error err0 = {};
+    auto level0 = [&] {
+        try {
+            ok0 = write_level(w, 0, id, &err0);
+        } catch (const std::bad_alloc &) {
+            sp_error_set(&err0, SP_ERR_NOMEM, w->fin.main, "out of memory");
+        }
+    };
+    std::thread t0;
     try {
-        for (int d = 0; d < p->nlevels; d++)
-            if (!write_level(w, d, id, err)) {
-                dw_abort(w);
-                return false;
-            }
+        t0 = std::thread(level0);
+    } catch (const std::system_error &) {
+        level0();
+    }
+    bool ok = true;
+    try {
+        for (int d = 1; d < p->nlevels && ok; d++)
+            ok = write_level(w, d, id, err);
     } catch (const std::bad_alloc &) {
         sp_error_set(err, SP_ERR_NOMEM, w->fin.main, "out of memory");
+        ok = false;
+    }
+    if (t0.joinable())
+        t0.join();
+    if (ok && !ok0)
+        *err = err0;
+    if (!ok || !ok0) {
         dw_abort(w);
         return false;
     }
