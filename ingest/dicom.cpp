@@ -1233,18 +1233,31 @@ bool tile_of(sp__dicom_reader *r, const level &lv, int64_t tx, int64_t ty,
     return true;
 }
 
-/* The region's w x h pixels (rows `stride` apart) in the colour bg. */
+/* The region's w x h pixels (rows `stride` apart) in the colour bg: the
+ * first row pixel by pixel, the others copied from it. */
 void fill_bg(uint8_t *rgb, int64_t w, int64_t h, size_t stride,
              const uint8_t bg[3]) {
-    for (int64_t k = 0; k < h; k++)
-        for (int64_t i = 0; i < w; i++)
-            std::memcpy(rgb + (size_t)k * stride + (size_t)i * 3, bg, 3);
+    for (int64_t i = 0; i < w; i++)
+        std::memcpy(rgb + (size_t)i * 3, bg, 3);
+    for (int64_t k = 1; k < h; k++)
+        std::memcpy(rgb + (size_t)k * stride, rgb, (size_t)w * 3);
 }
 
+/* Whether the region (x, y, w, h) leaves the image (0, 0, iw, ih), so
+ * that part of it is background with no frame to give it. */
+bool leaves(int64_t x, int64_t y, int64_t w, int64_t h, int64_t iw,
+            int64_t ih) {
+    return x < 0 || y < 0 || x + w > iw || y + h > ih;
+}
+
+/* Frames are decoded straight into the region and the region is filled
+ * with the background only where no frame is: where it leaves the
+ * image, and in the box of each absent frame (TILED_SPARSE) */
 bool read_grid(sp__dicom_reader *r, const level &lv, int64_t x, int64_t y,
                int64_t w, int64_t h, const uint8_t bg[3], uint8_t *rgb,
                size_t stride, const char *path, sp_error *err) {
-    fill_bg(rgb, w, h, stride, bg);
+    if (leaves(x, y, w, h, lv.w, lv.h))
+        fill_bg(rgb, w, h, stride, bg);
     int64_t x0 = std::max<int64_t>(x, 0), y0 = std::max<int64_t>(y, 0);
     int64_t x1 = std::min(x + w, lv.w), y1 = std::min(y + h, lv.h);
     std::string why;
@@ -1274,6 +1287,8 @@ bool read_grid(sp__dicom_reader *r, const level &lv, int64_t x, int64_t y,
                              &direct, &why))
                     return sp_error_set(err, SP_ERR_INPUT, path,
                                         "cannot read pixels: %s", why.c_str());
+                if (!have)
+                    fill_bg(at, bx - ax, by - ay, stride, bg);
                 if (!have || direct)
                     continue;
                 for (int64_t yy = ay; yy < by; yy++)
@@ -1296,9 +1311,10 @@ bool read_grid(sp__dicom_reader *r, const level &lv, int64_t x, int64_t y,
 bool read_half(sp__dicom_reader *r, const level &lv, int64_t x, int64_t y,
                int64_t w, int64_t h, const uint8_t bg[3], uint8_t *rgb,
                size_t stride, const char *path, sp_error *err) {
-    fill_bg(rgb, w, h, stride, bg);
     const int64_t W = (lv.w + 1) / 2, H = (lv.h + 1) / 2, tw = lv.tw / 2,
                   th = lv.th / 2;
+    if (leaves(x, y, w, h, W, H))
+        fill_bg(rgb, w, h, stride, bg);
     int64_t x0 = std::max<int64_t>(x, 0), y0 = std::max<int64_t>(y, 0);
     int64_t x1 = std::min(x + w, W), y1 = std::min(y + h, H);
     std::string why;
@@ -1307,15 +1323,17 @@ bool read_half(sp__dicom_reader *r, const level &lv, int64_t x, int64_t y,
         for (int64_t ty = y0 / th; y0 < y1 && ty <= (y1 - 1) / th; ty++)
             for (int64_t tx = x0 / tw; x0 < x1 && tx <= (x1 - 1) / tw; tx++) {
                 const tile_ref &t = lv.tiles[(size_t)(ty * lv.cols + tx)];
-                if (t.inst < 0)
-                    continue; /* no frame: background */
-                instance *in = r->d->inst[(size_t)t.inst];
                 int64_t ax = std::max(x0, tx * tw),
                         bx = std::min(x1, (tx + 1) * tw);
                 int64_t ay = std::max(y0, ty * th),
                         by = std::min(y1, (ty + 1) * th);
                 uint8_t *at =
                     rgb + (size_t)(ay - y) * stride + (size_t)(ax - x) * 3;
+                if (t.inst < 0) { /* no frame: background */
+                    fill_bg(at, bx - ax, by - ay, stride, bg);
+                    continue;
+                }
+                instance *in = r->d->inst[(size_t)t.inst];
                 int64_t c0 = ax - tx * tw, c1 = bx - tx * tw;
                 int64_t r0 = ay - ty * th, r1 = by - ty * th;
                 if (!fetch(r, in, t.frame, &why))

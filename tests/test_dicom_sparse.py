@@ -1,0 +1,149 @@
+"""DICOM TILED_SPARSE series with absent frames (ingest/dicom.cpp), made
+here with pydicom from a copy of CMU-1-Small-Region.svs's JPEG tiles:
+
+- level 0 of `tile --container dicom --passthrough` (the SVS's own tiles,
+  TILED_FULL) is rewritten by pydicom as TILED_SPARSE: every third frame
+  dropped, the others listed in an order of their own with their
+  positions in the per-frame functional groups;
+- read through the public reader (read_dump), at full size whole and in
+  333 x 277 pieces, and at half size: the frames that are there equal
+  OpenSlide's read of the SVS (full size) and PIL's half-size decode of
+  the frame (half size; the 2x2 box of OpenSlide's read at the odd
+  bottom edge), byte for byte; the boxes of absent frames are the white
+  background, in every read."""
+import io
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import openslide
+import pydicom
+from PIL import Image
+from pydicom.encaps import encapsulate, generate_pixel_data_frame
+from pydicom.sequence import Sequence
+from pydicom.dataset import Dataset
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sptest import BIN, DATA, check, finish  # noqa: E402
+
+READ_DUMP = os.environ.get("SLIDEPIPE_READ_DUMP", "")
+CMU = os.path.join(DATA, "CMU-1-Small-Region.svs")
+
+
+def sparse_series(src_dir, out_dir):
+    """level-0.dcm of src_dir as TILED_SPARSE in out_dir: the kept frames'
+    grid positions (tx, ty), and the level's geometry"""
+    ds = pydicom.dcmread(os.path.join(src_dir, "level-0.dcm"))
+    W, H = int(ds.TotalPixelMatrixColumns), int(ds.TotalPixelMatrixRows)
+    tw, th = int(ds.Columns), int(ds.Rows)
+    across = -(-W // tw)
+    frames = list(generate_pixel_data_frame(ds.PixelData))
+    kept = [i for i in range(len(frames)) if i % 3 != 1]
+    kept = kept[::2] + kept[1::2]  # not in row-major order
+    groups = Sequence()
+    for i in kept:
+        pos = Dataset()
+        pos.ColumnPositionInTotalImagePixelMatrix = (i % across) * tw + 1
+        pos.RowPositionInTotalImagePixelMatrix = (i // across) * th + 1
+        pos.XOffsetInSlideCoordinateSystem = "0"
+        pos.YOffsetInSlideCoordinateSystem = "0"
+        pos.ZOffsetInSlideCoordinateSystem = "0"
+        g = Dataset()
+        g.PlanePositionSlideSequence = Sequence([pos])
+        groups.append(g)
+    ds.PerFrameFunctionalGroupsSequence = groups
+    ds.DimensionOrganizationType = "TILED_SPARSE"
+    ds.NumberOfFrames = len(kept)
+    ds.PixelData = encapsulate([frames[i] for i in kept])
+    os.makedirs(out_dir)
+    ds.save_as(os.path.join(out_dir, "level-0.dcm"))
+    present = {(i % across, i // across) for i in kept}
+    return present, frames, (W, H, tw, th, across)
+
+
+def dump(path, d, *extra):
+    """read_dump's image: level 0 (or half size with --half) as an
+    array, and the output line"""
+    for f in os.listdir(d):
+        os.remove(os.path.join(d, f))
+    r = subprocess.run([READ_DUMP, path, d, "--max-side", "100000", *extra],
+                       capture_output=True, text=True, timeout=300)
+    ok = [x.split() for x in r.stdout.splitlines()
+          if x.startswith(("level 0 ok ", "half ok "))]
+    if r.returncode or not ok:
+        return None, r.stdout + r.stderr
+    w, h = int(ok[0][-2]), int(ok[0][-1])
+    name = "half.rgb" if "--half" in extra else "level-0.rgb"
+    return np.fromfile(os.path.join(d, name), np.uint8).reshape(h, w, 3), ""
+
+
+def main():
+    if not READ_DUMP or not os.path.exists(READ_DUMP):
+        check(False, "SLIDEPIPE_READ_DUMP not set")
+        return finish()
+    with tempfile.TemporaryDirectory(prefix="sp-sparse-") as tmp:
+        full = os.path.join(tmp, "full")
+        r = subprocess.run([BIN, "tile", CMU, "-o", full, "--container",
+                            "dicom", "--tile-size", "240", "--passthrough",
+                            "--quiet"], capture_output=True, text=True,
+                           timeout=300)
+        if not check(r.returncode == 0, f"series made: {r.stderr}"):
+            return finish()
+        series = os.path.join(tmp, "sparse")
+        present, frames, (W, H, tw, th, across) = sparse_series(
+            full + ".dicom", series)
+        absent = {(tx, ty) for tx in range(across)
+                  for ty in range(-(-H // th))} - present
+        check(len(absent) > 10, f"{len(absent)} frames absent")
+        with openslide.OpenSlide(CMU) as osr:
+            ref = np.asarray(osr.read_region((0, 0), 0, (W, H)).convert("RGB"))
+        ref = ref.copy()
+        for tx, ty in absent:
+            ref[ty * th:(ty + 1) * th, tx * tw:(tx + 1) * tw] = 255
+        d = os.path.join(tmp, "dump")
+        os.makedirs(d)
+        for extra in ((), ("--piece", "333", "277")):
+            px, e = dump(series, d, *extra)
+            if check(px is not None and px.shape == ref.shape,
+                     f"full size {extra}: read: {e}"):
+                diff = np.abs(px.astype(int) - ref.astype(int))
+                check(diff.max() == 0,
+                      f"full size {extra}: present frames equal OpenSlide's "
+                      f"read, absent ones background: max diff {diff.max()} "
+                      f"at {np.unravel_index(diff.argmax(), diff.shape)}")
+        # half size: PIL's DCT-scaled decode of each present frame (the
+        # SVS's tiles are RGB JPEG without colour markers: no conversion),
+        # the box of OpenSlide's read at the odd bottom edge
+        half = np.full(((H + 1) // 2, (W + 1) // 2, 3), 255, np.uint8)
+        for tx, ty in present:
+            x0, y0 = tx * tw, ty * th
+            cw = (min(x0 + tw, W) + 1) // 2 - x0 // 2
+            ch = (min(y0 + th, H) + 1) // 2 - y0 // 2
+            if H - y0 < th and (H - y0) % 2:
+                full_px = ref[y0:H, x0:x0 + tw].astype(int)
+                full_px = np.concatenate([full_px, full_px[-1:]], 0)
+                if full_px.shape[1] % 2:
+                    full_px = np.concatenate([full_px, full_px[:, -1:]], 1)
+                box = (full_px[0::2, 0::2] + full_px[1::2, 0::2] +
+                       full_px[0::2, 1::2] + full_px[1::2, 1::2] + 2) >> 2
+                half[y0 // 2:y0 // 2 + ch, x0 // 2:x0 // 2 + cw] = box[:ch, :cw]
+                continue
+            im = Image.open(io.BytesIO(frames[ty * across + tx]))
+            im.draft("YCbCr", (tw // 2, th // 2))
+            half[y0 // 2:y0 // 2 + ch, x0 // 2:x0 // 2 + cw] = \
+                np.asarray(im)[:ch, :cw]
+        px, e = dump(series, d, "--half")
+        if check(px is not None and px.shape == half.shape,
+                 f"half size: read: {e}"):
+            diff = np.abs(px.astype(int) - half.astype(int))
+            check(diff.max() == 0,
+                  f"half size: present frames equal PIL's half-size decode, "
+                  f"absent ones background: max diff {diff.max()} at "
+                  f"{np.unravel_index(diff.argmax(), diff.shape)}")
+    return finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
