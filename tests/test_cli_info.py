@@ -137,6 +137,16 @@ def check_versions():
           "HDF5 version against h5py")
     r = run("--version", "--bogus")
     check(r.returncode == 2, "--version --bogus: usage error")
+    # OpenMP's idle threads sleep: the wait policy as libgomp itself reads
+    # it (OMP_DISPLAY_ENV), PASSIVE unless the environment says otherwise
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env["OMP_DISPLAY_ENV"] = "true"
+    for given, want in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
+        e = dict(env, OMP_WAIT_POLICY=given) if given else env
+        r = subprocess.run([BIN, "--version"], env=e, capture_output=True,
+                           text=True, timeout=60)
+        check(f"OMP_WAIT_POLICY = '{want}'" in r.stderr,
+              f"OpenMP wait policy {want} (given {given}): {r.stderr[-300:]}")
 
 
 def main():

@@ -37,6 +37,8 @@
 #include "util.h"
 
 #define PROG "slidepipe-synth"
+
+SP_OPENMP_SLEEP_WHEN_IDLE; /* util.h */
 #define APERIO_HEADER "Aperio Image Library v12.0.15 (" PROG ")"
 
 enum { EXIT_WRITE = 3, EXIT_USAGE = 2 }; /* as slidepipe (README) */
