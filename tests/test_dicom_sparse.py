@@ -79,6 +79,17 @@ def dump(path, d, *extra):
     return np.fromfile(os.path.join(d, name), np.uint8).reshape(h, w, 3), ""
 
 
+def same(px, ref, e, what):
+    """read_dump's image `px` (None: the read failed with `e`) equals `ref`
+    byte for byte"""
+    if check(px is not None and px.shape == ref.shape, f"{what}: read: {e}"):
+        diff = np.abs(px.astype(int) - ref.astype(int))
+        check(diff.max() == 0,
+              f"{what}: present frames equal the reference, absent ones "
+              f"background: max diff {diff.max()} at "
+              f"{np.unravel_index(diff.argmax(), diff.shape)}")
+
+
 def main():
     if not READ_DUMP or not os.path.exists(READ_DUMP):
         check(False, "SLIDEPIPE_READ_DUMP not set")
@@ -106,13 +117,7 @@ def main():
         os.makedirs(d)
         for extra in ((), ("--piece", "333", "277")):
             px, e = dump(series, d, *extra)
-            if check(px is not None and px.shape == ref.shape,
-                     f"full size {extra}: read: {e}"):
-                diff = np.abs(px.astype(int) - ref.astype(int))
-                check(diff.max() == 0,
-                      f"full size {extra}: present frames equal OpenSlide's "
-                      f"read, absent ones background: max diff {diff.max()} "
-                      f"at {np.unravel_index(diff.argmax(), diff.shape)}")
+            same(px, ref, e, f"full size {extra}, against OpenSlide's read")
         # half size: PIL's DCT-scaled decode of each present frame (the
         # SVS's tiles are RGB JPEG without colour markers: no conversion),
         # the box of OpenSlide's read at the odd bottom edge
@@ -135,13 +140,7 @@ def main():
             half[y0 // 2:y0 // 2 + ch, x0 // 2:x0 // 2 + cw] = \
                 np.asarray(im)[:ch, :cw]
         px, e = dump(series, d, "--half")
-        if check(px is not None and px.shape == half.shape,
-                 f"half size: read: {e}"):
-            diff = np.abs(px.astype(int) - half.astype(int))
-            check(diff.max() == 0,
-                  f"half size: present frames equal PIL's half-size decode, "
-                  f"absent ones background: max diff {diff.max()} at "
-                  f"{np.unravel_index(diff.argmax(), diff.shape)}")
+        same(px, half, e, "half size, against PIL's half-size decode")
     return finish()
 
 
