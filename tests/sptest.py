@@ -264,3 +264,71 @@ def synth_slide(path, *args, **kw):
     return subprocess.CompletedProcess([SYNTH, "-o", path, *args], 0,
                                        "" if kw.get("text") else b"",
                                        "" if kw.get("text") else b"")
+
+
+# ---- reference values shared by the build trees -----------------------------
+
+_refs = {}
+
+
+def _file_digest(path):
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cached_ref(what, fn, paths=(), params=(), libs=()):
+    """fn() (a numpy array an independent library computes from the files
+    `paths`: OpenSlide's read, scikit-image's HSV, vips' decode), computed
+    once and reused: within this process, and through
+    $SLIDEPIPE_TEST_CACHE by the other build tree's run of the same suite.
+    Never for anything slidepipe wrote: the key holds the bytes of every
+    file in `paths` (sha256), `params`, the versions of the modules in
+    `libs` (and the openslide C library's) and the bytes of this file and
+    of the running test script, so another input, reference code or
+    library computes it again. One cache file per (script, what, paths,
+    params), overwritten when its key changes."""
+    import hashlib
+    import numpy as np
+    # the slot is named by the files' names (a test's temporary folder
+    # differs from run to run), the key by their bytes
+    ident = repr((what, tuple(os.path.basename(p) for p in paths),
+                  tuple(params)))
+    h = hashlib.sha256(ident.encode())
+    for p in paths:
+        h.update(_file_digest(p).encode())
+    for m in libs:
+        h.update(f"{m.__name__} {getattr(m, '__version__', '')} "
+                 f"{getattr(m, '__library_version__', '')}".encode())
+    main = getattr(sys.modules.get("__main__"), "__file__", "") or ""
+    for f in (os.path.abspath(__file__), main):
+        if f:
+            h.update(_file_digest(f).encode())
+    key = h.hexdigest()
+    if key in _refs:
+        return _refs[key]
+    slot = None
+    if CACHE:
+        name = hashlib.sha256((os.path.basename(main) + ident).encode())
+        slot = os.path.join(CACHE, "ref-" + name.hexdigest()[:32] + ".npz")
+        try:
+            with np.load(slot, allow_pickle=False) as z:
+                if str(z["key"]) == key:
+                    value = z["value"]
+                    value.setflags(write=False)
+                    _refs[key] = value
+                    return value
+        except (OSError, KeyError, ValueError):
+            pass  # absent, from another key, or a torn write: compute
+    value = np.asarray(fn())
+    value.setflags(write=False)  # shared: a caller must not change it
+    if slot:
+        os.makedirs(CACHE, exist_ok=True)
+        tmp = f"{slot}.tmp-{os.getpid()}.npz"
+        np.savez(tmp, key=np.array(key), value=value)
+        os.replace(tmp, slot)  # whole or not at all (ctest -j, two trees)
+    _refs[key] = value
+    return value

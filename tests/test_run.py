@@ -22,9 +22,10 @@ import time
 import h5py
 import numpy as np
 import openslide
+import skimage
 from skimage.color import rgb2hsv
-from sptest import (DATA, check, files_of, finish, leaks, slide_secrets,
-                    synth_slide)
+from sptest import (DATA, cached_ref, check, files_of, finish, leaks,
+                    slide_secrets, synth_slide)
 
 BIN = os.environ["SLIDEPIPE_BIN"]
 DUMP = os.environ["SLIDEPIPE_ANALYSIS_DUMP"]
@@ -51,6 +52,16 @@ def dump_features(slide, threads=2):
     dt = np.dtype([("x", "<i8"), ("y", "<i8"), ("w", "<i4"), ("h", "<i4"),
                    ("cov", "<f4"), ("f", "<f4", (nf,))])
     return np.frombuffer(raw, dtype=dt)
+
+
+def level0_rgb(slide):
+    """OpenSlide's read of all of level 0 as RGB (once per slide and
+    shared with the other build tree's run: sptest.cached_ref)"""
+    def read():
+        s = openslide.OpenSlide(slide)
+        return np.asarray(s.read_region((0, 0), 0, s.dimensions)
+                          .convert("RGB"))
+    return cached_ref("level0 RGB", read, [slide], libs=(openslide, np))
 
 
 def s_levels(slide):
@@ -131,10 +142,8 @@ def test_run_equals_tile_plus_analyze(tmp):
                       f"{name}: thumbnail covers the slide")
                 continue
             f = int(round(th.attrs["downsample"]))
-            s = openslide.OpenSlide(slide)
-            W, H = s.dimensions
-            img = np.asarray(s.read_region((0, 0), 0, (W, H)).convert("RGB"),
-                             dtype=np.float64)
+            img = level0_rgb(slide).astype(np.float64)
+            H, W = img.shape[:2]
             tw, thh = -(-W // f), -(-H // f)
             pad = np.zeros((thh * f, tw * f, 3))
             cnt = np.zeros((thh * f, tw * f, 1))
@@ -176,12 +185,14 @@ def test_skip_background_by_mask(tmp):
     meta = json.load(open(out + ".json"))
     top = meta["levels"][-1]["tiles"]
     T = 254
-    s = openslide.OpenSlide(src)
-    img = np.asarray(s.read_region((0, 0), 0, s.dimensions).convert("RGB"))
+    img = level0_rgb(src)
     # the rule: a tile holds tissue when >= 0.1% of its pixels (at least
     # 16) have an 8-bit HSV saturation (skimage) above the slide's Otsu
     # threshold; tiles well clear of that line on either side must agree
-    sat = np.floor(rgb2hsv(img)[..., 1] * 255 + 1e-6)
+    sat = cached_ref(
+        "8-bit HSV saturation",
+        lambda: np.floor(rgb2hsv(img)[..., 1] * 255 + 1e-6).astype(np.uint8),
+        [src], libs=(openslide, skimage, np))
     missing = blank = 0
     for r_, row in enumerate(top):
         for c, ch in enumerate(row):

@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sptest import BIN, check, finish  # noqa: E402
@@ -37,13 +38,45 @@ def job_lines(path):
     return out
 
 
+FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL",
+            "PREEMPTED", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
+
+
+def job_wait(env, job, timeout=600):
+    """Until every record of `job` (each task of an array) has finished,
+    polled every 0.2 s: the exit status `sbatch --wait` gives (the
+    largest task's, 1 for one ended by a signal), or None on timeout.
+    (`sbatch --wait` itself sleeps 2 s, then 8 s, then 32 s between its
+    looks: most of this test's time was spent in those sleeps.)"""
+    end = time.time() + timeout
+    while time.time() < end:
+        r = subprocess.run(["scontrol", "-o", "show", "job", job],
+                           capture_output=True, text=True, env=env,
+                           timeout=60)
+        recs = [dict(kv.split("=", 1) for kv in line.split()
+                     if "=" in kv)
+                for line in r.stdout.splitlines() if line.strip()]
+        if r.returncode == 0 and recs and \
+                all(x.get("JobState") in FINISHED for x in recs):
+            rc = 0
+            for x in recs:
+                code, sig = (x.get("ExitCode", "0:0").split(":") + ["0"])[:2]
+                rc = max(rc, 1 if int(sig) else int(code))
+            return rc
+        time.sleep(0.2)
+    return None
+
+
 def sbatch(env, *args, want=(0,)):
-    """Submit and wait (--wait: sbatch exits with the job's status)."""
+    """Submit, then wait for the job to finish (job_wait); its exit
+    status must be one of `want`. Returns the job id."""
     r = subprocess.run(["sbatch", "--parsable", *args], capture_output=True,
                        text=True, env=env, timeout=600)
-    check(r.returncode in want,
-          f"sbatch {' '.join(args)}: exit {r.returncode}: {r.stderr}")
-    return r.stdout.strip().split(";")[0]
+    job = r.stdout.strip().split(";")[0]
+    rc = job_wait(env, job) if r.returncode == 0 and job else r.returncode
+    check(rc in want,
+          f"sbatch {' '.join(args)}: exit {rc}: {r.stderr}")
+    return job
 
 
 def gone(pid):
@@ -100,9 +133,9 @@ def run_jobs(tmp, cl):
         f.write("#!/bin/sh\n"
                 f"exec {BIN} batch {src} -o {out} --threads 1 --log-json\n")
     # a task whose share holds the broken slide exits 1
-    job = sbatch(env, "--array=0-2", "--wait", "-o",
+    job = sbatch(env, "--array=0-2", "-o",
                  os.path.join(logs, "array-%a.log"), script, want=(0, 1))
-    merge = sbatch(env, f"--dependency=afterany:{job}", "--wait", "-o",
+    merge = sbatch(env, f"--dependency=afterany:{job}", "-o",
                    os.path.join(logs, "merge.log"), "--wrap",
                    f"{BIN} batch {src} -o {out} --merge", want=(1,))
     del merge
@@ -123,7 +156,7 @@ def run_jobs(tmp, cl):
         f.write("#!/bin/sh\n"
                 f"srun --mpi=pmix -n 3 -O {tb.MPI_BIN} {src} -o {out} "
                 "--threads 1 --log-json\n")
-    sbatch(env, "-n", "3", "-O", "--wait", "-o",
+    sbatch(env, "-n", "3", "-O", "-o",
            os.path.join(logs, "mpi.log"), script, want=(1,))
     lines = job_lines(os.path.join(logs, "mpi.log"))
     check({e.get("rank") for e in lines} == {0, 1, 2} and

@@ -25,6 +25,7 @@ checked against libvips' own command-line reads:
   PNG fails); a stripped TIFF cut short after its directory, and ones
   with garbage in their deflate or JPEG strips, fail with one line naming
   the file, never grey pixels."""
+import functools
 import json
 import os
 import resource
@@ -38,7 +39,7 @@ import zlib
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sptest import BIN, DATA, check, finish  # noqa: E402
+from sptest import BIN, DATA, cached_ref, check, finish  # noqa: E402
 
 READ_DUMP = os.environ.get("SLIDEPIPE_READ_DUMP", "")
 CMU = os.path.join(DATA, "CMU-1-Small-Region.svs")
@@ -63,15 +64,26 @@ def vips(*args):
         raise SystemExit(finish())
 
 
+@functools.lru_cache(maxsize=None)
+def vips_version():
+    return run("vips", "--version").stdout.strip()
+
+
 def vips_pixels(src, tmp, w, h):
     """src (a vips file name, options allowed) as an h x w x 3 array,
-    through vips itself (16 bits and grey as libvips converts them)"""
-    out = os.path.join(tmp, "ref.v")
-    raw = os.path.join(tmp, "ref.raw")
-    vips("crop", src, out, "0", "0", str(w), str(h))
-    vips("colourspace", out, raw, "srgb")  # .raw: vips' rawsave
-    px = np.fromfile(raw, dtype=np.uint8)
-    return px.reshape(h, w, -1)
+    through vips itself (16 bits and grey as libvips converts them); once
+    per file's bytes, options and size, shared with the other build
+    tree's run (sptest.cached_ref, keyed by the vips version too)"""
+    def read():
+        out = os.path.join(tmp, "ref.v")
+        raw = os.path.join(tmp, "ref.raw")
+        vips("crop", src, out, "0", "0", str(w), str(h))
+        vips("colourspace", out, raw, "srgb")  # .raw: vips' rawsave
+        px = np.fromfile(raw, dtype=np.uint8)
+        return px.reshape(h, w, -1)
+    path, _, opts = src.partition("[")
+    return cached_ref("vips crop + colourspace srgb", read, [path],
+                      params=(opts, w, h, vips_version()), libs=(np,))
 
 
 def dump(path, tmp, piece=None):
