@@ -47,8 +47,15 @@ stop() {
         pid=$(cat "$pf" 2>/dev/null || true)
         [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
     done
-    # slurmstepd and jobs left by a killed slurmd
-    pkill -f "slurmstepd.*" 2>/dev/null || true
+    # the slurmstepd left of this cluster's jobs (its environment names
+    # this slurm.conf; another cluster's, or the system's, are not
+    # touched): SIGKILL, as it ignores SIGTERM
+    for p in $(pgrep -x slurmstepd 2>/dev/null || true); do
+        if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null |
+            grep -qxF "SLURM_CONF=$conf"; then
+            kill -9 "$p" 2>/dev/null || true
+        fi
+    done
     for _ in $(seq 50); do
         alive=""
         for d in $daemons; do
