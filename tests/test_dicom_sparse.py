@@ -10,7 +10,10 @@ here with pydicom from a copy of CMU-1-Small-Region.svs's JPEG tiles:
   OpenSlide's read of the SVS (full size) and PIL's half-size decode of
   the frame (half size; the 2x2 box of OpenSlide's read at the odd
   bottom edge), byte for byte; the boxes of absent frames are the white
-  background, in every read."""
+  background, in every read;
+- the same level, TILED_FULL, its frames encapsulated by pydicom in two
+  fragments each with a Basic Offset Table that says where each frame
+  starts: equal to OpenSlide's read."""
 import io
 import os
 import subprocess
@@ -61,6 +64,16 @@ def sparse_series(src_dir, out_dir):
     ds.save_as(os.path.join(out_dir, "level-0.dcm"))
     present = {(i % across, i // across) for i in kept}
     return present, frames, (W, H, tw, th, across)
+
+
+def fragmented_series(src_dir, out_dir):
+    """level-0.dcm of src_dir with every frame in two fragments (and a
+    Basic Offset Table) in out_dir"""
+    ds = pydicom.dcmread(os.path.join(src_dir, "level-0.dcm"))
+    frames = list(generate_pixel_data_frame(ds.PixelData))
+    ds.PixelData = encapsulate(frames, fragments_per_frame=2, has_bot=True)
+    os.makedirs(out_dir)
+    ds.save_as(os.path.join(out_dir, "level-0.dcm"))
 
 
 def dump(path, d, *extra):
@@ -141,6 +154,14 @@ def main():
                 np.asarray(im)[:ch, :cw]
         px, e = dump(series, d, "--half")
         same(px, half, e, "half size, against PIL's half-size decode")
+        # every frame, each in two fragments
+        frag = os.path.join(tmp, "fragments")
+        fragmented_series(full + ".dicom", frag)
+        with openslide.OpenSlide(CMU) as osr:
+            whole = np.asarray(osr.read_region((0, 0), 0, (W, H))
+                               .convert("RGB"))
+        px, e = dump(frag, d)
+        same(px, whole, e, "two fragments a frame, against OpenSlide's read")
     return finish()
 
 
