@@ -1244,16 +1244,6 @@ bool tile_of(sp__dicom_reader *r, const level &lv, int64_t tx, int64_t ty,
     return true;
 }
 
-/* The region's w x h pixels (rows `stride` apart) in the colour bg: the
- * first row pixel by pixel, the others copied from it. */
-void fill_bg(uint8_t *rgb, int64_t w, int64_t h, size_t stride,
-             const uint8_t bg[3]) {
-    for (int64_t i = 0; i < w; i++)
-        std::memcpy(rgb + (size_t)i * 3, bg, 3);
-    for (int64_t k = 1; k < h; k++)
-        std::memcpy(rgb + (size_t)k * stride, rgb, (size_t)w * 3);
-}
-
 /* Whether the region (x, y, w, h) leaves the image (0, 0, iw, ih), so
  * that part of it is background with no frame to give it. */
 bool leaves(int64_t x, int64_t y, int64_t w, int64_t h, int64_t iw,
@@ -1268,7 +1258,7 @@ bool read_grid(sp__dicom_reader *r, const level &lv, int64_t x, int64_t y,
                int64_t w, int64_t h, const uint8_t bg[3], uint8_t *rgb,
                size_t stride, const char *path, sp_error *err) {
     if (leaves(x, y, w, h, lv.w, lv.h))
-        fill_bg(rgb, w, h, stride, bg);
+        sp__fill_bg(rgb, stride, w, h, bg);
     int64_t x0 = std::max<int64_t>(x, 0), y0 = std::max<int64_t>(y, 0);
     int64_t x1 = std::min(x + w, lv.w), y1 = std::min(y + h, lv.h);
     std::string why;
@@ -1299,7 +1289,7 @@ bool read_grid(sp__dicom_reader *r, const level &lv, int64_t x, int64_t y,
                     return sp_error_set(err, SP_ERR_INPUT, path,
                                         "cannot read pixels: %s", why.c_str());
                 if (!have)
-                    fill_bg(at, bx - ax, by - ay, stride, bg);
+                    sp__fill_bg(at, stride, bx - ax, by - ay, bg);
                 if (!have || direct)
                     continue;
                 for (int64_t yy = ay; yy < by; yy++)
@@ -1325,7 +1315,7 @@ bool read_half(sp__dicom_reader *r, const level &lv, int64_t x, int64_t y,
     const int64_t W = (lv.w + 1) / 2, H = (lv.h + 1) / 2, tw = lv.tw / 2,
                   th = lv.th / 2;
     if (leaves(x, y, w, h, W, H))
-        fill_bg(rgb, w, h, stride, bg);
+        sp__fill_bg(rgb, stride, w, h, bg);
     int64_t x0 = std::max<int64_t>(x, 0), y0 = std::max<int64_t>(y, 0);
     int64_t x1 = std::min(x + w, W), y1 = std::min(y + h, H);
     std::string why;
@@ -1341,7 +1331,7 @@ bool read_half(sp__dicom_reader *r, const level &lv, int64_t x, int64_t y,
                 uint8_t *at =
                     rgb + (size_t)(ay - y) * stride + (size_t)(ax - x) * 3;
                 if (t.inst < 0) { /* no frame: background */
-                    fill_bg(at, bx - ax, by - ay, stride, bg);
+                    sp__fill_bg(at, stride, bx - ax, by - ay, bg);
                     continue;
                 }
                 instance *in = r->d->inst[(size_t)t.inst];

@@ -534,13 +534,6 @@ static bool decode_tile(sp__direct_reader *r, const sp__direct *dd,
                      stride);
     return true;
 }
-static void fill_bg(uint8_t *p, int64_t n, const uint8_t bg[3]) {
-    for (int64_t i = 0; i < n; i++) {
-        p[3 * i] = bg[0];
-        p[3 * i + 1] = bg[1];
-        p[3 * i + 2] = bg[2];
-    }
-}
 
 bool sp__odd_edge(int64_t size, int64_t t, int64_t tile) {
     int64_t left = size - t * tile;
@@ -610,8 +603,7 @@ static bool direct_read(sp__direct_reader *r, const sp__direct *dd, int level,
     int64_t iy1 = y + h > height ? height : y + h;
     if (ix0 >= ix1 || iy0 >= iy1 || ix0 > x || iy0 > y || ix1 < x + w ||
         iy1 < y + h)
-        for (int64_t k = 0; k < h; k++)
-            fill_bg(rgb + k * stride, w, bg);
+        sp__fill_bg(rgb, row_stride, w, h, bg);
     if (ix0 >= ix1 || iy0 >= iy1)
         return true;
     if (d->broken)
@@ -632,9 +624,8 @@ static bool direct_read(sp__direct_reader *r, const sp__direct *dd, int level,
                                         "level %d tile (%lld, %lld) has no "
                                         "data (byte count 0)",
                                         level, (long long)tx, (long long)ty);
-                for (int64_t yy = cy0; yy < cy1; yy++)
-                    fill_bg(rgb + (yy - y) * stride + (cx0 - x) * 3, cx1 - cx0,
-                            bg);
+                sp__fill_bg(rgb + (cy0 - y) * stride + (cx0 - x) * 3,
+                            row_stride, cx1 - cx0, cy1 - cy0, bg);
                 continue;
             }
             int64_t xoff;

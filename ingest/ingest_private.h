@@ -41,6 +41,11 @@ struct sp_slide {
  * `bg`: opaque pixels are copied, transparent ones become `bg`. */
 void sp__argb_to_rgb(const uint32_t *argb, size_t n, const uint8_t bg[3],
                      uint8_t *rgb);
+/* The w x h pixels at rgb (rows `stride` bytes apart) in the colour bg:
+ * the first row pixel by pixel, the others copied from it (region.c;
+ * the readers' background where no tile or frame gives the pixels). */
+void sp__fill_bg(uint8_t *rgb, size_t stride, int64_t w, int64_t h,
+                 const uint8_t bg[3]);
 
 /* " (libtiff: CAUSE)" when libtiff reported an error on this thread since
  * the last sp_capture_clear(), with `path` dropped from its front; ""

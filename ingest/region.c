@@ -18,6 +18,16 @@ struct sp_reader {
     size_t cap;     /* pixels */
 };
 
+void sp__fill_bg(uint8_t *rgb, size_t stride, int64_t w, int64_t h,
+                 const uint8_t bg[3]) {
+    if (w <= 0 || h <= 0)
+        return;
+    for (int64_t i = 0; i < w; i++)
+        memcpy(rgb + (size_t)i * 3, bg, 3);
+    for (int64_t k = 1; k < h; k++)
+        memcpy(rgb + (size_t)k * stride, rgb, (size_t)w * 3);
+}
+
 void sp__argb_to_rgb(const uint32_t *argb, size_t n, const uint8_t bg[3],
                      uint8_t *rgb) {
     const unsigned br = bg[0], bgc = bg[1], bb = bg[2];

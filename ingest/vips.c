@@ -657,15 +657,6 @@ void sp__vips_reader_free(sp__vips_reader *r) {
     free(r);
 }
 
-static void fill(uint8_t *rgb, size_t stride, int64_t w, int64_t h,
-                 const uint8_t bg[3]) {
-    for (int64_t y = 0; y < h; y++) {
-        uint8_t *p = rgb + (size_t)y * stride;
-        for (int64_t x = 0; x < w; x++, p += 3)
-            memcpy(p, bg, 3);
-    }
-}
-
 bool sp__vips_read(sp__vips_reader *r, int level, int64_t x, int64_t y,
                    int64_t w, int64_t h, const uint8_t bg[3], uint8_t *rgb,
                    size_t stride, const char *path, sp_error *err) {
@@ -679,11 +670,11 @@ bool sp__vips_read(sp__vips_reader *r, int level, int64_t x, int64_t y,
     int64_t x1 = x + w < img->Xsize ? x + w : img->Xsize;
     int64_t y1 = y + h < img->Ysize ? y + h : img->Ysize;
     if (x0 >= x1 || y0 >= y1) {
-        fill(rgb, stride, w, h, bg);
+        sp__fill_bg(rgb, stride, w, h, bg);
         return true;
     }
     if (x0 > x || y0 > y || x1 < x + w || y1 < y + h)
-        fill(rgb, stride, w, h, bg);
+        sp__fill_bg(rgb, stride, w, h, bg);
     const sp__strips *st = r->v->lv[level].strips;
     if (st) {
         if (!r->str[level] && !(r->str[level] = sp__strips_reader_create(st))) {

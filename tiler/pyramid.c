@@ -784,12 +784,13 @@ static bool do_tile(sp_pyramid *p, sp__pthread *me, const tile_job *j,
                     int64_t *reused) {
     sp__plevel *L = &p->lv[j->d];
     int T = p->T, O = p->O;
+    const int t = (int)(me - p->pt); /* the writer's thread slot */
     if (p->copy0 && j->d == 0) {
         /* passthrough: the slide's own tile, every one (lossless) */
         sp_buf *b = &me->stored;
         if (!sp_slide_read_stored_tile(p->prm.slide, 0, j->col, j->row, b,
                                        &me->err) ||
-            !p->wops->put(p->writer, (int)(me - p->pt), 0, j->col, j->row,
+            !p->wops->put(p->writer, t, 0, j->col, j->row,
                           (const uint8_t *)b->data, b->len, &me->err))
             return false;
         L->manifest[j->row * L->cols + j->col] = 1;
@@ -817,8 +818,8 @@ static bool do_tile(sp_pyramid *p, sp__pthread *me, const tile_job *j,
         !has_tissue(p, j->d, px, pitch, x0, y0, tw, th)) {
         (*skipped)++;
         if (p->pad_edges) /* TIFF needs every tile */
-            return p->wops->put(p->writer, (int)(me - p->pt), j->d, j->col,
-                                j->row, p->bg_tile, p->bg_tile_n, &me->err);
+            return p->wops->put(p->writer, t, j->d, j->col, j->row, p->bg_tile,
+                                p->bg_tile_n, &me->err);
         return true;
     }
     if (p->pad_edges && (tw < T || th < T)) {
@@ -861,8 +862,7 @@ static bool do_tile(sp_pyramid *p, sp__pthread *me, const tile_job *j,
         if (solid)
             solid_keep(me, px, (int)ow, (int)oh, enc, n);
     }
-    if (!p->wops->put(p->writer, (int)(me - p->pt), j->d, j->col, j->row, enc,
-                      n, &me->err))
+    if (!p->wops->put(p->writer, t, j->d, j->col, j->row, enc, n, &me->err))
         return false;
     L->manifest[j->row * L->cols + j->col] = 1;
     atomic_fetch_add_explicit(&p->bytes, (int64_t)n, memory_order_relaxed);
