@@ -26,6 +26,7 @@ typedef struct {
     const char *name;
     const char *summary;
     int (*run)(int argc, char **argv); /* argv[0] is the subcommand name */
+    bool parallel; /* long OpenMP work: its idle threads sleep (util.h) */
 } sp_command;
 
 int sp_cmd_info(int argc, char **argv);

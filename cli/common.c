@@ -5,9 +5,6 @@
 #include <stdarg.h>
 #include <stdlib.h>
 
-/* slidepipe and slidepipe-mpi: OpenMP threads sleep when idle */
-SP_OPENMP_SLEEP_WHEN_IDLE;
-
 void sp_cli_error(const char *cmd, const char *fmt, ...) {
     char msg[2048];
     va_list ap;

@@ -10,17 +10,21 @@
 
 static const sp_command commands[] = {
     {"info", "describe slides: levels, resolution, vendor, properties",
-     sp_cmd_info},
-    {"tile", "build a Deep Zoom or pyramidal TIFF tile pyramid", sp_cmd_tile},
+     sp_cmd_info, false},
+    {"tile", "build a Deep Zoom or pyramidal TIFF tile pyramid", sp_cmd_tile,
+     true},
     {"analyze", "tissue mask and per-tile features into an HDF5 file",
-     sp_cmd_analyze},
-    {"run", "pyramid and features from one decode of the slide", sp_cmd_run},
+     sp_cmd_analyze, true},
+    {"run", "pyramid and features from one decode of the slide", sp_cmd_run,
+     true},
     {"query", "filter, count and summarise the tiles of HDF5 files",
-     sp_cmd_query},
-    {"index", "link a folder of HDF5 files into one cohort file", sp_cmd_index},
+     sp_cmd_query, false},
+    {"index", "link a folder of HDF5 files into one cohort file", sp_cmd_index,
+     false},
     {"serve", "serve slides, pyramids and features to a web browser",
-     sp_cmd_serve},
-    {"batch", "run many slides (folders, manifests), resumable", sp_cmd_batch},
+     sp_cmd_serve, true},
+    {"batch", "run many slides (folders, manifests), resumable", sp_cmd_batch,
+     true},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
@@ -105,8 +109,11 @@ int main(int argc, char **argv) {
         return version(argc, argv);
     }
     for (size_t i = 0; i < N_COMMANDS; i++)
-        if (strcmp(c, commands[i].name) == 0)
+        if (strcmp(c, commands[i].name) == 0) {
+            if (commands[i].parallel)
+                sp_openmp_sleep_when_idle(argv);
             return commands[i].run(argc - 1, argv + 1);
+        }
     sp_cli_error(NULL, "unknown command '%s' (see 'slidepipe --help')", c);
     return SP_EXIT_USAGE;
 }

@@ -42,6 +42,8 @@ int main(int argc, char **argv) {
             return SP_EXIT_OK;
         }
     }
+    /* before MPI starts: the same process again, its environment amended */
+    sp_openmp_sleep_when_idle(argv);
     sp_error err = {0};
     sp_batch_transport *t = sp_batch_mpi_open(&argc, &argv, &err);
     if (!t)

@@ -3,6 +3,7 @@
 of the test data, usage errors, and JSON that stays valid for odd values."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -137,16 +138,29 @@ def check_versions():
           "HDF5 version against h5py")
     r = run("--version", "--bogus")
     check(r.returncode == 2, "--version --bogus: usage error")
-    # OpenMP's idle threads sleep: the wait policy as libgomp itself reads
-    # it (OMP_DISPLAY_ENV), PASSIVE unless the environment says otherwise
+    # OpenMP's idle threads sleep: the spin count libgomp itself reports
+    # (OMP_DISPLAY_ENV=verbose; 'PASSIVE' alone is also what it shows when
+    # the variable is unset) is 0 in the process that runs a parallel
+    # command, unless the environment says otherwise; a quick command
+    # (info) is not started again
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    env["OMP_DISPLAY_ENV"] = "true"
-    for given, want in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
+    env["OMP_DISPLAY_ENV"] = "verbose"
+    slide = os.path.join(DATA, READABLE[0])
+    for args, given, want, spin, starts in (
+            (("tile", "--help"), None, "PASSIVE", "0", 2),
+            (("tile", "--help"), "ACTIVE", "ACTIVE", "30000000000", 1),
+            (("info", slide), None, "PASSIVE", "300000", 1)):
         e = dict(env, OMP_WAIT_POLICY=given) if given else env
-        r = subprocess.run([BIN, "--version"], env=e, capture_output=True,
+        r = subprocess.run([BIN, *args], env=e, capture_output=True,
                            text=True, timeout=60)
-        check(f"OMP_WAIT_POLICY = '{want}'" in r.stderr,
-              f"OpenMP wait policy {want} (given {given}): {r.stderr[-300:]}")
+        pol = re.findall(r"OMP_WAIT_POLICY = '(\w+)'", r.stderr)
+        spins = re.findall(r"GOMP_SPINCOUNT = '(\d+)'", r.stderr)
+        what = f"{args[0]}, OMP_WAIT_POLICY {given}"
+        check(r.returncode == 0, f"{what}: exit {r.returncode}")
+        check(len(pol) == starts and len(spins) == starts,
+              f"{what}: libgomp started {len(pol)} times, want {starts}")
+        check(pol[-1:] == [want] and spins[-1:] == [spin],
+              f"{what}: policy {pol}, spin count {spins}; want {want}, {spin}")
 
 
 def main():

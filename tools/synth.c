@@ -38,7 +38,6 @@
 
 #define PROG "slidepipe-synth"
 
-SP_OPENMP_SLEEP_WHEN_IDLE; /* util.h */
 #define APERIO_HEADER "Aperio Image Library v12.0.15 (" PROG ")"
 
 enum { EXIT_WRITE = 3, EXIT_USAGE = 2 }; /* as slidepipe (README) */
@@ -705,6 +704,7 @@ int main(int argc, char **argv) {
     int rc = parse_args(argc, argv, &jb.o);
     if (rc >= 0)
         return rc;
+    sp_openmp_sleep_when_idle(argv); /* util.h */
     const options *o = &jb.o;
     jb.tile = (int)o->tile;
     int most = level_count(o->width, o->height, o->tile, true);

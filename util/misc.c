@@ -25,6 +25,14 @@ void sp_lib_versions_add(sp_lib_versions *l, const char *name,
     va_end(ap);
 }
 
+void sp_openmp_sleep_when_idle(char **argv) {
+    if (getenv("OMP_WAIT_POLICY") || setenv("OMP_WAIT_POLICY", "PASSIVE", 1))
+        return;
+    execv("/proc/self/exe", argv);
+    /* no exec (no /proc): carry on as started, libgomp spinning; the
+     * variable stays for the children, which fork from this process */
+}
+
 double sp_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

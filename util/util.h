@@ -206,28 +206,20 @@ uint64_t sp_fnv1a(uint64_t h, const void *data, size_t n);
 char *sp_slide_id(const char *path);
 
 /* ---- OpenMP's idle threads --------------------------------------------- */
-/* SP_OPENMP_SLEEP_WHEN_IDLE, once in an executable's own sources (not a
- * library's: a static library's object would not be linked), makes
- * OMP_WAIT_POLICY=PASSIVE the default; a value in the environment wins.
- * libgomp's waiting threads otherwise spin for 300,000 rounds at every
- * wait, and on a machine with other work (a batch beside the viewer, two
- * jobs on a node, ctest -j) they hold the cores the working threads need:
- * the same `tile` run under load took 5.4-8.2 s spinning, 2.1-2.3 s
- * sleeping. libgomp reads the variable in its constructor, before main,
- * so it is set from the executable's preinit array, which the dynamic
- * loader runs before any shared library's constructor. */
-#define SP_OPENMP_SLEEP_WHEN_IDLE                                              \
-    static void sp__omp_passive(int argc, char **argv, char **envp) {          \
-        (void)argc;                                                            \
-        (void)argv;                                                            \
-        (void)envp;                                                            \
-        setenv("OMP_WAIT_POLICY", "PASSIVE", 0);                               \
-    }                                                                          \
-    __attribute__((                                                            \
-        section(".preinit_array"),                                             \
-        used)) static void (*const sp__omp_passive_entry)(int, char **,        \
-                                                          char **) =           \
-        sp__omp_passive
+/* Make OMP_WAIT_POLICY=PASSIVE the default of a long-running command (a
+ * value in the environment wins): called first thing in main() with its
+ * argv, before any OpenMP region. libgomp's waiting threads otherwise
+ * spin for 300,000 rounds at every wait, and on a machine with other work
+ * (a batch beside the viewer, two jobs on a node, ctest -j) they hold the
+ * cores the working threads need: the same `tile` run under load took
+ * 5.4-8.2 s spinning, 2.1-2.3 s sleeping, and alone it spends ~5% of its
+ * CPU spinning. libgomp reads the variable once, in its constructor,
+ * before main; no earlier hook can set it (the executable's preinit array
+ * runs before libc's own initialiser, which resets the environment), so
+ * when it is unset this sets it and executes the program again
+ * (/proc/self/exe, the same arguments: ~20 ms). Returns only when it did
+ * not (the variable was given, or exec failed: then libgomp spins). */
+void sp_openmp_sleep_when_idle(char **argv);
 
 /* ---- library versions -------------------------------------------------- */
 /* The libraries a binary runs with, for `slidepipe --version`: each module
