@@ -88,6 +88,9 @@ struct instance {
      * read with pread, no lock; empty: through DCMTK, under `mu` */
     std::vector<uint64_t> item_off;
     std::vector<Uint32> item_len;
+    /* the items themselves, for the DCMTK path (getItem(i) walks the
+     * list from its start: quadratic over a whole read) */
+    std::vector<DcmPixelItem *> items;
     int fd = -1;
     std::mutex mu;
     ~instance() {
@@ -330,13 +333,16 @@ bool map_fragments(instance *in, std::string *why) {
 void locate_items(instance *in) {
     const unsigned long n = in->seq->card();
     std::vector<Uint32> lens(n);
+    std::vector<DcmPixelItem *> items(n);
     DcmObject *at = nullptr;
     for (unsigned long i = 0; i < n; i++) {
         auto *it = next_item(in->seq, &at);
         if (!it)
             return;
         lens[i] = it->getLength();
+        items[i] = it;
     }
+    in->items = std::move(items);
     int fd = open(in->path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return;
@@ -970,8 +976,9 @@ bool fetch_frame(instance *in, Uint32 f, std::vector<Uint8> &data,
     }
     data.clear();
     for (Uint32 k = 0; k < in->frag_count[f]; k++) {
-        DcmPixelItem *it = nullptr;
-        if (in->seq->getItem(it, in->frag_first[f] + k).bad() || !it) {
+        const Uint32 i = in->frag_first[f] + k;
+        DcmPixelItem *it = i < in->items.size() ? in->items[i] : nullptr;
+        if (!it && (in->seq->getItem(it, i).bad() || !it)) {
             *why = "frame " + std::to_string(f + 1) + ": a fragment is missing";
             return false;
         }

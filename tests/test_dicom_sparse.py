@@ -13,7 +13,10 @@ here with pydicom from a copy of CMU-1-Small-Region.svs's JPEG tiles:
   background, in every read;
 - the same level, TILED_FULL, its frames encapsulated by pydicom in two
   fragments each with a Basic Offset Table that says where each frame
-  starts: equal to OpenSlide's read."""
+  starts: equal to OpenSlide's read; and again with the Pixel Data's VR
+  written as OW (not the OB encapsulation asks for, but seen): the
+  reader cannot find the items in the file then and reads every frame
+  through DCMTK, which must give the same pixels."""
 import io
 import os
 import subprocess
@@ -66,12 +69,13 @@ def sparse_series(src_dir, out_dir):
     return present, frames, (W, H, tw, th, across)
 
 
-def fragmented_series(src_dir, out_dir):
+def fragmented_series(src_dir, out_dir, vr="OB"):
     """level-0.dcm of src_dir with every frame in two fragments (and a
-    Basic Offset Table) in out_dir"""
+    Basic Offset Table) in out_dir, the Pixel Data's VR `vr`"""
     ds = pydicom.dcmread(os.path.join(src_dir, "level-0.dcm"))
     frames = list(generate_pixel_data_frame(ds.PixelData))
     ds.PixelData = encapsulate(frames, fragments_per_frame=2, has_bot=True)
+    ds["PixelData"].VR = vr
     os.makedirs(out_dir)
     ds.save_as(os.path.join(out_dir, "level-0.dcm"))
 
@@ -162,6 +166,15 @@ def main():
                                .convert("RGB"))
         px, e = dump(frag, d)
         same(px, whole, e, "two fragments a frame, against OpenSlide's read")
+        ow = os.path.join(tmp, "ow")
+        fragmented_series(full + ".dicom", ow, "OW")
+        with open(os.path.join(ow, "level-0.dcm"), "rb") as f:
+            check(b"\xe0\x7f\x10\x00OW\x00\x00\xff\xff\xff\xff" in f.read(),
+                  "the OW series' Pixel Data is OW, of undefined length")
+        for extra in ((), ("--piece", "333", "277")):
+            px, e = dump(ow, d, *extra)
+            same(px, whole, e, f"OW Pixel Data (DCMTK's reads) {extra}, "
+                 "against OpenSlide's read")
     return finish()
 
 
