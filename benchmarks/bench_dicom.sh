@@ -16,14 +16,14 @@
 #                run's were just deleted, does not hide the reading) from
 #                the DICOM series it wrote vs from the SVS: tiles/s
 #                either way
-# Every command runs ROUNDS times (default 3), the rounds interleaved (one
+# Every command runs ROUNDS times (default 5), the rounds interleaved (one
 # of each per round, in the same order), so a drift of the machine's speed
 # falls on both sides; prints each run's median wall, CPU and peak RSS
 # over the rounds (and the fastest and slowest wall), and the ratios of
 # the medians.
 # usage: benchmarks/bench_dicom.sh [WIDTH HEIGHT]     (default 32768 24576)
 #   SLIDEPIPE_BIN  slidepipe executable (default build/cli/slidepipe)
-#   ROUNDS         rounds (default 3)
+#   ROUNDS         rounds (default 5)
 #   SETTLE         seconds of idling before each run (default 3; 0: none)
 # The slide is made once by ../shared/bench/make-bench-slide.sh and kept
 # in benchmarks/out/ (gitignored).
@@ -49,7 +49,7 @@ rm -rf "$dst"
 mkdir -p "$dst"
 res=$dst/results.txt
 : >"$res"
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 # before each run the page cache is dropped, so the slide is read from
 # disk as in an overnight batch, and then both programs are started once
 # (--version), so neither run pays for loading its shared libraries from
