@@ -6,6 +6,7 @@
 #ifndef SP_CLI_H
 #define SP_CLI_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -49,6 +50,13 @@ void sp_cli_error(const char *cmd, const char *fmt, ...)
 int sp_cli_report(const char *cmd, const sp_error *err);
 /* Exit code for an error category. */
 int sp_cli_exit_code(sp_errcode code);
+/* SIGINT and SIGTERM call `handler` (without SA_RESTART, so that a poll or
+ * a read wakes) until sp_cli_signals_restore puts back what was there. */
+typedef struct {
+    struct sigaction old_int, old_term;
+} sp_cli_signals;
+void sp_cli_signals_catch(sp_cli_signals *s, void (*handler)(int));
+void sp_cli_signals_restore(const sp_cli_signals *s);
 /* Parse a positive integer option; prints a usage error and returns false
  * on failure. */
 bool sp_cli_parse_int(const char *cmd, const char *opt, const char *arg,

@@ -558,16 +558,11 @@ static int work(sp_batch_opts *bo, bool quiet, bool log_json) {
     bo->on_event = on_worker_event;
     bo->user = &lg;
     bo->cancel = &interrupted;
-    struct sigaction sa, old_int, old_term;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
+    sp_cli_signals sigs;
+    sp_cli_signals_catch(&sigs, on_signal);
     sp_error err = {0};
     bool ok = sp_batch_work(bo, &err);
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
+    sp_cli_signals_restore(&sigs);
     if (!ok)
         return sp_cli_report(CMD, &err);
     return interrupted ? SP_EXIT_INTERRUPTED : SP_EXIT_OK;
@@ -800,15 +795,10 @@ static int batch_main(int argc, char **argv, sp_batch_transport *t) {
             goto out;
         }
 
-    struct sigaction sa, old_int, old_term;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal; /* no SA_RESTART: wake the poll loop */
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
+    sp_cli_signals sigs;
+    sp_cli_signals_catch(&sigs, on_signal); /* wakes the poll loop */
     bool ok = sp_batch_run(b, &err);
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
+    sp_cli_signals_restore(&sigs);
     clear_line(&lg);
     if (!ok) {
         rc = sp_cli_report(CMD, &err);

@@ -526,12 +526,8 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
         o.features_out = out;
     }
 
-    struct sigaction sa, old_int, old_term;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
+    sp_cli_signals sigs;
+    sp_cli_signals_catch(&sigs, on_signal);
     interrupted = 0;
     o.cancel = &interrupted;
     progress_ctx pc = {.cmd = cmd, .draw = !quiet && sp_progress_default()};
@@ -542,8 +538,7 @@ static int drive(const char *cmd, unsigned what, int argc, char **argv) {
     sp_run_result r;
     bool ok = sp_run_slide(path, &o, &r, &err);
     sp_progress_done(pc.bar);
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
+    sp_cli_signals_restore(&sigs);
     free(dcm_json);
     free(stem);
     free(h5);
