@@ -26,7 +26,12 @@ void sp_lib_versions_add(sp_lib_versions *l, const char *name,
 }
 
 void sp_openmp_sleep_when_idle(char **argv) {
-    if (getenv("OMP_WAIT_POLICY") || setenv("OMP_WAIT_POLICY", "PASSIVE", 1))
+    /* a preloaded library means a tool holds this process (valgrind's
+     * core, a profiler's shim), and it may not follow an exec: valgrind
+     * refuses to run its own copy of the program directly */
+    const char *pre = getenv("LD_PRELOAD");
+    if (getenv("OMP_WAIT_POLICY") || (pre && *pre) ||
+        setenv("OMP_WAIT_POLICY", "PASSIVE", 1))
         return;
     execv("/proc/self/exe", argv);
     /* no exec (no /proc): carry on as started, libgomp spinning; the

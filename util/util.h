@@ -218,7 +218,9 @@ char *sp_slide_id(const char *path);
  * runs before libc's own initialiser, which resets the environment), so
  * when it is unset this sets it and executes the program again
  * (/proc/self/exe, the same arguments: ~20 ms). Returns only when it did
- * not (the variable was given, or exec failed: then libgomp spins). */
+ * not: the variable was given, LD_PRELOAD is set (a tool such as valgrind
+ * runs the process and may not follow an exec), or exec failed; then
+ * libgomp spins. */
 void sp_openmp_sleep_when_idle(char **argv);
 
 /* ---- library versions -------------------------------------------------- */
