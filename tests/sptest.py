@@ -7,6 +7,8 @@ import sys
 
 BIN = os.environ.get("SLIDEPIPE_BIN", "")
 SYNTH = os.environ.get("SLIDEPIPE_SYNTH", "")
+# tests/read_dump: a slide's reads through the public reader, to files
+READ_DUMP = os.environ.get("SLIDEPIPE_READ_DUMP", "")
 DATA = os.environ.get("SLIDEPIPE_TESTDATA") or os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
     "testdata")
@@ -29,6 +31,12 @@ def check(cond, what):
         _counts["failed"] += 1
         print("FAIL:", what, file=sys.stderr, flush=True)
     return cond
+
+
+def have_read_dump():
+    """READ_DUMP is there; a failed check when it is not"""
+    return check(bool(READ_DUMP) and os.path.exists(READ_DUMP),
+                 f"SLIDEPIPE_READ_DUMP not set or missing: {READ_DUMP!r}")
 
 
 def failures():
